@@ -1,0 +1,90 @@
+"""The sparse autoencoder module: one small file, reloadable from its state dict alone.
+
+Shapes: x [..., d_in]; f [..., d_sae]. Weight layout follows SAELens (W_enc [d_in, d_sae], W_dec [d_sae, d_in]),
+so our files and theirs hold the same tensors. The paper's recipe (architecture "relu"):
+    x̄ = x − b_dec;  f = ReLU(x̄ W_enc + b_enc);  x̂ = f W_dec + b_dec,  with unit-norm decoder rows.
+"topk" keeps the k largest pre-activations (then ReLU); "jumprelu" keeps pre-activations above a learned
+per-feature threshold (BatchTopK SAEs are saved as jumprelu with their global threshold, as SAELens does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+ARCHITECTURES = ("relu", "topk", "jumprelu")
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    """What defines an SAE's forward pass; training hyper-parameters live in the training config."""
+
+    d_in: int
+    d_sae: int
+    architecture: str = "relu"
+    k: int | None = None  # active latents per token, topk only
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.architecture == "topk" and not (self.k and 0 < self.k <= self.d_sae):
+            raise ValueError(f"topk needs 0 < k <= d_sae, got k={self.k}")
+
+
+class SparseAutoencoder(nn.Module):
+    """Encoder/decoder pair with a pre-encoder bias shared with the decoder (b_dec)."""
+
+    def __init__(self, cfg: SAEConfig, *, dtype: torch.dtype = torch.float32, device=None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        kw = dict(dtype=dtype, device=device)
+        self.W_enc = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_sae, **kw))  # [d_in, d_sae]
+        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, **kw))  # [d_sae]
+        self.W_dec = nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in, **kw))  # [d_sae, d_in]
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, **kw))  # [d_in]
+        if cfg.architecture == "jumprelu":
+            self.threshold = nn.Parameter(torch.zeros(cfg.d_sae, **kw))  # [d_sae]
+
+    @torch.no_grad()
+    def init_weights(self, generator: torch.Generator | None = None) -> "SparseAutoencoder":
+        """Initialise as is usual since the paper: random unit decoder rows, encoder = decoder transposed."""
+        w = torch.randn(self.W_dec.shape, generator=generator, dtype=torch.float32)
+        w /= w.norm(dim=1, keepdim=True)
+        self.W_dec.copy_(w)
+        self.W_enc.copy_(w.T)
+        self.b_enc.zero_()
+        self.b_dec.zero_()
+        return self
+
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """Return encoder pre-activations [..., d_sae] for inputs x [..., d_in]."""
+        return (x - self.b_dec) @ self.W_enc + self.b_enc
+
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        """Return feature activations [..., d_sae] from pre-activations, per the architecture."""
+        arch = self.cfg.architecture
+        if arch == "relu":
+            return torch.relu(pre)
+        if arch == "topk":
+            values, indices = pre.topk(self.cfg.k, dim=-1)
+            return torch.zeros_like(pre).scatter_(-1, indices, torch.relu(values))
+        return pre * (pre > self.threshold)  # jumprelu
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Return feature activations f [..., d_sae] for x [..., d_in]."""
+        return self.activate(self.pre_activations(x))
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        """Return the reconstruction x̂ [..., d_in] of feature activations f [..., d_sae]."""
+        return f @ self.W_dec + self.b_dec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the reconstruction x̂ [..., d_in] of x [..., d_in]."""
+        return self.decode(self.encode(x))
+
+    @torch.no_grad()
+    def normalize_decoder_(self) -> None:
+        """Rescale decoder rows to unit norm (the paper's constraint), in place."""
+        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
