@@ -1,0 +1,117 @@
+"""CLI of the foundation stages: bad input is one line on stderr with exit code 2; up-to-date stages are skipped."""
+
+import json
+import sys
+
+import pytest
+
+from app.cli import main
+
+TINY_LM_ARGS = ["--d-model", "16", "--d-mlp", "32", "--n-heads", "2", "--batch-size", "8", "--tokens", "2560"]
+
+
+def monoscope(monkeypatch, capsys, *args):
+    """Run the real console entry point in-process; return (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["monoscope", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(result, *fragments):
+    code, _, err = result
+    assert code == 2
+    # a progress bar may have drawn and erased itself with \r first: keep what each line ends up showing
+    lines = [shown for line in err.split("\n") if (shown := line.rsplit("\r", 1)[-1]).strip()]
+    assert len(lines) == 1 and lines[0].startswith("monoscope: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_run_that_is_a_file(monkeypatch, capsys, tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert_one_line_error(monoscope(monkeypatch, capsys, "corpus", "--run", tmp_path / "file"), "is a file")
+    assert_one_line_error(monoscope(monkeypatch, capsys, "train-lm", "--run", tmp_path / "file"), "is a file")
+
+
+def test_missing_and_empty_sources(monkeypatch, capsys, tmp_path):
+    run = tmp_path / "run"
+    assert_one_line_error(monoscope(monkeypatch, capsys, "corpus", "--run", run, "--source", tmp_path / "nope"),
+                          "does not exist")
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(monoscope(monkeypatch, capsys, "corpus", "--run", run, "--source", tmp_path / "empty"),
+                          "has no text")
+    assert not run.exists()
+
+
+def test_unreadable_jsonl_line_leaves_nothing(monkeypatch, capsys, tmp_path):
+    source = tmp_path / "docs.jsonl"
+    source.write_text('{"text": "one"}\n{"text": "two"}\n{"text": 3}\n')
+    result = monoscope(monkeypatch, capsys, "corpus", "--run", tmp_path / "run", "--source", source)
+    assert_one_line_error(result, "docs.jsonl:3")
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_lm_before_corpus_and_bad_numbers(monkeypatch, capsys, tmp_path):
+    assert_one_line_error(monoscope(monkeypatch, capsys, "train-lm", "--run", tmp_path), "monoscope corpus")
+    assert_one_line_error(monoscope(monkeypatch, capsys, "train-lm", "--run", tmp_path, "--d-model", "30",
+                                    "--n-heads", "4"), "multiple of --n-heads")
+    assert_one_line_error(monoscope(monkeypatch, capsys, "train-lm", "--run", tmp_path, "--device", "cuda:0"
+                                    if not __import__("torch").cuda.is_available() else "tpu"), "device")
+
+
+def test_pretrained_not_cached_is_one_line(monkeypatch, capsys, tmp_path):
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache("NeelNanda/GELU_1L512W_C4_Code", "config.json"), str):
+        pytest.skip("gelu-1l is cached on this machine")
+    result = monoscope(monkeypatch, capsys, "train-lm", "--run", tmp_path / "run", "--pretrained", "gelu-1l")
+    assert_one_line_error(result, "gelu-1l", "not in the local Hugging Face cache")
+    assert not (tmp_path / "run" / "lm").exists()
+    result = monoscope(monkeypatch, capsys, "corpus", "--run", tmp_path / "run", "--tokenizer", "gelu-1l")
+    assert_one_line_error(result, "not in the local Hugging Face cache")
+
+
+def test_corpus_and_lm_skip_when_current_and_force_redoes(monkeypatch, capsys, tmp_path, tiny_source, single_thread):
+    run = tmp_path / "run"
+    corpus = ["corpus", "--run", run, "--source", tiny_source, "--vocab-size", "280", "--n-ctx", "32",
+              "--max-tokens", "20000"]
+    lm = ["train-lm", "--run", run, *TINY_LM_ARGS, "--device", "cpu"]
+    code, out, _ = monoscope(monkeypatch, capsys, *corpus)
+    assert code == 0 and "train +" in out
+    code, out, _ = monoscope(monkeypatch, capsys, *lm)
+    assert code == 0 and "held-out loss" in out
+    stamps = {stage: json.loads((run / stage / "manifest.json").read_text())["fingerprint"] for stage in ("corpus", "lm")}
+    created = {stage: (run / stage / "manifest.json").stat().st_mtime_ns for stage in ("corpus", "lm")}
+
+    code, out, _ = monoscope(monkeypatch, capsys, *corpus)
+    assert code == 0 and "up to date" in out
+    code, out, _ = monoscope(monkeypatch, capsys, *lm)
+    assert code == 0 and "up to date" in out
+    assert created == {stage: (run / stage / "manifest.json").stat().st_mtime_ns for stage in ("corpus", "lm")}
+
+    code, out, _ = monoscope(monkeypatch, capsys, *corpus, "--force")
+    assert code == 0 and "up to date" not in out
+    assert (run / "corpus" / "manifest.json").stat().st_mtime_ns != created["corpus"]
+    # the rebuilt corpus is identical (deterministic), so its fingerprint and the LM stay valid
+    assert json.loads((run / "corpus" / "manifest.json").read_text())["fingerprint"] == stamps["corpus"]
+    code, out, _ = monoscope(monkeypatch, capsys, *lm)
+    assert "up to date" in out
+    code, out, _ = monoscope(monkeypatch, capsys, *lm, "--seed", "1")  # a changed config retrains
+    assert code == 0 and "held-out loss" in out
+
+
+def test_demo_runs_corpus_then_lm_and_reports(monkeypatch, capsys, tmp_path, tiny_source, single_thread):
+    run = tmp_path / "demo"
+    code, out, _ = monoscope(monkeypatch, capsys, "demo", "--run", run, "--source", tiny_source,
+                             "--max-tokens", "20000", "--tokens", "8192", "--device", "cpu")
+    assert code == 0, out
+    assert out.index("== corpus") < out.index("== lm") < out.index("demo: done")
+    assert "held-out loss" in out and (run / "lm" / "weights.safetensors").is_file()
+    code, out, _ = monoscope(monkeypatch, capsys, "demo", "--run", run, "--source", tiny_source,
+                             "--max-tokens", "20000", "--tokens", "8192", "--device", "cpu")
+    assert code == 0 and out.count("up to date") == 2
