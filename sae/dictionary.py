@@ -70,7 +70,7 @@ class SparseAutoencoder(nn.Module):
         if arch == "topk":
             values, indices = pre.topk(self.cfg.k, dim=-1)
             return torch.zeros_like(pre).scatter_(-1, indices, torch.relu(values))
-        return pre * (pre > self.threshold)  # jumprelu
+        return torch.relu(pre) * (pre > self.threshold)  # jumprelu, as SAELens computes it
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Return feature activations f [..., d_sae] for x [..., d_in]."""

@@ -15,12 +15,15 @@ The sizes are in the `tiny_spec` fixture (test modules cannot import this file: 
 
 from __future__ import annotations
 
+import os
 import shutil
 import sysconfig
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see app/cli.py
 
 # Every character class the pipeline must carry through untouched (and the web must escape).
 AWKWARD_TEXT = (

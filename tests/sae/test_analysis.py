@@ -1,0 +1,143 @@
+"""The streaming analysis against brute force over dense activations, on synthetic activations and a random SAE."""
+
+import numpy as np
+import pytest
+import torch
+
+from sae.analysis import AnalysisConfig, Basis, analyze_shard
+from sae.analysis_reduce import finish
+from sae.dictionary import SAEConfig, SparseAutoencoder
+
+N_SEQ, T, VOCAB, D_IN, D_SAE = 24, 16, 40, 16, 48
+CFG = AnalysisConfig(batch_sequences=5, top_k=4, context_before=3, context_after=2, samples_per_interval=2,
+                     act_hist_bins=7, seed=3)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, VOCAB, (N_SEQ, T), generator=g).numpy().astype(np.int32)
+    emb = torch.randn(VOCAB, D_IN, generator=g)
+    prev = torch.randn(VOCAB, D_IN, generator=g)
+
+    def acts_fn(batch):  # [B, T] -> [B, T, D_IN]: depends on the token and the one before, like a tiny LM
+        shifted = torch.cat([batch[:, :1], batch[:, :-1]], dim=1)
+        return emb[batch] + 0.5 * prev[shifted]
+
+    sae = SparseAutoencoder(SAEConfig(D_IN, D_SAE)).init_weights(g)
+    with torch.no_grad():
+        sae.b_enc.fill_(-0.8)
+        sae.b_dec.normal_(generator=g)
+    x = acts_fn(torch.from_numpy(tokens).long()).reshape(-1, D_IN)
+    dense = {"neurons": x, "sae": sae.encode(x).detach()}
+    bases = [Basis("neurons", D_IN), Basis("sae", D_SAE, sae)]
+    return tokens, acts_fn, bases, dense
+
+
+def run(setup, tmp_path, cuts):
+    tokens, acts_fn, bases, _ = setup
+    shards = [analyze_shard(acts_fn, None, tokens, (a, b), bases, CFG, tmp_path) for a, b in zip(cuts, cuts[1:])]
+    return finish(shards, bases, tokens, CFG)
+
+
+@pytest.fixture(scope="module")
+def whole(setup, tmp_path_factory):
+    return run(setup, tmp_path_factory.mktemp("whole"), [0, N_SEQ])
+
+
+@pytest.mark.parametrize("b,name", [(0, "neurons"), (1, "sae")])
+def test_counts_density_max_mean_and_histogram(setup, whole, b, name):
+    f = setup[3][name].numpy()
+    arrays, summary = whole[b]
+    firing = (f > 0).sum(0)
+    assert firing.max() < len(f) and (firing > 0).mean() > 0.5  # sparse units, and a few dead ones in the SAE
+    np.testing.assert_array_equal(arrays["firing_count"], firing)
+    np.testing.assert_allclose(arrays["density"], firing / len(f))
+    np.testing.assert_array_equal(arrays["max_activation"], f.max(0))
+    mean = np.where(f > 0, f, 0).sum(0) / np.maximum(firing, 1)
+    np.testing.assert_allclose(arrays["mean_activation"], mean, rtol=1e-5)
+    np.testing.assert_array_equal(arrays["act_hist_counts"].sum(1), firing)
+    assert summary["metrics"]["l0"] == pytest.approx(firing.sum() / len(f))
+
+
+@pytest.mark.parametrize("b,name", [(0, "neurons"), (1, "sae")])
+def test_top_k_are_the_k_largest_with_their_windows(setup, whole, b, name):
+    tokens = setup[0]
+    f = setup[3][name].numpy()
+    arrays, _ = whole[b]
+    k, before, w = CFG.top_k, CFG.context_before, CFG.context_before + 1 + CFG.context_after
+    for u in range(f.shape[1]):
+        order = np.lexsort((np.arange(len(f)), -f[:, u]))[:k]
+        order = order[f[order, u] > 0]
+        n = len(order)
+        assert arrays["top_count"][u] == n
+        np.testing.assert_array_equal(arrays["top_values"][u, :n], f[order, u])
+        assert np.all(arrays["top_values"][u, n:] == -np.inf)
+        np.testing.assert_array_equal(arrays["top_sequence"][u, :n], order // T)
+        np.testing.assert_array_equal(arrays["top_position"][u, :n], order % T)
+        for j, g in enumerate(order):
+            s, p = divmod(g, T)
+            for i in range(w):
+                q = p - before + i
+                inside = 0 <= q < T
+                assert arrays["top_token_ids"][u, j, i] == (tokens[s, q] if inside else -1)
+                assert arrays["top_acts"][u, j, i] == (max(f[s * T + q, u], 0) if inside else 0)
+
+
+@pytest.mark.parametrize("b,name", [(0, "neurons"), (1, "sae")])
+def test_interval_samples_lie_in_their_interval_and_shares_match(setup, whole, b, name):
+    f = setup[3][name].numpy()
+    arrays, _ = whole[b]
+    edges, counts = arrays["interval_edges"], arrays["interval_counts"]
+    for u in range(f.shape[1]):
+        v = f[f[:, u] > 0, u]
+        if len(v) == 0:  # dead: no intervals, no samples
+            assert counts[u].sum() == 0 and arrays["interval_sample_count"][u].sum() == 0
+            continue
+        assert edges[u, 0] == 0 and edges[u, -1] == v.max()
+        brute = np.histogram(v, bins=edges[u])[0]  # numpy: half-open bins, the last one closed, as ours
+        np.testing.assert_array_equal(counts[u], brute)
+        assert counts[u].sum() / len(v) == pytest.approx(1.0)
+        for i in range(CFG.n_intervals):
+            n = arrays["interval_sample_count"][u, i]
+            assert n == min(brute[i], CFG.samples_per_interval)
+            vals = arrays["interval_values"][u, i, :n]
+            assert np.all(vals > 0) and np.all(vals >= edges[u, i]) and np.all(vals <= edges[u, i + 1])
+            np.testing.assert_array_equal(arrays["interval_acts"][u, i, :n, CFG.context_before], vals)
+            assert np.all(np.isin(vals, v))
+
+
+def test_merging_two_shards_equals_the_whole(setup, whole, tmp_path):
+    merged = run(setup, tmp_path, [0, 7, N_SEQ])
+    for (a, sa), (m, sm) in zip(whole, merged):
+        assert a.keys() == m.keys()
+        for key in a:
+            if key == "mean_activation":
+                np.testing.assert_allclose(a[key], m[key], rtol=1e-6)
+            else:
+                np.testing.assert_array_equal(a[key], m[key], err_msg=key)
+        assert sa["density_histogram"] == sm["density_histogram"]
+
+
+def test_sae_metrics_match_dense_reconstruction(setup, whole):
+    x = setup[3]["neurons"]
+    sae = setup[2][1].sae
+    x_hat = sae(x).detach()
+    m = whole[1][1]["metrics"]
+    assert m["mse"] == pytest.approx(float((x_hat - x).pow(2).mean()), rel=1e-5)
+    assert m["fvu"] == pytest.approx(float((x_hat - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum()), rel=1e-5)
+    assert whole[0][1]["metrics"]["mse"] is None and m["loss_clean"] is None  # no loss_fn given
+    hist = whole[1][1]["density_histogram"]
+    assert sum(hist["counts"]) + hist["dead"] == D_SAE
+
+
+def test_topk_sae_basis(setup, tmp_path):
+    tokens, acts_fn, _, dense = setup
+    g = torch.Generator().manual_seed(1)
+    sae = SparseAutoencoder(SAEConfig(D_IN, D_SAE, architecture="topk", k=3)).init_weights(g)
+    [(arrays, summary)] = finish([analyze_shard(acts_fn, None, tokens, (0, N_SEQ), [Basis("topk", D_SAE, sae)], CFG,
+                                                tmp_path)], [Basis("topk", D_SAE, sae)], tokens, CFG)
+    f = sae.encode(dense["neurons"]).detach().numpy()
+    np.testing.assert_array_equal(arrays["firing_count"], (f > 0).sum(0))
+    np.testing.assert_array_equal(arrays["max_activation"], f.max(0))
+    assert summary["metrics"]["l0"] == pytest.approx((f > 0).sum(1).mean()) and summary["metrics"]["l0"] <= 3

@@ -1,0 +1,136 @@
+"""`monoscope analyze` on the tiny run: contract files, brute force with the real LM, logit effects, links, CLI."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from sae import lm, rundir
+from sae.analysis import AnalysisConfig
+from sae.analysis_run import run_analysis
+from sae.dictionary import SAEConfig, SparseAutoencoder
+from sae.saelens_format import save_sae
+
+CFG = AnalysisConfig(n_tokens=2000, batch_sequences=16, loss_batch_sequences=5, top_k=6, context_before=4,
+                     context_after=2, samples_per_interval=3, act_hist_bins=9, logit_k=4, logit_hist_bins=7, n_links=3)
+D_SAE = 96
+# units.npz as CONTRACTS.md ("Analysis output") specifies it: name -> dtype.
+UNIT_DTYPES = {
+    "firing_count": "int64", "density": "float64", "max_activation": "float32", "mean_activation": "float32",
+    "act_hist_edges": "float32", "act_hist_counts": "int64", "top_count": "int32", "top_values": "float32",
+    "top_token_ids": "int32", "top_acts": "float32", "top_sequence": "int64", "top_position": "int32",
+    "interval_edges": "float32", "interval_counts": "int64", "interval_sample_count": "int32",
+    "interval_values": "float32", "interval_token_ids": "int32", "interval_acts": "float32",
+    "logit_top_ids": "int32", "logit_top_values": "float32", "logit_bottom_ids": "int32",
+    "logit_bottom_values": "float32", "logit_hist_edges": "float32", "logit_hist_counts": "int64",
+    "top_token_entropy": "float32",
+}
+
+
+def add_sae(run_dir, name="tiny", seed=0):
+    """Write a random SAE stage into run_dir/saes/<name> through the run-directory contract."""
+    g = torch.Generator().manual_seed(seed)
+    sae = SparseAutoencoder(SAEConfig(d_in=64, d_sae=D_SAE)).init_weights(g)
+    with torch.no_grad():
+        sae.b_enc.fill_(-0.3)
+    with rundir.write_stage(run_dir / "saes" / name, stage="sae", config={"seed": seed}, inputs={}) as tmp:
+        save_sae(sae, tmp)
+    return sae
+
+
+@pytest.fixture(scope="module")
+def analysed(tiny_run, tmp_path_factory):
+    import shutil
+
+    run_dir = tmp_path_factory.mktemp("analysed") / "run"
+    shutil.copytree(tiny_run, run_dir)
+    sae = add_sae(run_dir)
+    metrics = run_analysis(run_dir, cfg=CFG, device="cpu", progress=False, log=lambda m: None)
+    return run_dir, sae, metrics
+
+
+def load(run_dir, basis):
+    folder = run_dir / "analysis" / basis
+    return json.loads((folder / "basis.json").read_text()), dict(np.load(folder / "units.npz"))
+
+
+def test_writes_the_contract_files_and_matches_brute_force(analysed):
+    run_dir, sae, metrics = analysed
+    assert set(metrics) == {"neurons", "tiny"}
+    model = lm.load_lm(run_dir)
+    tokens = np.load(run_dir / "corpus" / "heldout.npy")
+    n_seq = -(-CFG.n_tokens // tokens.shape[1])
+    tokens = torch.from_numpy(tokens[:n_seq].astype(np.int64))
+    x = lm.mlp_activations(model, tokens).reshape(-1, 64)
+    for name, f, kind in (("neurons", x, "neuron"), ("tiny", sae.encode(x).detach(), "sae")):
+        meta, units = load(run_dir, name)
+        assert meta["kind"] == kind and meta["n_tokens"] == tokens.numel() and meta["hook_name"] == lm.HOOK_POST
+        assert {k: str(v.dtype) for k, v in units.items()} == UNIT_DTYPES
+        n_units = f.shape[1]
+        assert units["top_token_ids"].shape == (n_units, CFG.top_k, 7)
+        assert units["interval_acts"].shape == (n_units, 11, CFG.samples_per_interval, 7)
+        f = f.numpy()
+        np.testing.assert_array_equal(units["firing_count"], (f > 0).sum(0))
+        np.testing.assert_array_equal(units["max_activation"], np.maximum(f.max(0), 0))
+        top = -np.sort(-f, axis=0)[: CFG.top_k].T  # [U, K]
+        real = units["top_count"][:, None] > np.arange(CFG.top_k)
+        np.testing.assert_array_equal(units["top_values"][real], top[real])
+        np.testing.assert_array_equal(units["act_hist_counts"].sum(1), units["firing_count"])
+        m = meta["metrics"]
+        assert m["l0"] == pytest.approx((f > 0).sum() / len(f))
+        assert m["loss_clean"] == pytest.approx(float(lm.lm_loss(model, tokens)), rel=1e-5)
+        assert m["loss_zero_ablation"] == pytest.approx(float(lm.lm_loss(model, tokens, torch.zeros_like)), rel=1e-5)
+    m = load(run_dir, "tiny")[0]["metrics"]
+    with torch.no_grad():
+        assert m["loss_reconstructed"] == pytest.approx(float(lm.lm_loss(model, tokens, sae)), rel=1e-4)
+    assert m["loss_recovered"] == pytest.approx(
+        (m["loss_zero_ablation"] - m["loss_reconstructed"]) / (m["loss_zero_ablation"] - m["loss_clean"]))
+    assert load(run_dir, "neurons")[0]["metrics"]["loss_reconstructed"] is None
+
+
+def test_logit_effects_equal_the_direct_matrix_product(analysed):
+    run_dir, sae, _ = analysed
+    W_out, W_U = lm.unembed_directions(lm.load_lm(run_dir))
+    for name, direct in (("neurons", W_out @ W_U), ("tiny", sae.W_dec.detach() @ W_out @ W_U)):
+        units = load(run_dir, name)[1]
+        top = direct.topk(CFG.logit_k, dim=1)
+        np.testing.assert_allclose(units["logit_top_values"], top.values.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(units["logit_top_ids"], top.indices.numpy())
+        bottom = direct.topk(CFG.logit_k, dim=1, largest=False)
+        np.testing.assert_allclose(units["logit_bottom_values"], bottom.values.numpy(), rtol=1e-5, atol=1e-6)
+        assert (units["logit_hist_counts"].sum(1) == direct.shape[1]).all()
+
+
+def test_links_match_the_decoder(analysed):
+    run_dir, sae, _ = analysed
+    links = dict(np.load(run_dir / "analysis" / "tiny" / "links.npz"))
+    W = sae.W_dec.detach()
+    u = 5
+    best = W[u].abs().argsort(descending=True)[: CFG.n_links]
+    np.testing.assert_array_equal(links["feature_neuron_ids"][u], best.numpy())
+    np.testing.assert_allclose(links["feature_neuron_weights"][u], W[u, best].numpy())
+    cos = torch.nn.functional.normalize(W, dim=1) @ torch.nn.functional.normalize(W, dim=1).T
+    cos.fill_diagonal_(-2)
+    np.testing.assert_array_equal(links["feature_feature_ids"][u], cos[u].topk(CFG.n_links).indices.numpy())
+    np.testing.assert_array_equal(links["neuron_feature_ids"][7], W[:, 7].abs().topk(CFG.n_links).indices.numpy())
+
+
+def test_up_to_date_bases_are_skipped_and_force_redoes(analysed):
+    run_dir, _, _ = analysed
+    before = rundir.fingerprint(run_dir / "analysis" / "tiny")
+    assert run_analysis(run_dir, cfg=CFG, device="cpu", progress=False, log=lambda m: None) == {}
+    redone = run_analysis(run_dir, sae_names=["tiny"], cfg=CFG, force=True, device="cpu", progress=False,
+                          log=lambda m: None)
+    assert set(redone) == {"neurons", "tiny"}
+    assert rundir.fingerprint(run_dir / "analysis" / "tiny") == before  # deterministic: same files, same digest
+
+
+def test_cli_refuses_an_unknown_sae_in_one_line(analysed):
+    run_dir, _, _ = analysed
+    out = subprocess.run([sys.executable, "-m", "app.cli", "analyze", "--run", str(run_dir), "--sae", "nope"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "no trained SAE 'nope'" in out.stderr
