@@ -1,0 +1,109 @@
+"""Ingest round trip on SQLite and PostgreSQL from a real analysed run; failures keep the previous version."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, insert, select
+
+from app.db import session_factory, upgrade
+from app.ingest import ingest_run
+from app.models import Basis, Example, Label, Model, Token, Unit, UnitLink
+from sae.errors import MonoscopeError
+from webapp_fixtures import SAE_NAME, analysed_run  # noqa: F401  (fixture)
+
+QUIET = lambda message: None  # noqa: E731
+
+
+def load_units(run_dir: Path, basis: str) -> dict[str, np.ndarray]:
+    with np.load(run_dir / "analysis" / basis / "units.npz") as z:
+        return dict(z)
+
+
+def test_round_trip(database_url, analysed_run):
+    upgrade(database_url)
+    assert ingest_run(analysed_run, url=database_url, log=QUIET) == ["neurons", SAE_NAME]
+    strings = json.loads((analysed_run / "corpus" / "token_strings.json").read_text())
+    with session_factory(database_url)() as session:
+        model = session.scalar(select(Model))
+        assert model.name == analysed_run.name
+        assert session.scalar(select(func.count()).select_from(Token)) == len(strings)
+        assert session.scalar(select(Token.text).where(Token.token_id == 5)) == strings[5]
+        if "\x00" in strings:  # PostgreSQL text cannot hold NUL: shown as ␀
+            assert session.scalar(select(Token.text).where(Token.token_id == strings.index("\x00"))) == "\u2400"
+        for name in ("neurons", SAE_NAME):
+            arrays = load_units(analysed_run, name)
+            basis = session.scalar(select(Basis).where(Basis.name == name))
+            assert basis.status == "ready" and basis.n_units == len(arrays["density"])
+            meta = json.loads((analysed_run / "analysis" / name / "basis.json").read_text())
+            assert basis.metrics == meta["metrics"]
+            units = session.scalars(select(Unit).where(Unit.basis_id == basis.id).order_by(Unit.index)).all()
+            assert [u.firing_count for u in units] == arrays["firing_count"].tolist()
+            np.testing.assert_allclose([u.max_activation for u in units], arrays["max_activation"], rtol=1e-6)
+            busiest = int(np.argmax(arrays["firing_count"]))
+            unit = units[busiest]
+            assert unit.act_hist["counts"] == arrays["act_hist_counts"][busiest].tolist()
+            top = session.scalars(select(Example).where(Example.unit_id == unit.id, Example.kind == "top")
+                                  .order_by(Example.rank)).all()
+            assert len(top) == arrays["top_count"][busiest]
+            np.testing.assert_array_equal(np.frombuffer(top[0].token_ids, "<i4"), arrays["top_token_ids"][busiest, 0])
+            np.testing.assert_array_equal(np.frombuffer(top[0].activations, "<f4"), arrays["top_acts"][busiest, 0])
+            n_interval = session.scalar(select(func.count()).select_from(Example).where(
+                Example.unit_id == unit.id, Example.kind == "interval"))
+            assert n_interval == arrays["interval_sample_count"][busiest].sum()
+        with np.load(analysed_run / "analysis" / SAE_NAME / "links.npz") as links:
+            sae = session.scalar(select(Basis).where(Basis.name == SAE_NAME))
+            feature0 = session.scalar(select(Unit.id).where(Unit.basis_id == sae.id, Unit.index == 0))
+            neurons = session.scalars(select(UnitLink.target_index).where(
+                UnitLink.unit_id == feature0, UnitLink.kind == "feature_neuron").order_by(UnitLink.rank)).all()
+            assert neurons == links["feature_neuron_ids"][0].tolist()
+
+
+def test_reingest_replaces_atomically_and_keeps_labels(database_url, analysed_run, tmp_path):
+    upgrade(database_url)
+    ingest_run(analysed_run, url=database_url, log=QUIET)
+    factory = session_factory(database_url)
+    with factory.begin() as session:
+        sae = session.scalar(select(Basis).where(Basis.name == SAE_NAME))
+        sae_id, n_examples = sae.id, session.scalar(select(func.count()).select_from(Example))
+        session.execute(insert(Label), [dict(basis_id=sae.id, unit_index=3, text="closing quotes")])
+
+    run = tmp_path / analysed_run.name  # same model name, a corrupt SAE analysis
+    shutil.copytree(analysed_run, run)
+    units = load_units(run, SAE_NAME)
+    units["top_count"][-1] = units["top_values"].shape[1] + 5  # found only after the old units were deleted
+    np.savez(run / "analysis" / SAE_NAME / "units.npz", **units)
+    with pytest.raises(MonoscopeError, match="keeps its previous version"):
+        ingest_run(run, url=database_url, log=QUIET)
+    with factory() as session:
+        sae = session.scalar(select(Basis).where(Basis.name == SAE_NAME))
+        assert (sae.id, sae.status, sae.version) == (sae_id, "ready", 1)
+        assert session.scalar(select(func.count()).select_from(Example)) == n_examples
+
+    ingest_run(analysed_run, url=database_url, log=QUIET)  # a good re-ingest: new version, same row, label kept
+    with factory() as session:
+        sae = session.scalar(select(Basis).where(Basis.name == SAE_NAME))
+        assert (sae.id, sae.version) == (sae_id, 2)
+        assert session.scalar(select(Label.text).where(Label.basis_id == sae_id)) == "closing quotes"
+        assert session.scalar(select(func.count()).select_from(Example)) == n_examples
+        assert session.scalar(select(func.count()).select_from(Basis)) == 2
+
+
+def test_cli_ingest_and_bad_input(analysed_run, tmp_path):
+    exe = [sys.executable, "-m", "app.cli"]
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    done = subprocess.run([*exe, "ingest", "--run", str(analysed_run), "--db", url], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"ingested {SAE_NAME}" in done.stdout
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    bad = subprocess.run([*exe, "ingest", "--run", str(empty), "--db", url], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1 and "monoscope analyze" in bad.stderr
+    wrong = subprocess.run([*exe, "ingest", "--run", str(analysed_run), "--db", "mysql://x"], capture_output=True,
+                           text=True)
+    assert wrong.returncode == 2 and "unsupported database" in wrong.stderr
