@@ -4,13 +4,18 @@ Reads only JSON and numpy files (no torch). Each basis is one transaction: its r
 units (and their examples and links, by cascade) are deleted, the new ones bulk-inserted in chunks, and 'ready' is
 set last; a failure anywhere rolls back to the previous version, which readers keep seeing throughout (SQLite WAL,
 PostgreSQL MVCC). The basis row keeps its id across re-ingests, so labels and reviews stay attached.
-Links point at other bases, so an SAE's links are inserted once every basis of the run is in.
+Links point at other bases, so an SAE's links are inserted once every basis of the run is in; every link belongs to
+its SAE's version, so re-ingesting the neuron basis carries its units' links over to the new rows (a later failed
+SAE ingest then still finds its links in both directions). Example and link rows go in through the driver (COPY on
+PostgreSQL; app/ingest_bulk.py); analysis arrays are memory-mapped (app/ingest_npz.py), so memory stays bounded.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -19,11 +24,14 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.db import session_factory
+from app.ingest_bulk import insert_rows
+from app.ingest_npz import load_npz
 from app.models import Basis, Example, Model, Token, Unit, UnitLink
 from sae.errors import MonoscopeError
 from sae.rundir import read_manifest
 
 CHUNK = 512  # units per executemany batch: bounded memory whatever the basis size
+LINK_FIELDS = (UnitLink.kind, UnitLink.rank, UnitLink.target_basis_id, UnitLink.target_index, UnitLink.weight)
 LINK_KINDS = {  # links.npz arrays -> (kind, source basis is the SAE?, ids array, weights array)
     "feature_neuron": (True, "feature_neuron_ids", "feature_neuron_weights"),
     "feature_feature": (True, "feature_feature_ids", "feature_feature_cosines"),
@@ -42,11 +50,10 @@ def _read_json(path: Path) -> dict | list:
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
+        return load_npz(path)  # memory-mapped: chunks of units read only their own pages
     except FileNotFoundError:
         raise MonoscopeError(f"missing {path}: run `monoscope analyze` first") from None
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # truncated or overwritten file
         raise MonoscopeError(f"{path} is unreadable ({e}): run `monoscope analyze --force`") from None
 
 
@@ -81,19 +88,26 @@ def _unit_rows(basis_id: int, a: dict[str, np.ndarray], strings: list[str], star
     return rows
 
 
-def _example_rows(unit_ids: dict[int, int], a: dict[str, np.ndarray], start: int, stop: int) -> Iterator[dict]:
+EXAMPLE_COLUMNS = ("unit_id", "kind", "bucket", "rank", "value", "token_ids", "activations")
+
+
+def _example_rows(unit_ids: dict[int, int], a: dict[str, np.ndarray], start: int, stop: int) -> Iterator[tuple]:
+    """Yield example rows (EXAMPLE_COLUMNS order) of units [start, stop): top contexts, then interval samples."""
     for u in range(start, stop):
         uid = unit_ids[u]
-        for rank in range(int(a["top_count"][u])):
-            yield dict(unit_id=uid, kind="top", bucket=None, rank=rank, value=float(a["top_values"][u, rank]),
-                       token_ids=a["top_token_ids"][u, rank].astype("<i4").tobytes(),
-                       activations=a["top_acts"][u, rank].astype("<f4").tobytes())
-        for bucket, count in enumerate(a["interval_sample_count"][u]):
-            for rank in range(int(count)):
-                yield dict(unit_id=uid, kind="interval", bucket=bucket, rank=rank,
-                           value=float(a["interval_values"][u, bucket, rank]),
-                           token_ids=a["interval_token_ids"][u, bucket, rank].astype("<i4").tobytes(),
-                           activations=a["interval_acts"][u, bucket, rank].astype("<f4").tobytes())
+        n_top = int(a["top_count"][u])
+        if not 0 <= n_top <= a["top_values"].shape[1]:
+            raise ValueError(f"unit {u} says it has {n_top} top contexts")
+        ids, acts = a["top_token_ids"][u, :n_top].astype("<i4"), a["top_acts"][u, :n_top].astype("<f4")
+        for rank, value in enumerate(a["top_values"][u, :n_top].tolist()):
+            yield uid, "top", None, rank, value, ids[rank].tobytes(), acts[rank].tobytes()
+        for bucket, count in enumerate(a["interval_sample_count"][u].tolist()):
+            if not 0 <= count <= a["interval_values"].shape[2]:
+                raise ValueError(f"unit {u} says interval {bucket} has {count} samples")
+            ids = a["interval_token_ids"][u, bucket, :count].astype("<i4")
+            acts = a["interval_acts"][u, bucket, :count].astype("<f4")
+            for rank, value in enumerate(a["interval_values"][u, bucket, :count].tolist()):
+                yield uid, "interval", bucket, rank, value, ids[rank].tobytes(), acts[rank].tobytes()
 
 
 def _upsert_model(session: Session, run_dir: Path) -> Model:
@@ -126,6 +140,7 @@ def ingest_basis(session: Session, model: Model, basis_dir: Path, strings: list[
                   density_histogram=meta["density_histogram"], status="building",
                   config={k: v for k, v in meta.items() if k not in ("metrics", "density_histogram")},
                   fingerprint=(read_manifest(basis_dir) or {}).get("fingerprint"))
+    carried = []
     if basis is None:
         basis = Basis(model_id=model.id, name=meta["name"], version=1, **fields)
         session.add(basis)
@@ -133,7 +148,11 @@ def ingest_basis(session: Session, model: Model, basis_dir: Path, strings: list[
         for key, value in fields.items():
             setattr(basis, key, value)
         basis.version += 1
-        session.execute(delete(UnitLink).where(UnitLink.target_basis_id == basis.id))
+        if basis.kind == "neuron":  # every link belongs to an SAE's version: keep its neuron ends for the new rows
+            carried = session.execute(select(Unit.index, *LINK_FIELDS).join(Unit, UnitLink.unit_id == Unit.id)
+                                      .where(Unit.basis_id == basis.id)).all()
+        else:
+            session.execute(delete(UnitLink).where(UnitLink.target_basis_id == basis.id))
         session.execute(delete(Unit).where(Unit.basis_id == basis.id))  # examples and links cascade
     session.flush()
     before = int(meta["context_before"])
@@ -142,7 +161,12 @@ def ingest_basis(session: Session, model: Model, basis_dir: Path, strings: list[
         session.execute(insert(Unit), _unit_rows(basis.id, arrays, strings, start, stop, before))
         unit_ids = dict(session.execute(select(Unit.index, Unit.id).where(
             Unit.basis_id == basis.id, Unit.index >= start, Unit.index < stop)).all())
-        session.execute(insert(Example), list(_example_rows(unit_ids, arrays, start, stop)))
+        insert_rows(session.connection(), Example.__table__, EXAMPLE_COLUMNS,
+                    _example_rows(unit_ids, arrays, start, stop))
+    if carried:
+        unit_ids = dict(session.execute(select(Unit.index, Unit.id).where(Unit.basis_id == basis.id)).all())
+        insert_rows(session.connection(), UnitLink.__table__, ("unit_id", *(f.key for f in LINK_FIELDS)),
+                    [(unit_ids[index], *rest) for index, *rest in carried if index in unit_ids])
     return basis
 
 
@@ -155,14 +179,13 @@ def _ingest_links(session: Session, sae_basis: Basis, neuron_basis: Basis, links
         source, target = (sae_basis, neuron_basis) if from_sae else (neuron_basis, sae_basis)
         if kind == "feature_feature":
             target = sae_basis
-        for index, (targets, weights) in enumerate(zip(links[ids_key], links[weights_key])):
-            for rank, (t, w) in enumerate(zip(targets, weights)):
-                if t >= 0:
-                    rows.append(dict(unit_id=ids[source.id][index], kind=kind, rank=rank, target_basis_id=target.id,
-                                     target_index=int(t), weight=float(w)))
+        for index, (targets, weights) in enumerate(zip(links[ids_key].tolist(), links[weights_key].tolist())):
+            unit_id = ids[source.id][index]
+            rows.extend((unit_id, kind, rank, target.id, t, w) for rank, (t, w) in enumerate(zip(targets, weights))
+                        if t >= 0)
     session.execute(delete(UnitLink).where(UnitLink.kind == "neuron_feature", UnitLink.target_basis_id == sae_basis.id))
-    if rows:
-        session.execute(insert(UnitLink), rows)
+    insert_rows(session.connection(), UnitLink.__table__,
+                ("unit_id", "kind", "rank", "target_basis_id", "target_index", "weight"), rows)
 
 
 def ingest_run(run_dir: Path, *, url: str, log: Callable[[str], None] = print) -> list[str]:

@@ -12,6 +12,7 @@ from sqlalchemy import func, insert, select
 
 from app.db import session_factory, upgrade
 from app.ingest import ingest_run
+from app.ingest_npz import load_npz
 from app.models import Basis, Example, Label, Model, Token, Unit, UnitLink
 from sae.errors import MonoscopeError
 from webapp_fixtures import SAE_NAME, analysed_run  # noqa: F401  (fixture)
@@ -63,6 +64,13 @@ def test_round_trip(database_url, analysed_run):
             assert neurons == links["feature_neuron_ids"][0].tolist()
 
 
+def link_rows(session) -> list[tuple]:
+    """Every link as (source basis, source index, kind, rank, target basis, target index), sorted."""
+    return sorted(session.execute(select(Unit.basis_id, Unit.index, UnitLink.kind, UnitLink.rank,
+                                         UnitLink.target_basis_id, UnitLink.target_index)
+                                  .join(Unit, UnitLink.unit_id == Unit.id)).all())
+
+
 def test_reingest_replaces_atomically_and_keeps_labels(database_url, analysed_run, tmp_path):
     upgrade(database_url)
     ingest_run(analysed_run, url=database_url, log=QUIET)
@@ -70,6 +78,8 @@ def test_reingest_replaces_atomically_and_keeps_labels(database_url, analysed_ru
     with factory.begin() as session:
         sae = session.scalar(select(Basis).where(Basis.name == SAE_NAME))
         sae_id, n_examples = sae.id, session.scalar(select(func.count()).select_from(Example))
+        links = link_rows(session)
+        assert {kind for _, _, kind, *_ in links} == {"feature_neuron", "feature_feature", "neuron_feature"}
         session.execute(insert(Label), [dict(basis_id=sae.id, unit_index=3, text="closing quotes")])
 
     run = tmp_path / analysed_run.name  # same model name, a corrupt SAE analysis
@@ -83,6 +93,7 @@ def test_reingest_replaces_atomically_and_keeps_labels(database_url, analysed_ru
         sae = session.scalar(select(Basis).where(Basis.name == SAE_NAME))
         assert (sae.id, sae.status, sae.version) == (sae_id, "ready", 1)
         assert session.scalar(select(func.count()).select_from(Example)) == n_examples
+        assert link_rows(session) == links  # the neuron basis was re-ingested, the SAE's links in both directions kept
 
     ingest_run(analysed_run, url=database_url, log=QUIET)  # a good re-ingest: new version, same row, label kept
     with factory() as session:
@@ -91,6 +102,38 @@ def test_reingest_replaces_atomically_and_keeps_labels(database_url, analysed_ru
         assert session.scalar(select(Label.text).where(Label.basis_id == sae_id)) == "closing quotes"
         assert session.scalar(select(func.count()).select_from(Example)) == n_examples
         assert session.scalar(select(func.count()).select_from(Basis)) == 2
+        assert link_rows(session) == links
+
+
+def test_load_npz_maps_stored_members_and_reads_compressed_ones(analysed_run, tmp_path):
+    path = analysed_run / "analysis" / SAE_NAME / "units.npz"
+    expected = load_units(analysed_run, SAE_NAME)
+    mapped = load_npz(path)
+    np.savez_compressed(tmp_path / "c.npz", **expected)
+    for arrays in (mapped, load_npz(tmp_path / "c.npz")):
+        assert arrays.keys() == expected.keys()
+        for name, array in expected.items():
+            assert arrays[name].dtype == array.dtype and np.array_equal(arrays[name], array), name
+    assert isinstance(mapped["interval_token_ids"].base, np.memmap)  # not read into memory
+
+
+SAE_ROW = select(Basis.id, Basis.version, Basis.status).where(Basis.name == SAE_NAME)
+
+
+def test_truncated_units_file_is_one_clear_error_and_changes_nothing(analysed_run, tmp_path):
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade(url)
+    ingest_run(analysed_run, url=url, log=QUIET)
+    with session_factory(url)() as session:
+        before = session.execute(SAE_ROW).one(), link_rows(session)
+    run = tmp_path / analysed_run.name
+    shutil.copytree(analysed_run, run)
+    units = run / "analysis" / SAE_NAME / "units.npz"
+    units.write_bytes(units.read_bytes()[: units.stat().st_size // 2])  # a killed copy, say
+    with pytest.raises(MonoscopeError, match="units.npz is unreadable"):
+        ingest_run(run, url=url, log=QUIET)
+    with session_factory(url)() as session:
+        assert (session.execute(SAE_ROW).one(), link_rows(session)) == before
 
 
 def test_cli_ingest_and_bad_input(analysed_run, tmp_path):
