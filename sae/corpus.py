@@ -39,7 +39,7 @@ class CorpusConfig:
     vocab_size: int = 4096
     n_ctx: int = 128
     max_tokens: int | None = None  # cap on training tokens (held-out gets heldout_fraction of it)
-    heldout_fraction: float = 0.05
+    heldout_fraction: float = 0.2  # stdlib: about 1.3M held-out tokens, enough for a 1M-token analysis
     tokenizer: str | None = None  # existing HF tokenizer (local dir or cached name) instead of training one
 
 

@@ -105,13 +105,16 @@ def test_corpus_and_lm_skip_when_current_and_force_redoes(monkeypatch, capsys, t
     assert code == 0 and "held-out loss" in out
 
 
-def test_demo_runs_corpus_then_lm_and_reports(monkeypatch, capsys, tmp_path, tiny_source, single_thread):
-    run = tmp_path / "demo"
-    code, out, _ = monoscope(monkeypatch, capsys, "demo", "--run", run, "--source", tiny_source,
-                             "--max-tokens", "20000", "--tokens", "8192", "--device", "cpu")
+def test_demo_runs_every_stage_and_reports(monkeypatch, capsys, tmp_path, tiny_source, single_thread):
+    run, db = tmp_path / "demo", f"sqlite:///{tmp_path / 'demo.db'}"
+    tiny = ("demo", "--run", run, "--source", tiny_source, "--max-tokens", "20000", "--tokens", "8192",
+            "--d-sae", "128", "--sae-tokens", "8192", "--sae-batch-size", "512", "--analysis-tokens", "2048",
+            "--db", db, "--no-serve", "--device", "cpu")
+    code, out, _ = monoscope(monkeypatch, capsys, *tiny)
     assert code == 0, out
-    assert out.index("== corpus") < out.index("== lm") < out.index("demo: done")
-    assert "held-out loss" in out and (run / "lm" / "weights.safetensors").is_file()
-    code, out, _ = monoscope(monkeypatch, capsys, "demo", "--run", run, "--source", tiny_source,
-                             "--max-tokens", "20000", "--tokens", "8192", "--device", "cpu")
-    assert code == 0 and out.count("up to date") == 2
+    stages = ["== corpus", "== lm", "== sae", "== analysis", "== database", "demo: built"]
+    assert [out.index(s) for s in stages] == sorted(out.index(s) for s in stages)
+    assert "held-out loss" in out and (run / "saes" / "relu-128" / "sae_weights.safetensors").is_file()
+    assert "relu-128: " in out and "neurons: " in out and "ingested relu-128" in out
+    code, out, _ = monoscope(monkeypatch, capsys, *tiny)
+    assert code == 0 and out.count("up to date") >= 4  # corpus, lm, sae, analysis skipped; ingest re-reads

@@ -1,0 +1,257 @@
+"""Pydantic models shared by the HTML pages and their JSON twins under /api/v1.
+
+A page and its twin are built from the same query function returning one of these models, so what a browser shows
+and what a script reads cannot drift apart (datasette's rule). Field names follow the analysis contract.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_INFER_CHARS = 2000
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Histogram(Schema):
+    """Bin edges (len = len(counts) + 1) and counts."""
+
+    edges: list[float]
+    counts: list[int]
+
+
+class DensityHistogram(Histogram):
+    """log10-density histogram of a basis's live units; dead units are counted apart (log10 0 is -inf)."""
+
+    dead: int = 0
+    ultralow_threshold: float = 1e-6
+    dense_threshold: float = 0.01
+
+
+class BasisMetrics(Schema):
+    """Per-basis metrics on held-out tokens; None where they do not apply (the neuron basis is exact)."""
+
+    l0: float | None = None
+    mse: float | None = None
+    fvu: float | None = None
+    loss_clean: float | None = None
+    loss_zero_ablation: float | None = None
+    loss_reconstructed: float | None = None
+    loss_recovered: float | None = None
+    dead: int | None = None
+    ultralow: int | None = None
+    dense: int | None = None
+    n_units: int | None = None
+    n_tokens: int | None = None
+
+
+class BasisSummary(Schema):
+    model: str
+    name: str
+    kind: Literal["neuron", "sae"]
+    hook_name: str
+    n_units: int
+    d_in: int
+    architecture: str | None
+    metrics: BasisMetrics
+    density_histogram: DensityHistogram
+    url: str = Field(description="Page of the basis's unit list; its JSON twin is the same path under /api/v1.")
+
+
+class Overview(Schema):
+    bases: list[BasisSummary]
+
+
+class UnitRow(Schema):
+    index: int
+    firing_count: int
+    density: float
+    log10_density: float | None
+    max_activation: float
+    mean_activation: float
+    top_token_entropy: float | None
+    top_tokens: list[str]
+    label: str | None
+    url: str
+
+
+SortKey = Literal["index", "density", "max_activation", "label"]
+Labelled = Literal["any", "yes", "no"]
+Dead = Literal["any", "only", "exclude"]
+
+
+class UnitListParams(Schema):
+    """The state of a unit list view; every field is a query parameter, so a URL reproduces the view."""
+
+    sort: SortKey = "index"
+    desc: bool = False
+    min_density: float | None = Field(None, ge=0, le=1)
+    max_density: float | None = Field(None, ge=0, le=1)
+    labelled: Labelled = "any"
+    dead: Dead = "any"
+    q: str = Field("", max_length=200, description="Text in the unit's label or one of its top tokens.")
+    page: int = Field(1, ge=1, le=1_000_000)
+    per_page: int = Field(50, ge=1, le=500)
+
+    @field_validator("min_density", "max_density", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value):  # an empty number box in the filter form submits ""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("q")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:  # PostgreSQL text cannot hold NUL
+        return value.replace("\x00", "")
+
+
+class UnitList(Schema):
+    basis: BasisSummary
+    params: UnitListParams
+    total: int
+    pages: int
+    units: list[UnitRow]
+
+
+class Example(Schema):
+    """A token window around one activating token, as parallel lists (one entry per token; compact in JSON):
+    token ids, raw texts, texts with whitespace made visible, activations. The max token is at `max_position`."""
+
+    value: float
+    max_position: int
+    token_ids: list[int]
+    texts: list[str]
+    shown: list[str]
+    acts: list[float]
+
+
+class Interval(Schema):
+    """Samples from one activation-quantile interval; `contains_pct` = share of the unit's firing tokens in it."""
+
+    index: int
+    low: float
+    high: float
+    count: int
+    contains_pct: float
+    samples: list[Example]
+
+
+class LogitToken(Schema):
+    id: int
+    text: str
+    shown: str
+    value: float
+
+
+class UnitLink(Schema):
+    """A related unit: a neuron a feature loads on, a nearby feature, or a feature loading on a neuron."""
+
+    kind: Literal["feature_neuron", "feature_feature", "neuron_feature"]
+    basis: str
+    index: int
+    weight: float
+    label: str | None
+    url: str
+
+
+class UnitDetail(Schema):
+    basis: BasisSummary
+    index: int
+    url: str
+    firing_count: int
+    density: float
+    max_activation: float
+    mean_activation: float
+    top_token_entropy: float | None
+    label: str | None
+    act_hist: Histogram
+    logit_hist: Histogram
+    top_logits: list[LogitToken]
+    bottom_logits: list[LogitToken]
+    top_examples: list[Example]
+    intervals: list[Interval]
+    links: list[UnitLink]
+    prev_url: str | None
+    next_url: str | None
+    compare_url: str | None = Field(None, description="For a neuron with feature links: /compare with it.")
+
+
+class BasisDistribution(Schema):
+    """Per-unit log10 density and top-token entropy of one basis (dead units left out: their log10 is -inf)."""
+
+    model: str
+    name: str
+    kind: Literal["neuron", "sae"]
+    log10_density: list[float]
+    top_token_entropy: list[float]
+
+
+class Comparison(Schema):
+    """A neuron beside the features that load on it most, and every basis's distributions on one plot."""
+
+    model: str | None
+    basis: str | None = Field(description="The SAE basis whose features are shown beside the neuron.")
+    sae_bases: list[str]
+    neuron: UnitDetail | None
+    features: list[UnitDetail]
+    weights: list[float]
+    distributions: list[BasisDistribution]
+
+
+class InferToken(Schema):
+    position: int
+    id: int
+    text: str
+    shown: str
+
+
+class ActiveUnit(Schema):
+    basis: str
+    index: int
+    activation: float
+    label: str | None
+    url: str
+
+
+class InferResult(Schema):
+    """Tokens of a typed text, the units most active on the selected token, and one unit's activation per token."""
+
+    model: str
+    text: str
+    tokens: list[InferToken]
+    position: int | None
+    active_units: list[ActiveUnit]
+    strip_basis: str | None
+    strip_index: int | None
+    strip: list[float]
+    strip_max: float
+
+
+class ErrorBody(Schema):
+    detail: str
+
+
+def visible_whitespace(texts: list[str], at_line_start: bool = False) -> list[str]:
+    """Return each token text with code whitespace made visible: newline as ↵ (then a real break), tab as →,
+    and spaces of indentation (at the start of a line, tracked across tokens) as ·."""
+    shown = []
+    for text in texts:
+        out = []
+        for ch in text:
+            if ch == "\n":
+                out.append("↵\n")
+                at_line_start = True
+            elif ch == "\r":
+                out.append("␍")
+            elif ch == "\t":
+                out.append("→")
+            elif ch == " " and at_line_start:
+                out.append("·")
+            else:
+                out.append(ch)
+                at_line_start = False
+        shown.append("".join(out))
+    return shown

@@ -1,0 +1,70 @@
+"""The web app: `create_app(settings)` builds FastAPI with the pages, the JSON API, static assets and handlers."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+import swagger_ui_bundle
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.orm import sessionmaker
+
+STATIC = Path(__file__).resolve().parents[1] / "static"
+# Third-party JS comes from installed packages (never a CDN): the app works air-gapped.
+SWAGGER = Path(swagger_ui_bundle.swagger_ui_path)  # from swagger-ui-bundle-v2: Swagger UI 5 (reads OpenAPI 3.1)
+VENDOR = {
+    "plotly.min.js": Path(str(files("plotly") / "package_data" / "plotly.min.js")),
+    "htmx.min.js": Path(str(files("js_lib_htmx") / "static" / "htmx" / "htmx.min.js")),
+    "swagger-ui-bundle.js": SWAGGER / "swagger-ui-bundle.js",
+    "swagger-ui.css": SWAGGER / "swagger-ui.css",
+}
+CACHE = {"Cache-Control": "public, max-age=86400"}
+
+
+def create_app(settings=None, *, engine=None) -> FastAPI:
+    """Return the app reading the database of `settings` (app.settings.Settings; default from the environment)."""
+    from app.web import api, errors, pages
+    from app.web.cache import ResponseCache
+
+    if engine is None:
+        from app.db import make_engine
+
+        if settings is None:
+            from app.settings import Settings
+
+            settings = Settings()
+        engine = make_engine(settings.database_url)
+    app = FastAPI(title="Monoscope", version="1", docs_url=None, redoc_url=None,
+                  description="Neurons and sparse-autoencoder features of a one-layer transformer's MLP. Every page "
+                              "of the web app has its JSON twin here (the page's path under /api/v1; `/` is "
+                              "/api/v1/overview), built from the same query. A basis is named in paths by its name "
+                              "(`neurons` or the SAE's name); when several models are ingested, `?model=NAME` picks "
+                              "one, and without it the most recently ingested model having that basis is used. "
+                              "Errors are JSON `{\"detail\": message}` with 404 (unknown) or 422 (bad parameter).")
+    app.state.engine = engine
+    app.state.sessionmaker = sessionmaker(engine, expire_on_commit=False)
+    app.state.cache = ResponseCache()
+    errors.install(app)
+    app.include_router(pages.router)
+    app.include_router(api.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    app.add_api_route("/favicon.ico", lambda: Response(status_code=204), include_in_schema=False)
+    app.add_api_route("/docs", lambda: get_swagger_ui_html(
+        openapi_url="/openapi.json", title="Monoscope API", swagger_js_url="/vendor/swagger-ui-bundle.js",
+        swagger_css_url="/vendor/swagger-ui.css", swagger_favicon_url="/favicon.ico"), include_in_schema=False)
+    for name, path in VENDOR.items():
+        app.add_api_route(f"/vendor/{name}", _file_route(path), include_in_schema=False)
+    return app
+
+
+def _file_route(path: Path):
+    """Return a route serving one installed file (a closure: FastAPI would read a default argument as a parameter)."""
+    def serve_file() -> FileResponse:
+        return FileResponse(path, media_type="text/css" if path.suffix == ".css" else "text/javascript",
+                            headers=CACHE)
+
+    return serve_file

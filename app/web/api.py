@@ -1,0 +1,64 @@
+"""The JSON API (/api/v1): one endpoint per page, from the same query function and schema as the page."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from app import queries
+from app.schemas import Comparison, ErrorBody, InferResult, Overview, UnitDetail, UnitList
+from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep
+
+ERRORS = {404: {"model": ErrorBody, "description": "Unknown model, basis or unit"},
+          422: {"model": ErrorBody, "description": "Bad parameter (the message says which)"}}
+router = APIRouter(prefix="/api/v1", tags=["api"], responses=ERRORS)
+
+
+@router.get("/overview", response_model=Overview, summary="Every basis with its metrics and density histogram")
+def overview(session: SessionDep):
+    return queries.overview(session=session)
+
+
+@router.get("/bases/{basis}", response_model=UnitList, summary="Units of a basis: sort, filter, search, paginate")
+def unit_list(session: SessionDep, basis: str, params: UnitListParamsDep, model: ModelParam = None):
+    return queries.unit_list(session=session, basis=basis, model=model, params=params)
+
+
+@router.get("/bases/{basis}/units/{index}", response_model=UnitDetail, summary="One neuron or feature")
+async def unit_detail(request: Request, basis: str, index: UnitIndex, model: ModelParam = None):
+    with request.app.state.sessionmaker() as session:  # async: a cache hit skips the thread pool (see the page)
+        key = ("json", queries.unit_version(session=session, basis=basis, index=index, model=model))
+    body = request.app.state.cache.get(key)
+    if body is None:  # serialised once per (ingest, labels) state, like the page
+        body = await run_in_threadpool(_unit_json, request, basis, index, model)
+        request.app.state.cache.put(key, body)
+    return Response(body, media_type="application/json")
+
+
+def _unit_json(request: Request, basis: str, index: int, model: str | None) -> bytes:
+    with request.app.state.sessionmaker() as session:
+        return queries.unit_detail(session=session, basis=basis, index=index, model=model).model_dump_json().encode()
+
+
+@router.get("/compare", response_model=Comparison, summary="A neuron beside its features; basis distributions")
+def compare(session: SessionDep, basis: Annotated[str | None, Query(max_length=200, description="SAE basis")] = None,
+            neuron: Annotated[int | None, Query(ge=0, le=2**31 - 1,
+                                                description="Neuron index (default: the least specific)")] = None,
+            model: ModelParam = None):
+    return queries.comparison(session=session, basis=basis, neuron=neuron, model=model)
+
+
+@router.get("/infer", response_model=InferResult, summary="Run the model on a text (at most 2,000 characters)",
+            responses={503: {"model": ErrorBody, "description": "The run folder is not on this machine"}})
+def infer(session: SessionDep, text: Annotated[str, Query(min_length=1)],
+          position: Annotated[int | None, Query(ge=0, le=100_000,
+                                                description="Token whose most active units to list")] = None,
+          strip: Annotated[str, Query(max_length=300,
+                                      description="`basis:index` of the unit shown over the text")] = "",
+          model: ModelParam = None):
+    from app import infer as live
+
+    return live.infer_result(session=session, text=text, position=position, strip=strip, model=model)

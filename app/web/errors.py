@@ -1,0 +1,70 @@
+"""Exception handlers: bad input gives 404/422 with one clear message (JSON under /api/, a page or an htmx
+fragment elsewhere), never a 500."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from markupsafe import escape
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.infer import Unavailable
+from app.queries import NotFound
+from app.web.render import is_fragment_request, render
+from sae.errors import MonoscopeError
+
+TITLES = {404: "Not found", 405: "Method not allowed", 422: "Bad request", 503: "Unavailable"}
+
+
+def validation_message(errors: list[dict]) -> str:
+    """Return pydantic errors as one line: `min_density: Input should be less than or equal to 1; ...`."""
+    parts = []
+    for err in errors:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path", "body"))
+        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
+    return "; ".join(parts) or "invalid request"
+
+
+def error_response(request: Request, status: int, message: str):
+    """Return the error as JSON for the API, as a fragment for htmx (keeping the target's id), else as a page."""
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"detail": message}, status_code=status)
+    if is_fragment_request(request):
+        target = request.headers.get("HX-Target", "")
+        ident = f' id="{escape(target)}"' if target else ""
+        return HTMLResponse(f'<div{ident}><p class="error">{escape(message)}</p></div>', status_code=status)
+    return render(request, "error.html", {"status": status, "title": TITLES.get(status, "Error"), "message": message},
+                  status_code=status)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on the app."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"there is no page at {request.url.path}"
+        return error_response(request, exc.status_code, message)
+
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(request: Request, exc: RequestValidationError):
+        return error_response(request, 422, validation_message(list(exc.errors())))
+
+    @app.exception_handler(ValidationError)
+    async def model_invalid(request: Request, exc: ValidationError):
+        return error_response(request, 422, validation_message(exc.errors()))
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound):
+        return error_response(request, 404, str(exc))
+
+    @app.exception_handler(MonoscopeError)
+    async def bad_input(request: Request, exc: MonoscopeError):
+        return error_response(request, 422, str(exc))
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, exc: Unavailable):
+        return error_response(request, 503, str(exc))

@@ -1,0 +1,104 @@
+"""HTML pages. Each calls the same query function as its JSON twin (app/web/api.py) and renders the schema;
+an htmx request gets the page's named block alone."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
+from starlette.concurrency import run_in_threadpool
+
+from app import queries
+from app.schemas import MAX_INFER_CHARS
+from app.urls import with_query
+from app.web import plots
+from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep
+from app.web.render import render, twin_url
+
+router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
+
+
+@router.get("/")
+def overview_page(request: Request, session: SessionDep):
+    overview = queries.overview(session=session)
+    density = [plots.density_plot(b.density_histogram) for b in overview.bases]
+    return render(request, "overview.html", {"overview": overview, "density_plots": density, "plots": True},
+                  api_url=twin_url(request))
+
+
+@router.get("/bases/{basis}")
+def basis_page(request: Request, session: SessionDep, basis: str, params: UnitListParamsDep, model: ModelParam = None):
+    units = queries.unit_list(session=session, basis=basis, model=model, params=params)
+    base = units.basis.url
+    page = lambda n: with_query(base, params.model_copy(update={"page": n}))  # noqa: E731
+    context = {"units": units, "model_param": model,
+               "prev_page_url": page(params.page - 1) if params.page > 1 else None,
+               "next_page_url": page(params.page + 1) if params.page < units.pages else None}
+    return render(request, "basis.html", context, block="units", api_url=twin_url(request))
+
+
+@router.get("/bases/{basis}/units/{index}")
+async def unit_page(request: Request, basis: str, index: UnitIndex, model: ModelParam = None):
+    """The unit page; rendered once per (ingest, labels) state and then served from the response cache. Async so
+    a cache hit (two indexed lookups) skips the thread pool; a miss renders in it."""
+    with request.app.state.sessionmaker() as session:
+        key = ("page", queries.unit_version(session=session, basis=basis, index=index, model=model),
+               request.url.query)
+    body = request.app.state.cache.get(key)
+    if body is None:
+        body = await run_in_threadpool(_render_unit, request, basis, index, model)
+        request.app.state.cache.put(key, body)
+    return HTMLResponse(body, headers={"Vary": "HX-Request"})
+
+
+def _render_unit(request: Request, basis: str, index: int, model: str | None) -> bytes:
+    with request.app.state.sessionmaker() as session:
+        unit = queries.unit_detail(session=session, basis=basis, index=index, model=model)
+    context = {"unit": unit, "plots": True, "compare_url": unit.compare_url,
+               "act_plot": plots.step_plot(unit.act_hist, x_title="activation", log_x=True),
+               "logit_plot": plots.step_plot(unit.logit_hist, x_title="logit weight", log_x=False)}
+    return render(request, "unit.html", context, api_url=twin_url(request)).body
+
+
+@router.get("/compare")
+def compare_page(request: Request, session: SessionDep, basis: Annotated[str | None, Query(max_length=200)] = None,
+                 neuron: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None, model: ModelParam = None):
+    comparison = queries.comparison(session=session, basis=basis, neuron=neuron, model=model)
+    density_plot, entropy_plot = plots.distribution_plots(comparison.distributions)
+    context = {"comparison": comparison, "sae_names": comparison.sae_bases, "basis_name": comparison.basis,
+               "model_param": model, "plots": True, "density_plot": density_plot, "entropy_plot": entropy_plot}
+    return render(request, "compare.html", context, api_url=twin_url(request))
+
+
+@router.get("/infer")
+def infer_page(request: Request, session: SessionDep, text: Annotated[str, Query()] = "",
+               position: Annotated[str, Query()] = "", strip: Annotated[str, Query(max_length=300)] = "",
+               at: Annotated[int | None, Query(ge=0, le=100_000)] = None,
+               show: Annotated[str, Query(max_length=300)] = "",
+               run: Annotated[str, Query(max_length=5)] = "", model: ModelParam = None):
+    """Live inference. Buttons of the form send `at` (a token) or `show` (a unit); `run` starts over."""
+    from app import infer
+    from sae.errors import MonoscopeError
+
+    if run:
+        position, strip = "", ""
+    position_value = at if at is not None else (int(position) if position.strip().isdigit() else None)
+    context = {"text": text, "max_chars": MAX_INFER_CHARS, "model_param": model, "result": None, "error": None}
+    status = 200
+    if text.strip():
+        try:
+            context["result"] = infer.infer_result(session=session, text=text, position=position_value,
+                                                   strip=show or strip, model=model)
+        except MonoscopeError as e:
+            context["error"], status = str(e), 503 if isinstance(e, infer.Unavailable) else 422
+    result = context["result"]
+    query = {"text": text} if text else {}
+    if result is not None:
+        query.update(position=result.position, strip=f"{result.strip_basis}:{result.strip_index}"
+                     if result.strip_basis else "")
+    if model:
+        query["model"] = model
+    return render(request, "infer.html", context, block="result", status_code=status,
+                  api_url=f"/api/v1/infer?{urlencode(query)}" if text.strip() else None)

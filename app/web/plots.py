@@ -1,0 +1,60 @@
+"""Plotly figure specs (plain dicts) built from the page schemas; the browser draws them with the served plotly.js.
+
+Specs travel as JSON inside <script type="application/json"> (Jinja's |tojson escapes <, >, & and quotes), so
+corpus strings in them are data, never markup.
+"""
+
+from __future__ import annotations
+
+import math
+
+from app.schemas import BasisDistribution, DensityHistogram, Histogram
+
+HOT = "rgb(235,110,20)"
+
+
+def _region(x0: float, x1: float, text: str, colour: str) -> tuple[dict, dict]:
+    shape = {"type": "rect", "xref": "x", "yref": "paper", "x0": x0, "x1": x1, "y0": 0, "y1": 1,
+             "fillcolor": colour, "opacity": 0.15, "line": {"width": 0}, "layer": "below"}
+    note = {"xref": "x", "yref": "paper", "x": (x0 + x1) / 2, "y": 1.02, "text": text, "showarrow": False,
+            "font": {"size": 10}}
+    return shape, note
+
+
+def density_plot(hist: DensityHistogram) -> dict:
+    """Bars of live units over log10 density, with the ultralow and dense regions shaded and named."""
+    edges, counts = hist.edges, hist.counts
+    centres = [(a + b) / 2 for a, b in zip(edges, edges[1:])]
+    widths = [b - a for a, b in zip(edges, edges[1:])]
+    low = math.log10(hist.ultralow_threshold)
+    dense = math.log10(hist.dense_threshold)
+    left = min(edges[0], low - 0.5) if edges else low - 1
+    right = max(edges[-1], 0.0) if edges else 0.0
+    shapes, notes = zip(_region(left, low, "ultralow", "#7a5af8"), _region(dense, right, "dense", "#d92d20"))
+    return {"data": [{"type": "bar", "x": centres, "y": counts, "width": widths, "marker": {"color": HOT},
+                      "hovertemplate": "log10 density %{x:.2f}<br>%{y} units<extra></extra>"}],
+            "layout": {"xaxis": {"title": {"text": "log10 density"}, "range": [left, right]},
+                       "yaxis": {"title": {"text": "units"}}, "shapes": list(shapes), "annotations": list(notes)}}
+
+
+def step_plot(hist: Histogram, *, x_title: str, log_x: bool) -> dict:
+    """A filled step histogram (works on a log x axis, where bars of varying width do not)."""
+    edges, counts = hist.edges, hist.counts
+    log_x = log_x and bool(edges) and min(edges) > 0
+    y = list(counts) + ([counts[-1]] if counts else [])
+    return {"data": [{"type": "scatter", "mode": "lines", "x": edges, "y": y, "line": {"shape": "hv", "color": HOT},
+                      "fill": "tozeroy", "hovertemplate": "%{x:.3g}: %{y}<extra></extra>"}],
+            "layout": {"xaxis": {"title": {"text": x_title}, "type": "log" if log_x else "linear"},
+                       "yaxis": {"title": {"text": "count"}}}}
+
+
+def distribution_plots(dists: list[BasisDistribution]) -> tuple[dict, dict]:
+    """Overlaid normalised histograms, one trace per basis: log10 density, and top-token entropy."""
+    def traces(field: str) -> list[dict]:
+        return [{"type": "histogram", "x": getattr(d, field), "name": f"{d.name} ({d.kind})", "opacity": 0.6,
+                 "histnorm": "probability", "nbinsx": 40} for d in dists]
+
+    layout = {"barmode": "overlay", "yaxis": {"title": {"text": "fraction of live units"}}, "showlegend": True}
+    return ({"data": traces("log10_density"), "layout": {**layout, "xaxis": {"title": {"text": "log10 density"}}}},
+            {"data": traces("top_token_entropy"),
+             "layout": {**layout, "xaxis": {"title": {"text": "top-token entropy (bits; lower = more specific)"}}}})

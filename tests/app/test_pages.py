@@ -1,0 +1,124 @@
+"""The pages in a real browser: Playwright (from PyPI) driving Debian's Chromium against `monoscope serve`.
+
+Never `playwright install` (it downloads a browser): we launch /usr/bin/chromium. Without it the tests skip with the
+reason, except in CI (CI=true), where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from playwright.sync_api import expect
+
+from webapp_fixtures import SAE_NAME, analysed_run, site  # noqa: F401  (fixtures)
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        message = "Chromium is missing: apt-get install -y --no-install-recommends chromium"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, site):
+    context = browser.new_context()
+    outside: list[str] = []
+
+    def local_only(route):  # the app must work air-gapped: any request off the server fails the test
+        if route.request.url.startswith(site.url):
+            return route.continue_()
+        outside.append(route.request.url)
+        return route.abort()
+
+    context.route("**/*", local_only)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("dialog", lambda d: (errors.append(f"dialog: {d.message}"), d.dismiss()))
+    yield page
+    context.close()
+    assert not errors, errors  # no script error and no alert() anywhere
+    assert not outside, outside
+
+
+def test_overview_draws_the_density_histograms(page, site):
+    page.goto(site.url + "/")
+    page.wait_for_selector(".plot-area .main-svg")
+    assert page.locator(".plot-area .main-svg").count() >= 2  # one plot per basis
+    assert page.locator(".plot-area .bars path").count() > 0  # plotly drew bars
+    assert page.get_by_text("ultralow").count() >= 1
+
+
+def test_unit_list_filters_and_paginates_in_place(page, site):
+    page.goto(site.url + "/bases/neurons?per_page=10")
+    page.evaluate("window.__marker = 'still here'")
+    first = page.locator("table.units tbody tr td:first-child").all_inner_texts()
+    assert first == [str(i) for i in range(10)]
+    page.click("#next-page")
+    page.wait_for_url(re.compile(r"page=2"))
+    page.wait_for_function("document.querySelector('#count').textContent.includes('page 2')")
+    assert page.locator("table.units tbody tr td:first-child").all_inner_texts() == [str(i) for i in range(10, 20)]
+    page.select_option("select[name=sort]", "density")
+    page.select_option("select[name=desc]", "true")
+    page.wait_for_url(re.compile(r"sort=density.*desc=true"))
+    page.wait_for_function("document.querySelector('#count').textContent.includes('page 1')")
+    units = site.units("neurons")
+    expected = np.argsort(-units["density"], kind="stable")[:10].tolist()
+    assert page.locator("table.units tbody tr td:first-child").all_inner_texts() == [str(i) for i in expected]
+    assert page.evaluate("window.__marker") == "still here"  # htmx swapped the block: no full reload
+    url = page.url
+    page.goto(url)  # the pushed URL reproduces the view
+    assert page.locator("table.units tbody tr td:first-child").all_inner_texts() == [str(i) for i in expected]
+
+
+def test_unit_page_shows_coloured_tokens_and_both_histograms(page, site):
+    index = int(np.argmax(site.units(SAE_NAME)["firing_count"]))
+    page.goto(f"{site.url}/bases/{SAE_NAME}/units/{index}")
+    page.wait_for_selector("#act-hist .main-svg")
+    page.wait_for_selector("#logit-hist .main-svg")
+    hot = page.locator("#top-examples .tok.max").first
+    colour = hot.evaluate("e => getComputedStyle(e).backgroundColor")
+    assert colour not in ("rgba(0, 0, 0, 0)", "transparent")
+    assert float(hot.get_attribute("title")) > 0
+    assert page.locator(".legend .bar").count() >= 1
+
+
+def test_infer_lists_units_for_typed_text(page, site):
+    page.goto(site.url + "/infer")
+    page.evaluate("window.__marker = 1")
+    page.fill("#text", "def square(x):\n    return x * x\n")
+    page.click("#run")
+    page.wait_for_selector("#active-units tbody tr a")
+    assert page.locator("#tokens button").count() > 5
+    page.locator("#tokens button").nth(2).click()
+    expect(page.locator("#tokens button").nth(2)).to_have_class("selected")  # waits for the htmx swap
+    expect(page).to_have_url(re.compile(r"at=2"))
+    assert page.locator("#active-units tbody tr").count() >= 1
+    page.locator("#active-units button").first.click()  # "show over the text": the heat strip follows that unit
+    expect(page.locator("#tokens button[style]").first).to_be_visible()
+    assert page.evaluate("window.__marker") == 1  # all in place, no reload
+
+
+def test_api_docs_render_from_local_assets(page, site):
+    page.goto(site.url + "/docs")
+    page.wait_for_selector(".opblock")
+    assert page.locator(".opblock").count() >= 5  # every JSON twin is documented

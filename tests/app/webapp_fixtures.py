@@ -1,0 +1,145 @@
+"""Fixtures of the web tests: a real run (tiny LM + SAE + analysis), a database ingested from it, and
+`monoscope serve` running on a free port. Imported by tests/app/test_api.py, test_pages.py and test_escaping.py.
+
+Everything goes through the real pipeline functions (analysis, migrations, ingest) and the real server process;
+nothing of ours is mocked. Session-scoped: built once (a few seconds), shared read-only by the web tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+SAE_NAME = "tiny-sae"
+QUIET = lambda message: None  # noqa: E731
+
+
+def add_sae(run_dir: Path) -> None:
+    """Train a small SAE on the tiny LM's MLP activations into saes/SAE_NAME (the `monoscope train-sae` stage)."""
+    import torch
+
+    from sae.train import SAETrainConfig, train_sae_on_run
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    cfg = SAETrainConfig(d_sae=128, l1_coefficient=1.0, tokens=40_960, batch_size=512, seed=0,
+                         log_every=10, checkpoint_every=1000, eval_tokens=4096, init_sample_tokens=4096,
+                         resample_sample_tokens=4096, precision="fp32")
+    train_sae_on_run(run_dir, SAE_NAME, cfg, device="cpu", progress=False, log=QUIET)
+
+
+def analyse(run_dir: Path) -> None:
+    """Run `monoscope analyze` on every basis of the run (neurons + each SAE)."""
+    from sae.analysis import AnalysisConfig
+    from sae.analysis_run import run_analysis
+
+    run_analysis(run_dir, cfg=AnalysisConfig(n_tokens=8192, batch_sequences=32), device="cpu", progress=False,
+                 log=QUIET)
+
+
+def require_db_layer() -> None:
+    """Fail (in CI) or skip with the reason when the database layer (app.db, app.models, app.ingest) is absent."""
+    import importlib.util
+
+    missing = [m for m in ("app.db", "app.models", "app.ingest") if importlib.util.find_spec(m) is None]
+    if missing:
+        message = f"the database layer is not there yet: {', '.join(missing)} missing"
+        pytest.fail(message) if os.environ.get("CI") == "true" else pytest.skip(message)
+
+
+def ingest_run(run_dir: Path, url: str) -> None:
+    """Create the database by its migrations and ingest every analysed basis of the run."""
+    require_db_layer()
+    from app.db import upgrade
+    from app.ingest import ingest_run as ingest
+
+    upgrade(url)
+    ingest(run_dir, url=url, log=QUIET)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Site:
+    """A running `monoscope serve` and what the tests need to know about the run behind it."""
+
+    url: str
+    run_dir: Path
+    db_url: str
+    process: subprocess.Popen
+
+    def get(self, path: str, **kwargs) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=30, **kwargs)
+
+    def units(self, basis: str) -> dict[str, np.ndarray]:
+        with np.load(self.run_dir / "analysis" / basis / "units.npz") as z:
+            return dict(z)
+
+
+def start_server(db_url: str, run_dir: Path) -> Site:
+    """Start `monoscope serve --db URL --port P` and wait until it answers."""
+    port = free_port()
+    exe = Path(sys.executable).with_name("monoscope")
+    process = subprocess.Popen([str(exe), "serve", "--db", db_url, "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"monoscope serve exited {process.returncode}: {process.stdout.read()}")
+        try:
+            if httpx.get(url + "/static/monoscope.css", timeout=2).status_code == 200:
+                return Site(url=url, run_dir=run_dir, db_url=db_url, process=process)
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("monoscope serve did not answer within 60 s")
+
+
+def stop_server(site: Site) -> None:
+    site.process.terminate()
+    try:
+        site.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        site.process.kill()
+
+
+@pytest.fixture(scope="session")
+def analysed_run(tiny_run, tmp_path_factory) -> Path:
+    """A copy of tiny_run with a trained SAE and the analysis of both bases (read-only for tests)."""
+    require_db_layer()  # every user of this run reads it through the database
+    run_dir = tmp_path_factory.mktemp("web_run") / "run"
+    shutil.copytree(tiny_run, run_dir)
+    add_sae(run_dir)
+    analyse(run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory, analysed_run) -> Site:
+    """`monoscope serve` over a SQLite database ingested from `analysed_run`."""
+    require_db_layer()
+    db_url = f"sqlite:///{tmp_path_factory.mktemp('web_db') / 'monoscope.db'}"
+    ingest_run(analysed_run, db_url)
+    site = start_server(db_url, analysed_run)
+    yield site
+    stop_server(site)
+
+
+def corpus_strings(run_dir: Path) -> list[str]:
+    return json.loads((run_dir / "corpus" / "token_strings.json").read_text())

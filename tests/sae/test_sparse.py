@@ -1,0 +1,213 @@
+"""The fast SAE step (sae/sparse.py, sae/fast_step.py) must give dense autograd's losses and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sae.dictionary import SAEConfig, SparseAutoencoder
+from sae.errors import MonoscopeError
+from sae.sparse import loss_and_grads
+
+D_IN, D_SAE, BATCH = 32, 256, 64
+
+
+def make_sae(architecture="relu", k=None, *, b_enc_shift=0.0, seed=0, d_sae=D_SAE) -> SparseAutoencoder:
+    """A random SAE with nonzero biases (so the b_dec path through the encoder is exercised)."""
+    gen = torch.Generator().manual_seed(seed)
+    sae = SparseAutoencoder(SAEConfig(D_IN, d_sae, architecture, k=k)).init_weights(gen)
+    with torch.no_grad():
+        sae.b_enc.copy_(torch.randn(d_sae, generator=gen) * 0.5 + b_enc_shift)
+        sae.b_dec.copy_(torch.randn(D_IN, generator=gen) * 0.1)
+        sae.W_dec.mul_(1 + torch.rand(d_sae, 1, generator=gen))  # not unit norm: the grads must not assume it
+    return sae
+
+
+def batch(seed=1) -> torch.Tensor:
+    return torch.randn(BATCH, D_IN, generator=torch.Generator().manual_seed(seed))
+
+
+def run(sae, x, method, **kw):
+    parts = loss_and_grads(sae, x, method=method, **kw)
+    # autograd leaves a jumprelu threshold (unused by batchtopk training) without grad; the fast path zeroes it
+    return parts, {name: p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+                   for name, p in sae.named_parameters()}
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+CASES = {
+    "relu": dict(arch=("relu", None), shift=-1.0, kw=dict(l1_coefficient=0.3)),
+    "topk": dict(arch=("topk", 8), shift=0.0, kw=dict()),
+    "topk_l1_auxk": dict(arch=("topk", 8), shift=0.0, kw=dict(
+        l1_coefficient=0.1, dead_mask=torch.arange(D_SAE) % 3 == 0, aux_coefficient=0.5, aux_k=16)),
+    "relu_all_active": dict(arch=("relu", None), shift=50.0, kw=dict(l1_coefficient=0.3)),
+    "topk_all_active": dict(arch=("topk", D_SAE), shift=50.0, kw=dict()),
+    "batchtopk_auxk": dict(arch=("jumprelu", None), shift=0.0, kw=dict(
+        architecture="batchtopk", k=8, dead_mask=torch.arange(D_SAE) % 3 == 0, aux_coefficient=0.5, aux_k=16)),
+}
+
+
+@pytest.mark.parametrize("method", ["sparse", "dense"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_fp32_grads_and_parts_equal_autograd(case, method):
+    c = CASES[case]
+    sae = make_sae(*c["arch"], b_enc_shift=c["shift"])
+    x = batch()
+    ref, ref_grads = run(sae, x, "autograd", **c["kw"])
+    out, grads = run(sae, x, method, **c["kw"])
+    assert out.method == method
+    for name, g in ref_grads.items():
+        assert rel_err(grads[name], g) < 1e-5, name
+    for part in ("loss", "mse", "l1", "aux", "l0"):
+        assert torch.allclose(getattr(out, part), getattr(ref, part), rtol=1e-5, atol=1e-6), part
+    assert torch.equal(out.fired, ref.fired)
+    if case.endswith("all_active"):
+        assert out.l0.item() == D_SAE
+    if "auxk" in case:
+        assert out.aux.item() > 0 and ref.aux.item() > 0
+
+
+def test_dead_latents_get_zero_gradient_and_zero_count():
+    sae = make_sae("relu", b_enc_shift=-1.0)
+    dead = torch.arange(D_SAE) < 40
+    with torch.no_grad():
+        sae.b_enc[dead] = -1e3  # these can never fire
+    x = batch()
+    ref, ref_grads = run(sae, x, "autograd", l1_coefficient=0.3)
+    out, grads = run(sae, x, "sparse", l1_coefficient=0.3)
+    assert out.fired[dead].sum() == 0 and out.fired[~dead].sum() > 0
+    assert torch.equal(out.fired, ref.fired)
+    for name in ("W_enc", "b_enc"):
+        assert grads[name][..., dead].abs().max() == 0
+    assert grads["W_dec"][dead].abs().max() == 0
+    for name, g in ref_grads.items():
+        assert rel_err(grads[name], g) < 1e-5, name
+
+
+@pytest.mark.parametrize("method", ["sparse", "dense"])
+@pytest.mark.parametrize("arch", [("relu", None), ("topk", 8)])
+def test_bf16_close_to_autocast(arch, method):
+    # Tie-free bf16 pre-activations, so that both sides keep the same latents: inputs are one-hot rows times a power
+    # of two and each encoder row a permutation of distinct small multiples of 1/16 (all exact in bf16), zero biases.
+    # What remains is rounding: autocast runs the decoder in bf16, the sparse path in fp32.
+    sae = make_sae(*arch)
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        levels = (torch.arange(D_SAE, dtype=torch.float32) - D_SAE * 0.75) / 16
+        sae.W_enc.copy_(torch.stack([levels[torch.randperm(D_SAE, generator=gen)] for _ in range(D_IN)]))
+        sae.W_dec.copy_(sae.W_dec.bfloat16().float())
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    x = torch.eye(D_IN).repeat(2, 1) * 2.0 ** torch.randint(-1, 2, (2 * D_IN, 1), generator=gen)  # [64, d_in]
+    kw = dict(l1_coefficient=0.3, precision="bf16")
+    ref, ref_grads = run(sae, x, "autograd", **kw)
+    out, grads = run(sae, x, method, **kw)
+    assert torch.equal(out.fired, ref.fired)
+    for name, g in ref_grads.items():
+        assert rel_err(grads[name], g) < 1e-2, name
+    assert abs(out.loss.item() - ref.loss.item()) < 1e-2 * ref.loss.item()
+
+
+def test_grads_are_overwritten_in_reused_buffers():
+    sae = make_sae("topk", 8)
+    x = batch()
+    loss_and_grads(sae, x, method="sparse")
+    first = {n: (p.grad.data_ptr(), p.grad.clone()) for n, p in sae.named_parameters()}
+    loss_and_grads(sae, x, method="sparse")
+    for n, p in sae.named_parameters():
+        assert p.grad.data_ptr() == first[n][0]  # no fresh allocation
+        assert torch.equal(p.grad, first[n][1])  # overwritten, not accumulated
+
+
+def test_auto_goes_sparse_once_l0_is_small():
+    sae = make_sae("relu", b_enc_shift=5.0)  # nearly all latents fire
+    x = batch()
+    assert loss_and_grads(sae, x).method == "dense"
+    assert loss_and_grads(sae, x).method == "dense"
+    with torch.no_grad():
+        sae.b_enc.fill_(-3.0)
+    assert loss_and_grads(sae, x).method == "dense"  # decided on the previous batch's L0
+    parts = loss_and_grads(sae, x)
+    assert parts.method == "sparse" and 0 < parts.l0.item() < D_SAE / 16
+    assert loss_and_grads(make_sae("topk", 8), x).method == "sparse"
+
+
+def test_adam_training_matches_autograd():
+    """Twenty Adam steps through each path end at the same weights (fp32)."""
+    x = torch.relu(torch.randn(512, D_IN, generator=torch.Generator().manual_seed(3)))
+    finals = {}
+    for method in ("autograd", "sparse"):
+        sae = make_sae("relu", b_enc_shift=-0.5)
+        opt = torch.optim.Adam(sae.parameters(), lr=1e-3)
+        for step in range(20):
+            parts = loss_and_grads(sae, x[step % 8 * BATCH:(step % 8 + 1) * BATCH], l1_coefficient=0.1, method=method)
+            opt.step()
+        finals[method] = (parts.loss.item(), sae.W_enc.detach().clone())
+    assert finals["sparse"][0] == pytest.approx(finals["autograd"][0], rel=1e-4)
+    assert rel_err(finals["sparse"][1], finals["autograd"][1]) < 1e-4
+
+
+def test_bad_input_is_refused():
+    sae = make_sae()
+    with pytest.raises(MonoscopeError, match=r"\[batch, 32\]"):
+        loss_and_grads(sae, torch.zeros(4, 7))
+    with pytest.raises(MonoscopeError, match="precision"):
+        loss_and_grads(sae, batch(), precision="fp8")
+    with pytest.raises(MonoscopeError, match="method"):
+        loss_and_grads(sae, batch(), method="magic")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_topk_select_picks_the_k_largest(dtype):
+    from sae.fast_step import Workspace, topk_select
+
+    gen = torch.Generator().manual_seed(5)
+    pre = (torch.randn(64, 1024, generator=gen) + torch.randn(1024, generator=gen)).to(dtype)
+    pre[3] = 0.0  # a row of ties
+    pre[5, :200] = 9.0  # many equal maxima in one row
+    values, cols = topk_select(pre, 16, Workspace(64, False, torch.device("cpu")))
+    reference = pre.topk(16, dim=-1).values
+    assert torch.equal(values.sort(-1).values, reference.sort(-1).values)
+    assert torch.equal(pre.gather(1, cols), values)
+    assert all(len(set(row.tolist())) == 16 for row in cols)  # no latent picked twice
+
+
+def test_fused_adam_matches_default_adam():
+    from sae.sparse import adam
+
+    x = batch()
+    weights = []
+    for make in (lambda params: adam(params, lr=1e-2), lambda params: torch.optim.Adam(params, lr=1e-2)):
+        sae = make_sae("topk", 8)
+        opt = make(sae.parameters())
+        for _ in range(5):
+            loss_and_grads(sae, x, method="sparse")
+            opt.step()
+        weights.append(sae.W_dec.detach().clone())
+    assert rel_err(weights[0], weights[1]) < 1e-5
+
+
+def test_fast_path_agrees_with_the_training_reference():
+    """sae/losses.py (the training loop's autograd reference) and the fast path share one convention."""
+    from sae.losses import sae_loss
+
+    dead = torch.arange(D_SAE) % 4 == 0
+    for arch, module_arch, k in (("relu", "relu", None), ("topk", "topk", 8), ("batchtopk", "jumprelu", 8)):
+        sae = make_sae(module_arch, k if arch == "topk" else None, b_enc_shift=-1.0 if arch == "relu" else 0.0)
+        x = batch()
+        l1 = 0.3 if arch == "relu" else 0.0
+        aux = dict(aux_coefficient=0.0) if arch == "relu" else dict(dead_mask=dead, aux_coefficient=0.5, aux_k=16)
+        for p in sae.parameters():
+            p.grad = None
+        loss, parts = sae_loss(sae, x, architecture=arch, k=k, l1_coefficient=l1, dead=aux.get("dead_mask"),
+                               aux_coefficient=aux["aux_coefficient"], aux_k=aux.get("aux_k"))
+        loss.backward()
+        ref_grads = {n: p.grad.clone() for n, p in sae.named_parameters() if p.grad is not None}
+        out, grads = run(sae, x, "sparse", l1_coefficient=l1, architecture=arch, k=k, **aux)
+        assert out.loss.item() == pytest.approx(loss.item(), rel=1e-5), arch
+        assert torch.equal(out.fired, parts["fired"]), arch
+        for name, g in ref_grads.items():
+            assert rel_err(grads[name], g) < 1e-5, (arch, name)
