@@ -168,13 +168,17 @@ def demo(
     import time
 
     from app.settings import Settings
+    from sae.train_config import demo_config
 
     url = db or Settings().database_url
+    # The demo SAE is the sweep's pick (BENCHMARKS.md, "SAE training sweep"): TopK k=32 with AuxK.
+    sae_cfg = demo_config(d_sae=d_sae, **({"tokens": sae_tokens} if sae_tokens else {}))
     # One entry per stage, in order: each is the same function as its own command.
     stages = [
         ("corpus", lambda: corpus(run, source=source, max_tokens=max_tokens, force=force)),
         ("lm", lambda: train_lm(run, tokens=tokens, device=device, force=force)),
-        ("sae", lambda: train_sae(run=run, name=f"relu-{d_sae}", d_sae=d_sae, tokens=sae_tokens,
+        ("sae", lambda: train_sae(run=run, name=f"{sae_cfg.architecture}-{d_sae}", architecture=sae_cfg.architecture,
+                                  k=sae_cfg.k, d_sae=d_sae, lr=sae_cfg.lr, tokens=sae_cfg.tokens,
                                   batch_size=sae_batch_size, device=device, force=force)),
         ("analysis", lambda: analyze(run, tokens=analysis_tokens, device=device, force=force)),
         ("database", lambda: ingest(run, db=url)),

@@ -27,6 +27,7 @@ from app.db import session_factory
 from app.ingest_bulk import insert_rows
 from app.ingest_npz import load_npz
 from app.models import Basis, Example, Model, Token, Unit, UnitLink
+from app.unit_detail import TOP_TOKENS_SEPARATOR
 from sae.errors import MonoscopeError
 from sae.rundir import read_manifest
 
@@ -58,8 +59,9 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def _db_text(text: str) -> str:
-    """Return text PostgreSQL can store: NUL (a byte-level BPE token of its own) is shown as ␀ (U+2400)."""
-    return text.replace("\x00", "\u2400")
+    """Return text PostgreSQL can store, NUL (a byte-level BPE token of its own) shown as ␀ (U+2400), and the
+    unit separator that joins `unit.top_tokens` shown as ␟ (U+241F)."""
+    return text.replace("\x00", "\u2400").replace(TOP_TOKENS_SEPARATOR, "\u241f")
 
 
 def _finite(x: float) -> float | None:
@@ -78,7 +80,7 @@ def _unit_rows(basis_id: int, a: dict[str, np.ndarray], strings: list[str], star
             log10_density=math.log10(density) if density > 0 else None,
             max_activation=float(a["max_activation"][u]), mean_activation=float(a["mean_activation"][u]),
             top_token_entropy=_finite(float(a["top_token_entropy"][u])),
-            top_tokens="\n".join(sorted(strings[t] for t in max_tokens if t < len(strings))),
+            top_tokens=TOP_TOKENS_SEPARATOR.join(sorted(strings[t] for t in max_tokens if t < len(strings))),
             act_hist={"edges": a["act_hist_edges"][u].tolist(), "counts": a["act_hist_counts"][u].tolist()},
             logit_hist={"edges": a["logit_hist_edges"][u].tolist(), "counts": a["logit_hist_counts"][u].tolist()},
             top_logits=[[int(i), float(v)] for i, v in zip(a["logit_top_ids"][u], a["logit_top_values"][u])],

@@ -6,41 +6,24 @@ and is dropped, and the max token sits at `context_before` in the stored window 
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from app.schemas import Example, Histogram, Interval, LogitToken, UnitDetail, visible_whitespace
 
-TOP_TOKENS_SEPARATOR = "\n"
+TOP_TOKENS_SEPARATOR = "\x1f"  # ASCII unit separator: newline tokens are common in code
 
 
 def split_top_tokens(text: str | None) -> list[str]:
-    """Return the distinct max-token strings stored in unit.top_tokens (a JSON list, or lines)."""
-    if not text:
-        return []
-    if text.startswith("["):
-        try:
-            return [str(t) for t in json.loads(text)]
-        except ValueError:
-            pass
-    return text.split(TOP_TOKENS_SEPARATOR)
+    """Return the distinct max-token strings of a unit (joined by TOP_TOKENS_SEPARATOR in app/ingest.py)."""
+    return text.split(TOP_TOKENS_SEPARATOR) if text else []
 
 
-def _histogram(raw) -> Histogram:
-    if isinstance(raw, dict):
-        return Histogram(edges=raw.get("edges", []), counts=raw.get("counts", []))
-    if isinstance(raw, (list, tuple)) and len(raw) == 2:
-        return Histogram(edges=raw[0], counts=raw[1])
-    return Histogram(edges=[], counts=[])
+def _histogram(raw: dict) -> Histogram:
+    return Histogram(edges=raw["edges"], counts=raw["counts"])
 
 
-def _logits(raw, strings: list[str]) -> list[LogitToken]:
-    """Accept [{"id", "value"}], [[id, value]] or {"ids": [...], "values": [...]}; attach the token strings."""
-    if isinstance(raw, dict):
-        pairs = zip(raw.get("ids", []), raw.get("values", []))
-    else:
-        pairs = ((r.get("id", r.get("token_id")), r.get("value")) if isinstance(r, dict) else r for r in raw or [])
+def _logits(pairs: list, strings: list[str]) -> list[LogitToken]:
+    """Attach token strings to stored [token_id, weight] pairs."""
     out = []
     for i, v in pairs:
         text = strings[i] if 0 <= i < len(strings) else ""

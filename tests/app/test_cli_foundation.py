@@ -114,7 +114,7 @@ def test_demo_runs_every_stage_and_reports(monkeypatch, capsys, tmp_path, tiny_s
     assert code == 0, out
     stages = ["== corpus", "== lm", "== sae", "== analysis", "== database", "demo: built"]
     assert [out.index(s) for s in stages] == sorted(out.index(s) for s in stages)
-    assert "held-out loss" in out and (run / "saes" / "relu-128" / "sae_weights.safetensors").is_file()
-    assert "relu-128: " in out and "neurons: " in out and "ingested relu-128" in out
+    assert "held-out loss" in out and (run / "saes" / "topk-128" / "sae_weights.safetensors").is_file()
+    assert "topk-128: " in out and "neurons: " in out and "ingested topk-128" in out
     code, out, _ = monoscope(monkeypatch, capsys, *tiny)
     assert code == 0 and out.count("up to date") >= 4  # corpus, lm, sae, analysis skipped; ingest re-reads

@@ -47,19 +47,8 @@ def analyse(run_dir: Path) -> None:
                  log=QUIET)
 
 
-def require_db_layer() -> None:
-    """Fail (in CI) or skip with the reason when the database layer (app.db, app.models, app.ingest) is absent."""
-    import importlib.util
-
-    missing = [m for m in ("app.db", "app.models", "app.ingest") if importlib.util.find_spec(m) is None]
-    if missing:
-        message = f"the database layer is not there yet: {', '.join(missing)} missing"
-        pytest.fail(message) if os.environ.get("CI") == "true" else pytest.skip(message)
-
-
 def ingest_run(run_dir: Path, url: str) -> None:
     """Create the database by its migrations and ingest every analysed basis of the run."""
-    require_db_layer()
     from app.db import upgrade
     from app.ingest import ingest_run as ingest
 
@@ -122,7 +111,6 @@ def stop_server(site: Site) -> None:
 @pytest.fixture(scope="session")
 def analysed_run(tiny_run, tmp_path_factory) -> Path:
     """A copy of tiny_run with a trained SAE and the analysis of both bases (read-only for tests)."""
-    require_db_layer()  # every user of this run reads it through the database
     run_dir = tmp_path_factory.mktemp("web_run") / "run"
     shutil.copytree(tiny_run, run_dir)
     add_sae(run_dir)
@@ -133,7 +121,6 @@ def analysed_run(tiny_run, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def site(tmp_path_factory, analysed_run) -> Site:
     """`monoscope serve` over a SQLite database ingested from `analysed_run`."""
-    require_db_layer()
     db_url = f"sqlite:///{tmp_path_factory.mktemp('web_db') / 'monoscope.db'}"
     ingest_run(analysed_run, db_url)
     site = start_server(db_url, analysed_run)
