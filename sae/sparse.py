@@ -29,12 +29,11 @@ win (SPARSE_MAX_L0_FRACTION, measured), else dense. `adam(params, lr=...)` retur
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
-from sae import fast_dense, fast_step
+from sae import fast_dense, fast_step, losses
 from sae.dictionary import SparseAutoencoder
 from sae.errors import MonoscopeError
 
@@ -75,58 +74,6 @@ def aux_scale(n_dead: int, aux_k: int) -> tuple[int, float]:
     return min(aux_k, n_dead), min(n_dead / aux_k, 1.0)
 
 
-def _activate(sae: SparseAutoencoder, pre: torch.Tensor, activation: str, k: int | None) -> torch.Tensor:
-    """Return f [B, d_sae] from pre [B, d_sae]; batchtopk keeps the k·B largest relu(pre) of the batch."""
-    if activation != "batchtopk":
-        return sae.activate(pre)
-    flat = torch.relu(pre).flatten()
-    values, index = flat.topk(min(k * pre.shape[0], flat.numel()))
-    return torch.zeros_like(flat).scatter(0, index, values).view_as(pre)
-
-
-def dense_loss(
-    sae: SparseAutoencoder,
-    x: torch.Tensor,
-    *,
-    l1_coefficient: float = 0.0,
-    precision: str = "fp32",
-    dead_mask: torch.Tensor | None = None,
-    aux_coefficient: float = 0.0,
-    aux_k: int | None = None,
-    architecture: str | None = None,
-    k: int | None = None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Return (loss with its autograd graph, dict of detached parts) by plain autograd: the reference path."""
-    activation, k = architecture or sae.cfg.architecture, k or sae.cfg.k
-    autocast = torch.autocast(x.device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-    with autocast:
-        pre = sae.pre_activations(x)  # [B, d_sae]
-        f = _activate(sae, pre, activation, k)  # [B, d_sae]
-        x_hat = sae.decode(f)  # [B, d_in]
-    pre, f, x_hat = pre.float(), f.float(), x_hat.float()
-    mse = (x_hat - x).pow(2).sum(-1).mean()
-    l1 = f.abs().sum(-1).mean()
-    loss = mse + l1_coefficient * l1
-    aux = x.new_zeros(())
-    n_dead = int(dead_mask.sum()) if dead_mask is not None else 0
-    if activation in AUXK_ACTIVATIONS and aux_coefficient > 0 and n_dead > 0:
-        k_aux, scale = aux_scale(n_dead, aux_k or sae.cfg.d_in // 2)
-        residual = (x - x_hat).detach()  # [B, d_in]
-        masked = torch.where(dead_mask, pre, torch.tensor(float("-inf"), device=x.device))
-        values, indices = masked.topk(k_aux, dim=-1)  # [B, k_aux]
-        z = torch.zeros_like(pre).scatter_(-1, indices, torch.relu(values))  # [B, d_sae]
-        with autocast:
-            recon = z @ sae.W_dec  # [B, d_in]
-        aux = (recon.float() - residual).pow(2).sum(-1).mean()
-        loss = loss + aux_coefficient * scale * aux
-    active = f > 0
-    parts = dict(
-        mse=mse.detach(), l1=l1.detach(), aux=aux.detach(),
-        l0=active.sum(-1).float().mean(), fired=active.sum(0),
-    )
-    return loss, parts
-
-
 def loss_and_grads(
     sae: SparseAutoencoder,
     x: torch.Tensor,
@@ -148,9 +95,9 @@ def loss_and_grads(
     if method == "autograd" or activation not in FAST_ACTIVATIONS:
         for p in sae.parameters():
             p.grad = None
-        loss, parts = dense_loss(
-            sae, x, l1_coefficient=l1_coefficient, precision=precision, dead_mask=dead_mask,
-            aux_coefficient=aux_coefficient, aux_k=aux_k, architecture=activation, k=k,
+        loss, parts = losses.sae_loss(  # the plain-autograd reference
+            sae, x, architecture=activation, k=k, l1_coefficient=l1_coefficient, dead=dead_mask,
+            aux_coefficient=aux_coefficient, aux_k=aux_k, precision=precision,
         )
         loss.backward()
         return LossParts(loss=loss.detach(), method="autograd", **parts)

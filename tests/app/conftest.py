@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from webapp_fixtures import analysed_run, site  # noqa: F401  (the web and ingest tests' shared fixtures)
+
 
 def _pg_bin() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))

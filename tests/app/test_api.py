@@ -10,7 +10,7 @@ import pytest
 from markupsafe import escape
 
 from app.schemas import Comparison, InferResult, Overview, UnitDetail, UnitList
-from webapp_fixtures import SAE_NAME, analysed_run, ingest_run, site, start_server, stop_server  # noqa: F401
+from webapp_fixtures import SAE_NAME, ingest_run, start_server, stop_server
 
 INFER_TEXT = "def add(a, b):\n    return a + b\n"
 

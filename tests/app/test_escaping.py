@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from webapp_fixtures import SAE_NAME, analysed_run, ingest_run, start_server, stop_server  # noqa: F401
+from webapp_fixtures import SAE_NAME, ingest_run, start_server, stop_server
 
 SCRIPT = "<script>alert(1)</script>"
 QUOTES = "a\"b'c&d"

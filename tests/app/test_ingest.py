@@ -15,7 +15,7 @@ from app.ingest import ingest_run
 from app.ingest_npz import load_npz
 from app.models import Basis, Example, Label, Model, Token, Unit, UnitLink
 from sae.errors import MonoscopeError
-from webapp_fixtures import SAE_NAME, analysed_run  # noqa: F401  (fixture)
+from webapp_fixtures import SAE_NAME
 
 QUIET = lambda message: None  # noqa: E731
 

@@ -15,7 +15,7 @@ import pytest
 
 from playwright.sync_api import expect
 
-from webapp_fixtures import SAE_NAME, analysed_run, site  # noqa: F401  (fixtures)
+from webapp_fixtures import SAE_NAME
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

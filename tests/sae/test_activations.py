@@ -13,13 +13,7 @@ from sae.errors import MonoscopeError
 from sae.lm import mlp_activations
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls: a second thread on shared cores only adds contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny matmuls: one thread is faster
 
 
 def numbered(n=1000, d=4):

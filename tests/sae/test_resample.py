@@ -14,13 +14,7 @@ DEAD = [2, 5, 11]
 PICKED = [7, 19, 33]  # the only inputs with non-zero loss: the three dead latents must take exactly these
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls: a second thread on shared cores only adds contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny matmuls: one thread is faster
 
 
 def trained_sae_and_adam(seed=0):

@@ -11,13 +11,7 @@ from sae.toy import (ToyConfig, ToyData, firing_probabilities, fit_toy_sae, form
 EASY = ToyConfig(d=32, n_features=48, mean_active=3, decay=0.97)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These matrices are tiny: one thread is several times faster than two on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny matmuls: one thread is faster
 
 
 def test_firing_probabilities_decay_geometrically_and_sum_to_mean_active():

@@ -13,7 +13,7 @@ from sae.activations import ArrayActivations, LMActivations
 from sae.dictionary import SAEConfig, SparseAutoencoder
 from sae.errors import MonoscopeError
 from sae.lm import lm_loss, load_lm
-from sae.metrics import FiringTracker, geometric_median, reconstruction_metrics
+from sae.metrics import geometric_median, reconstruction_metrics
 from sae.saelens_format import load_density, load_sae
 from sae.train import (SAETrainConfig, fit_sae, fold_scale_, initial_sae, loss_and_grads, project_decoder_grad_,
                        schedules, train_sae, train_sae_on_run)
@@ -21,13 +21,7 @@ from sae.train import (SAETrainConfig, fit_sae, fold_scale_, initial_sae, loss_a
 QUIET = dict(progress=False, log=lambda m: None)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls: a second thread on shared cores only adds contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny matmuls: one thread is faster
 
 
 def sparse_data(n=6000, d=16, n_true=24, seed=0, scale=5.0):
