@@ -121,11 +121,6 @@ def _labels(session: Session, wanted: dict[int, list[int]]) -> dict[tuple[int, i
     return {key: text for key, text in newest.items() if text}
 
 
-def label_marker(*, session: Session, basis_id: int) -> int:
-    """Return the newest label id of a basis (0 when none): changes whenever a unit of it is (re)labelled."""
-    return session.scalar(select(func.max(Label.id)).where(Label.basis_id == basis_id)) or 0
-
-
 # -- unit list --------------------------------------------------------------------------------------------------------
 
 def _like(text: str) -> str:
