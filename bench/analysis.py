@@ -31,11 +31,11 @@ def setup(run: Path, log=print) -> str:
     import torch
 
     from sae import lm, rundir
-    from sae.analysis_run import list_saes, load_heldout
-    from sae.corpus import CorpusConfig, build_corpus
-    from sae.dictionary import SAEConfig, SparseAutoencoder
-    from sae.lm_train import TrainLMConfig, train_lm
-    from sae.saelens_format import save_sae
+    from sae.analysis.run import list_saes, load_heldout
+    from sae.corpus.build import CorpusConfig, build_corpus
+    from sae.dictionary.model import SAEConfig, SparseAutoencoder
+    from sae.dictionary.saelens_format import save_sae
+    from sae.lm.train import TrainLMConfig, train_lm
 
     build_corpus(run, CorpusConfig(heldout_fraction=0.12), progress=False, log=log)
     train_lm(run, lm.LMConfig(), TrainLMConfig(tokens=1_000_000), device="cpu", progress=False, log=log)
@@ -62,9 +62,9 @@ def measure(run: Path, mode: str, n_tokens: int, sae_name: str) -> dict:
     import torch
 
     from sae import lm
-    from sae.analysis import AnalysisConfig, Basis, _encode
-    from sae.analysis_run import load_heldout, run_analysis
-    from sae.saelens_format import load_sae
+    from sae.analysis.run import load_heldout, run_analysis
+    from sae.analysis.shard import AnalysisConfig, Basis, _encode
+    from sae.dictionary.saelens_format import load_sae
 
     tokens = load_heldout(run, n_tokens)
     cpu0, t0 = time.process_time(), time.perf_counter()

@@ -75,8 +75,8 @@ def make_run(folder: Path) -> Path:
 
 
 def time_ingest(run: Path, url: str) -> float:
-    from app.db import upgrade
-    from app.ingest import ingest_run
+    from app.store.db import upgrade
+    from app.store.ingest import ingest_run
 
     upgrade(url)
     started = time.perf_counter()
@@ -88,7 +88,7 @@ def bare_driver_seconds(run: Path, url: str) -> float:
     """Baseline: the raw DB-API executemany of the same example rows into an index-free table (no ORM, no units)."""
     from sqlalchemy import text
 
-    from app.db import make_engine
+    from app.store.db import make_engine
 
     engine = make_engine(url)
     blob, mark = ("BLOB", "?") if engine.dialect.name == "sqlite" else ("BYTEA", "%s")

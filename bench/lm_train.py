@@ -23,8 +23,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sae.lm import HOOK_POST, LMConfig, build_model, mlp_activations  # noqa: E402
-from sae.lm_train import TrainLMConfig, make_optimizer, train_step  # noqa: E402
+from sae.lm.model import HOOK_POST, LMConfig, build_model, mlp_activations  # noqa: E402
+from sae.lm.train import TrainLMConfig, make_optimizer, train_step  # noqa: E402
 
 
 def interleaved(candidates: dict, tokens_per_call: dict, rounds: int, calls: int = 3) -> dict:

@@ -6,7 +6,7 @@
 Same shapes (d_in 512 -> d_sae 4,096, batch 4,096), same batches in the same order (one ArrayActivations stream
 feeds both), same number of tokens, same lr schedule (1% warm-up, linear decay over the last 20%), for a TopK SAE
 (k 32, AuxK weight 1/32, dead window 5% of the steps) and/or the paper's ReLU + L1 SAE (λ warm-up over 5%).
-Monoscope: `sae.train.fit_sae` (unit-norm decoder, Adam, resampling for ReLU; the fast step of sae/sparse.py).
+Monoscope: `sae.dictionary.train.fit_sae` (unit-norm decoder, Adam, resampling for ReLU; the fast step of sae/dictionary/fast/step.py).
 SAELens: `SAETrainer.fit` on a `TopKTrainingSAE` / `StandardTrainingSAE`, its defaults otherwise (decoder init norm
 0.1, L1 weighted by decoder norms, TopK on decoder-norm-rescaled pre-activations, grad-norm clipping at 1).
 Activations: MLP activations of the demo LM when runs/demo/lm exists, else a synthetic [N, 512] non-negative array
@@ -88,8 +88,8 @@ def evaluate(encode, decode, W_dec, x, l1: float) -> dict:
 
 def run_monoscope(data, steps: int, arch: str, precision: str, args) -> tuple[float, dict]:
     from sae.activations import ArrayActivations
-    from sae.train import fit_sae
-    from sae.train_config import SAETrainConfig
+    from sae.dictionary.config import SAETrainConfig
+    from sae.dictionary.train import fit_sae
 
     source = ArrayActivations(data, seed=0, name="bench")
     cfg = SAETrainConfig(architecture=arch, k=args.k if arch == "topk" else None, d_sae=D_SAE,
@@ -105,7 +105,12 @@ def run_monoscope(data, steps: int, arch: str, precision: str, args) -> tuple[fl
 
 
 def run_saelens(data, steps: int, arch: str, precision: str, args) -> tuple[float, dict]:
-    from sae_lens import StandardTrainingSAE, StandardTrainingSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens import (
+        StandardTrainingSAE,
+        StandardTrainingSAEConfig,
+        TopKTrainingSAE,
+        TopKTrainingSAEConfig,
+    )
     from sae_lens.config import LoggingConfig, SAETrainerConfig
     from sae_lens.training.sae_trainer import SAETrainer
 
@@ -144,8 +149,8 @@ def step_table(args) -> list[str]:
     ReLU SAEs get a uniform encoder bias chosen to land near a target L0 (speed depends on sizes and L0 only)."""
     import torch
 
-    from sae.dictionary import SAEConfig, SparseAutoencoder
-    from sae.sparse import loss_and_grads
+    from sae.dictionary.fast.step import loss_and_grads
+    from sae.dictionary.model import SAEConfig, SparseAutoencoder
 
     x = torch.from_numpy(load_data(BATCH, "synthetic")[0])  # [B, d_in]
     cases = [("topk k=32", SAEConfig(D_IN, D_SAE, "topk", k=32), 0.0)]
@@ -192,8 +197,8 @@ def main() -> None:
 
     import torch
 
-    import sae.sparse  # noqa: F401  (loaded now: edits made while the bench runs do not leak into it)
-    import sae.train  # noqa: F401
+    import sae.dictionary.fast.step  # noqa: F401  (loaded now: edits made while the bench runs do not leak into it)
+    import sae.dictionary.train  # noqa: F401
 
     torch.set_num_threads(args.threads)
     if args.step_table:
@@ -202,7 +207,7 @@ def main() -> None:
             append_lines([
                 "", f"## SAE training step by method ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
                 f"Command: `{_command()}`", "",
-                f"One `sae.sparse.loss_and_grads` call (loss + all grads) on a batch of {BATCH} synthetic activations, "
+                f"One `sae.dictionary.fast.step.loss_and_grads` call (loss + all grads) on a batch of {BATCH} synthetic activations, "
                 f"{D_IN} -> {D_SAE}, mean of {args.repeats} after a warm-up call, threads {args.threads}, load average "
                 f"{os.getloadavg()[0]:.1f}. autograd = the dense reference (torch.autocast for bf16); dense = "
                 "hand-written, buffers reused; sparse = active latents only. Adam not included.", "", *lines])
@@ -247,7 +252,7 @@ def append_section(rows, what: str, args) -> None:
         f"Command: `{command.strip()}`", "",
         f"d_in {D_IN} -> d_sae {D_SAE}, batch {BATCH}, {args.steps} steps ({args.steps * BATCH:,} tokens) per run, "
         f"lr {args.lr}, threads {args.threads}, load average {load:.1f} at the end. "
-        f"Data: {what}. Monoscope: `sae.train.fit_sae` (fast step of sae/sparse.py"
+        f"Data: {what}. Monoscope: `sae.dictionary.train.fit_sae` (fast step of sae/dictionary/fast/step.py"
         f"{', no resampling' if args.no_resample else ', resampling for ReLU'}); SAELens {_saelens_version()}: "
         "`SAETrainer.fit`. Final loss on the same held-out activations: the mse for TopK, mse + λ·Σ|f|·‖W_dec‖ "
         "for ReLU.", "",

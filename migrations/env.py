@@ -1,8 +1,8 @@
-"""Alembic environment: runs against the engine app.db hands over (or the URL in alembic.ini / the environment)."""
+"""Alembic environment: runs against the engine app.store.db hands over (or the URL in alembic.ini / the environment)."""
 
 from alembic import context
 
-from app.models import Base
+from app.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -11,7 +11,7 @@ target_metadata = Base.metadata
 def run_migrations_online() -> None:
     engine = config.attributes.get("engine")
     if engine is None:  # the `alembic` command line: same URL rules as the app
-        from app.db import make_engine
+        from app.store.db import make_engine
         from app.settings import Settings
 
         engine = make_engine(config.get_main_option("sqlalchemy.url") or Settings().database_url)

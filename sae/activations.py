@@ -105,8 +105,8 @@ class LMActivations:
 
     def __init__(self, run_dir: Path, *, seed: int = 0, buffer_tokens: int = 131_072, lm_batch_rows: int = 64,
                  device: str | torch.device = "cpu") -> None:
-        from sae.corpus import load_tokens
-        from sae.lm import load_lm
+        from sae.corpus.build import load_tokens
+        from sae.lm.model import load_lm
 
         self.run_dir = Path(run_dir)
         self.model = load_lm(self.run_dir, device)
@@ -125,7 +125,7 @@ class LMActivations:
 
     def activations(self, rows: np.ndarray, split: str = "train") -> torch.Tensor:
         """Return the activations [len(rows) * (n_ctx - 1), d_in] of token rows (position 0, BOS, dropped)."""
-        from sae.lm import mlp_activations
+        from sae.lm.model import mlp_activations
 
         tokens = self.train if split == "train" else self.heldout
         out = []

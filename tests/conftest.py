@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 import pytest
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see app/cli.py
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see app/cli/__init__.py
 
 # Every character class the pipeline must carry through untouched (and the web must escape).
 AWKWARD_TEXT = (
@@ -87,9 +87,9 @@ def tiny_run(tiny_source, tmp_path_factory) -> Path:
     """A finished run folder (corpus + trained tiny LM), shared and read-only; see the module docstring."""
     import torch
 
-    from sae.corpus import CorpusConfig, build_corpus
-    from sae.lm import LMConfig
-    from sae.lm_train import TrainLMConfig, train_lm
+    from sae.corpus.build import CorpusConfig, build_corpus
+    from sae.lm.model import LMConfig
+    from sae.lm.train import TrainLMConfig, train_lm
 
     run_dir = tmp_path_factory.mktemp("tiny_run")
     quiet = lambda message: None  # noqa: E731

@@ -12,7 +12,9 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import sessionmaker
 
-STATIC = Path(__file__).resolve().parents[1] / "static"
+from app.resources import resource
+
+STATIC = resource("static")
 # Third-party JS comes from installed packages (never a CDN): the app works air-gapped.
 SWAGGER = Path(swagger_ui_bundle.swagger_ui_path)  # from swagger-ui-bundle-v2: Swagger UI 5 (reads OpenAPI 3.1)
 VENDOR = {
@@ -30,7 +32,7 @@ def create_app(settings=None, *, engine=None) -> FastAPI:
     from app.web.cache import ResponseCache
 
     if engine is None:
-        from app.db import make_engine
+        from app.store.db import make_engine
 
         if settings is None:
             from app.settings import Settings

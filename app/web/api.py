@@ -8,9 +8,16 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from app import queries
-from app.schemas import Comparison, ErrorBody, InferResult, Overview, UnitDetail, UnitList
+from app.web import queries
 from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep
+from app.web.schemas import (
+    Comparison,
+    ErrorBody,
+    InferResult,
+    Overview,
+    UnitDetail,
+    UnitList,
+)
 
 ERRORS = {404: {"model": ErrorBody, "description": "Unknown model, basis or unit"},
           422: {"model": ErrorBody, "description": "Bad parameter (the message says which)"}}
@@ -59,6 +66,6 @@ def infer(session: SessionDep, text: Annotated[str, Query(min_length=1)],
           strip: Annotated[str, Query(max_length=300,
                                       description="`basis:index` of the unit shown over the text")] = "",
           model: ModelParam = None):
-    from app import infer as live
+    from app.web import infer as live
 
     return live.infer_result(session=session, text=text, position=position, strip=strip, model=model)

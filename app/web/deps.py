@@ -7,7 +7,7 @@ from typing import Annotated, Iterator
 from fastapi import Depends, Path, Query, Request
 from sqlalchemy.orm import Session
 
-from app.schemas import UnitListParams
+from app.web.schemas import UnitListParams
 
 
 def get_session(request: Request) -> Iterator[Session]:

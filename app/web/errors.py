@@ -10,8 +10,8 @@ from markupsafe import escape
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.infer import Unavailable
-from app.queries import NotFound
+from app.web.infer import Unavailable
+from app.web.queries import NotFound
 from app.web.render import is_fragment_request, render
 from sae.errors import MonoscopeError
 

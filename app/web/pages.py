@@ -10,12 +10,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
-from app import queries
-from app.schemas import MAX_INFER_CHARS
-from app.urls import with_query
-from app.web import plots
+from app.web import plots, queries
 from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep
 from app.web.render import render, twin_url
+from app.web.schemas import MAX_INFER_CHARS
+from app.web.urls import with_query
 
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 
@@ -79,7 +78,7 @@ def infer_page(request: Request, session: SessionDep, text: Annotated[str, Query
                show: Annotated[str, Query(max_length=300)] = "",
                run: Annotated[str, Query(max_length=5)] = "", model: ModelParam = None):
     """Live inference. Buttons of the form send `at` (a token) or `show` (a unit); `run` starts over."""
-    from app import infer
+    from app.web import infer
     from sae.errors import MonoscopeError
 
     if run:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from app.schemas import BasisDistribution, DensityHistogram, Histogram
+from app.web.schemas import BasisDistribution, DensityHistogram, Histogram
 
 HOT = "rgb(235,110,20)"
 

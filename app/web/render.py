@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from fastapi import Request
@@ -12,9 +11,10 @@ from fastapi.responses import HTMLResponse
 from jinja2_fragments.fastapi import Jinja2Blocks
 from markupsafe import Markup
 
-from app.schemas import visible_whitespace
+from app.resources import resource
+from app.web.schemas import visible_whitespace
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+TEMPLATES = resource("templates")
 templates = Jinja2Blocks(directory=str(TEMPLATES))  # Starlette turns autoescape on for .html templates
 templates.env.autoescape = True  # and we want it for every template, whatever its extension
 

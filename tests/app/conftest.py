@@ -16,7 +16,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from webapp_fixtures import analysed_run, site  # noqa: F401  (the web and ingest tests' shared fixtures)
 
 

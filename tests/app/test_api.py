@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 from markupsafe import escape
-
-from app.schemas import Comparison, InferResult, Overview, UnitDetail, UnitList
 from webapp_fixtures import SAE_NAME, ingest_run, start_server, stop_server
+
+from app.web.schemas import Comparison, InferResult, Overview, UnitDetail, UnitList
 
 INFER_TEXT = "def add(a, b):\n    return a + b\n"
 
@@ -162,7 +162,7 @@ def test_bad_parameters_are_422_with_a_message(site, path, fragment):
 def test_infer_matches_the_model(site):
     import torch
 
-    from sae.lm import load_lm, mlp_activations
+    from sae.lm.model import load_lm, mlp_activations
 
     result = InferResult.model_validate(site.get("/api/v1/infer", params={"text": INFER_TEXT}).json())
     assert "".join(t.text for t in result.tokens) == INFER_TEXT
@@ -212,7 +212,7 @@ def test_serve_refuses_a_busy_port_in_one_line(site):
 
 
 def test_code_whitespace_is_made_visible_across_tokens():
-    from app.schemas import visible_whitespace
+    from app.web.schemas import visible_whitespace
 
     tokens = ["def", " f", "():", "\n", "  ", "  return", " x", "\r\n", "\tpass"]
     assert visible_whitespace(tokens) == ["def", " f", "():", "↵\n", "··", "··return", " x", "␍↵\n",

@@ -2,8 +2,8 @@
 
 from sqlalchemy import inspect
 
-from app.db import downgrade, make_engine, upgrade
-from app.models import Base
+from app.store.db import downgrade, make_engine, upgrade
+from app.store.models import Base
 
 TABLES = {"model", "token", "basis", "unit", "example", "unit_link", "label", "review", "review_item", "user"}
 

@@ -9,7 +9,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from webapp_fixtures import SAE_NAME, ingest_run, start_server, stop_server
 
 SCRIPT = "<script>alert(1)</script>"
@@ -48,8 +47,8 @@ def add_label(db_url: str, basis: str, index: int, text: str) -> None:
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from app.db import make_engine
-    from app.models import Basis, Label
+    from app.store.db import make_engine
+    from app.store.models import Basis, Label
 
     with Session(make_engine(db_url)) as session:
         basis_id = session.scalar(select(Basis.id).where(Basis.name == basis).order_by(Basis.id.desc()))  # newest

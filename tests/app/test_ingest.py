@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import func, insert, select
-
-from app.db import session_factory, upgrade
-from app.ingest import ingest_run
-from app.ingest_npz import load_npz
-from app.models import Basis, Example, Label, Model, Token, Unit, UnitLink
-from sae.errors import MonoscopeError
 from webapp_fixtures import SAE_NAME
+
+from app.store.db import session_factory, upgrade
+from app.store.ingest import ingest_run
+from app.store.models import Basis, Example, Label, Model, Token, Unit, UnitLink
+from app.store.npz import load_npz
+from sae.errors import MonoscopeError
 
 QUIET = lambda message: None  # noqa: E731
 

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from playwright.sync_api import expect
-
 from webapp_fixtures import SAE_NAME
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -29,7 +29,7 @@ def add_sae(run_dir: Path) -> None:
     """Train a small SAE on the tiny LM's MLP activations into saes/SAE_NAME (the `monoscope train-sae` stage)."""
     import torch
 
-    from sae.train import SAETrainConfig, train_sae_on_run
+    from sae.dictionary.train import SAETrainConfig, train_sae_on_run
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     cfg = SAETrainConfig(d_sae=128, l1_coefficient=1.0, tokens=40_960, batch_size=512, seed=0,
@@ -40,8 +40,8 @@ def add_sae(run_dir: Path) -> None:
 
 def analyse(run_dir: Path) -> None:
     """Run `monoscope analyze` on every basis of the run (neurons + each SAE)."""
-    from sae.analysis import AnalysisConfig
-    from sae.analysis_run import run_analysis
+    from sae.analysis.run import run_analysis
+    from sae.analysis.shard import AnalysisConfig
 
     run_analysis(run_dir, cfg=AnalysisConfig(n_tokens=8192, batch_sequences=32), device="cpu", progress=False,
                  log=QUIET)
@@ -49,8 +49,8 @@ def analyse(run_dir: Path) -> None:
 
 def ingest_run(run_dir: Path, url: str) -> None:
     """Create the database by its migrations and ingest every analysed basis of the run."""
-    from app.db import upgrade
-    from app.ingest import ingest_run as ingest
+    from app.store.db import upgrade
+    from app.store.ingest import ingest_run as ingest
 
     upgrade(url)
     ingest(run_dir, url=url, log=QUIET)
@@ -79,11 +79,11 @@ class Site:
             return dict(z)
 
 
-def start_server(db_url: str, run_dir: Path) -> Site:
-    """Start `monoscope serve --db URL --port P` and wait until it answers."""
+def start_server(db_url: str, run_dir: Path | None, *, exe: Path | None = None, cwd: Path | None = None) -> Site:
+    """Start `monoscope serve --db URL --port P` (this venv's, or `exe`) and wait until it answers."""
     port = free_port()
-    exe = Path(sys.executable).with_name("monoscope")
-    process = subprocess.Popen([str(exe), "serve", "--db", db_url, "--port", str(port)],
+    exe = exe or Path(sys.executable).with_name("monoscope")
+    process = subprocess.Popen([str(exe), "serve", "--db", db_url, "--port", str(port)], cwd=cwd,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"

@@ -10,8 +10,7 @@ import torch
 
 from sae.activations import ArrayActivations, LMActivations, check_activations
 from sae.errors import MonoscopeError
-from sae.lm import mlp_activations
-
+from sae.lm.model import mlp_activations
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny matmuls: one thread is faster
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from sae.analysis import AnalysisConfig, Basis, analyze_shard
-from sae.analysis_reduce import finish
-from sae.dictionary import SAEConfig, SparseAutoencoder
+from sae.analysis.reduce import finish
+from sae.analysis.shard import AnalysisConfig, Basis, analyze_shard
+from sae.dictionary.model import SAEConfig, SparseAutoencoder
 
 N_SEQ, T, VOCAB, D_IN, D_SAE = 24, 16, 40, 16, 48
 CFG = AnalysisConfig(batch_sequences=5, top_k=4, context_before=3, context_after=2, samples_per_interval=2,

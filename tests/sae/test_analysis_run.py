@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from sae import lm, rundir
-from sae.analysis import AnalysisConfig
-from sae.analysis_run import run_analysis
-from sae.dictionary import SAEConfig, SparseAutoencoder
-from sae.saelens_format import save_sae
+from sae.analysis.run import run_analysis
+from sae.analysis.shard import AnalysisConfig
+from sae.dictionary.model import SAEConfig, SparseAutoencoder
+from sae.dictionary.saelens_format import save_sae
 
 CFG = AnalysisConfig(n_tokens=2000, batch_sequences=16, loss_batch_sequences=5, top_k=6, context_before=4,
                      context_after=2, samples_per_interval=3, act_hist_bins=9, logit_k=4, logit_hist_bins=7, n_links=3)

@@ -7,9 +7,16 @@ import pytest
 from tokenizers import Tokenizer
 
 from sae import rundir
-from sae.corpus import CorpusConfig, build_corpus, load_corpus_meta, load_tokens, pack_rows, split_by_file
+from sae.corpus.build import (
+    CorpusConfig,
+    build_corpus,
+    load_corpus_meta,
+    load_tokens,
+    pack_rows,
+    split_by_file,
+)
+from sae.corpus.tokenizer import EOT, load_hf_tokenizer
 from sae.errors import MonoscopeError
-from sae.tokenizer import EOT, load_hf_tokenizer
 
 quiet = lambda message: None  # noqa: E731
 

@@ -6,10 +6,26 @@ import numpy as np
 import pytest
 import torch
 
-from sae.corpus import load_tokens
+from sae.corpus.build import load_tokens
 from sae.errors import MonoscopeError
-from sae.lm import HOOK_POST, LMConfig, build_model, lm_loss, load_lm, load_pretrained, mlp_activations, unembed_directions
-from sae.lm_train import TrainLMConfig, batch_rows, heldout_loss, lr_at, train_lm, unigram_loss
+from sae.lm.model import (
+    HOOK_POST,
+    LMConfig,
+    build_model,
+    lm_loss,
+    load_lm,
+    load_pretrained,
+    mlp_activations,
+    unembed_directions,
+)
+from sae.lm.train import (
+    TrainLMConfig,
+    batch_rows,
+    heldout_loss,
+    lr_at,
+    train_lm,
+    unigram_loss,
+)
 
 quiet = lambda message: None  # noqa: E731
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from sae.activations import ArrayActivations
-from sae.dictionary import SAEConfig, SparseAutoencoder
-from sae.resample import ENCODER_SCALE, resample_dead
-from sae.train import SAETrainConfig, fit_sae
+from sae.dictionary.model import SAEConfig, SparseAutoencoder
+from sae.dictionary.resample import ENCODER_SCALE, resample_dead
+from sae.dictionary.train import SAETrainConfig, fit_sae
 
 D_IN, D_SAE = 8, 16
 DEAD = [2, 5, 11]

@@ -3,7 +3,14 @@
 import pytest
 
 from sae.errors import MonoscopeError
-from sae.rundir import check_run_dir, fingerprint, is_current, read_manifest, work_dir, write_stage
+from sae.rundir import (
+    check_run_dir,
+    fingerprint,
+    is_current,
+    read_manifest,
+    work_dir,
+    write_stage,
+)
 
 
 def test_stage_written_atomically_with_manifest(tmp_path):

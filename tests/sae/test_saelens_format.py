@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from sae.dictionary import SAEConfig, SparseAutoencoder
+from sae.dictionary.model import SAEConfig, SparseAutoencoder
+from sae.dictionary.saelens_format import load_density, load_sae, save_sae
 from sae.errors import MonoscopeError
-from sae.saelens_format import load_density, load_sae, save_sae
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -1,13 +1,13 @@
-"""The fast SAE step (sae/sparse.py, sae/fast_step.py) must give dense autograd's losses and gradients."""
+"""The fast SAE step (sae/dictionary/fast/step.py, sae/dictionary/fast/gradients.py) must give dense autograd's losses and gradients."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from sae.dictionary import SAEConfig, SparseAutoencoder
+from sae.dictionary.fast.step import loss_and_grads
+from sae.dictionary.model import SAEConfig, SparseAutoencoder
 from sae.errors import MonoscopeError
-from sae.sparse import loss_and_grads
 
 D_IN, D_SAE, BATCH = 32, 256, 64
 
@@ -162,7 +162,7 @@ def test_bad_input_is_refused():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_topk_select_picks_the_k_largest(dtype):
-    from sae.fast_step import Workspace, topk_select
+    from sae.dictionary.fast.gradients import Workspace, topk_select
 
     gen = torch.Generator().manual_seed(5)
     pre = (torch.randn(64, 1024, generator=gen) + torch.randn(1024, generator=gen)).to(dtype)
@@ -176,7 +176,7 @@ def test_topk_select_picks_the_k_largest(dtype):
 
 
 def test_fused_adam_matches_default_adam():
-    from sae.sparse import adam
+    from sae.dictionary.fast.step import adam
 
     x = batch()
     weights = []
@@ -191,8 +191,8 @@ def test_fused_adam_matches_default_adam():
 
 
 def test_fast_path_agrees_with_the_training_reference():
-    """sae/losses.py (the training loop's autograd reference) and the fast path share one convention."""
-    from sae.losses import sae_loss
+    """sae/dictionary/losses.py (the training loop's autograd reference) and the fast path share one convention."""
+    from sae.dictionary.losses import sae_loss
 
     dead = torch.arange(D_SAE) % 4 == 0
     for arch, module_arch, k in (("relu", "relu", None), ("topk", "topk", 8), ("batchtopk", "jumprelu", 8)):

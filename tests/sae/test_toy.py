@@ -5,8 +5,17 @@ import sys
 import pytest
 import torch
 
-from sae.toy import (ToyConfig, ToyData, firing_probabilities, fit_toy_sae, format_table, evaluate, mmcs,
-                     random_dictionary, sweep)
+from sae.dictionary.toy import (
+    ToyConfig,
+    ToyData,
+    evaluate,
+    firing_probabilities,
+    fit_toy_sae,
+    format_table,
+    mmcs,
+    random_dictionary,
+    sweep,
+)
 
 EASY = ToyConfig(d=32, n_features=48, mean_active=3, decay=0.97)
 

@@ -8,15 +8,24 @@ import numpy as np
 import pytest
 import torch
 
-from sae import losses
 from sae.activations import ArrayActivations, LMActivations
-from sae.dictionary import SAEConfig, SparseAutoencoder
+from sae.dictionary import losses
+from sae.dictionary.metrics import geometric_median, reconstruction_metrics
+from sae.dictionary.model import SAEConfig, SparseAutoencoder
+from sae.dictionary.saelens_format import load_density, load_sae
+from sae.dictionary.train import (
+    SAETrainConfig,
+    fit_sae,
+    fold_scale_,
+    initial_sae,
+    loss_and_grads,
+    project_decoder_grad_,
+    schedules,
+    train_sae,
+    train_sae_on_run,
+)
 from sae.errors import MonoscopeError
-from sae.lm import lm_loss, load_lm
-from sae.metrics import geometric_median, reconstruction_metrics
-from sae.saelens_format import load_density, load_sae
-from sae.train import (SAETrainConfig, fit_sae, fold_scale_, initial_sae, loss_and_grads, project_decoder_grad_,
-                       schedules, train_sae, train_sae_on_run)
+from sae.lm.model import lm_loss, load_lm
 
 QUIET = dict(progress=False, log=lambda m: None)
 

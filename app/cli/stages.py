@@ -1,0 +1,150 @@
+"""Pipeline stages of the `monoscope` command: corpus, train-lm, train-sae, analyze (each a thin wrapper of sae/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from app.cli.common import DeviceOpt, ForceOpt, RunOpt, cli, limit_cpu_threads
+from sae.errors import MonoscopeError
+
+
+@cli.command()
+def corpus(
+    run: RunOpt,
+    source: Annotated[str, typer.Option("--source", help="stdlib, a folder of text files, or a .jsonl with `text`.")] = "stdlib",
+    vocab_size: Annotated[int, typer.Option("--vocab-size", help="BPE vocabulary size (with end-of-text).")] = 4096,
+    n_ctx: Annotated[int, typer.Option("--n-ctx", help="Tokens per row (the first is BOS).")] = 128,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Cap on training tokens.")] = None,
+    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Existing HF tokenizer (local folder or cached name) instead of training a BPE.")] = None,
+    heldout_fraction: Annotated[float, typer.Option("--heldout-fraction", help="Share of files held out for evaluation (and analysis).")] = 0.2,
+    force: ForceOpt = False,
+) -> None:
+    """Tokenize a text source into runs/<run>/corpus (tokenizer, train / held-out token rows split by file)."""
+    from sae.corpus.build import CorpusConfig, build_corpus
+
+    if not 0.0 < heldout_fraction < 1.0:
+        raise MonoscopeError(f"--heldout-fraction must be between 0 and 1, got {heldout_fraction}")
+
+    if tokenizer is not None and not Path(tokenizer).is_dir():
+        from sae.lm.model import pretrained_tokenizer_name
+
+        tokenizer = pretrained_tokenizer_name(tokenizer)  # a transformer_lens name means its tokenizer repo
+    build_corpus(run, CorpusConfig(source=source, vocab_size=vocab_size, n_ctx=n_ctx, max_tokens=max_tokens,
+                                   heldout_fraction=heldout_fraction, tokenizer=tokenizer), force=force)
+
+
+@cli.command("train-lm")
+def train_lm(
+    run: RunOpt,
+    tokens: Annotated[int, typer.Option("--tokens", help="Training tokens.")] = 2_500_000,
+    d_model: Annotated[int, typer.Option("--d-model")] = 128,
+    d_mlp: Annotated[int, typer.Option("--d-mlp", help="MLP width (512 as in the paper).")] = 512,
+    n_heads: Annotated[int, typer.Option("--n-heads", help="Attention heads (d_head = d_model / n_heads).")] = 4,
+    act_fn: Annotated[str, typer.Option("--act-fn", help="relu (paper) or gelu.")] = "relu",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per step.")] = 32,
+    lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate.")] = 3e-3,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    pretrained: Annotated[Optional[str], typer.Option("--pretrained", help="transformer_lens model name from the local HF cache (e.g. gelu-1l) instead of training.")] = None,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+) -> None:
+    """Train the one-layer transformer on the corpus into runs/<run>/lm (or point it at a cached pretrained one)."""
+    from sae.device import resolve_device
+    from sae.lm.model import LMConfig
+    from sae.lm.train import TrainLMConfig, use_pretrained
+    from sae.lm.train import train_lm as train
+
+    resolve_device(device)  # a bad --device is reported before any work
+    if pretrained is not None:
+        use_pretrained(run, pretrained, device=device, force=force)
+        return
+    if min(tokens, d_model, d_mlp, n_heads, batch_size) <= 0 or lr <= 0 or d_model % n_heads:
+        raise MonoscopeError("--tokens, --d-model, --d-mlp, --n-heads, --batch-size, --lr must be positive, "
+                             "and --d-model a multiple of --n-heads")
+    lm_cfg = LMConfig(d_model=d_model, d_mlp=d_mlp, n_heads=n_heads, d_head=d_model // n_heads,
+                      act_fn=act_fn, seed=seed)
+    train(run, lm_cfg, TrainLMConfig(tokens=tokens, batch_size=batch_size, lr=lr), device=device, force=force)
+
+
+@cli.command("train-sae")
+def train_sae(
+    run: Annotated[Optional[Path], typer.Option("--run", help="Run folder: train on its LM's MLP activations.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="SAE name: written to runs/<run>/saes/<name>.")] = None,
+    activations: Annotated[Optional[Path], typer.Option("--activations", help="Instead of --run: a [N, d_in] float .npy array.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder with --activations.")] = None,
+    architecture: Annotated[str, typer.Option("--architecture", help="relu (paper: L1 + resampling), topk or batchtopk (AuxK).")] = "relu",
+    d_sae: Annotated[int, typer.Option("--d-sae", help="Dictionary size.")] = 4096,
+    l1: Annotated[Optional[float], typer.Option("--l1", help="L1 coefficient λ (relu; activations scaled to mean norm sqrt(d_in)).")] = None,
+    k: Annotated[Optional[int], typer.Option("--k", help="Active latents per token (topk, batchtopk).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Adam learning rate.")] = None,
+    tokens: Annotated[Optional[int], typer.Option("--tokens", help="Training activations (tokens).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Activations per step.")] = 4096,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    precision: Annotated[str, typer.Option("--precision", help="auto, fp32 or bf16 (bf16 matmuls, fp32 weights).")] = "auto",
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+) -> None:
+    """Train a sparse autoencoder (the paper's recipe by default) into runs/<run>/saes/<name>, resumable."""
+
+    from sae.activations import ArrayActivations
+    from sae.device import resolve_device
+    from sae.dictionary.train import SAETrainConfig, train_sae_on_run
+    from sae.dictionary.train import train_sae as train
+    from sae.rundir import file_digest
+
+    if (run is None) == (activations is None):
+        raise MonoscopeError("give either --run DIR --name NAME or --activations FILE.npy --out DIR")
+    if run is not None and (not name or out is not None):
+        raise MonoscopeError("--run needs --name (and takes no --out)")
+    if activations is not None and (out is None or name is not None):
+        raise MonoscopeError("--activations needs --out (and takes no --name)")
+    defaults = SAETrainConfig()
+    if architecture != "relu" and k is None:
+        k = 32
+    given = dict(l1_coefficient=l1, lr=lr, tokens=tokens)
+    cfg = SAETrainConfig(architecture=architecture, d_sae=d_sae, k=k, batch_size=batch_size, seed=seed,
+                         precision=precision, **{key: (getattr(defaults, key) if value is None else value)
+                                                  for key, value in given.items()})
+    if resolve_device(device).type == "cpu":
+        limit_cpu_threads()
+    if run is not None:
+        result = train_sae_on_run(run, name, cfg, device=device, force=force)
+    else:
+        source = ArrayActivations(activations, seed=seed, name=activations.name)
+        result = train(cfg, source, out, inputs={"activations": file_digest(activations)}, device=device, force=force)
+    print("train-sae: " + ", ".join(f"{key} {round(v, 4) if isinstance(v, float) else v}" for key, v in result.items()
+                                    if key in ("l0", "fvu", "mse", "dead", "dense", "resampled_total",
+                                               "loss_recovered", "tokens_per_s")))
+
+
+@cli.command()
+def analyze(
+    run: RunOpt,
+    sae: Annotated[Optional[list[str]], typer.Option("--sae", help="SAE name under saes/ (repeatable; default: all).")] = None,
+    tokens: Annotated[int, typer.Option("--tokens", help="Held-out tokens to analyse (all of them when fewer).")] = 1 << 20,
+    batch: Annotated[int, typer.Option("--batch", help="Sequences per LM forward.")] = 64,
+    loss_tokens: Annotated[int, typer.Option("--loss-tokens", help="Tokens for the LM-loss metrics (0: all).")] = 1 << 15,
+    force: ForceOpt = False,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Analyse every unit of the neuron basis and of each SAE over held-out tokens into runs/<run>/analysis/.
+
+    Default: 1,048,576 held-out tokens (all of them when the corpus holds fewer); loss metrics on the first 32,768.
+    """
+
+    from sae.analysis.run import run_analysis
+    from sae.analysis.shard import AnalysisConfig
+
+    if tokens <= 0 or batch <= 0 or loss_tokens < 0:
+        raise MonoscopeError("--tokens and --batch must be positive, --loss-tokens >= 0")
+    if not run.is_dir():
+        raise MonoscopeError(f"no run folder at {run}: run `monoscope corpus` first")
+    limit_cpu_threads()
+    cfg = AnalysisConfig(n_tokens=tokens, batch_sequences=batch, loss_tokens=loss_tokens or None)
+    metrics = run_analysis(run, sae_names=sae, cfg=cfg, force=force, device=device)
+    for name, m in metrics.items():
+        shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items() if v is not None}
+        print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in shown.items()))

@@ -1,0 +1,88 @@
+"""Engines, sessions and schema migrations for SQLite (default) and PostgreSQL.
+
+The schema exists only through Alembic (migrations/); `upgrade` runs them programmatically so the CLI, the server
+and the tests all build the same database. SQLite gets WAL (readers never block the ingest writer) and
+foreign keys (cascading deletes of units and examples).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.resources import resource
+from sae.errors import MonoscopeError
+
+MIGRATIONS = resource("migrations")
+
+
+def _normalised(url: str) -> str:
+    """Return the URL with PostgreSQL mapped to the psycopg 3 driver (the one we install)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise MonoscopeError(f"not a database URL: {url!r} (e.g. sqlite:///monoscope.db or postgresql://...)") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif not parsed.drivername.startswith(("sqlite", "postgresql")):
+        raise MonoscopeError(f"unsupported database {parsed.drivername!r}: use sqlite or postgresql")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+@lru_cache(maxsize=16)
+def make_engine(url: str) -> Engine:
+    """Return the (cached, one per URL) engine for a database URL."""
+    url = _normalised(url)
+    if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def session_factory(url: str) -> sessionmaker[Session]:
+    """Return a session maker bound to the URL's engine."""
+    return sessionmaker(make_engine(url), expire_on_commit=False)
+
+
+def _alembic_config(url: str):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = make_engine(url)
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the database at `url` to `revision` (default: the newest schema)."""
+    from alembic import command
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        command.upgrade(_alembic_config(url), revision)
+    except OperationalError as e:
+        raise MonoscopeError(f"cannot open database {url}: {e.orig}") from None
+
+
+def downgrade(url: str, revision: str = "base") -> None:
+    """Take the database at `url` back to `revision` (default: empty)."""
+    from alembic import command
+
+    command.downgrade(_alembic_config(url), revision)

@@ -1,0 +1,219 @@
+"""Ingest a run's analysis (runs/<run>/analysis/<basis>/) into the database.
+
+Reads only JSON and numpy files (no torch). Each basis is one transaction: its row is marked 'building', its old
+units (and their examples and links, by cascade) are deleted, the new ones bulk-inserted in chunks, and 'ready' is
+set last; a failure anywhere rolls back to the previous version, which readers keep seeing throughout (SQLite WAL,
+PostgreSQL MVCC). The basis row keeps its id across re-ingests, so labels and reviews stay attached.
+Links point at other bases, so an SAE's links are inserted once every basis of the run is in; every link belongs to
+its SAE's version, so re-ingesting the neuron basis carries its units' links over to the new rows (a later failed
+SAE ingest then still finds its links in both directions). Example and link rows go in through the driver (COPY on
+PostgreSQL; app/store/bulk.py); analysis arrays are memory-mapped (app/store/npz.py), so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from app.store.bulk import insert_rows
+from app.store.db import session_factory
+from app.store.models import Basis, Example, Model, Token, Unit, UnitLink
+from app.store.npz import load_npz
+from app.web.unit_detail import TOP_TOKENS_SEPARATOR
+from sae.errors import MonoscopeError
+from sae.rundir import read_manifest
+
+CHUNK = 512  # units per executemany batch: bounded memory whatever the basis size
+LINK_FIELDS = (UnitLink.kind, UnitLink.rank, UnitLink.target_basis_id, UnitLink.target_index, UnitLink.weight)
+LINK_KINDS = {  # links.npz arrays -> (kind, source basis is the SAE?, ids array, weights array)
+    "feature_neuron": (True, "feature_neuron_ids", "feature_neuron_weights"),
+    "feature_feature": (True, "feature_feature_ids", "feature_feature_cosines"),
+    "neuron_feature": (False, "neuron_feature_ids", "neuron_feature_weights"),
+}
+
+
+def _read_json(path: Path) -> dict | list:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MonoscopeError(f"missing {path}: run the earlier stages first") from None
+    except ValueError as e:
+        raise MonoscopeError(f"{path} is not valid JSON ({e})") from None
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        return load_npz(path)  # memory-mapped: chunks of units read only their own pages
+    except FileNotFoundError:
+        raise MonoscopeError(f"missing {path}: run `monoscope analyze` first") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # truncated or overwritten file
+        raise MonoscopeError(f"{path} is unreadable ({e}): run `monoscope analyze --force`") from None
+
+
+def _db_text(text: str) -> str:
+    """Return text PostgreSQL can store, NUL (a byte-level BPE token of its own) shown as ␀ (U+2400), and the
+    unit separator that joins `unit.top_tokens` shown as ␟ (U+241F)."""
+    return text.replace("\x00", "\u2400").replace(TOP_TOKENS_SEPARATOR, "\u241f")
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _unit_rows(basis_id: int, a: dict[str, np.ndarray], strings: list[str], start: int, stop: int,
+               before: int) -> list[dict]:
+    rows = []
+    for u in range(start, stop):
+        n_top = int(a["top_count"][u])
+        max_tokens = {int(t) for t in a["top_token_ids"][u, :n_top, before] if t >= 0}
+        density = float(a["density"][u])
+        rows.append(dict(
+            basis_id=basis_id, index=u, firing_count=int(a["firing_count"][u]), density=density,
+            log10_density=math.log10(density) if density > 0 else None,
+            max_activation=float(a["max_activation"][u]), mean_activation=float(a["mean_activation"][u]),
+            top_token_entropy=_finite(float(a["top_token_entropy"][u])),
+            top_tokens=TOP_TOKENS_SEPARATOR.join(sorted(strings[t] for t in max_tokens if t < len(strings))),
+            act_hist={"edges": a["act_hist_edges"][u].tolist(), "counts": a["act_hist_counts"][u].tolist()},
+            logit_hist={"edges": a["logit_hist_edges"][u].tolist(), "counts": a["logit_hist_counts"][u].tolist()},
+            top_logits=[[int(i), float(v)] for i, v in zip(a["logit_top_ids"][u], a["logit_top_values"][u])],
+            bottom_logits=[[int(i), float(v)] for i, v in zip(a["logit_bottom_ids"][u], a["logit_bottom_values"][u])],
+            interval_edges=a["interval_edges"][u].tolist(), interval_counts=a["interval_counts"][u].tolist(),
+        ))
+    return rows
+
+
+EXAMPLE_COLUMNS = ("unit_id", "kind", "bucket", "rank", "value", "token_ids", "activations")
+
+
+def _example_rows(unit_ids: dict[int, int], a: dict[str, np.ndarray], start: int, stop: int) -> Iterator[tuple]:
+    """Yield example rows (EXAMPLE_COLUMNS order) of units [start, stop): top contexts, then interval samples."""
+    for u in range(start, stop):
+        uid = unit_ids[u]
+        n_top = int(a["top_count"][u])
+        if not 0 <= n_top <= a["top_values"].shape[1]:
+            raise ValueError(f"unit {u} says it has {n_top} top contexts")
+        ids, acts = a["top_token_ids"][u, :n_top].astype("<i4"), a["top_acts"][u, :n_top].astype("<f4")
+        for rank, value in enumerate(a["top_values"][u, :n_top].tolist()):
+            yield uid, "top", None, rank, value, ids[rank].tobytes(), acts[rank].tobytes()
+        for bucket, count in enumerate(a["interval_sample_count"][u].tolist()):
+            if not 0 <= count <= a["interval_values"].shape[2]:
+                raise ValueError(f"unit {u} says interval {bucket} has {count} samples")
+            ids = a["interval_token_ids"][u, bucket, :count].astype("<i4")
+            acts = a["interval_acts"][u, bucket, :count].astype("<f4")
+            for rank, value in enumerate(a["interval_values"][u, bucket, :count].tolist()):
+                yield uid, "interval", bucket, rank, value, ids[rank].tobytes(), acts[rank].tobytes()
+
+
+def _upsert_model(session: Session, run_dir: Path) -> Model:
+    lm_dir, corpus_dir = run_dir / "lm", run_dir / "corpus"
+    config = _read_json(lm_dir / "config.json")
+    metrics = _read_json(lm_dir / "metrics.json") if (lm_dir / "metrics.json").is_file() else {}
+    strings = [_db_text(t) for t in _read_json(corpus_dir / "token_strings.json")]
+    model = session.scalar(select(Model).where(Model.name == run_dir.name))
+    if model is None:
+        model = Model(name=run_dir.name, run_dir=str(run_dir.resolve()), config=config, metrics=metrics)
+        session.add(model)
+        session.flush()
+    else:
+        model.run_dir, model.config, model.metrics = str(run_dir.resolve()), config, metrics
+        session.execute(delete(Token).where(Token.model_id == model.id))
+    session.execute(insert(Token), [dict(model_id=model.id, token_id=i, text=t) for i, t in enumerate(strings)])
+    return model
+
+
+def ingest_basis(session: Session, model: Model, basis_dir: Path, strings: list[str]) -> Basis:
+    """Replace one basis's units and examples inside the caller's transaction; return the ready basis row."""
+    meta = _read_json(basis_dir / "basis.json")
+    arrays = _load_npz(basis_dir / "units.npz")
+    n_units = int(meta["n_units"])
+    if len(arrays.get("firing_count", ())) != n_units:
+        raise MonoscopeError(f"{basis_dir}/units.npz does not hold {n_units} units: run `monoscope analyze --force`")
+    basis = session.scalar(select(Basis).where(Basis.model_id == model.id, Basis.name == meta["name"]))
+    fields = dict(kind=meta["kind"], hook_name=meta["hook_name"], n_units=n_units, d_in=int(meta["d_in"]),
+                  architecture=(meta.get("sae") or {}).get("architecture"), metrics=meta["metrics"],
+                  density_histogram=meta["density_histogram"], status="building",
+                  config={k: v for k, v in meta.items() if k not in ("metrics", "density_histogram")},
+                  fingerprint=(read_manifest(basis_dir) or {}).get("fingerprint"))
+    carried = []
+    if basis is None:
+        basis = Basis(model_id=model.id, name=meta["name"], version=1, **fields)
+        session.add(basis)
+    else:
+        for key, value in fields.items():
+            setattr(basis, key, value)
+        basis.version += 1
+        if basis.kind == "neuron":  # every link belongs to an SAE's version: keep its neuron ends for the new rows
+            carried = session.execute(select(Unit.index, *LINK_FIELDS).join(Unit, UnitLink.unit_id == Unit.id)
+                                      .where(Unit.basis_id == basis.id)).all()
+        else:
+            session.execute(delete(UnitLink).where(UnitLink.target_basis_id == basis.id))
+        session.execute(delete(Unit).where(Unit.basis_id == basis.id))  # examples and links cascade
+    session.flush()
+    before = int(meta["context_before"])
+    for start in range(0, n_units, CHUNK):
+        stop = min(start + CHUNK, n_units)
+        session.execute(insert(Unit), _unit_rows(basis.id, arrays, strings, start, stop, before))
+        unit_ids = dict(session.execute(select(Unit.index, Unit.id).where(
+            Unit.basis_id == basis.id, Unit.index >= start, Unit.index < stop)).all())
+        insert_rows(session.connection(), Example.__table__, EXAMPLE_COLUMNS,
+                    _example_rows(unit_ids, arrays, start, stop))
+    if carried:
+        unit_ids = dict(session.execute(select(Unit.index, Unit.id).where(Unit.basis_id == basis.id)).all())
+        insert_rows(session.connection(), UnitLink.__table__, ("unit_id", *(f.key for f in LINK_FIELDS)),
+                    [(unit_ids[index], *rest) for index, *rest in carried if index in unit_ids])
+    return basis
+
+
+def _ingest_links(session: Session, sae_basis: Basis, neuron_basis: Basis, links: dict[str, np.ndarray]) -> None:
+    """Insert an SAE's links (both directions) between it and the neuron basis of its hook."""
+    ids = {b.id: dict(session.execute(select(Unit.index, Unit.id).where(Unit.basis_id == b.id)).all())
+           for b in (sae_basis, neuron_basis)}
+    rows = []
+    for kind, (from_sae, ids_key, weights_key) in LINK_KINDS.items():
+        source, target = (sae_basis, neuron_basis) if from_sae else (neuron_basis, sae_basis)
+        if kind == "feature_feature":
+            target = sae_basis
+        for index, (targets, weights) in enumerate(zip(links[ids_key].tolist(), links[weights_key].tolist())):
+            unit_id = ids[source.id][index]
+            rows.extend((unit_id, kind, rank, target.id, t, w) for rank, (t, w) in enumerate(zip(targets, weights))
+                        if t >= 0)
+    session.execute(delete(UnitLink).where(UnitLink.kind == "neuron_feature", UnitLink.target_basis_id == sae_basis.id))
+    insert_rows(session.connection(), UnitLink.__table__,
+                ("unit_id", "kind", "rank", "target_basis_id", "target_index", "weight"), rows)
+
+
+def ingest_run(run_dir: Path, *, url: str, log: Callable[[str], None] = print) -> list[str]:
+    """Ingest every analysed basis of a run (neurons first); return the basis names now ready."""
+    run_dir = Path(run_dir)
+    analysis = run_dir / "analysis"
+    basis_dirs = sorted((p for p in analysis.iterdir() if (p / "basis.json").is_file()), key=lambda p: p.name != "neurons") \
+        if analysis.is_dir() else []
+    if not basis_dirs:
+        raise MonoscopeError(f"no analysed bases under {analysis}: run `monoscope analyze --run {run_dir}` first")
+    factory = session_factory(url)
+    strings = [_db_text(t) for t in _read_json(run_dir / "corpus" / "token_strings.json")]
+    with factory.begin() as session:
+        model_id = _upsert_model(session, run_dir).id
+    done: dict[str, Basis] = {}
+    for basis_dir in basis_dirs:
+        try:
+            with factory.begin() as session:  # one transaction per basis: all of it or none of it
+                model = session.get(Model, model_id)
+                basis = ingest_basis(session, model, basis_dir, strings)
+                if basis.kind == "sae" and "neurons" in done and (basis_dir / "links.npz").is_file():
+                    _ingest_links(session, basis, session.merge(done["neurons"]), _load_npz(basis_dir / "links.npz"))
+                session.execute(update(Basis).where(Basis.id == basis.id).values(status="ready"))
+                done[basis.name] = basis
+        except (KeyError, IndexError, ValueError, TypeError) as e:  # a malformed analysis file, found mid-way
+            raise MonoscopeError(f"ingest of {basis_dir.name} failed ({type(e).__name__}: {e}); "
+                                 "the database keeps its previous version: run `monoscope analyze --force`") from None
+        log(f"ingested {basis.name}: {basis.n_units} units ({basis.kind})")
+    return list(done)

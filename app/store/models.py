@@ -1,0 +1,180 @@
+"""The database schema (SQLAlchemy 2 ORM). It is created and changed only by the Alembic migrations in migrations/.
+
+A basis is a set of directions in one activation space (the MLP neurons, or one SAE); a unit is (basis, index).
+Neurons and features share every table, which makes "compare neurons with features" one query.
+Labels and review items refer to (basis_id, unit_index), not to unit rows: re-ingesting a basis replaces its
+units but keeps the basis row, so nothing a person wrote is ever lost.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Model(Base):
+    """One language model with its run directory (one per run)."""
+
+    __tablename__ = "model"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    run_dir: Mapped[str] = mapped_column(Text)
+    config: Mapped[dict] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Token(Base):
+    """The model's vocabulary as display strings (decoded bytes; U+FFFD for partial UTF-8)."""
+
+    __tablename__ = "token"
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"), primary_key=True)
+    token_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+
+
+class Basis(Base):
+    """A neuron basis or an SAE dictionary; `status` is 'ready' only once all its units are in."""
+
+    __tablename__ = "basis"
+    __table_args__ = (UniqueConstraint("model_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))  # neuron | sae
+    hook_name: Mapped[str] = mapped_column(String(200))
+    n_units: Mapped[int] = mapped_column(Integer)
+    d_in: Mapped[int] = mapped_column(Integer)
+    architecture: Mapped[str | None] = mapped_column(String(32))
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    density_histogram: Mapped[dict] = mapped_column(JSON, default=dict)
+    config: Mapped[dict] = mapped_column(JSON, default=dict)  # basis.json less metrics and histogram
+    status: Mapped[str] = mapped_column(String(16), default="building")  # building | ready
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    fingerprint: Mapped[str | None] = mapped_column(String(64))  # of the analysis it was ingested from
+    ingested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Unit(Base):
+    """Per-unit statistics; histograms and logit lists are small JSON documents read whole by the unit page."""
+
+    __tablename__ = "unit"
+    __table_args__ = (
+        UniqueConstraint("basis_id", "index"),
+        Index("ix_unit_basis_density", "basis_id", "density"),
+        Index("ix_unit_basis_max", "basis_id", "max_activation"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    basis_id: Mapped[int] = mapped_column(ForeignKey("basis.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    firing_count: Mapped[int] = mapped_column(BigInteger)
+    density: Mapped[float] = mapped_column(Float)
+    log10_density: Mapped[float | None] = mapped_column(Float)  # null for a dead unit
+    max_activation: Mapped[float] = mapped_column(Float)
+    mean_activation: Mapped[float] = mapped_column(Float)
+    top_token_entropy: Mapped[float | None] = mapped_column(Float)
+    top_tokens: Mapped[str] = mapped_column(Text, default="")  # distinct max-token strings, one per line
+    act_hist: Mapped[dict] = mapped_column(JSON)  # {"edges": [...], "counts": [...]}
+    logit_hist: Mapped[dict] = mapped_column(JSON)
+    top_logits: Mapped[list] = mapped_column(JSON)  # [[token_id, weight], ...] largest first
+    bottom_logits: Mapped[list] = mapped_column(JSON)  # smallest first
+    interval_edges: Mapped[list] = mapped_column(JSON)
+    interval_counts: Mapped[list] = mapped_column(JSON)
+
+
+class Example(Base):
+    """One context window of a unit: a top activation or an interval sample (int32 ids, float32 activations)."""
+
+    __tablename__ = "example"
+    __table_args__ = (Index("ix_example_unit", "unit_id", "kind", "bucket", "rank"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("unit.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # top | interval
+    bucket: Mapped[int | None] = mapped_column(Integer)  # interval index for interval samples
+    rank: Mapped[int] = mapped_column(Integer)
+    value: Mapped[float] = mapped_column(Float)  # activation at the window's max token
+    token_ids: Mapped[bytes] = mapped_column(LargeBinary)  # int32 little-endian, -1 outside the sequence
+    activations: Mapped[bytes] = mapped_column(LargeBinary)  # float32 little-endian
+
+
+class UnitLink(Base):
+    """A related unit: the neurons a feature's decoder loads on, its nearest features, a neuron's features."""
+
+    __tablename__ = "unit_link"
+    __table_args__ = (Index("ix_unit_link_unit", "unit_id", "kind", "rank"),
+                      Index("ix_unit_link_target", "target_basis_id", "target_index"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("unit.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))  # feature_neuron | feature_feature | neuron_feature
+    rank: Mapped[int] = mapped_column(Integer)
+    target_basis_id: Mapped[int] = mapped_column(ForeignKey("basis.id", ondelete="CASCADE"))
+    target_index: Mapped[int] = mapped_column(Integer)
+    weight: Mapped[float] = mapped_column(Float)
+
+
+class User(Base):
+    """Someone who may write (labels, reviews); the API token is stored only as a hash."""
+
+    __tablename__ = "user"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(128))
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Label(Base):
+    """Append-only label history of a unit; the newest row is its current label."""
+
+    __tablename__ = "label"
+    __table_args__ = (Index("ix_label_unit", "basis_id", "unit_index", "id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    basis_id: Mapped[int] = mapped_column(ForeignKey("basis.id", ondelete="CASCADE"))
+    unit_index: Mapped[int] = mapped_column(Integer)
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    text: Mapped[str] = mapped_column(Text)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Review(Base):
+    """A blind monosemanticity review: a set of units shown to raters without saying which basis they come from."""
+
+    __tablename__ = "review"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    config: Mapped[dict] = mapped_column(JSON, default=dict)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ReviewItem(Base):
+    """One rater's rubric score of one unit within a review."""
+
+    __tablename__ = "review_item"
+    __table_args__ = (Index("ix_review_item_review", "review_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    review_id: Mapped[int] = mapped_column(ForeignKey("review.id", ondelete="CASCADE"))
+    basis_id: Mapped[int] = mapped_column(ForeignKey("basis.id", ondelete="CASCADE"))
+    unit_index: Mapped[int] = mapped_column(Integer)
+    rater_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    score: Mapped[int | None] = mapped_column(Integer)
+    note: Mapped[str | None] = mapped_column(Text)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

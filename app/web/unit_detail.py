@@ -1,0 +1,82 @@
+"""Turn a unit's database rows into the UnitDetail schema (no SQL here: app/web/queries.py fetches the rows).
+
+Example windows are stored as raw int32 token ids and float32 activations; padding outside the sequence has id -1
+and is dropped, and the max token sits at `context_before` in the stored window (the analysis contract).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.web.schemas import (
+    Example,
+    Histogram,
+    Interval,
+    LogitToken,
+    UnitDetail,
+    visible_whitespace,
+)
+
+TOP_TOKENS_SEPARATOR = "\x1f"  # ASCII unit separator: newline tokens are common in code
+
+
+def split_top_tokens(text: str | None) -> list[str]:
+    """Return the distinct max-token strings of a unit (joined by TOP_TOKENS_SEPARATOR in app/store/ingest.py)."""
+    return text.split(TOP_TOKENS_SEPARATOR) if text else []
+
+
+def _histogram(raw: dict) -> Histogram:
+    return Histogram(edges=raw["edges"], counts=raw["counts"])
+
+
+def _logits(pairs: list, strings: list[str]) -> list[LogitToken]:
+    """Attach token strings to stored [token_id, weight] pairs."""
+    out = []
+    for i, v in pairs:
+        text = strings[i] if 0 <= i < len(strings) else ""
+        shown = visible_whitespace([text], at_line_start=True)[0].replace("\n", "")  # a lone token: all spaces shown
+        out.append(LogitToken.model_construct(id=int(i), text=text, shown=shown, value=float(v)))
+    return out
+
+
+def _example(value: float, token_ids: bytes, activations: bytes, strings: list[str], context_before: int) -> Example:
+    ids = np.frombuffer(token_ids, dtype=np.int32)
+    acts = np.frombuffer(activations, dtype=np.float32)
+    keep = ids >= 0
+    ids, acts = ids[keep].tolist(), acts[keep].tolist()
+    texts = [strings[i] if i < len(strings) else "" for i in ids]
+    max_position = int(context_before - np.count_nonzero(~keep[:context_before]))
+    if not 0 <= max_position < len(texts):
+        max_position = int(np.argmax(acts)) if texts else 0
+    # model_construct: these rows come from our own database, and validating ~2,500 tokens per page costs ms
+    return Example.model_construct(value=float(value), max_position=max_position, token_ids=ids, texts=texts,
+                                   shown=visible_whitespace(texts), acts=acts)
+
+
+def build_unit_detail(*, basis, unit, examples: list, strings: list[str], summary, label: str | None, links: list,
+                      url: str, prev_url: str | None, next_url: str | None, compare_url: str | None) -> UnitDetail:
+    """Return the UnitDetail of `unit`; `examples` are its example rows (kind, bucket, value, token_ids, activations),
+    top examples first by rank, then interval samples by bucket and rank."""
+    context_before = int((basis.config or {}).get("context_before", 24))
+    top: list[Example] = []
+    samples: dict[int, list[Example]] = {}
+    for kind, bucket, value, token_ids, activations in examples:
+        example = _example(value, token_ids, activations, strings, context_before)
+        if kind == "top":
+            top.append(example)
+        else:
+            samples.setdefault(int(bucket), []).append(example)
+    edges = list(unit.interval_edges or [])
+    counts = list(unit.interval_counts or [])
+    firing = max(int(unit.firing_count), 1)
+    intervals = [Interval.model_construct(index=i, low=float(edges[i]), high=float(edges[i + 1]), count=int(c),
+                                          contains_pct=100.0 * int(c) / firing, samples=samples.get(i, []))
+                 for i, c in enumerate(counts) if i + 1 < len(edges) and (c or samples.get(i))]
+    return UnitDetail(
+        basis=summary, index=unit.index, url=url, firing_count=unit.firing_count, density=unit.density,
+        max_activation=unit.max_activation, mean_activation=unit.mean_activation,
+        top_token_entropy=unit.top_token_entropy, label=label, act_hist=_histogram(unit.act_hist),
+        logit_hist=_histogram(unit.logit_hist), top_logits=_logits(unit.top_logits, strings),
+        bottom_logits=_logits(unit.bottom_logits, strings), top_examples=top,
+        intervals=intervals if samples or any(counts) else [], links=links, prev_url=prev_url, next_url=next_url,
+        compare_url=compare_url)

@@ -1,0 +1,10 @@
+"""Stage 5, analysis: per-unit statistics of the neuron basis and every SAE, as a map over shards and a reduce.
+
+`run.run_analysis` is the entry point; `shard` is the map, `state` the mergeable per-unit state, `reduce` the
+merge and second pass, `logits` the weight-based views (logit effects, links).
+"""
+
+from sae.analysis.run import list_saes, load_heldout, run_analysis
+from sae.analysis.shard import AnalysisConfig
+
+__all__ = ["AnalysisConfig", "list_saes", "load_heldout", "run_analysis"]

@@ -1,0 +1,136 @@
+"""The reduce of the analysis: merge pass-1 shard states, run pass 2 over each shard's spill, return contract arrays.
+
+Order: merge every shard's `UnitStats` (final max/min) -> per shard `IntervalStats` from the spill -> merge ->
+per shard windows for the globally chosen top-k and interval entries (each entry lives in exactly one shard).
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+
+import numpy as np
+
+from sae.analysis.shard import AnalysisConfig, Basis, BasisSums, ShardState
+from sae.analysis.state import IntervalStats, gather_windows
+
+
+def finish(shards: list[list[ShardState]], bases: list[Basis], tokens: np.ndarray,
+           cfg: AnalysisConfig) -> list[tuple[dict[str, np.ndarray], dict]]:
+    """Return (units.npz arrays, basis summary {metrics, density_histogram}) per basis from shards[shard][basis].
+
+    tokens [n_seq, T]: the analysed token array the shards index into (global token = seq * T + position).
+    """
+    n_ctx = tokens.shape[1]
+    tokens_flat = tokens.reshape(-1)
+    results = []
+    for b, basis in enumerate(bases):
+        parts = [shard[b] for shard in shards]
+        stats = reduce(lambda a, o: a.merge(o), [p.stats for p in parts])
+        sums: BasisSums = reduce(lambda a, o: a.merge(o), [p.sums for p in parts])
+        max_act, min_act = stats.max_activation(), stats.min_activation()
+        interval_parts = []
+        for p in parts:
+            st = IntervalStats(max_act, min_act, cfg.n_intervals, cfg.samples_per_interval, cfg.act_hist_bins, cfg.seed)
+            for token0, _, rows, units, values in p.spill:
+                st.update(rows, units, values, p.seq_start * n_ctx)
+            interval_parts.append(st)
+        intervals = reduce(lambda a, o: a.merge(o), interval_parts)
+        arrays = _unit_arrays(stats, intervals, cfg)
+        # Windows: top-k entries then interval entries, gathered in one read of each shard's spill.
+        u = basis.n_units
+        top_units = np.where(stats.top.token >= 0, np.arange(u)[:, None], -1).reshape(-1)
+        res_group_unit = np.arange(u * cfg.n_intervals) // cfg.n_intervals  # reservoir group -> unit
+        res_units = np.where(intervals.reservoir.token >= 0, res_group_unit[:, None], -1)
+        units = np.concatenate([top_units, res_units.reshape(-1)])
+        centers = np.concatenate([stats.top.token.reshape(-1), intervals.reservoir.token.reshape(-1)])
+        w = cfg.context_before + 1 + cfg.context_after
+        ids = np.full((len(units), w), -1, np.int32)
+        acts = np.zeros((len(units), w), np.float32)
+        for p in parts:
+            pi, pa, filled = gather_windows(p.spill, tokens_flat, n_ctx, p.seq_start * n_ctx, units, centers,
+                                            cfg.context_before, cfg.context_after)
+            ids[filled], acts[filled] = pi[filled], pa[filled]
+        n_top = u * cfg.top_k
+        arrays["top_token_ids"] = ids[:n_top].reshape(u, cfg.top_k, w)
+        arrays["top_acts"] = acts[:n_top].reshape(u, cfg.top_k, w)
+        shape = (u, cfg.n_intervals, cfg.samples_per_interval, w)
+        arrays["interval_token_ids"] = ids[n_top:].reshape(shape)
+        arrays["interval_acts"] = acts[n_top:].reshape(shape)
+        g = arrays.pop("top_global_token")
+        arrays["top_sequence"] = np.where(g >= 0, g // n_ctx, -1)
+        arrays["top_position"] = np.where(g >= 0, g % n_ctx, -1).astype(np.int32)
+        centers_ids = arrays["top_token_ids"][:, :, cfg.context_before]  # [U, K] the max tokens
+        arrays["top_token_entropy"] = _top_token_entropy(centers_ids, arrays["top_count"])
+        results.append((arrays, _basis_summary(basis, arrays, sums, cfg)))
+    return results
+
+
+def _unit_arrays(stats, intervals: IntervalStats, cfg: AnalysisConfig) -> dict[str, np.ndarray]:
+    """Return the per-unit statistics arrays (everything except windows and logit effects)."""
+    u = stats.n_units
+    firing = stats.firing
+    top = stats.top
+    i, s = cfg.n_intervals, cfg.samples_per_interval
+    real_top = top.token >= 0
+    res = intervals.reservoir
+    return {
+        "firing_count": firing,
+        "density": firing / max(stats.n_tokens, 1),
+        "max_activation": stats.max_activation(),
+        "mean_activation": (stats.act_sum / np.maximum(firing, 1)).astype(np.float32),
+        "act_hist_edges": intervals.hist_edges,
+        "act_hist_counts": intervals.hist_counts.reshape(u, cfg.act_hist_bins),
+        "top_count": real_top.sum(1).astype(np.int32),
+        "top_values": np.where(real_top, top.value, -np.inf).astype(np.float32),
+        "top_global_token": top.token,
+        "interval_edges": intervals.interval_edges,
+        "interval_counts": intervals.interval_counts.reshape(u, i),
+        "interval_sample_count": res.count().reshape(u, i).astype(np.int32),
+        "interval_values": res.value.reshape(u, i, s),
+    }
+
+
+def _top_token_entropy(center_ids: np.ndarray, top_count: np.ndarray) -> np.ndarray:
+    """Return the entropy in bits [U] of each unit's max-token distribution over its top contexts [U, K]."""
+    u, k = center_ids.shape
+    real = np.arange(k)[None, :] < top_count[:, None]
+    unit = np.repeat(np.arange(u), k)[real.reshape(-1)]
+    pair = unit.astype(np.int64) * (int(center_ids.max(initial=0)) + 1) + center_ids[real]
+    pairs, counts = np.unique(pair, return_counts=True)
+    owner = pairs // (int(center_ids.max(initial=0)) + 1)
+    p = counts / top_count[owner]
+    return np.bincount(owner, weights=-p * np.log2(p), minlength=u).astype(np.float32)
+
+
+def _basis_summary(basis: Basis, arrays: dict, sums: BasisSums, cfg: AnalysisConfig) -> dict:
+    """Return basis.json's metrics and density_histogram for one basis."""
+    density = arrays["density"]
+    live = density > 0
+    edges = np.linspace(-10.0, 0.0, 41)
+    counts, _ = np.histogram(np.clip(np.log10(density[live]), -10.0, 0.0), bins=edges)
+    dead = int((~live).sum())
+    sae = basis.sae is not None
+    n = max(sums.n_tokens, 1)
+    variance = sums.x_sq - float(np.sum(sums.x_sum ** 2)) / n if sae else None
+    lt = max(sums.loss_tokens, 1)
+    clean, zero = sums.loss_clean / lt, sums.loss_zero / lt
+    recon = sums.loss_recon / lt if sae else None
+    has_loss = sums.loss_tokens > 0
+    metrics = {
+        "l0": sums.nnz / n,
+        "mse": sums.sq_err / n / len(sums.x_sum) if sae else None,
+        "fvu": sums.sq_err / variance if sae and variance > 0 else None,
+        "loss_clean": clean if has_loss else None,
+        "loss_zero_ablation": zero if has_loss else None,
+        "loss_reconstructed": recon if has_loss else None,
+        "loss_recovered": (zero - recon) / (zero - clean) if has_loss and sae and zero != clean else None,
+        "loss_tokens": sums.loss_tokens,
+        "dead": dead,
+        "ultralow": int((live & (density < cfg.ultralow_threshold)).sum()),
+        "dense": int((density > cfg.dense_threshold).sum()),
+        "n_units": basis.n_units,
+        "n_tokens": sums.n_tokens,
+    }
+    histogram = {"edges": edges.tolist(), "counts": counts.tolist(), "dead": dead,
+                 "ultralow_threshold": cfg.ultralow_threshold, "dense_threshold": cfg.dense_threshold}
+    return {"metrics": metrics, "density_histogram": histogram}

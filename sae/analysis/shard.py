@@ -1,0 +1,198 @@
+"""Per-unit analysis of every basis (MLP neurons and each SAE) over held-out tokens, as mergeable shards.
+
+`analyze_shard` is pass 1 over one shard of sequences: ONE LM forward per batch (stopped at the hook) feeds every
+basis; each basis encodes (identity for neurons), takes its non-zeros once (torch.nonzero), updates its `UnitStats`
+and `BasisSums` and spills the non-zeros to disk. `sae.analysis.reduce.finish` is the reduce: it merges pass-1
+states, then streams each shard's spill for pass 2 (histograms, intervals, reservoirs; no second encode) and the
+windows, and returns the arrays of the "Analysis output" contract (CONTRACTS.md). Shards are independent (their
+states pickle), so they can run in separate processes or machines and meet in `finish`; the two-pass scheme is
+described in sae/analysis/state.py. The sharded result equals the whole one exactly (tests/sae/test_analysis.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from sae.analysis.state import Spill, UnitStats
+
+ActsFn = Callable[[torch.Tensor], torch.Tensor]  # tokens [B, T] long -> MLP activations [B, T, d_in]
+LossFn = Callable[[torch.Tensor, Callable | None], float]  # (tokens [B, T], replace_mlp_post or None) -> mean loss
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """What an analysis computes; defaults are the paper visualiser's where it has one."""
+
+    n_tokens: int = 1 << 20  # held-out tokens analysed (all of them when fewer)
+    batch_sequences: int = 64
+    top_k: int = 20
+    context_before: int = 24
+    context_after: int = 8
+    n_intervals: int = 11
+    samples_per_interval: int = 5
+    act_hist_bins: int = 50
+    logit_k: int = 10
+    logit_hist_bins: int = 50
+    n_links: int = 5
+    # LM-loss metrics (clean, zero-ablated, spliced: 2 + n_SAE full forwards per batch, 3x the cost of everything
+    # else) use the first loss_tokens analysed tokens; None: all of them, 0: none.
+    loss_tokens: int | None = 1 << 15
+    loss_batch_sequences: int = 16  # sequences per loss forward
+    seed: int = 0  # of the reservoir keys
+    ultralow_threshold: float = 1e-6
+    dense_threshold: float = 0.01
+
+
+@dataclass
+class Basis:
+    """A set of directions in the hook's activation space: the neurons themselves, or an SAE's dictionary."""
+
+    name: str
+    n_units: int
+    sae: torch.nn.Module | None = None  # SparseAutoencoder; None = neuron basis (identity encoder)
+
+    @property
+    def kind(self) -> str:
+        return "neuron" if self.sae is None else "sae"
+
+
+@dataclass
+class BasisSums:
+    """Mergeable sums behind the per-basis metrics (L0, MSE, FVU, LM losses)."""
+
+    n_tokens: int = 0
+    nnz: int = 0
+    sq_err: float = 0.0
+    x_sq: float = 0.0
+    x_sum: np.ndarray | None = None  # [d_in] float64
+    loss_tokens: int = 0
+    loss_clean: float = 0.0
+    loss_zero: float = 0.0
+    loss_recon: float = 0.0
+
+    def merge(self, other: "BasisSums") -> "BasisSums":
+        out = BasisSums()
+        for k, v in asdict(self).items():
+            o = getattr(other, k)
+            out.__dict__[k] = o if v is None else v if o is None else v + o
+        return out
+
+
+@dataclass
+class ShardState:
+    """Pass-1 result of one basis over one shard of sequences [seq_start, seq_end)."""
+
+    seq_start: int
+    seq_end: int
+    stats: UnitStats
+    sums: BasisSums
+    spill: Spill = field(repr=False)
+
+
+@torch.no_grad()
+def analyze_shard(acts_fn: ActsFn, loss_fn: LossFn | None, tokens: np.ndarray, seq_range: tuple[int, int],
+                  bases: list[Basis], cfg: AnalysisConfig, spill_dir: Path,
+                  progress: Callable[[int], None] | None = None) -> list[ShardState]:
+    """Return pass-1 states (one per basis) of sequences seq_range of tokens [n_seq, T]; spills go to spill_dir."""
+    seq_start, seq_end = seq_range
+    n_ctx = tokens.shape[1]
+    states = [ShardState(seq_start, seq_end, UnitStats(b.n_units, cfg.top_k), BasisSums(),
+                         Spill.create(Path(spill_dir) / f"{b.name.replace('/', '_')}-{seq_start}", b.n_units))
+              for b in bases]
+    buffers: dict[str, torch.Tensor] = {}
+    loss_limit, loss_seen = (math.inf if cfg.loss_tokens is None else cfg.loss_tokens), 0
+    for s0 in range(seq_start, seq_end, cfg.batch_sequences):
+        s1 = min(s0 + cfg.batch_sequences, seq_end)
+        batch = torch.from_numpy(np.asarray(tokens[s0:s1], dtype=np.int64))  # [B, T]
+        token_offset = s0 * n_ctx
+        with_loss = loss_fn is not None and loss_seen < loss_limit
+        if with_loss:  # the clean-loss forward also yields the activations: no separate forward for this batch
+            captured: list[torch.Tensor] = []
+            clean = _chunked_loss(loss_fn, batch, cfg, lambda c, post: captured.append(post) or post)
+            zero = _chunked_loss(loss_fn, batch, cfg, lambda c, post: torch.zeros_like(post))
+            x = torch.cat(captured)
+        else:
+            x = acts_fn(batch)
+        x = x.reshape(-1, x.shape[-1]).float()  # [N, d_in]
+        n = x.shape[0]
+        loss_seen += n if with_loss else 0
+        for basis, state in zip(bases, states):
+            f = _encode(basis, x, buffers)  # [N, U]
+            # Neurons may be negative (GELU); SAE outputs are >= 0, so for them non-zero means firing.
+            firing = f if basis.sae is not None else torch.gt(f, 0, out=_buffer(buffers, "mask", f.shape, torch.bool))
+            nz = torch.nonzero(firing).numpy()  # [nnz, 2], token-ordered
+            rows, units = nz[:, 0].copy(), nz[:, 1].copy()
+            values = f.numpy().reshape(-1)[rows * basis.n_units + units]  # [nnz] (masked_select is 10x slower here)
+            row_counts = np.bincount(rows, minlength=n)  # [N] non-zeros per token
+            state.stats.update(rows, units, values, n, token_offset)
+            state.spill.append(row_counts, units, values)
+            sums = state.sums
+            sums.n_tokens += n
+            sums.nnz += len(values)
+            if basis.sae is not None:
+                err = _decode_sparse(basis.sae, row_counts, units, values).sub_(x).view(-1)  # [N * d_in]
+                flat = x.reshape(-1)
+                sums.sq_err += float(err @ err)
+                sums.x_sq += float(flat @ flat)
+                xs = x.sum(0).double().numpy()
+                sums.x_sum = xs if sums.x_sum is None else sums.x_sum + xs
+            if with_loss:
+                n_pred = batch.shape[0] * (n_ctx - 1)
+                sums.loss_tokens += n_pred
+                sums.loss_clean += clean * n_pred
+                sums.loss_zero += zero * n_pred
+                if basis.sae is not None:
+                    x_hat = err.view_as(x).add_(x).view(batch.shape[0], n_ctx, -1)  # no second decode
+                    splice = lambda c, post, x_hat=x_hat: x_hat[c].view_as(post)  # noqa: E731
+                    sums.loss_recon += _chunked_loss(loss_fn, batch, cfg, splice) * n_pred
+        if progress is not None:
+            progress(n)
+    return states
+
+
+def _chunked_loss(loss_fn: LossFn, batch: torch.Tensor, cfg: AnalysisConfig, replace_post) -> float:
+    """Return the mean loss over batch [B, T], run in chunks of rows (the logits [b, T, d_vocab] dominate memory).
+
+    replace_post(rows: slice, post [b, T, d]) -> [b, T, d] gets the chunk's rows of the batch.
+    """
+    total = 0.0
+    for r0 in range(0, batch.shape[0], cfg.loss_batch_sequences):
+        rows = slice(r0, min(r0 + cfg.loss_batch_sequences, batch.shape[0]))
+        total += loss_fn(batch[rows], lambda post, rows=rows: replace_post(rows, post)) * (rows.stop - rows.start)
+    return total / batch.shape[0]
+
+
+def _buffer(buffers: dict, key: str, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+    """Return a reused buffer of at least this many rows (large fresh tensors page-fault on every batch)."""
+    buf = buffers.get(key)
+    if buf is None or buf.shape[0] < shape[0] or buf.dtype != dtype:
+        buf = buffers[key] = torch.empty(shape, dtype=dtype)
+    return buf[: shape[0]]
+
+
+def _encode(basis: Basis, x: torch.Tensor, buffers: dict) -> torch.Tensor:
+    """Return unit activations f [N, U] of x [N, d_in] (neurons: x itself), written into a reused buffer."""
+    sae = basis.sae
+    if sae is None:
+        return x
+    pre = torch.matmul(x - sae.b_dec, sae.W_enc, out=_buffer(buffers, basis.name, (x.shape[0], basis.n_units), x.dtype))
+    pre += sae.b_enc
+    if sae.cfg.architecture == "relu":
+        return pre.relu_()
+    return sae.activate(pre)
+
+
+def _decode_sparse(sae, row_counts: np.ndarray, units: np.ndarray, values: np.ndarray) -> torch.Tensor:
+    """Return x_hat [N, d_in] from the non-zeros only: a weighted sum of decoder rows per token (embedding_bag,
+    3-5x faster here than a sparse CSR matmul); row_counts [N], units and values [nnz] in token order."""
+    offsets = np.zeros(len(row_counts), dtype=np.int64)
+    np.cumsum(row_counts[:-1], out=offsets[1:])
+    x_hat = torch.nn.functional.embedding_bag(torch.from_numpy(units), sae.W_dec, torch.from_numpy(offsets),
+                                              mode="sum", per_sample_weights=torch.from_numpy(values))
+    return x_hat.add_(sae.b_dec)

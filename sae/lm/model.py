@@ -1,0 +1,211 @@
+"""The one-layer language model: every use of transformer_lens lives in this file.
+
+Keeping it in one module makes a move to transformer_lens 4's `TransformerBridge` a one-file change, and
+gives one place to silence its 3.x deprecation warning. A trained model is saved as `config.json`
+(HookedTransformerConfig fields as JSON) + `weights.safetensors`; a pretrained one as `config.json` with
+`"pretrained": NAME`, reloaded from the local Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from sae.corpus.tokenizer import hub_offline, load_hf_tokenizer
+from sae.errors import MonoscopeError
+
+warnings.filterwarnings("ignore", message=r".*HookedTransformer.* deprecated", category=DeprecationWarning)
+warnings.filterwarnings("ignore", message=r".*TransformerBridge", category=DeprecationWarning)
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformer_lens.*")
+
+from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
+
+HOOK_POST = "blocks.0.mlp.hook_post"
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """Shape of the one-layer model; d_mlp = 512 and a ReLU MLP as in the paper."""
+
+    d_model: int = 128
+    d_mlp: int = 512
+    n_heads: int = 4
+    d_head: int = 32
+    act_fn: str = "relu"  # or "gelu"
+    n_ctx: int = 128
+    d_vocab: int = 4096
+    seed: int = 0
+
+
+def _tokenizer_folder(tokenizer_dir: Path | None) -> Path | None:
+    """Return the transformers folder for a corpus dir (its `hf/`) or an hf folder itself."""
+    if tokenizer_dir is None:
+        return None
+    tokenizer_dir = Path(tokenizer_dir)
+    return tokenizer_dir / "hf" if (tokenizer_dir / "hf").is_dir() else tokenizer_dir
+
+
+def _hooked_config(cfg: LMConfig, device: str) -> HookedTransformerConfig:
+    if cfg.act_fn not in ("relu", "gelu"):
+        raise MonoscopeError(f"--act-fn must be relu or gelu, got {cfg.act_fn!r}")
+    return HookedTransformerConfig(
+        n_layers=1, d_model=cfg.d_model, d_head=cfg.d_head, n_heads=cfg.n_heads, d_mlp=cfg.d_mlp,
+        d_vocab=cfg.d_vocab, n_ctx=cfg.n_ctx, act_fn=cfg.act_fn, normalization_type="LN",
+        positional_embedding_type="standard", seed=cfg.seed, device=device, default_prepend_bos=True,
+        original_architecture="monoscope",
+    )
+
+
+def build_model(cfg: LMConfig, tokenizer_dir: Path | None = None, device: str | torch.device = "cpu"):
+    """Return a freshly initialised HookedTransformer (seeded), with the corpus tokenizer when given."""
+    folder = _tokenizer_folder(tokenizer_dir)
+    tokenizer = load_hf_tokenizer(folder) if folder is not None else None
+    if tokenizer is not None and len(tokenizer) != cfg.d_vocab:
+        raise MonoscopeError(f"tokenizer at {folder} has {len(tokenizer)} tokens but the model d_vocab is {cfg.d_vocab}")
+    with hub_offline():  # transformer_lens reloads the tokenizer by its (local) path
+        return HookedTransformer(_hooked_config(cfg, str(device)), tokenizer=tokenizer)
+
+
+def _config_json(model) -> dict:
+    """Return the model's HookedTransformerConfig as JSON-able fields (dtype/device as strings)."""
+    out = {}
+    for key, value in vars(model.cfg).items():
+        if isinstance(value, torch.dtype):
+            value = str(value).removeprefix("torch.")
+        elif isinstance(value, torch.device):
+            value = str(value)
+        try:
+            json.dumps(value)
+        except TypeError:
+            value = str(value)
+        out[key] = value
+    return out
+
+
+def save_lm(model, out_dir: Path, *, pretrained: str | None = None) -> None:
+    """Write config.json (+ weights.safetensors unless `pretrained` names a cached model) into `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = {**_config_json(model), "pretrained": pretrained}
+    (out_dir / "config.json").write_text(json.dumps(config, indent=1))
+    if pretrained is None:
+        state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(out_dir / "weights.safetensors"))
+
+
+def _lm_dir(run_dir_or_lm_dir: Path) -> Path:
+    path = Path(run_dir_or_lm_dir)
+    if (path / "lm" / "config.json").is_file() or not (path / "config.json").is_file():
+        path = path / "lm"
+    if not (path / "config.json").is_file():
+        raise MonoscopeError(f"no trained LM at {path}: run `monoscope train-lm` first")
+    return path
+
+
+def load_lm(run_dir_or_lm_dir: Path, device: str | torch.device = "cpu"):
+    """Return the saved model in eval mode, with the run's tokenizer (corpus/hf) attached when present."""
+    lm_dir = _lm_dir(run_dir_or_lm_dir)
+    saved = json.loads((lm_dir / "config.json").read_text())
+    if saved.get("pretrained"):
+        return load_pretrained(saved["pretrained"], device)
+    names = {f.name for f in fields(HookedTransformerConfig) if f.init}
+    kwargs = {k: v for k, v in saved.items() if k in names and k not in ("n_params", "device")}
+    kwargs["dtype"] = getattr(torch, kwargs.get("dtype", "float32"))
+    cfg = HookedTransformerConfig(**kwargs, device=str(device))
+    tokenizer_dir = lm_dir.parent / "corpus" / "hf"
+    tokenizer = load_hf_tokenizer(tokenizer_dir) if tokenizer_dir.is_dir() else None
+    with hub_offline():
+        model = HookedTransformer(cfg, tokenizer=tokenizer)
+    model.load_state_dict(load_file(str(lm_dir / "weights.safetensors"), device=str(device)))
+    return model.eval()
+
+
+class _StopForward(Exception):
+    """Raised from the hook to end the forward pass once the wanted activation is stored."""
+
+
+def mlp_activations(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Return MLP post-activations [B, T, d_mlp] float32 for tokens [B, T]; the forward stops at HOOK_POST."""
+    stored: list[torch.Tensor] = []
+
+    def grab(act, hook):  # act: [B, T, d_mlp]
+        stored.append(act.float())
+        raise _StopForward
+
+    with torch.no_grad(), model.hooks(fwd_hooks=[(HOOK_POST, grab)]):
+        try:
+            model(tokens.to(model.cfg.device), return_type=None)
+        except _StopForward:
+            pass
+    return stored[0]
+
+
+def lm_loss(
+    model, tokens: torch.Tensor,
+    replace_mlp_post: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Return the mean next-token loss [] on tokens [B, T]; `replace_mlp_post` maps [B, T, d_mlp] -> same."""
+    tokens = tokens.to(model.cfg.device)
+    if replace_mlp_post is None:
+        return model(tokens, return_type="loss")
+
+    def splice(act, hook):  # act: [B, T, d_mlp]
+        return replace_mlp_post(act).to(act.dtype)
+
+    with model.hooks(fwd_hooks=[(HOOK_POST, splice)]):
+        return model(tokens, return_type="loss")
+
+
+def unembed_directions(model) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (W_out [d_mlp, d_model], W_U [d_model, d_vocab]) of layer 0, detached, for direct logit effects."""
+    return model.W_out[0].detach(), model.W_U.detach()
+
+
+def _not_cached(name: str, official: str, why: str) -> MonoscopeError:
+    return MonoscopeError(
+        f"pretrained model {name!r} ({official}) is not in the local Hugging Face cache ({why}); download it "
+        f"once on a machine with internet: python -c \"from transformer_lens import HookedTransformer; "
+        f"HookedTransformer.from_pretrained('{name}')\" and copy ~/.cache/huggingface here"
+    )
+
+
+def _official_name(name: str) -> str:
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    try:
+        return get_official_model_name(name)
+    except ValueError:
+        raise MonoscopeError(f"unknown pretrained model {name!r}: use a transformer_lens name such as gelu-1l") from None
+
+
+def pretrained_tokenizer_name(name: str) -> str:
+    """Return the HF tokenizer repo of a transformer_lens model name (gelu-1l -> its tokenizer); other names as is."""
+    from transformer_lens.loading_from_pretrained import get_pretrained_model_config
+
+    try:
+        official = _official_name(name)
+    except MonoscopeError:
+        return name  # not a transformer_lens name: an HF tokenizer repo
+    with hub_offline():
+        try:
+            cfg = get_pretrained_model_config(official)
+        except Exception as e:  # noqa: BLE001 - the Hub's offline/missing-file errors all mean "not cached"
+            raise _not_cached(name, official, type(e).__name__) from None
+    return cfg.tokenizer_name or official
+
+
+def load_pretrained(name: str, device: str | torch.device = "cpu"):
+    """Return a transformer_lens pretrained model from the local HF cache only; one clear line when absent."""
+    official = _official_name(name)
+    with hub_offline():
+        try:
+            model = HookedTransformer.from_pretrained(official, device=str(device))
+        except Exception as e:  # noqa: BLE001 - the Hub's many offline/missing-file errors all mean "not cached"
+            raise _not_cached(name, official, type(e).__name__) from None
+    return model.eval()
