@@ -25,9 +25,17 @@ from sqlalchemy.orm import Session
 
 from app.store.bulk import insert_rows
 from app.store.db import session_factory
-from app.store.models import Basis, Example, Model, Token, Unit, UnitLink
+from app.store.models import (
+    TOP_TOKENS_SEPARATOR,
+    Basis,
+    Example,
+    Model,
+    Token,
+    Unit,
+    UnitLink,
+)
 from app.store.npz import load_npz
-from app.web.unit_detail import TOP_TOKENS_SEPARATOR
+from sae.conventions import NEURON_BASIS
 from sae.errors import MonoscopeError
 from sae.rundir import read_manifest
 
@@ -194,7 +202,7 @@ def ingest_run(run_dir: Path, *, url: str, log: Callable[[str], None] = print) -
     """Ingest every analysed basis of a run (neurons first); return the basis names now ready."""
     run_dir = Path(run_dir)
     analysis = run_dir / "analysis"
-    basis_dirs = sorted((p for p in analysis.iterdir() if (p / "basis.json").is_file()), key=lambda p: p.name != "neurons") \
+    basis_dirs = sorted((p for p in analysis.iterdir() if (p / "basis.json").is_file()), key=lambda p: p.name != NEURON_BASIS) \
         if analysis.is_dir() else []
     if not basis_dirs:
         raise MonoscopeError(f"no analysed bases under {analysis}: run `monoscope analyze --run {run_dir}` first")
@@ -208,8 +216,8 @@ def ingest_run(run_dir: Path, *, url: str, log: Callable[[str], None] = print) -
             with factory.begin() as session:  # one transaction per basis: all of it or none of it
                 model = session.get(Model, model_id)
                 basis = ingest_basis(session, model, basis_dir, strings)
-                if basis.kind == "sae" and "neurons" in done and (basis_dir / "links.npz").is_file():
-                    _ingest_links(session, basis, session.merge(done["neurons"]), _load_npz(basis_dir / "links.npz"))
+                if basis.kind == "sae" and NEURON_BASIS in done and (basis_dir / "links.npz").is_file():
+                    _ingest_links(session, basis, session.merge(done[NEURON_BASIS]), _load_npz(basis_dir / "links.npz"))
                 session.execute(update(Basis).where(Basis.id == basis.id).values(status="ready"))
                 done[basis.name] = basis
         except (KeyError, IndexError, ValueError, TypeError) as e:  # a malformed analysis file, found mid-way

@@ -26,6 +26,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# Joins a unit's distinct max-token strings in `unit.top_tokens`: the ASCII unit separator, as newline tokens are
+# common in code.
+TOP_TOKENS_SEPARATOR = "\x1f"
+
 
 class Base(DeclarativeBase):
     pass

@@ -23,6 +23,7 @@ from app.web.schemas import (
     InferToken,
     visible_whitespace,
 )
+from sae.conventions import NEURON_BASIS
 from sae.errors import MonoscopeError
 
 UNITS_PER_BASIS = 10
@@ -91,7 +92,7 @@ class LiveModel:
         with torch.no_grad():
             post = mlp_activations(self.model, rows)[:, 1:]  # [W, n_ctx - 1, d_mlp], BOS column dropped
             post = post.reshape(-1, post.shape[-1])[: len(ids)]  # [T, d_mlp]: padding sits after the last token
-            out = {queries.NEURONS: post.numpy()}
+            out = {NEURON_BASIS: post.numpy()}
             for name, sae in self.saes.items():
                 out[name] = sae.encode(post).numpy()  # [T, d_sae]
         return out

@@ -32,8 +32,6 @@ from app.web.unit_detail import build_unit_detail, split_top_tokens
 from app.web.urls import basis_url, compare_url, unit_url
 from sae.errors import MonoscopeError
 
-NEURONS = "neurons"
-
 
 class NotFound(LookupError):
     """An unknown model, basis or unit; the message says what is missing (the web answers 404)."""

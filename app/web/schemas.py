@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sae.conventions import DENSE_DENSITY, ULTRALOW_DENSITY
+
 MAX_INFER_CHARS = 2000
 
 
@@ -28,8 +30,8 @@ class DensityHistogram(Histogram):
     """log10-density histogram of a basis's live units; dead units are counted apart (log10 0 is -inf)."""
 
     dead: int = 0
-    ultralow_threshold: float = 1e-6
-    dense_threshold: float = 0.01
+    ultralow_threshold: float = ULTRALOW_DENSITY
+    dense_threshold: float = DENSE_DENSITY
 
 
 class BasisMetrics(Schema):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from app.store.models import TOP_TOKENS_SEPARATOR
 from app.web.schemas import (
     Example,
     Histogram,
@@ -16,8 +17,6 @@ from app.web.schemas import (
     UnitDetail,
     visible_whitespace,
 )
-
-TOP_TOKENS_SEPARATOR = "\x1f"  # ASCII unit separator: newline tokens are common in code
 
 
 def split_top_tokens(text: str | None) -> list[str]:

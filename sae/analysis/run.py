@@ -23,9 +23,8 @@ from sae import rundir
 from sae.analysis.logits import links, logit_effects
 from sae.analysis.reduce import finish
 from sae.analysis.shard import AnalysisConfig, Basis, analyze_shard
+from sae.conventions import NEURON_BASIS
 from sae.errors import MonoscopeError
-
-NEURONS = "neurons"
 
 
 def list_saes(run_dir: Path) -> list[str]:
@@ -57,10 +56,10 @@ def _plan(run_dir: Path, sae_names: list[str] | None, cfg: AnalysisConfig, force
         if name not in available:
             have = ", ".join(available) or "none"
             raise MonoscopeError(f"no trained SAE {name!r} in {run_dir / 'saes'} (have: {have})")
-        if name == NEURONS:
-            raise MonoscopeError(f"an SAE may not be named {NEURONS!r}: that name is the neuron basis")
+        if name == NEURON_BASIS:
+            raise MonoscopeError(f"an SAE may not be named {NEURON_BASIS!r}: that name is the neuron basis")
     todo = []
-    neurons = [(NEURONS, None)] if include_neurons else []
+    neurons = [(NEURON_BASIS, None)] if include_neurons else []
     for name, sae_dir in neurons + [(n, run_dir / "saes" / n) for n in names]:
         basis_inputs = dict(inputs, sae=rundir.fingerprint(sae_dir, "sae")) if sae_dir else inputs
         config = {**asdict(cfg), "basis": name}

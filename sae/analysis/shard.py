@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from sae.analysis.state import Spill, UnitStats
+from sae.conventions import DENSE_DENSITY, ULTRALOW_DENSITY
 
 ActsFn = Callable[[torch.Tensor], torch.Tensor]  # tokens [B, T] long -> MLP activations [B, T, d_in]
 LossFn = Callable[[torch.Tensor, Callable | None], float]  # (tokens [B, T], replace_mlp_post or None) -> mean loss
@@ -45,8 +46,8 @@ class AnalysisConfig:
     loss_tokens: int | None = 1 << 15
     loss_batch_sequences: int = 16  # sequences per loss forward
     seed: int = 0  # of the reservoir keys
-    ultralow_threshold: float = 1e-6
-    dense_threshold: float = 0.01
+    ultralow_threshold: float = ULTRALOW_DENSITY
+    dense_threshold: float = DENSE_DENSITY
 
 
 @dataclass

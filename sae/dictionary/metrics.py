@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import torch
 
+from sae.conventions import DENSE_DENSITY
 from sae.dictionary.model import SparseAutoencoder
 
-DENSE_THRESHOLD = 0.01  # a latent firing on more than 1% of tokens counts as dense
+DENSE_THRESHOLD = DENSE_DENSITY
 
 
 @torch.no_grad()

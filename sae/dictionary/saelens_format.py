@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from sae.conventions import HOOK_POST
 from sae.dictionary.model import SAEConfig, SparseAutoencoder
 from sae.errors import MonoscopeError
 
@@ -34,7 +35,7 @@ SPARSITY_EPS = 1e-10  # SAELens stores log10(density + 1e-10), so never-firing f
 # SAELens's descriptive (v5 flat) keys and the values we write when the caller's meta does not say.
 DEFAULT_META: dict[str, Any] = {
     "model_name": "monoscope",
-    "hook_name": "blocks.0.mlp.hook_post",
+    "hook_name": HOOK_POST,
     "hook_head_index": None,
     "prepend_bos": True,
     "dataset_path": "",

@@ -1,7 +1,17 @@
 """Stage 2, the one-layer language model (the only user of transformer_lens): build, train, load, harvest."""
 
-from sae.lm.model import (HOOK_POST, LMConfig, build_model, lm_loss, load_lm, load_pretrained, mlp_activations,
-                          pretrained_tokenizer_name, save_lm, unembed_directions)
+from sae.lm.model import (
+                          HOOK_POST,
+                          LMConfig,
+                          build_model,
+                          lm_loss,
+                          load_lm,
+                          load_pretrained,
+                          mlp_activations,
+                          pretrained_tokenizer_name,
+                          save_lm,
+                          unembed_directions,
+)
 from sae.lm.train import TrainLMConfig, train_lm, use_pretrained
 
 __all__ = ["HOOK_POST", "LMConfig", "TrainLMConfig", "build_model", "lm_loss", "load_lm", "load_pretrained",

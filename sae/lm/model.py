@@ -26,7 +26,7 @@ warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformer_l
 
 from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
 
-HOOK_POST = "blocks.0.mlp.hook_post"
+from sae.conventions import HOOK_POST  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,9 @@
+"""The project's scientific conventions, each defined once: where activations come from, what the neuron basis
+is called, and the density thresholds that name a unit ultralow or dense (dead is "never fired")."""
+
+from __future__ import annotations
+
+HOOK_POST = "blocks.0.mlp.hook_post"  # MLP post-activations of the one layer: what every SAE is trained on
+NEURON_BASIS = "neurons"  # the name of the MLP neuron basis; no SAE may take it
+ULTRALOW_DENSITY = 1e-5  # a live unit firing on fewer than this share of tokens is ultralow
+DENSE_DENSITY = 1e-2  # a unit firing on more than this share of tokens is dense
