@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-import secrets
-
-from pydantic import Field
+from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sae.errors import MonoscopeError
 
 
 class Settings(BaseSettings):
-    """Database URL and web-server settings; `MONOSCOPE_DATABASE_URL` selects PostgreSQL."""
+    """Database URL and the address `monoscope serve` binds; `MONOSCOPE_DATABASE_URL` selects PostgreSQL,
+    `MONOSCOPE_HOST` / `MONOSCOPE_PORT` are serve's defaults when its flags are not given."""
 
     model_config = SettingsConfigDict(env_prefix="MONOSCOPE_")
 
     database_url: str = "sqlite:///monoscope.db"
     host: str = "127.0.0.1"
     port: int = 8000
-    # Signs session cookies (later: labels and reviews). Random per process unless set, so sessions end on restart.
-    secret_key: str = Field(default_factory=lambda: secrets.token_hex(32))
+
+
+def load_settings(**given) -> Settings:
+    """Return the settings with each given non-None value (a command-line flag) over the environment's; a bad
+    environment value is one line, not a validation traceback."""
+    try:
+        return Settings(**{key: value for key, value in given.items() if value is not None})
+    except ValidationError as e:
+        bad = "; ".join(f"MONOSCOPE_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors())
+        raise MonoscopeError(f"bad setting {bad}") from None

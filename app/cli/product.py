@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from app.cli.common import DbOpt, DeviceOpt, ForceOpt, RunOpt, cli
-from app.cli.stages import analyze, corpus, train_lm, train_sae
+from app.cli.stages import analyze, corpus, fit_sae, train_lm
 from sae.errors import MonoscopeError
 
 
@@ -18,11 +18,11 @@ def ingest(
     db: DbOpt = None,
 ) -> None:
     """Load every analysed basis of a run into the database, one transaction per basis."""
-    from app.settings import Settings
+    from app.settings import load_settings
     from app.store.db import upgrade
     from app.store.ingest import ingest_run
 
-    url = db or Settings().database_url
+    url = load_settings(database_url=db).database_url
     upgrade(url)
     ingest_run(run, url=url)
     print(f"database: {url}")
@@ -31,8 +31,8 @@ def ingest(
 @cli.command()
 def serve(
     db: DbOpt = None,
-    host: Annotated[str, typer.Option("--host", help="Interface to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    host: Annotated[Optional[str], typer.Option("--host", help="Interface to bind (default: MONOSCOPE_HOST, else 127.0.0.1: this machine only).")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="TCP port (default: MONOSCOPE_PORT, else 8000).")] = None,
     workers: Annotated[int, typer.Option("--workers", help="Server processes (each with its own caches and live model).")] = 1,
 ) -> None:
     """Serve the feature browser and its JSON API (/api/v1, docs at /docs); prints the URL."""
@@ -41,10 +41,12 @@ def serve(
 
     import uvicorn
 
-    from app.settings import Settings
+    from app.settings import load_settings
     from app.store.db import upgrade
     from app.web import create_app
 
+    settings = load_settings(database_url=db, host=host, port=port)
+    host, port = settings.host, settings.port
     if not 0 < port < 65536 or workers < 1:
         raise MonoscopeError(f"--port must be 1..65535 and --workers at least 1, got {port} and {workers}")
     with socket.socket() as probe:  # say so in one line rather than a uvicorn traceback
@@ -53,7 +55,6 @@ def serve(
             probe.bind((host, port))
         except OSError as e:
             raise MonoscopeError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    settings = Settings(database_url=db) if db else Settings()
     upgrade(settings.database_url)  # an empty or older database gets the current schema; ingest fills it
     shown = f"[{host}]" if ":" in host else host
     print(f"monoscope: serving http://{shown}:{port}/  (API docs: http://{shown}:{port}/docs; Ctrl-C stops)",
@@ -73,12 +74,12 @@ def demo(
     max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Cap on corpus training tokens.")] = None,
     tokens: Annotated[int, typer.Option("--tokens", help="LM training tokens.")] = 2_500_000,
     d_sae: Annotated[int, typer.Option("--d-sae", help="SAE features (the paper's A/1: 4,096 on 512 neurons).")] = 4096,
-    sae_tokens: Annotated[Optional[int], typer.Option("--sae-tokens", help="SAE training tokens (default: train-sae's).")] = None,
+    sae_tokens: Annotated[Optional[int], typer.Option("--sae-tokens", help="SAE training tokens (default: the demo config's).")] = None,
     sae_batch_size: Annotated[int, typer.Option("--sae-batch-size", help="SAE activations per step.")] = 4096,
     analysis_tokens: Annotated[int, typer.Option("--analysis-tokens", help="Held-out tokens to analyse.")] = 1 << 20,
     db: DbOpt = None,
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the web app at the end.")] = True,
-    port: Annotated[int, typer.Option("--port", help="Port of the web app.")] = 8000,
+    port: Annotated[Optional[int], typer.Option("--port", help="Port of the web app (default: as serve's).")] = None,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
 ) -> None:
@@ -86,19 +87,18 @@ def demo(
     import json
     import time
 
-    from app.settings import Settings
+    from app.settings import load_settings
     from sae.dictionary.config import demo_config
 
-    url = db or Settings().database_url
+    url = load_settings(database_url=db).database_url
     # The demo SAE is the sweep's pick (BENCHMARKS.md, "SAE training sweep"): TopK k=32 with AuxK.
-    sae_cfg = demo_config(d_sae=d_sae, **({"tokens": sae_tokens} if sae_tokens else {}))
+    sae_cfg = demo_config(d_sae=d_sae, batch_size=sae_batch_size, **({"tokens": sae_tokens} if sae_tokens else {}))
     # One entry per stage, in order: each is the same function as its own command.
     stages = [
         ("corpus", lambda: corpus(run, source=source, max_tokens=max_tokens, force=force)),
         ("lm", lambda: train_lm(run, tokens=tokens, device=device, force=force)),
-        ("sae", lambda: train_sae(run=run, name=f"{sae_cfg.architecture}-{d_sae}", architecture=sae_cfg.architecture,
-                                  k=sae_cfg.k, d_sae=d_sae, lr=sae_cfg.lr, tokens=sae_cfg.tokens,
-                                  batch_size=sae_batch_size, device=device, force=force)),
+        ("sae", lambda: fit_sae(sae_cfg, run=run, name=f"{sae_cfg.architecture}-{d_sae}", device=device,
+                                force=force)),
         ("analysis", lambda: analyze(run, tokens=analysis_tokens, device=device, force=force)),
         ("database", lambda: ingest(run, db=url)),
     ]
@@ -124,9 +124,9 @@ cli.add_typer(db_cli, name="db")
 @db_cli.command("upgrade")
 def db_upgrade(db: DbOpt = None) -> None:
     """Bring the database to the newest schema (ingest and serve do this themselves)."""
-    from app.settings import Settings
+    from app.settings import load_settings
     from app.store.db import upgrade
 
-    url = db or Settings().database_url
+    url = load_settings(database_url=db).database_url
     upgrade(url)
     print(f"database: {url} at the newest schema")

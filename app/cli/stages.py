@@ -88,12 +88,7 @@ def train_sae(
     force: ForceOpt = False,
 ) -> None:
     """Train a sparse autoencoder (the paper's recipe by default) into runs/<run>/saes/<name>, resumable."""
-
-    from sae.activations import ArrayActivations
-    from sae.device import resolve_device
-    from sae.dictionary.train import SAETrainConfig, train_sae_on_run
-    from sae.dictionary.train import train_sae as train
-    from sae.rundir import file_digest
+    from sae.dictionary.config import SAETrainConfig, demo_config
 
     if (run is None) == (activations is None):
         raise MonoscopeError("give either --run DIR --name NAME or --activations FILE.npy --out DIR")
@@ -101,19 +96,30 @@ def train_sae(
         raise MonoscopeError("--run needs --name (and takes no --out)")
     if activations is not None and (out is None or name is not None):
         raise MonoscopeError("--activations needs --out (and takes no --name)")
-    defaults = SAETrainConfig()
     if architecture != "relu" and k is None:
-        k = 32
+        k = demo_config().k  # the sweep's pick for TopK-style SAEs
     given = dict(l1_coefficient=l1, lr=lr, tokens=tokens)
     cfg = SAETrainConfig(architecture=architecture, d_sae=d_sae, k=k, batch_size=batch_size, seed=seed,
-                         precision=precision, **{key: (getattr(defaults, key) if value is None else value)
-                                                  for key, value in given.items()})
+                         precision=precision, **{key: value for key, value in given.items() if value is not None})
+    fit_sae(cfg, run=run, name=name, activations=activations, out=out, device=device, force=force)
+
+
+def fit_sae(cfg, *, run: Path | None, name: str | None, activations: Path | None = None, out: Path | None = None,
+            device: str, force: bool) -> None:
+    """Train the SAE of `cfg` on a run's activations (or an .npy array) and print its metrics; `train-sae` and
+    `demo` both end here, each with the config it built."""
+    from sae.activations import ArrayActivations
+    from sae.device import resolve_device
+    from sae.dictionary.train import train_sae as train
+    from sae.dictionary.train import train_sae_on_run
+    from sae.rundir import file_digest
+
     if resolve_device(device).type == "cpu":
         limit_cpu_threads()
     if run is not None:
         result = train_sae_on_run(run, name, cfg, device=device, force=force)
     else:
-        source = ArrayActivations(activations, seed=seed, name=activations.name)
+        source = ArrayActivations(activations, seed=cfg.seed, name=activations.name)
         result = train(cfg, source, out, inputs={"activations": file_digest(activations)}, device=device, force=force)
     print("train-sae: " + ", ".join(f"{key} {round(v, 4) if isinstance(v, float) else v}" for key, v in result.items()
                                     if key in ("l0", "fvu", "mse", "dead", "dense", "resampled_total",

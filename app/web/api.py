@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from app.web import queries
+from app.web.cache import cached_unit_response
 from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep
 from app.web.schemas import (
     Comparison,
@@ -36,18 +36,11 @@ def unit_list(session: SessionDep, basis: str, params: UnitListParamsDep, model:
 
 @router.get("/bases/{basis}/units/{index}", response_model=UnitDetail, summary="One neuron or feature")
 async def unit_detail(request: Request, basis: str, index: UnitIndex, model: ModelParam = None):
-    with request.app.state.sessionmaker() as session:  # async: a cache hit skips the thread pool (see the page)
-        key = ("json", queries.unit_version(session=session, basis=basis, index=index, model=model))
-    body = request.app.state.cache.get(key)
-    if body is None:  # serialised once per (ingest, labels) state, like the page
-        body = await run_in_threadpool(_unit_json, request, basis, index, model)
-        request.app.state.cache.put(key, body)
-    return Response(body, media_type="application/json")
-
-
-def _unit_json(request: Request, basis: str, index: int, model: str | None) -> bytes:
-    with request.app.state.sessionmaker() as session:
+    def render(session) -> bytes:  # serialised once per (ingest, labels) state, like the page
         return queries.unit_detail(session=session, basis=basis, index=index, model=model).model_dump_json().encode()
+
+    body = await cached_unit_response(request, "json", basis=basis, index=index, model=model, render=render)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/compare", response_model=Comparison, summary="A neuron beside its features; basis distributions")

@@ -1,4 +1,5 @@
-"""A bounded in-process cache of rendered responses, keyed by everything they depend on.
+"""The web app's in-process caches, each written once: rendered unit responses (ResponseCache, with
+`cached_unit_response` for the page and its JSON twin) and computed values kept a while (Memo).
 
 Unit pages are read-mostly: they change only on re-ingest or when a label is added, both part of the key
 (queries.unit_version), so a hit is never stale beyond the basis-resolution TTL. Bounded by bytes, not entries:
@@ -8,7 +9,13 @@ a unit page is ~50-100 kB.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
+from typing import Callable
+
+from fastapi import Request
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 
 class ResponseCache:
@@ -37,3 +44,43 @@ class ResponseCache:
             while self._bytes > self.max_bytes:
                 _, dropped = self._items.popitem(last=False)
                 self._bytes -= len(dropped)
+
+
+async def cached_unit_response(request: Request, kind: str, *, basis: str, index: int, model: str | None,
+                               render: Callable[[Session], bytes]) -> bytes:
+    """Return the body of unit (basis, index) as `kind` ("page", "json"), rendered by `render(session)` once per
+    (ingest, labels) state. Async so a hit (two indexed lookups) skips the thread pool; a miss renders in it."""
+    from app.web import queries
+
+    with request.app.state.sessionmaker() as session:
+        key = (kind, queries.unit_version(session=session, basis=basis, index=index, model=model),
+               request.url.query)
+    body = request.app.state.cache.get(key)
+    if body is None:
+        body = await run_in_threadpool(_render_in_session, request, render)
+        request.app.state.cache.put(key, body)
+    return body
+
+
+def _render_in_session(request: Request, render: Callable[[Session], bytes]) -> bytes:
+    with request.app.state.sessionmaker() as session:
+        return render(session)
+
+
+class Memo:
+    """Values computed from the database, kept per key for `ttl_s` seconds (None: for the process's life,
+    for keys that name an immutable state)."""
+
+    def __init__(self, ttl_s: float | None = None):
+        self.ttl_s = ttl_s
+        self._items: dict[tuple, tuple[float, object]] = {}
+
+    def get(self, key: tuple, compute: Callable[[], object]):
+        """Return the remembered value of `key`, or compute and remember it."""
+        now = time.monotonic()
+        hit = self._items.get(key)
+        if hit is not None and (self.ttl_s is None or now - hit[0] < self.ttl_s):
+            return hit[1]
+        value = compute()
+        self._items[key] = (now, value)
+        return value

@@ -23,6 +23,7 @@ from app.web.schemas import (
     InferToken,
     visible_whitespace,
 )
+from app.web.urls import unit_url
 from sae.conventions import NEURON_BASIS
 from sae.errors import MonoscopeError
 
@@ -151,7 +152,7 @@ def infer_result(session, *, text: str, position: int | None, strip: str, model:
         top = [int(i) for i in np.argsort(-row)[:UNITS_PER_BASIS] if row[i] > 0]
         labels = queries.labels_for(session=session, basis_id=b.id, indexes=top)
         active += [ActiveUnit(basis=b.name, index=i, activation=float(row[i]), label=labels.get(i),
-                              url=queries.unit_url(b.name, i, ctx.model_param)) for i in top]
+                              url=unit_url(b.name, i, ctx.model_param)) for i in top]
     chosen = _parse_strip(strip, {b.name: b.n_units for b in bases})
     if chosen is None and active:
         chosen = (active[0].basis, active[0].index)

@@ -8,9 +8,10 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
-from starlette.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
 from app.web import plots, queries
+from app.web.cache import cached_unit_response
 from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep
 from app.web.render import render, twin_url
 from app.web.schemas import MAX_INFER_CHARS
@@ -40,21 +41,14 @@ def basis_page(request: Request, session: SessionDep, basis: str, params: UnitLi
 
 @router.get("/bases/{basis}/units/{index}")
 async def unit_page(request: Request, basis: str, index: UnitIndex, model: ModelParam = None):
-    """The unit page; rendered once per (ingest, labels) state and then served from the response cache. Async so
-    a cache hit (two indexed lookups) skips the thread pool; a miss renders in it."""
-    with request.app.state.sessionmaker() as session:
-        key = ("page", queries.unit_version(session=session, basis=basis, index=index, model=model),
-               request.url.query)
-    body = request.app.state.cache.get(key)
-    if body is None:
-        body = await run_in_threadpool(_render_unit, request, basis, index, model)
-        request.app.state.cache.put(key, body)
+    """The unit page; rendered once per (ingest, labels) state and then served from the response cache."""
+    body = await cached_unit_response(request, "page", basis=basis, index=index, model=model,
+                                      render=lambda session: _render_unit(request, session, basis, index, model))
     return HTMLResponse(body, headers={"Vary": "HX-Request"})
 
 
-def _render_unit(request: Request, basis: str, index: int, model: str | None) -> bytes:
-    with request.app.state.sessionmaker() as session:
-        unit = queries.unit_detail(session=session, basis=basis, index=index, model=model)
+def _render_unit(request: Request, session: Session, basis: str, index: int, model: str | None) -> bytes:
+    unit = queries.unit_detail(session=session, basis=basis, index=index, model=model)
     context = {"unit": unit, "plots": True, "compare_url": unit.compare_url,
                "act_plot": plots.step_plot(unit.act_hist, x_title="activation", log_x=True),
                "logit_plot": plots.step_plot(unit.logit_hist, x_title="logit weight", log_x=False)}

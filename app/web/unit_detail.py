@@ -1,4 +1,4 @@
-"""Turn a unit's database rows into the UnitDetail schema (no SQL here: app/web/queries.py fetches the rows).
+"""Turn a unit's database rows into the UnitDetail schema (no SQL here: app/web/queries/unit.py fetches the rows).
 
 Example windows are stored as raw int32 token ids and float32 activations; padding outside the sequence has id -1
 and is dropped, and the max token sits at `context_before` in the stored window (the analysis contract).

@@ -6,17 +6,28 @@ per shard windows for the globally chosen top-k and interval entries (each entry
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import reduce
 
 import numpy as np
 
 from sae.analysis.shard import AnalysisConfig, Basis, BasisSums, ShardState
-from sae.analysis.state import IntervalStats, gather_windows
+from sae.analysis.spill import gather_windows
+from sae.analysis.state import IntervalStats
+from sae.dictionary.metrics import loss_metrics
+
+
+@dataclass(frozen=True)
+class BasisResult:
+    """The reduce's output for one basis (the arrays dict is filled further with the weight-based views)."""
+
+    arrays: dict[str, np.ndarray]  # units.npz, without the logit effects
+    summary: dict  # basis.json's {metrics, density_histogram}
 
 
 def finish(shards: list[list[ShardState]], bases: list[Basis], tokens: np.ndarray,
-           cfg: AnalysisConfig) -> list[tuple[dict[str, np.ndarray], dict]]:
-    """Return (units.npz arrays, basis summary {metrics, density_histogram}) per basis from shards[shard][basis].
+           cfg: AnalysisConfig) -> list[BasisResult]:
+    """Return the units.npz arrays and basis summary {metrics, density_histogram} per basis from shards[shard][basis].
 
     tokens [n_seq, T]: the analysed token array the shards index into (global token = seq * T + position).
     """
@@ -31,8 +42,8 @@ def finish(shards: list[list[ShardState]], bases: list[Basis], tokens: np.ndarra
         interval_parts = []
         for p in parts:
             st = IntervalStats(max_act, min_act, cfg.n_intervals, cfg.samples_per_interval, cfg.act_hist_bins, cfg.seed)
-            for token0, _, rows, units, values in p.spill:
-                st.update(rows, units, values, p.seq_start * n_ctx)
+            for batch in p.spill:
+                st.update(batch.rows, batch.units, batch.values, p.seq_start * n_ctx)
             interval_parts.append(st)
         intervals = reduce(lambda a, o: a.merge(o), interval_parts)
         arrays = _unit_arrays(stats, intervals, cfg)
@@ -61,7 +72,7 @@ def finish(shards: list[list[ShardState]], bases: list[Basis], tokens: np.ndarra
         arrays["top_position"] = np.where(g >= 0, g % n_ctx, -1).astype(np.int32)
         centers_ids = arrays["top_token_ids"][:, :, cfg.context_before]  # [U, K] the max tokens
         arrays["top_token_entropy"] = _top_token_entropy(centers_ids, arrays["top_count"])
-        results.append((arrays, _basis_summary(basis, arrays, sums, cfg)))
+        results.append(BasisResult(arrays, _basis_summary(basis, arrays, sums, cfg)))
     return results
 
 
@@ -109,27 +120,21 @@ def _basis_summary(basis: Basis, arrays: dict, sums: BasisSums, cfg: AnalysisCon
     edges = np.linspace(-10.0, 0.0, 41)
     counts, _ = np.histogram(np.clip(np.log10(density[live]), -10.0, 0.0), bins=edges)
     dead = int((~live).sum())
-    sae = basis.sae is not None
-    n = max(sums.n_tokens, 1)
-    variance = sums.x_sq - float(np.sum(sums.x_sum ** 2)) / n if sae else None
-    lt = max(sums.loss_tokens, 1)
-    clean, zero = sums.loss_clean / lt, sums.loss_zero / lt
-    recon = sums.loss_recon / lt if sae else None
-    has_loss = sums.loss_tokens > 0
+    recon = sums.recon.metrics()
+    lt = sums.loss_tokens
+    clean, zero, spliced = (total / lt if lt else None for total in (sums.loss_clean, sums.loss_zero, sums.loss_recon))
+    losses = loss_metrics(clean, zero, spliced if basis.sae is not None else None)
     metrics = {
-        "l0": sums.nnz / n,
-        "mse": sums.sq_err / n / len(sums.x_sum) if sae else None,
-        "fvu": sums.sq_err / variance if sae and variance > 0 else None,
-        "loss_clean": clean if has_loss else None,
-        "loss_zero_ablation": zero if has_loss else None,
-        "loss_reconstructed": recon if has_loss else None,
-        "loss_recovered": (zero - recon) / (zero - clean) if has_loss and sae and zero != clean else None,
+        "l0": recon["l0"],
+        "mse": recon["mse"],
+        "fvu": recon["fvu"],
+        **losses,
         "loss_tokens": sums.loss_tokens,
         "dead": dead,
         "ultralow": int((live & (density < cfg.ultralow_threshold)).sum()),
         "dense": int((density > cfg.dense_threshold).sum()),
         "n_units": basis.n_units,
-        "n_tokens": sums.n_tokens,
+        "n_tokens": sums.recon.n_tokens,
     }
     histogram = {"edges": edges.tolist(), "counts": counts.tolist(), "dead": dead,
                  "ultralow_threshold": cfg.ultralow_threshold, "dense_threshold": cfg.dense_threshold}

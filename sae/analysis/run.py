@@ -12,7 +12,7 @@ import json
 import math
 import shutil
 import tempfile
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -21,8 +21,8 @@ import torch
 
 from sae import rundir
 from sae.analysis.logits import links, logit_effects
-from sae.analysis.reduce import finish
-from sae.analysis.shard import AnalysisConfig, Basis, analyze_shard
+from sae.analysis.reduce import BasisResult, finish
+from sae.analysis.shard import ActsFn, AnalysisConfig, Basis, LossFn, analyze_shard
 from sae.conventions import NEURON_BASIS
 from sae.errors import MonoscopeError
 
@@ -46,8 +46,29 @@ def load_heldout(run_dir: Path, n_tokens: int) -> np.ndarray:
     return heldout[: min(math.ceil(n_tokens / heldout.shape[1]), len(heldout))]
 
 
-def _plan(run_dir: Path, sae_names: list[str] | None, cfg: AnalysisConfig, force: bool, include_neurons: bool):
-    """Return [(basis name, sae dir or None, out dir, config, inputs)] of the bases that need (re)analysis."""
+@dataclass(frozen=True)
+class PlannedBasis:
+    """A basis that needs (re)analysis: where it comes from, where it goes, and what its stage records."""
+
+    name: str
+    sae_dir: Path | None  # None: the neuron basis
+    out_dir: Path  # analysis/<name>
+    config: dict  # the analysis config plus the basis name (the stage's config)
+    inputs: dict[str, str]  # fingerprints of corpus, lm (and the SAE)
+
+
+@dataclass(frozen=True)
+class LoadedBasis:
+    """A planned basis with its units loaded: the Basis the passes run on, and the SAE's cfg.json (None: neurons)."""
+
+    plan: PlannedBasis
+    basis: Basis
+    sae_cfg: dict | None
+
+
+def _plan(run_dir: Path, sae_names: list[str] | None, cfg: AnalysisConfig, force: bool,
+          include_neurons: bool) -> list[PlannedBasis]:
+    """Return the bases that need (re)analysis: the neurons (if included) first, then the SAEs asked for."""
     inputs = {"corpus": rundir.fingerprint(run_dir / "corpus", "corpus"),
               "lm": rundir.fingerprint(run_dir / "lm", "lm")}
     available = list_saes(run_dir)
@@ -65,8 +86,89 @@ def _plan(run_dir: Path, sae_names: list[str] | None, cfg: AnalysisConfig, force
         config = {**asdict(cfg), "basis": name}
         out_dir = run_dir / "analysis" / name
         if force or not rundir.is_current(out_dir, config=config, inputs=basis_inputs):
-            todo.append((name, sae_dir, out_dir, config, basis_inputs))
+            todo.append(PlannedBasis(name, sae_dir, out_dir, config, basis_inputs))
     return todo
+
+
+def _heldout(run_dir: Path, cfg: AnalysisConfig, log: Callable[[str], None]) -> tuple[np.ndarray, AnalysisConfig]:
+    """Return the held-out tokens [n_seq, T] to analyse and cfg with n_tokens set to their number."""
+    tokens = load_heldout(run_dir, cfg.n_tokens)
+    if tokens.size < cfg.n_tokens:
+        log(f"held-out tokens: all {tokens.size:,} of them (fewer than the {cfg.n_tokens:,} asked for)")
+    return tokens, replace(cfg, n_tokens=int(tokens.size))
+
+
+def _load_bases(todo: list[PlannedBasis], d_in: int) -> list[LoadedBasis]:
+    """Return each planned basis with its units: the identity for the neurons, the SAE (float32, frozen) else."""
+    from sae.dictionary.saelens_format import load_sae
+
+    loaded = []
+    for planned in todo:
+        if planned.sae_dir is None:
+            loaded.append(LoadedBasis(planned, Basis(planned.name, d_in), None))
+            continue
+        sae, _ = load_sae(planned.sae_dir)
+        sae = sae.float().requires_grad_(False)
+        if sae.W_enc.shape[0] != d_in:
+            raise MonoscopeError(f"SAE {planned.name!r} has d_in {sae.W_enc.shape[0]}, the LM's MLP has {d_in}")
+        sae_cfg = json.loads((planned.sae_dir / "cfg.json").read_text())
+        loaded.append(LoadedBasis(planned, Basis(planned.name, sae.W_enc.shape[1], sae), sae_cfg))
+    return loaded
+
+
+def _lm_functions(model, dev: torch.device) -> tuple[ActsFn, LossFn]:
+    """Return the LM as the shard pass sees it: activations on CPU, and the loss with an optional splice."""
+    from sae import lm
+
+    def acts_fn(batch: torch.Tensor) -> torch.Tensor:  # [B, T] -> [B, T, d_mlp] on CPU
+        return lm.mlp_activations(model, batch.to(dev)).float().cpu()
+
+    def loss_fn(batch: torch.Tensor, replace_post) -> float:
+        if replace_post is None:
+            return float(lm.lm_loss(model, batch.to(dev), None))
+        splice = lambda post: replace_post(post.cpu()).to(post.device, post.dtype)  # noqa: E731
+        return float(lm.lm_loss(model, batch.to(dev), splice))
+
+    return acts_fn, loss_fn
+
+
+def _passes(run_dir: Path, model, dev: torch.device, tokens: np.ndarray, bases: list[Basis], cfg: AnalysisConfig,
+            progress: bool, log: Callable[[str], None]) -> list[BasisResult]:
+    """Run pass 1 over all tokens for every basis at once, then the reduce; the spills live and die in between."""
+    from tqdm import tqdm
+
+    acts_fn, loss_fn = _lm_functions(model, dev)
+    (run_dir / "analysis").mkdir(parents=True, exist_ok=True)
+    for stale in (run_dir / "analysis").glob(".spill-*"):  # left by a killed analysis
+        shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory(dir=run_dir / "analysis", prefix=".spill-") as spill_dir:
+        with tqdm(total=int(tokens.size), unit="tok", unit_scale=True, disable=not progress, desc="analyze") as bar:
+            states = analyze_shard(acts_fn, loss_fn, tokens, (0, len(tokens)), bases, cfg, Path(spill_dir), bar.update)
+        log("pass 2 over the spilled activations: histograms, intervals, context windows")
+        return finish([states], bases, tokens, cfg)
+
+
+def _write_basis(loaded: LoadedBasis, result: BasisResult, W_out: torch.Tensor, W_U: torch.Tensor,
+                 tokens: np.ndarray, cfg: AnalysisConfig) -> None:
+    """Add the weight-based views to one basis's result and write its stage: units.npz, links.npz, basis.json."""
+    from sae import lm
+
+    basis, arrays, summary = loaded.basis, result.arrays, result.summary
+    out_dirs = W_out if basis.sae is None else basis.sae.W_dec.detach() @ W_out  # [U, d_model]
+    arrays.update(logit_effects(out_dirs, W_U, cfg.logit_k, cfg.logit_hist_bins))
+    meta = {"name": basis.name, "kind": basis.kind, "n_units": basis.n_units, "d_in": int(W_out.shape[0]),
+            "hook_name": lm.HOOK_POST,
+            "sae": None if basis.sae is None else {"name": basis.name, "architecture": basis.sae.cfg.architecture,
+                                                   "cfg": loaded.sae_cfg},
+            "n_tokens": int(tokens.size), "n_ctx": int(tokens.shape[1]), "context_before": cfg.context_before,
+            "context_after": cfg.context_after, "top_k": cfg.top_k, "n_intervals": cfg.n_intervals,
+            "samples_per_interval": cfg.samples_per_interval, "logit_k": cfg.logit_k, **summary}
+    planned = loaded.plan
+    with rundir.write_stage(planned.out_dir, stage="analysis", config=planned.config, inputs=planned.inputs) as tmp:
+        np.savez(tmp / "units.npz", **arrays)
+        if basis.sae is not None:
+            np.savez(tmp / "links.npz", **links(basis.sae.W_dec.detach(), cfg.n_links))
+        (tmp / "basis.json").write_text(json.dumps(meta, indent=1))
 
 
 def run_analysis(run_dir: Path, *, sae_names: list[str] | None = None, cfg: AnalysisConfig = AnalysisConfig(),
@@ -78,13 +180,9 @@ def run_analysis(run_dir: Path, *, sae_names: list[str] | None = None, cfg: Anal
     """
     from sae import lm
     from sae.device import resolve_device
-    from sae.dictionary.saelens_format import load_sae
 
     run_dir = Path(run_dir)
-    tokens = load_heldout(run_dir, cfg.n_tokens)
-    if tokens.size < cfg.n_tokens:
-        log(f"held-out tokens: all {tokens.size:,} of them (fewer than the {cfg.n_tokens:,} asked for)")
-    cfg = replace(cfg, n_tokens=int(tokens.size))
+    tokens, cfg = _heldout(run_dir, cfg, log)
     todo = _plan(run_dir, sae_names, cfg, force, include_neurons)
     if not todo:
         log("analysis is up to date (use --force to redo it)")
@@ -92,53 +190,10 @@ def run_analysis(run_dir: Path, *, sae_names: list[str] | None = None, cfg: Anal
     dev = resolve_device(device)
     model = lm.load_lm(run_dir, dev)
     W_out, W_U = (w.detach().float().cpu() for w in lm.unembed_directions(model))
-    bases, cfgs = [], {}
-    for name, sae_dir, *_ in todo:
-        if sae_dir is None:
-            bases.append(Basis(name, W_out.shape[0]))
-            continue
-        sae, _ = load_sae(sae_dir)
-        sae = sae.float().requires_grad_(False)
-        if sae.W_enc.shape[0] != W_out.shape[0]:
-            raise MonoscopeError(f"SAE {name!r} has d_in {sae.W_enc.shape[0]}, the LM's MLP has {W_out.shape[0]}")
-        bases.append(Basis(name, sae.W_enc.shape[1], sae))
-        cfgs[name] = json.loads((sae_dir / "cfg.json").read_text())
-
-    def acts_fn(batch: torch.Tensor) -> torch.Tensor:  # [B, T] -> [B, T, d_mlp] on CPU
-        return lm.mlp_activations(model, batch.to(dev)).float().cpu()
-
-    def loss_fn(batch: torch.Tensor, replace_post) -> float:
-        if replace_post is None:
-            return float(lm.lm_loss(model, batch.to(dev), None))
-        splice = lambda post: replace_post(post.cpu()).to(post.device, post.dtype)  # noqa: E731
-        return float(lm.lm_loss(model, batch.to(dev), splice))
-
-    from tqdm import tqdm
-
+    loaded = _load_bases(todo, W_out.shape[0])
+    bases = [item.basis for item in loaded]
     log(f"analysing {', '.join(b.name for b in bases)} over {tokens.size:,} held-out tokens")
-    (run_dir / "analysis").mkdir(parents=True, exist_ok=True)
-    for stale in (run_dir / "analysis").glob(".spill-*"):  # left by a killed analysis
-        shutil.rmtree(stale, ignore_errors=True)
-    with tempfile.TemporaryDirectory(dir=run_dir / "analysis", prefix=".spill-") as spill_dir:
-        with tqdm(total=int(tokens.size), unit="tok", unit_scale=True, disable=not progress, desc="analyze") as bar:
-            states = analyze_shard(acts_fn, loss_fn, tokens, (0, len(tokens)), bases, cfg, Path(spill_dir), bar.update)
-        log("pass 2 over the spilled activations: histograms, intervals, context windows")
-        results = finish([states], bases, tokens, cfg)
-    out = {}
-    for (name, sae_dir, out_dir, config, inputs), basis, (arrays, summary) in zip(todo, bases, results):
-        out_dirs = W_out if basis.sae is None else basis.sae.W_dec.detach() @ W_out  # [U, d_model]
-        arrays.update(logit_effects(out_dirs, W_U, cfg.logit_k, cfg.logit_hist_bins))
-        meta = {"name": name, "kind": basis.kind, "n_units": basis.n_units, "d_in": int(W_out.shape[0]),
-                "hook_name": lm.HOOK_POST,
-                "sae": None if basis.sae is None else {"name": name, "architecture": basis.sae.cfg.architecture,
-                                                       "cfg": cfgs[name]},
-                "n_tokens": int(tokens.size), "n_ctx": int(tokens.shape[1]), "context_before": cfg.context_before,
-                "context_after": cfg.context_after, "top_k": cfg.top_k, "n_intervals": cfg.n_intervals,
-                "samples_per_interval": cfg.samples_per_interval, "logit_k": cfg.logit_k, **summary}
-        with rundir.write_stage(out_dir, stage="analysis", config=config, inputs=inputs) as tmp:
-            np.savez(tmp / "units.npz", **arrays)
-            if basis.sae is not None:
-                np.savez(tmp / "links.npz", **links(basis.sae.W_dec.detach(), cfg.n_links))
-            (tmp / "basis.json").write_text(json.dumps(meta, indent=1))
-        out[name] = summary["metrics"]
-    return out
+    results = _passes(run_dir, model, dev, tokens, bases, cfg, progress, log)
+    for item, result in zip(loaded, results):
+        _write_basis(item, result, W_out, W_U, tokens, cfg)
+    return {item.basis.name: result.summary["metrics"] for item, result in zip(loaded, results)}

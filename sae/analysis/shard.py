@@ -4,23 +4,25 @@
 basis; each basis encodes (identity for neurons), takes its non-zeros once (torch.nonzero), updates its `UnitStats`
 and `BasisSums` and spills the non-zeros to disk. `sae.analysis.reduce.finish` is the reduce: it merges pass-1
 states, then streams each shard's spill for pass 2 (histograms, intervals, reservoirs; no second encode) and the
-windows, and returns the arrays of the "Analysis output" contract (CONTRACTS.md). Shards are independent (their
-states pickle), so they can run in separate processes or machines and meet in `finish`; the two-pass scheme is
-described in sae/analysis/state.py. The sharded result equals the whole one exactly (tests/sae/test_analysis.py).
+windows, and returns the arrays of units.npz. Shards are independent (their states pickle), so they can run in
+separate processes or machines and meet in `finish`; the two-pass scheme is described in sae/analysis/state.py.
+The sharded result equals the whole one exactly (tests/sae/test_analysis.py).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from sae.analysis.state import Spill, UnitStats
+from sae.analysis.spill import Spill
+from sae.analysis.state import UnitStats
 from sae.conventions import DENSE_DENSITY, ULTRALOW_DENSITY
+from sae.dictionary.metrics import ReconstructionSums
 
 ActsFn = Callable[[torch.Tensor], torch.Tensor]  # tokens [B, T] long -> MLP activations [B, T, d_in]
 LossFn = Callable[[torch.Tensor, Callable | None], float]  # (tokens [B, T], replace_mlp_post or None) -> mean loss
@@ -65,24 +67,19 @@ class Basis:
 
 @dataclass
 class BasisSums:
-    """Mergeable sums behind the per-basis metrics (L0, MSE, FVU, LM losses)."""
+    """Mergeable sums behind the per-basis metrics: reconstruction and sparsity (the same sums as training's
+    evaluation) and the LM losses, summed over the predicted tokens."""
 
-    n_tokens: int = 0
-    nnz: int = 0
-    sq_err: float = 0.0
-    x_sq: float = 0.0
-    x_sum: np.ndarray | None = None  # [d_in] float64
+    recon: ReconstructionSums = field(default_factory=ReconstructionSums)
     loss_tokens: int = 0
     loss_clean: float = 0.0
     loss_zero: float = 0.0
     loss_recon: float = 0.0
 
     def merge(self, other: "BasisSums") -> "BasisSums":
-        out = BasisSums()
-        for k, v in asdict(self).items():
-            o = getattr(other, k)
-            out.__dict__[k] = o if v is None else v if o is None else v + o
-        return out
+        return BasisSums(self.recon.merge(other.recon), self.loss_tokens + other.loss_tokens,
+                         self.loss_clean + other.loss_clean, self.loss_zero + other.loss_zero,
+                         self.loss_recon + other.loss_recon)
 
 
 @dataclass
@@ -134,15 +131,11 @@ def analyze_shard(acts_fn: ActsFn, loss_fn: LossFn | None, tokens: np.ndarray, s
             state.stats.update(rows, units, values, n, token_offset)
             state.spill.append(row_counts, units, values)
             sums = state.sums
-            sums.n_tokens += n
-            sums.nnz += len(values)
             if basis.sae is not None:
                 err = _decode_sparse(basis.sae, row_counts, units, values).sub_(x).view(-1)  # [N * d_in]
-                flat = x.reshape(-1)
-                sums.sq_err += float(err @ err)
-                sums.x_sq += float(flat @ flat)
-                xs = x.sum(0).double().numpy()
-                sums.x_sum = xs if sums.x_sum is None else sums.x_sum + xs
+                sums.recon.add(n, len(values), x=x, sq_err=float(err @ err))
+            else:
+                sums.recon.add(n, len(values))
             if with_loss:
                 n_pred = batch.shape[0] * (n_ctx - 1)
                 sums.loss_tokens += n_pred

@@ -1,10 +1,10 @@
-"""Streaming, mergeable per-unit state of the analysis: a map over shards of sequences and a reduce (DESIGN.md §7).
+"""Streaming, mergeable per-unit state of the analysis: a map over shards of sequences and a reduce.
 
 Two passes, because the paper's intervals (11 equal-width bins from 0 to the unit's max) need the *final* max:
   pass 1, `UnitStats.update`: for each batch, the positive activations of every unit (a token-ordered sparse list:
       token row, unit, value) update firing counts, sums, min/max and the top-k (value desc, token asc); the same
-      non-zeros are appended to a `Spill` (a token-ordered CSR on disk: units int32 + values float32, counts per
-      token), so the LM forward and the encoder run once per token.
+      non-zeros are appended to a `Spill` (sae/analysis/spill.py: a token-ordered CSR on disk, units int32 +
+      values float32, counts per token), so the LM forward and the encoder run once per token.
   merge pass-1 states of all shards -> the final max and min of every unit -> interval and histogram edges.
   pass 2, `IntervalStats.update`, streams each shard's spill: log-spaced activation histogram, interval counts,
       and per-interval reservoirs that keep the S smallest keys of a fixed hash of (token, unit); keys do not depend
@@ -17,10 +17,6 @@ plus one batch, whatever the number of tokens. Spills stay on disk and are read 
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -201,73 +197,3 @@ class IntervalStats:
         out.interval_counts = self.interval_counts + other.interval_counts
         out.reservoir = self.reservoir.merge(other.reservoir)
         return out
-
-
-@dataclass
-class Spill:
-    """One shard's positive activations of one basis, token-ordered, in three flat files on disk."""
-
-    folder: Path
-    n_units: int
-    batches: list[tuple[int, int]]  # (n_tokens, nnz) per appended batch
-
-    @classmethod
-    def create(cls, folder: Path, n_units: int) -> "Spill":
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in ("counts", "units", "values"):
-            (folder / name).write_bytes(b"")
-        return cls(folder, n_units, [])
-
-    def append(self, row_counts: np.ndarray, units: np.ndarray, values: np.ndarray) -> None:
-        """Append a batch's non-zeros: row_counts [N] per token, units and values [nnz] in token order."""
-        for name, a in (("counts", row_counts.astype(np.int32)), ("units", units.astype(np.int32)), ("values", values)):
-            with open(self.folder / name, "ab") as f:
-                f.write(np.ascontiguousarray(a).data)
-        self.batches.append((len(row_counts), len(units)))
-
-    def __iter__(self) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
-        """Yield (first local token, n tokens, rows [nnz] local to the shard, units [nnz] int64, values [nnz] f32)."""
-        token0 = nnz0 = 0
-        for n_tokens, nnz in self.batches:
-            counts = np.fromfile(self.folder / "counts", np.int32, n_tokens, offset=4 * token0)
-            rows = np.repeat(np.arange(token0, token0 + n_tokens, dtype=np.int64), counts)
-            units = np.fromfile(self.folder / "units", np.int32, nnz, offset=4 * nnz0).astype(np.int64)
-            values = np.fromfile(self.folder / "values", np.float32, nnz, offset=4 * nnz0)
-            yield token0, n_tokens, rows, units, values
-            token0, nnz0 = token0 + n_tokens, nnz0 + nnz
-
-
-def gather_windows(spill: Spill, tokens_flat: np.ndarray, n_ctx: int, shard_start: int, units: np.ndarray,
-                   centers: np.ndarray, before: int, after: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return (token ids [E, W] int32, activations [E, W] float32, filled [E] bool) of windows around entries.
-
-    units, centers [E]: the unit and global token of each entry; only entries inside this shard's tokens
-    (global tokens shard_start .. shard_start + spill tokens) are filled. Outside the sequence: id -1, act 0.
-    """
-    n_shard = sum(n for n, _ in spill.batches)
-    w = before + 1 + after
-    filled = (centers >= shard_start) & (centers < shard_start + n_shard) & (units >= 0)
-    ids = np.full((len(units), w), -1, dtype=np.int32)
-    acts = np.zeros((len(units), w), dtype=np.float32)
-    e = np.nonzero(filled)[0]
-    e = e[np.argsort(centers[e], kind="stable")]  # entries sorted by center token
-    local = centers[e] - shard_start  # [E'] sorted; shards start at a sequence boundary, so local % T = position
-    offsets = np.arange(-before, after + 1)
-    n = spill.n_units
-    for token0, n_tokens, rows, u, v in spill:
-        # Entries whose window [c - before, c + after] meets this batch's tokens [token0, token0 + n_tokens).
-        lo, hi = np.searchsorted(local, [token0 - after, token0 + n_tokens + before])
-        if hi <= lo:
-            continue
-        sel, c = e[lo:hi], local[lo:hi]
-        t = c[:, None] + offsets  # [m, W] local tokens
-        pos = (c % n_ctx)[:, None] + offsets
-        me, mw = np.nonzero((pos >= 0) & (pos < n_ctx) & (t >= token0) & (t < token0 + n_tokens))
-        t = t[me, mw]
-        ids[sel[me], mw] = tokens_flat[t + shard_start]
-        if len(rows):
-            # The batch's keys local_token * U + unit are sorted (token order, units ascending within a token).
-            query, keys = t * n + units[sel[me]], rows * n + u
-            at = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
-            acts[sel[me], mw] = np.where(keys[at] == query, v[at], 0.0)
-    return ids, acts, filled

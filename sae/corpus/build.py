@@ -18,9 +18,10 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from sae import rundir
-from sae.corpus.sources import Document, read_source
+from sae.corpus.sources import Document, SourceStats, read_source
 from sae.corpus.tokenizer import (
     EOT,
+    CorpusTokenizer,
     load_existing_tokenizer,
     token_strings,
     train_bpe,
@@ -43,8 +44,16 @@ class CorpusConfig:
     tokenizer: str | None = None  # existing HF tokenizer (local dir or cached name) instead of training one
 
 
-def split_by_file(names: list[str], heldout_fraction: float) -> tuple[set[str], set[str]]:
-    """Return (train, heldout) name sets: deterministic by hash of the name, at least one name on each side."""
+@dataclass(frozen=True)
+class FileSplit:
+    """The names of the files (documents) on each side of the held-out split."""
+
+    train: set[str]
+    heldout: set[str]
+
+
+def split_by_file(names: list[str], heldout_fraction: float) -> FileSplit:
+    """Return the train / held-out name sets: deterministic by hash of the name, at least one name on each side."""
     if len(names) < 2:
         raise MonoscopeError(f"need at least 2 files/documents for a held-out split, found {len(names)}")
 
@@ -57,7 +66,7 @@ def split_by_file(names: list[str], heldout_fraction: float) -> tuple[set[str], 
         heldout = {ranked[0]}
     if len(heldout) == len(names):
         heldout.discard(ranked[-1])
-    return set(names) - heldout, heldout
+    return FileSplit(train=set(names) - heldout, heldout=heldout)
 
 
 def encode_stream(
@@ -94,17 +103,20 @@ def pack_rows(stream: np.ndarray, n_ctx: int, bos_id: int, dtype: np.dtype) -> n
     return rows
 
 
+@dataclass(frozen=True)
+class TokenRows:
+    """The corpus's token rows [n_seq, n_ctx] of each split, BOS first in every row."""
+
+    train: np.ndarray
+    heldout: np.ndarray
+
+
 def build_corpus(
     run_dir: Path, cfg: CorpusConfig, *, force: bool = False, progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> Path:
     """Return runs/<run>/corpus, building it unless it is up to date with `cfg` (or `force`)."""
-    if cfg.n_ctx < 2:
-        raise MonoscopeError(f"--n-ctx must be at least 2, got {cfg.n_ctx}")
-    if cfg.tokenizer is None and cfg.vocab_size < 257 + 1:
-        raise MonoscopeError(f"--vocab-size must exceed 257 (256 bytes + end-of-text), got {cfg.vocab_size}")
-    if cfg.max_tokens is not None and cfg.max_tokens < cfg.n_ctx:
-        raise MonoscopeError(f"--max-tokens must be at least --n-ctx ({cfg.n_ctx}), got {cfg.max_tokens}")
+    _check_config(cfg)
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         rundir.check_run_dir(run_dir)  # raises the one-line "is a file" error
@@ -114,58 +126,84 @@ def build_corpus(
         log(f"corpus: up to date at {out_dir} (use --force to rebuild)")
         return out_dir
 
-    docs, stats = read_source(cfg.source, progress=progress)
+    source = read_source(cfg.source, progress=progress)
     rundir.check_run_dir(run_dir)  # created only once the source is known to be good
-    train_names, heldout_names = split_by_file([d.name for d in docs], cfg.heldout_fraction)
-    train_docs = [d for d in docs if d.name in train_names]
-    heldout_docs = [d for d in docs if d.name in heldout_names]
-
-    if cfg.tokenizer is None:
-        log(f"corpus: training a {cfg.vocab_size}-token byte-level BPE on {len(train_docs)} files")
-        tokenizer = train_bpe((d.text for d in train_docs), cfg.vocab_size)
-        bos_token = EOT
-    else:
-        tokenizer, bos_token = load_existing_tokenizer(cfg.tokenizer)
-    bos_id = tokenizer.token_to_id(bos_token)
-    vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
-    dtype = np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.int32)
-
-    heldout_cap = None if cfg.max_tokens is None else max(cfg.n_ctx, int(cfg.max_tokens * cfg.heldout_fraction))
-    train_stream = encode_stream(tokenizer, train_docs, bos_id, cfg.max_tokens, "tokenize train", progress)
-    heldout_stream = encode_stream(tokenizer, heldout_docs, bos_id, heldout_cap, "tokenize held-out", progress)
-    train_rows = pack_rows(train_stream, cfg.n_ctx, bos_id, dtype)
-    heldout_rows = pack_rows(heldout_stream, cfg.n_ctx, bos_id, dtype)
-    if len(train_rows) == 0:
-        raise MonoscopeError(f"source {cfg.source} gives fewer than {cfg.n_ctx} training tokens")
-
-    meta = {
-        **stats,
-        "source": cfg.source,
-        "vocab_size": vocab_size,
-        "n_ctx": cfg.n_ctx,
-        "bos_id": bos_id,
-        "bos_token": bos_token,
-        "dtype": dtype.name,
-        "train_tokens": int(train_rows.size),
-        "heldout_tokens": int(heldout_rows.size),
-        "train_sequences": len(train_rows),
-        "heldout_sequences": len(heldout_rows),
-        "train_files": sorted(train_names),
-        "heldout_files": sorted(heldout_names),
-    }
+    split = split_by_file([d.name for d in source.documents], cfg.heldout_fraction)
+    train_docs = [d for d in source.documents if d.name in split.train]
+    heldout_docs = [d for d in source.documents if d.name in split.heldout]
+    tok = _tokenizer(cfg, train_docs, log)
+    rows = _token_rows(cfg, tok, train_docs, heldout_docs, progress)
+    meta = _meta(cfg, source.stats, tok, rows, split)
     with rundir.write_stage(out_dir, stage="corpus", config=config, inputs={}) as tmp:
-        tokenizer.save(str(tmp / "tokenizer.json"))
-        write_hf_folder(tmp / "tokenizer.json", tmp / "hf", bos_token=bos_token, n_ctx=cfg.n_ctx)
-        np.save(tmp / "tokens.npy", train_rows)
-        np.save(tmp / "heldout.npy", heldout_rows)
-        (tmp / "token_strings.json").write_text(json.dumps(token_strings(tokenizer), ensure_ascii=False))
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False))
+        _write_files(tmp, tok, rows, meta, cfg.n_ctx)
+    stats = source.stats
     log(
-        f"corpus: {stats['files']} files, {stats['bytes'] / 1e6:.1f} MB ({stats['replaced_bytes']} bytes replaced) "
-        f"-> {meta['train_tokens']:,} train + {meta['heldout_tokens']:,} held-out tokens, vocab {vocab_size} "
+        f"corpus: {stats.files} files, {stats.bytes / 1e6:.1f} MB ({stats.replaced_bytes} bytes replaced) "
+        f"-> {meta['train_tokens']:,} train + {meta['heldout_tokens']:,} held-out tokens, vocab {tok.vocab_size} "
         f"at {out_dir}"
     )
     return out_dir
+
+
+def _check_config(cfg: CorpusConfig) -> None:
+    """Refuse a config that cannot give a corpus, in one line, before any work."""
+    if cfg.n_ctx < 2:
+        raise MonoscopeError(f"--n-ctx must be at least 2, got {cfg.n_ctx}")
+    if cfg.tokenizer is None and cfg.vocab_size < 257 + 1:
+        raise MonoscopeError(f"--vocab-size must exceed 257 (256 bytes + end-of-text), got {cfg.vocab_size}")
+    if cfg.max_tokens is not None and cfg.max_tokens < cfg.n_ctx:
+        raise MonoscopeError(f"--max-tokens must be at least --n-ctx ({cfg.n_ctx}), got {cfg.max_tokens}")
+
+
+def _tokenizer(cfg: CorpusConfig, train_docs: list[Document], log: Callable[[str], None]) -> CorpusTokenizer:
+    """Return the configured existing tokenizer, or a BPE trained on the training files only."""
+    if cfg.tokenizer is not None:
+        return load_existing_tokenizer(cfg.tokenizer)
+    log(f"corpus: training a {cfg.vocab_size}-token byte-level BPE on {len(train_docs)} files")
+    return CorpusTokenizer(train_bpe((d.text for d in train_docs), cfg.vocab_size), bos_token=EOT)
+
+
+def _token_rows(cfg: CorpusConfig, tok: CorpusTokenizer, train_docs: list[Document], heldout_docs: list[Document],
+                progress: bool) -> TokenRows:
+    """Return the packed rows of both splits (held-out capped at its share of --max-tokens)."""
+    dtype = np.dtype(np.uint16) if tok.vocab_size <= 2**16 else np.dtype(np.int32)
+    heldout_cap = None if cfg.max_tokens is None else max(cfg.n_ctx, int(cfg.max_tokens * cfg.heldout_fraction))
+    train = encode_stream(tok.tokenizer, train_docs, tok.bos_id, cfg.max_tokens, "tokenize train", progress)
+    heldout = encode_stream(tok.tokenizer, heldout_docs, tok.bos_id, heldout_cap, "tokenize held-out", progress)
+    rows = TokenRows(train=pack_rows(train, cfg.n_ctx, tok.bos_id, dtype),
+                     heldout=pack_rows(heldout, cfg.n_ctx, tok.bos_id, dtype))
+    if len(rows.train) == 0:
+        raise MonoscopeError(f"source {cfg.source} gives fewer than {cfg.n_ctx} training tokens")
+    return rows
+
+
+def _meta(cfg: CorpusConfig, stats: SourceStats, tok: CorpusTokenizer, rows: TokenRows, split: FileSplit) -> dict:
+    """Return corpus/meta.json: what was read, the tokenizer's facts and the size of each split."""
+    return {
+        **asdict(stats),
+        "source": cfg.source,
+        "vocab_size": tok.vocab_size,
+        "n_ctx": cfg.n_ctx,
+        "bos_id": tok.bos_id,
+        "bos_token": tok.bos_token,
+        "dtype": rows.train.dtype.name,
+        "train_tokens": int(rows.train.size),
+        "heldout_tokens": int(rows.heldout.size),
+        "train_sequences": len(rows.train),
+        "heldout_sequences": len(rows.heldout),
+        "train_files": sorted(split.train),
+        "heldout_files": sorted(split.heldout),
+    }
+
+
+def _write_files(folder: Path, tok: CorpusTokenizer, rows: TokenRows, meta: dict, n_ctx: int) -> None:
+    """Write the stage's files: tokenizer (canonical and HF folder), token rows, token strings, meta."""
+    tok.tokenizer.save(str(folder / "tokenizer.json"))
+    write_hf_folder(folder / "tokenizer.json", folder / "hf", bos_token=tok.bos_token, n_ctx=n_ctx)
+    np.save(folder / "tokens.npy", rows.train)
+    np.save(folder / "heldout.npy", rows.heldout)
+    (folder / "token_strings.json").write_text(json.dumps(token_strings(tok.tokenizer), ensure_ascii=False))
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False))
 
 
 def load_corpus_meta(run_dir: Path) -> dict:

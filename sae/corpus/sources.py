@@ -30,6 +30,24 @@ class Document:
     text: str
 
 
+@dataclass(frozen=True)
+class SourceStats:
+    """What reading a source met, recorded in corpus/meta.json (field order is the file's key order)."""
+
+    files: int  # documents kept (non-empty files or records)
+    bytes: int  # of the kept documents
+    replaced_bytes: int  # undecodable bytes turned into U+FFFD
+    skipped_binary_files: int
+
+
+@dataclass(frozen=True)
+class Source:
+    """The documents of a text source, in its deterministic order, and what reading it met."""
+
+    documents: list[Document]
+    stats: SourceStats
+
+
 def decode_counting(data: bytes) -> tuple[str, int]:
     """Return (text, n_replaced): UTF-8 decoded with every undecodable byte turned into U+FFFD."""
     text = data.decode("utf-8", "surrogateescape")
@@ -58,7 +76,7 @@ def folder_files(root: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
-def _read_files(root: Path, files: list[Path], progress: bool) -> tuple[list[Document], dict]:
+def _read_files(root: Path, files: list[Path], progress: bool) -> Source:
     docs, n_bytes, replaced, binary = [], 0, 0, 0
     for path in tqdm(files, desc="read files", unit="file", disable=not progress, leave=False):
         data = path.read_bytes()
@@ -71,10 +89,11 @@ def _read_files(root: Path, files: list[Path], progress: bool) -> tuple[list[Doc
         docs.append(Document(path.relative_to(root).as_posix(), text))
         n_bytes += len(data)
         replaced += n_bad
-    return docs, {"files": len(docs), "bytes": n_bytes, "replaced_bytes": replaced, "skipped_binary_files": binary}
+    return Source(docs, SourceStats(files=len(docs), bytes=n_bytes, replaced_bytes=replaced,
+                                    skipped_binary_files=binary))
 
 
-def _read_jsonl(path: Path) -> tuple[list[Document], dict]:
+def _read_jsonl(path: Path) -> Source:
     docs, n_bytes, replaced = [], 0, 0
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
@@ -92,24 +111,24 @@ def _read_jsonl(path: Path) -> tuple[list[Document], dict]:
                 docs.append(Document(f"{path.name}:{lineno}", text))
                 n_bytes += len(raw)
                 replaced += n_bad
-    return docs, {"files": len(docs), "bytes": n_bytes, "replaced_bytes": replaced, "skipped_binary_files": 0}
+    return Source(docs, SourceStats(files=len(docs), bytes=n_bytes, replaced_bytes=replaced, skipped_binary_files=0))
 
 
-def read_source(source: str, *, progress: bool = True) -> tuple[list[Document], dict]:
-    """Return (documents, stats) of a source: "stdlib", a folder, or a .jsonl file; bad input is one line."""
+def read_source(source: str, *, progress: bool = True) -> Source:
+    """Return the documents of a source: "stdlib", a folder, or a .jsonl file; bad input is one line."""
     if source == "stdlib":
         root, files = stdlib_files()
-        docs, stats = _read_files(root, files, progress)
+        found = _read_files(root, files, progress)
     else:
         path = Path(source)
         if not path.exists():
             raise MonoscopeError(f"source {source} does not exist (give a folder, a .jsonl file, or `stdlib`)")
         if path.is_dir():
-            docs, stats = _read_files(path, folder_files(path), progress)
+            found = _read_files(path, folder_files(path), progress)
         elif path.suffix == ".jsonl":
-            docs, stats = _read_jsonl(path)
+            found = _read_jsonl(path)
         else:
             raise MonoscopeError(f"source {source} is a file but not .jsonl (give a folder, a .jsonl, or `stdlib`)")
-    if not docs:
+    if not found.documents:
         raise MonoscopeError(f"source {source} has no text (no non-empty text files or records)")
-    return docs, stats
+    return found

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -20,6 +21,22 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from sae.errors import MonoscopeError
 
 EOT = "<|endoftext|>"  # end-of-text; also BOS, as in GPT-2
+
+
+@dataclass(frozen=True)
+class CorpusTokenizer:
+    """A tokenizer and the token every row starts with (BOS; also the end-of-text separator of documents)."""
+
+    tokenizer: Tokenizer
+    bos_token: str
+
+    @property
+    def bos_id(self) -> int:
+        return self.tokenizer.token_to_id(self.bos_token)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
@@ -44,8 +61,8 @@ def _special(value) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def load_existing_tokenizer(name_or_dir: str) -> tuple[Tokenizer, str]:
-    """Return (tokenizer, bos token) from a local folder or the local HF cache (never the network)."""
+def load_existing_tokenizer(name_or_dir: str) -> CorpusTokenizer:
+    """Return a tokenizer and its BOS token from a local folder or the local HF cache (never the network)."""
     folder = Path(name_or_dir)
     if folder.is_dir():
         tok_file, cfg_file = folder / "tokenizer.json", folder / "tokenizer_config.json"
@@ -68,7 +85,7 @@ def load_existing_tokenizer(name_or_dir: str) -> tuple[Tokenizer, str]:
     candidates = [_special(config.get("bos_token")), _special(config.get("eos_token")), EOT, "<|BOS|>", "<s>"]
     for token in candidates:
         if token and tokenizer.token_to_id(token) is not None:
-            return tokenizer, token
+            return CorpusTokenizer(tokenizer, token)
     raise MonoscopeError(f"tokenizer {name_or_dir!r} has no BOS/end-of-text token to start rows with")
 
 

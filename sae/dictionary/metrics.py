@@ -1,19 +1,22 @@
-"""What an SAE's quality is judged by: reconstruction (MSE, FVU), sparsity (L0, L1, density), dead and dense
-latents, and loss recovered when the reconstruction is spliced into the LM. Plus the data statistics training
-starts from (geometric median for b_dec, the mean norm for scaling).
+"""What an SAE's quality is judged by, defined once for training's log and evaluation and for the analysis:
+reconstruction (MSE, FVU), sparsity (L0, L1, density), dead and dense latents, and loss recovered when the
+reconstruction is spliced into the LM. Plus the data statistics training starts from (geometric median for b_dec).
 
-FVU (fraction of variance unexplained) = Σ‖x − x̂‖² / Σ‖x − mean(x)‖²: scale-free, so it compares across models.
+MSE = Σ‖x − x̂‖² / (N·d_in): the mean over tokens AND dimensions, as SAELens's evals report it, in raw activation
+units. (The training objective sums over d_in; that term stays inside the loss and is never reported as MSE.)
+FVU (fraction of variance unexplained) = Σ‖x − x̂‖² / Σ‖x − x̄‖², x̄ the per-dimension mean over all the tokens
+measured: scale-free, so it compares across models.
 Loss recovered = (L_zero_ablation − L_sae) / (L_zero_ablation − L_clean), on held-out tokens.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from sae.conventions import DENSE_DENSITY
 from sae.dictionary.model import SparseAutoencoder
-
-DENSE_THRESHOLD = DENSE_DENSITY
 
 
 @torch.no_grad()
@@ -59,7 +62,7 @@ class FiringTracker:
         density = self.counts.double() / max(1, self.tokens)
         self.counts.zero_()
         self.tokens = 0
-        return density, int((density > DENSE_THRESHOLD).sum())
+        return density, int((density > DENSE_DENSITY).sum())
 
     def state_dict(self) -> dict:
         return {"last_fired": self.last_fired.cpu(), "counts": self.counts.cpu(), "tokens": self.tokens}
@@ -70,27 +73,84 @@ class FiringTracker:
         self.tokens = int(state["tokens"])
 
 
+@dataclass
+class ReconstructionSums:
+    """Mergeable one-pass sums behind mse, fvu, l0 and l1: fed batch by batch (training's log, held-out
+    evaluation, each analysis shard) and merged in any order, so every report computes the same definition.
+
+    The per-dimension mean and the squared deviations from it merge by Chan's parallel update: exact FVU
+    without a second pass and without the cancellation of Σx² − (Σx)²/N.
+    """
+
+    n_tokens: int = 0
+    nnz: float = 0.0  # firing latents, summed over tokens
+    l1: float = 0.0  # Σ_tokens Σ_j |f_j|
+    sq_err: float = 0.0  # Σ_tokens ‖x − x̂‖²
+    x_mean: torch.Tensor | None = None  # [d_in] float64, mean of the x given so far; None: no reconstruction
+    x_m2: float = 0.0  # Σ_tokens ‖x − x_mean‖²
+
+    @torch.no_grad()
+    def add(self, n_tokens: int, nnz: float, *, l1: float = 0.0, x: torch.Tensor | None = None,
+            sq_err: float = 0.0) -> None:
+        """Add a batch of n_tokens; with its inputs x [n_tokens, d_in] and their Σ‖x − x̂‖² for reconstruction."""
+        batch = ReconstructionSums(n_tokens, float(nnz), float(l1))
+        if x is not None:
+            mean = x.mean(0, dtype=torch.float64)  # [d_in]
+            batch.x_mean, batch.sq_err = mean, float(sq_err)
+            batch.x_m2 = float((x - mean.to(x.dtype)).pow(2).sum(dtype=torch.float64))
+        merged = self.merge(batch)
+        self.__dict__.update(merged.__dict__)
+
+    def merge(self, other: "ReconstructionSums") -> "ReconstructionSums":
+        """Return the sums over both sets of tokens."""
+        n = self.n_tokens + other.n_tokens
+        out = ReconstructionSums(n, self.nnz + other.nnz, self.l1 + other.l1, self.sq_err + other.sq_err)
+        if self.x_mean is None or other.x_mean is None:
+            out.x_mean, out.x_m2 = (self.x_mean, self.x_m2) if other.x_mean is None else (other.x_mean, other.x_m2)
+            return out
+        delta = other.x_mean.to(self.x_mean.device) - self.x_mean  # [d_in]
+        out.x_mean = self.x_mean + delta * (other.n_tokens / max(n, 1))
+        out.x_m2 = self.x_m2 + other.x_m2 + float(delta @ delta) * self.n_tokens * other.n_tokens / max(n, 1)
+        return out
+
+    def metrics(self, scale: float = 1.0) -> dict:
+        """Return {mse, fvu, l0, l1} per token; mse and fvu are None without reconstructions.
+
+        scale: the factor the inputs were multiplied by (training's activation scaling); mse is reported in the
+        units of x / scale, the raw activations.
+        """
+        n = max(self.n_tokens, 1)
+        recon = self.x_mean is not None
+        mse = self.sq_err / (n * len(self.x_mean)) / scale ** 2 if recon else None
+        fvu = self.sq_err / self.x_m2 if recon and self.x_m2 > 0 else None
+        return {"mse": mse, "fvu": fvu, "l0": self.nnz / n, "l1": self.l1 / n}
+
+
 @torch.no_grad()
 def reconstruction_metrics(sae: SparseAutoencoder, x: torch.Tensor, chunk: int = 8192) -> dict:
-    """Return {mse, fvu, l0, l1, density [d_sae] tensor} of `sae` on activations x [N, d_in] (mean per token)."""
+    """Return {mse, fvu, l0, l1, density [d_sae] tensor} of `sae` on activations x [N, d_in]."""
     device = sae.W_enc.device
-    sq_err = l0 = l1 = 0.0
+    sums = ReconstructionSums()
     fired = torch.zeros(sae.cfg.d_sae, dtype=torch.float64, device=device)
-    mean = x.double().mean(0).to(device)
-    total_var = 0.0
     for start in range(0, len(x), chunk):
         xb = x[start: start + chunk].to(device, torch.float32)  # [b, d_in]
         f = sae.encode(xb)  # [b, d_sae]
-        x_hat = sae.decode(f)
-        sq_err += float((x_hat - xb).double().pow(2).sum())
-        total_var += float((xb.double() - mean).pow(2).sum())
         active = f > 0
-        l0 += float(active.sum())
-        l1 += float(f.abs().double().sum())
+        sums.add(len(xb), float(active.sum()), l1=float(f.abs().double().sum()), x=xb,
+                 sq_err=float((sae.decode(f) - xb).double().pow(2).sum()))
         fired += active.sum(0)
-    n = max(1, len(x))
-    return {"mse": sq_err / n, "fvu": sq_err / max(total_var, 1e-30), "l0": l0 / n, "l1": l1 / n,
-            "density": (fired / n).cpu()}
+    return {**sums.metrics(), "density": (fired / max(1, len(x))).cpu()}
+
+
+def loss_metrics(clean: float | None, zero_ablation: float | None, reconstructed: float | None) -> dict:
+    """Return the LM-loss metrics, under the names every output uses, from the three mean losses on the same
+    tokens (None: not measured); loss recovered is None where the ablation costs nothing."""
+    if clean is None or zero_ablation is None:
+        reconstructed = None
+    gap = zero_ablation - clean if reconstructed is not None else 0.0
+    recovered = (zero_ablation - reconstructed) / gap if abs(gap) > 1e-12 else None
+    return {"loss_clean": clean, "loss_zero_ablation": zero_ablation, "loss_reconstructed": reconstructed,
+            "loss_recovered": recovered}
 
 
 @torch.no_grad()
@@ -103,13 +163,11 @@ def loss_recovered(model, tokens: torch.Tensor, sae: SparseAutoencoder, batch_ro
     def splice(act: torch.Tensor) -> torch.Tensor:  # [b, T, d_mlp] -> same, through the SAE
         return sae(act.to(device, torch.float32)).to(act.device)
 
-    totals = {"loss_clean": 0.0, "loss_zero_ablation": 0.0, "loss_reconstructed": 0.0}
+    clean = zero = recon = 0.0
     for start in range(0, len(tokens), batch_rows):
         batch = tokens[start: start + batch_rows]
         weight = len(batch) / len(tokens)
-        totals["loss_clean"] += float(lm_loss(model, batch)) * weight
-        totals["loss_zero_ablation"] += float(lm_loss(model, batch, replace_mlp_post=torch.zeros_like)) * weight
-        totals["loss_reconstructed"] += float(lm_loss(model, batch, replace_mlp_post=splice)) * weight
-    gap = totals["loss_zero_ablation"] - totals["loss_clean"]
-    recovered = (totals["loss_zero_ablation"] - totals["loss_reconstructed"]) / gap if abs(gap) > 1e-12 else None
-    return {**totals, "loss_recovered": recovered}
+        clean += float(lm_loss(model, batch)) * weight
+        zero += float(lm_loss(model, batch, replace_mlp_post=torch.zeros_like)) * weight
+        recon += float(lm_loss(model, batch, replace_mlp_post=splice)) * weight
+    return loss_metrics(clean, zero, recon)

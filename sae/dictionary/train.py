@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
+from sae.conventions import DENSE_DENSITY
 from sae.device import resolve_device
 from sae.dictionary import fast, losses, metrics, resample
 from sae.dictionary.config import SAETrainConfig, resolve_precision, schedules  # noqa: F401 (re-exported)
@@ -151,7 +152,7 @@ def fit_sae(
     bar = tqdm(total=total, initial=step, desc="train-sae", unit="step", disable=not progress)
     stream = source.stream(cfg.batch_size, start_token=step * cfg.batch_size)
     started = last_time = time.time()
-    last_step, sums = step, {"loss": 0.0, "mse": 0.0, "l1": 0.0, "aux": 0.0, "l0": 0.0, "fvu": 0.0}
+    last_step, sums, recon = step, {"loss": 0.0, "aux": 0.0}, metrics.ReconstructionSums()
     while step < total:
         x = next(stream).to(dev, torch.float32) * scale  # [B, d_in]
         lr, l1 = schedules(step, cfg)
@@ -169,9 +170,11 @@ def fit_sae(
         sae.normalize_decoder_()
         step += 1
         tracker.update(step, parts["fired"], len(x))
-        for name in ("loss", "mse", "l1", "aux", "l0"):
+        for name in sums:
             sums[name] += float(parts[name])
-        sums["fvu"] += float(parts["mse"]) / max(float((x - x.mean(0)).pow(2).sum(-1).mean()), 1e-30)
+        # parts["mse"] is the objective's term, Σ_d err² averaged over the batch: reported only as mse and fvu.
+        recon.add(len(x), float(parts["l0"]) * len(x), l1=float(parts["l1"]) * len(x), x=x,
+                  sq_err=float(parts["mse"]) * len(x))
         if step in resample_steps:
             dead = tracker.dead(step, window)
             n_dead = int(dead.sum())
@@ -189,7 +192,7 @@ def fit_sae(
             n = step - last_step
             density, dense = tracker.report()
             record = {"step": step, "tokens": step * cfg.batch_size, "lr": lr, "l1_coefficient": l1,
-                      **{k: v / n for k, v in sums.items()},
+                      **{k: v / n for k, v in sums.items()}, **recon.metrics(scale),
                       "dead": int(tracker.dead(step, window).sum()), "dense": dense,
                       "resampled": sum(r["count"] for r in resamples if r["step"] > last_step),
                       "tokens_per_s": n * cfg.batch_size / max(now - last_time, 1e-9)}
@@ -198,7 +201,7 @@ def fit_sae(
                 with live_log.open("a") as f:
                     f.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{record['loss']:.3g}", L0=f"{record['l0']:.1f}", dead=record["dead"])
-            last_step, last_time, sums = step, now, dict.fromkeys(sums, 0.0)
+            last_step, last_time, sums, recon = step, now, dict.fromkeys(sums, 0.0), metrics.ReconstructionSums()
         bar.update(1)
         if checkpoint is not None and step % cfg.checkpoint_every == 0 and step < total:
             _save_checkpoint(checkpoint, {
@@ -230,7 +233,7 @@ def evaluate(sae: SparseAutoencoder, source, n_tokens: int, device: torch.device
     heldout = source.eval_activations(n_tokens)  # [n, d_in]
     result = metrics.reconstruction_metrics(sae, heldout)
     density = result.pop("density")
-    result["dense"] = int((density > metrics.DENSE_THRESHOLD).sum())
+    result["dense"] = int((density > DENSE_DENSITY).sum())
     result["dead_heldout"] = int((density == 0).sum())
     result["heldout_tokens"] = len(heldout)
     if hasattr(source, "heldout_tokens"):

@@ -2,10 +2,15 @@
 
 import json
 import sys
+from dataclasses import asdict
 
+import httpx
 import pytest
+from webapp_fixtures import start_server, stop_server
 
 from app.cli import main
+from sae import rundir
+from sae.dictionary.config import demo_config
 
 TINY_LM_ARGS = ["--d-model", "16", "--d-mlp", "32", "--n-heads", "2", "--batch-size", "8", "--tokens", "2560"]
 
@@ -116,5 +121,27 @@ def test_demo_runs_every_stage_and_reports(monkeypatch, capsys, tmp_path, tiny_s
     assert [out.index(s) for s in stages] == sorted(out.index(s) for s in stages)
     assert "held-out loss" in out and (run / "saes" / "topk-128" / "sae_weights.safetensors").is_file()
     assert "topk-128: " in out and "neurons: " in out and "ingested topk-128" in out
+    trained = rundir.read_manifest(run / "saes" / "topk-128")["config"]["train"]
+    expected = demo_config(d_sae=128, tokens=8192, batch_size=512)  # the demo trains exactly the sweep's pick
+    assert trained == json.loads(json.dumps(asdict(expected)))
     code, out, _ = monoscope(monkeypatch, capsys, *tiny)
     assert code == 0 and out.count("up to date") >= 4  # corpus, lm, sae, analysis skipped; ingest re-reads
+
+
+def test_serve_listens_on_monoscope_port_without_flags(tmp_path):
+    site = start_server(f"sqlite:///{tmp_path / 'empty.db'}", None, port_from_env=True)
+    try:  # start_server waited for an answer on the environment's port: no --port was given
+        answer = httpx.get(site.url + "/api/v1/overview", timeout=30)
+        assert answer.status_code == 200 and answer.json() == {"bases": []}
+    finally:
+        stop_server(site)
+
+
+def test_serve_flags_beat_the_environment_and_bad_settings_are_one_line(monkeypatch, capsys, tmp_path):
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    monkeypatch.setenv("MONOSCOPE_PORT", "8123")
+    assert_one_line_error(monoscope(monkeypatch, capsys, "serve", "--db", db, "--port", "70000"), "70000")
+    monkeypatch.setenv("MONOSCOPE_PORT", "70001")
+    assert_one_line_error(monoscope(monkeypatch, capsys, "serve", "--db", db), "70001")
+    monkeypatch.setenv("MONOSCOPE_PORT", "eighty")
+    assert_one_line_error(monoscope(monkeypatch, capsys, "serve", "--db", db), "MONOSCOPE_PORT")

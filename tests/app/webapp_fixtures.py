@@ -79,13 +79,18 @@ class Site:
             return dict(z)
 
 
-def start_server(db_url: str, run_dir: Path | None, *, exe: Path | None = None, cwd: Path | None = None) -> Site:
-    """Start `monoscope serve --db URL --port P` (this venv's, or `exe`) and wait until it answers."""
+def start_server(db_url: str, run_dir: Path | None, *, exe: Path | None = None, cwd: Path | None = None,
+                 port_from_env: bool = False) -> Site:
+    """Start `monoscope serve --db URL --port P` (this venv's, or `exe`) and wait until it answers;
+    `port_from_env` gives the port as MONOSCOPE_PORT (and the host as MONOSCOPE_HOST) instead of flags."""
     port = free_port()
     exe = exe or Path(sys.executable).with_name("monoscope")
-    process = subprocess.Popen([str(exe), "serve", "--db", db_url, "--port", str(port)], cwd=cwd,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if port_from_env:
+        env.update(MONOSCOPE_PORT=str(port), MONOSCOPE_HOST="127.0.0.1")
+    flags = [] if port_from_env else ["--port", str(port)]
+    process = subprocess.Popen([str(exe), "serve", "--db", db_url, *flags], cwd=cwd,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:

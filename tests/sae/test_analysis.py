@@ -48,7 +48,7 @@ def whole(setup, tmp_path_factory):
 @pytest.mark.parametrize("b,name", [(0, "neurons"), (1, "sae")])
 def test_counts_density_max_mean_and_histogram(setup, whole, b, name):
     f = setup[3][name].numpy()
-    arrays, summary = whole[b]
+    arrays, summary = whole[b].arrays, whole[b].summary
     firing = (f > 0).sum(0)
     assert firing.max() < len(f) and (firing > 0).mean() > 0.5  # sparse units, and a few dead ones in the SAE
     np.testing.assert_array_equal(arrays["firing_count"], firing)
@@ -64,7 +64,7 @@ def test_counts_density_max_mean_and_histogram(setup, whole, b, name):
 def test_top_k_are_the_k_largest_with_their_windows(setup, whole, b, name):
     tokens = setup[0]
     f = setup[3][name].numpy()
-    arrays, _ = whole[b]
+    arrays = whole[b].arrays
     k, before, w = CFG.top_k, CFG.context_before, CFG.context_before + 1 + CFG.context_after
     for u in range(f.shape[1]):
         order = np.lexsort((np.arange(len(f)), -f[:, u]))[:k]
@@ -87,7 +87,7 @@ def test_top_k_are_the_k_largest_with_their_windows(setup, whole, b, name):
 @pytest.mark.parametrize("b,name", [(0, "neurons"), (1, "sae")])
 def test_interval_samples_lie_in_their_interval_and_shares_match(setup, whole, b, name):
     f = setup[3][name].numpy()
-    arrays, _ = whole[b]
+    arrays = whole[b].arrays
     edges, counts = arrays["interval_edges"], arrays["interval_counts"]
     for u in range(f.shape[1]):
         v = f[f[:, u] > 0, u]
@@ -109,7 +109,8 @@ def test_interval_samples_lie_in_their_interval_and_shares_match(setup, whole, b
 
 def test_merging_two_shards_equals_the_whole(setup, whole, tmp_path):
     merged = run(setup, tmp_path, [0, 7, N_SEQ])
-    for (a, sa), (m, sm) in zip(whole, merged):
+    for one, two in zip(whole, merged):
+        a, m, sa, sm = one.arrays, two.arrays, one.summary, two.summary
         assert a.keys() == m.keys()
         for key in a:
             if key == "mean_activation":
@@ -123,11 +124,11 @@ def test_sae_metrics_match_dense_reconstruction(setup, whole):
     x = setup[3]["neurons"]
     sae = setup[2][1].sae
     x_hat = sae(x).detach()
-    m = whole[1][1]["metrics"]
+    m = whole[1].summary["metrics"]
     assert m["mse"] == pytest.approx(float((x_hat - x).pow(2).mean()), rel=1e-5)
     assert m["fvu"] == pytest.approx(float((x_hat - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum()), rel=1e-5)
-    assert whole[0][1]["metrics"]["mse"] is None and m["loss_clean"] is None  # no loss_fn given
-    hist = whole[1][1]["density_histogram"]
+    assert whole[0].summary["metrics"]["mse"] is None and m["loss_clean"] is None  # no loss_fn given
+    hist = whole[1].summary["density_histogram"]
     assert sum(hist["counts"]) + hist["dead"] == D_SAE
 
 
@@ -135,8 +136,9 @@ def test_topk_sae_basis(setup, tmp_path):
     tokens, acts_fn, _, dense = setup
     g = torch.Generator().manual_seed(1)
     sae = SparseAutoencoder(SAEConfig(D_IN, D_SAE, architecture="topk", k=3)).init_weights(g)
-    [(arrays, summary)] = finish([analyze_shard(acts_fn, None, tokens, (0, N_SEQ), [Basis("topk", D_SAE, sae)], CFG,
-                                                tmp_path)], [Basis("topk", D_SAE, sae)], tokens, CFG)
+    [result] = finish([analyze_shard(acts_fn, None, tokens, (0, N_SEQ), [Basis("topk", D_SAE, sae)], CFG,
+                                     tmp_path)], [Basis("topk", D_SAE, sae)], tokens, CFG)
+    arrays, summary = result.arrays, result.summary
     f = sae.encode(dense["neurons"]).detach().numpy()
     np.testing.assert_array_equal(arrays["firing_count"], (f > 0).sum(0))
     np.testing.assert_array_equal(arrays["max_activation"], f.max(0))

@@ -75,10 +75,10 @@ def test_heldout_split_shares_no_file_and_keeps_its_text_out_of_training(tiny_ru
 def test_split_is_deterministic_and_never_leaves_a_side_empty():
     names = [f"file{i}.py" for i in range(40)]
     assert split_by_file(names, 0.05) == split_by_file(list(reversed(names)), 0.05)
-    train, heldout = split_by_file(["a", "b"], 0.0)
-    assert len(train) == len(heldout) == 1
-    train, heldout = split_by_file(["a", "b", "c"], 1.0)
-    assert len(train) == 1 and len(heldout) == 2
+    split = split_by_file(["a", "b"], 0.0)
+    assert len(split.train) == len(split.heldout) == 1
+    split = split_by_file(["a", "b", "c"], 1.0)
+    assert len(split.train) == 1 and len(split.heldout) == 2 and split.train | split.heldout == {"a", "b", "c"}
     with pytest.raises(MonoscopeError, match="at least 2"):
         split_by_file(["only"], 0.05)
 

@@ -1,0 +1,38 @@
+"""Labels: append-only history per unit, the newest one is current (an empty text clears it)."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from app.store.models import Label
+
+
+def latest_labels(basis_id: int):
+    """Subquery (unit_index, text) of the newest label of each labelled unit of a basis."""
+    newest = (select(func.max(Label.id).label("id")).where(Label.basis_id == basis_id)
+              .group_by(Label.unit_index).subquery())
+    return select(Label.unit_index, Label.text).join(newest, Label.id == newest.c.id).subquery()
+
+
+def labels_for(*, session: Session, basis_id: int, indexes: list[int]) -> dict[int, str]:
+    """Return {unit index: current label} for those of `indexes` that have a non-empty label."""
+    return {i: t for (_, i), t in labels(session, {basis_id: indexes}).items()}
+
+
+def labels(session: Session, wanted: dict[int, list[int]]) -> dict[tuple[int, int], str]:
+    """Return {(basis id, unit index): newest non-empty label} for {basis id: [unit indexes]}, in one query."""
+    wanted = {b: idx for b, idx in wanted.items() if idx}
+    if not wanted:
+        return {}
+    where = or_(*[(Label.basis_id == b) & Label.unit_index.in_(sorted(set(idx))) for b, idx in wanted.items()])
+    newest: dict[tuple[int, int], str] = {}
+    for b, i, text in session.execute(select(Label.basis_id, Label.unit_index, Label.text).where(where)
+                                      .order_by(Label.id)):
+        newest[(b, i)] = text  # append-only history: the last one wins
+    return {key: text for key, text in newest.items() if text}
+
+
+def newest_label_id(session: Session) -> int:
+    """Return the id of the newest label anywhere (0 when none): it changes whenever any label does."""
+    return session.scalar(select(func.max(Label.id))) or 0

@@ -1,0 +1,89 @@
+"""One unit's page (neuron or feature alike): its row, examples, links with their labels, and its cache key."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.store.models import Basis, Example, Model, Token, Unit, UnitLink
+from app.web.cache import Memo
+from app.web.queries.bases import NotFound, resolve, summary
+from app.web.queries.labels import labels, newest_label_id
+from app.web.schemas import UnitDetail
+from app.web.schemas import UnitLink as UnitLinkSchema
+from app.web.unit_detail import build_unit_detail
+from app.web.urls import compare_url, unit_url
+
+
+def unit_version(*, session: Session, basis: str, index: int, model: str | None) -> tuple:
+    """Return a key that changes whenever the page of unit (basis, index) would: the basis's ingest and version,
+    and the newest label anywhere (the page shows labels of linked units too). For the rendered-page cache."""
+    b, m, model_param = resolve(session, basis, model)
+    return (b.id, getattr(b, "version", None), str(getattr(b, "ingested_at", "")), index, newest_label_id(session),
+            model_param)
+
+
+def unit_detail(*, session: Session, basis: str, index: int, model: str | None, n_top: int | None = None,
+                intervals: bool = True) -> UnitDetail:
+    """Return the page of one unit (neuron or feature alike); `n_top`/`intervals` trim it for side-by-side views."""
+    b, m, model_param = resolve(session, basis, model)
+    return detail(session, b, m, index, model_param, n_top, intervals)
+
+
+def detail(session: Session, b: Basis, m: Model, index: int, model_param: str | None, n_top: int | None = None,
+           intervals: bool = True) -> UnitDetail:
+    """Return the UnitDetail of unit `index` of a resolved basis, or raise NotFound."""
+    unit = session.scalar(select(Unit).where(Unit.basis_id == b.id, Unit.index == index))
+    if unit is None:
+        raise NotFound(f"basis {b.name!r} has units 0 to {b.n_units - 1}; there is no unit {index}")
+    links, label = _links(session, unit, model_param, b.id)
+    compare = None
+    if b.kind == "neuron":
+        sae = next((link.basis for link in links if link.kind == "neuron_feature"), None)
+        compare = compare_url(sae, index, model_param) if sae else None
+    stmt = (select(Example.kind, Example.bucket, Example.value, Example.token_ids, Example.activations)
+            .where(Example.unit_id == unit.id).order_by(Example.kind.desc(), Example.bucket, Example.rank))
+    if not intervals:
+        stmt = stmt.where(Example.kind == "top")
+    examples = session.execute(stmt).all()
+    if n_top is not None:
+        top = [e for e in examples if e[0] == "top"][:n_top]
+        examples = top + [e for e in examples if e[0] != "top"]
+    return build_unit_detail(
+        basis=b, unit=unit, examples=examples, strings=_token_strings(session, m), summary=summary(b, m, model_param),
+        label=label, links=links,
+        url=unit_url(b.name, index, model_param),
+        prev_url=unit_url(b.name, index - 1, model_param) if index > 0 else None,
+        next_url=unit_url(b.name, index + 1, model_param) if index + 1 < b.n_units else None,
+        compare_url=compare)
+
+
+_STRINGS = Memo()  # a vocabulary never changes for a given model row and creation time
+
+
+def _token_strings(session: Session, model: Model) -> list[str]:
+    """Return the display string of every token id of a model (cached per process)."""
+    def compute() -> list[str]:
+        rows = session.execute(select(Token.token_id, Token.text).where(Token.model_id == model.id)).all()
+        strings = [""] * (max((r[0] for r in rows), default=-1) + 1)
+        for token_id, text in rows:
+            strings[token_id] = text
+        return strings
+
+    return _STRINGS.get((str(session.get_bind().url), model.id, str(model.created)), compute)
+
+
+def _links(session: Session, unit: Unit, model_param: str | None, own_basis: int
+           ) -> tuple[list[UnitLinkSchema], str | None]:
+    """Return (the unit's links, with their targets' labels; the unit's own label), in two queries."""
+    rows = session.execute(select(UnitLink.kind, Basis.name, UnitLink.target_basis_id, UnitLink.target_index,
+                                  UnitLink.weight).join(Basis, Basis.id == UnitLink.target_basis_id)
+                           .where(UnitLink.unit_id == unit.id).order_by(UnitLink.kind, Basis.name, UnitLink.rank)).all()
+    wanted: dict[int, list[int]] = {own_basis: [unit.index]}
+    for r in rows:
+        wanted.setdefault(r.target_basis_id, []).append(r.target_index)
+    found = labels(session, wanted)
+    links = [UnitLinkSchema.model_construct(kind=r.kind, basis=r.name, index=r.target_index, weight=r.weight,
+                                            label=found.get((r.target_basis_id, r.target_index)),
+                                            url=unit_url(r.name, r.target_index, model_param)) for r in rows]
+    return links, found.get((own_basis, unit.index))

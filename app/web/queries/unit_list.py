@@ -1,0 +1,59 @@
+"""The unit list of a basis: filtered, searched, sorted and paginated in SQL."""
+
+from __future__ import annotations
+
+import math
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from app.store.models import Unit
+from app.web.queries.bases import resolve, summary
+from app.web.queries.labels import latest_labels
+from app.web.schemas import UnitList, UnitListParams, UnitRow
+from app.web.unit_detail import split_top_tokens
+from app.web.urls import unit_url
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _filtered(stmt, label, params: UnitListParams):
+    """Return `stmt` with the density, label, dead and search filters of `params` applied."""
+    if params.min_density is not None:
+        stmt = stmt.where(Unit.density >= params.min_density)
+    if params.max_density is not None:
+        stmt = stmt.where(Unit.density <= params.max_density)
+    if params.labelled != "any":
+        has = (label.is_not(None)) & (label != "")
+        stmt = stmt.where(has if params.labelled == "yes" else ~has)
+    if params.dead != "any":
+        stmt = stmt.where(Unit.firing_count == 0 if params.dead == "only" else Unit.firing_count > 0)
+    if params.q.strip():
+        pattern = _like(params.q.strip())
+        stmt = stmt.where(or_(label.ilike(pattern, escape="\\"), Unit.top_tokens.ilike(pattern, escape="\\")))
+    return stmt
+
+
+def unit_list(*, session: Session, basis: str, model: str | None, params: UnitListParams) -> UnitList:
+    """Return one page of a basis's units, filtered, searched and sorted as `params` says."""
+    b, m, model_param = resolve(session, basis, model)
+    labels = latest_labels(b.id)
+    label = labels.c.text
+    stmt = select(Unit, label).outerjoin(labels, labels.c.unit_index == Unit.index).where(Unit.basis_id == b.id)
+    stmt = _filtered(stmt, label, params)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery()))
+    columns = {"index": Unit.index, "density": Unit.density, "max_activation": Unit.max_activation, "label": label}
+    key = columns[params.sort]
+    order = [key.desc() if params.desc else key.asc()]
+    if params.sort == "label":  # unlabelled units last, whatever the direction
+        order = [label.is_(None), (label == ""), *order]
+    stmt = stmt.order_by(*order, Unit.index).offset((params.page - 1) * params.per_page).limit(params.per_page)
+    rows = [UnitRow(index=u.index, firing_count=u.firing_count, density=u.density, log10_density=u.log10_density,
+                    max_activation=u.max_activation, mean_activation=u.mean_activation,
+                    top_token_entropy=u.top_token_entropy, top_tokens=split_top_tokens(u.top_tokens),
+                    label=text or None, url=unit_url(b.name, u.index, model_param))
+            for u, text in session.execute(stmt)]
+    return UnitList(basis=summary(b, m, model_param), params=params, total=total,
+                    pages=max(1, math.ceil(total / params.per_page)), units=rows)

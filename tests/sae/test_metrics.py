@@ -1,0 +1,115 @@
+"""Reconstruction and loss metrics: one definition (per-element MSE, FVU against the per-dimension mean), the same
+figures in training's metrics.json and log.jsonl and in the analysis's basis.json."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sae import lm
+from sae.activations import LMActivations
+from sae.analysis.run import run_analysis
+from sae.analysis.shard import AnalysisConfig
+from sae.dictionary.metrics import (
+    ReconstructionSums,
+    loss_metrics,
+    reconstruction_metrics,
+)
+from sae.dictionary.model import SAEConfig, SparseAutoencoder
+from sae.dictionary.saelens_format import load_sae
+from sae.dictionary.train import SAETrainConfig, train_sae_on_run
+
+QUIET = dict(progress=False, log=lambda m: None)
+
+
+def brute_force(x: torch.Tensor, x_hat: torch.Tensor) -> dict:
+    x, x_hat = x.double(), x_hat.double()
+    err = (x_hat - x).pow(2)
+    return {"mse": float(err.mean()), "fvu": float(err.sum() / (x - x.mean(0)).pow(2).sum())}
+
+
+def test_streamed_and_merged_sums_equal_brute_force_even_far_from_zero():
+    g = torch.Generator().manual_seed(0)
+    x = 1000.0 + torch.randn(1000, 12, generator=g)  # a large mean: Σx² − (Σx)²/N would lose most digits
+    x_hat = x + 0.3 * torch.randn(1000, 12, generator=g)
+    cuts = [0, 1, 170, 171, 600, 1000]
+    parts = []
+    for a, b in zip(cuts, cuts[1:]):
+        part = ReconstructionSums()
+        part.add(b - a, 2.0 * (b - a), l1=0.5 * (b - a), x=x[a:b], sq_err=float((x_hat[a:b] - x[a:b]).pow(2).sum()))
+        parts.append(part)
+    forward, backward = parts[0], parts[-1]
+    for part in parts[1:]:
+        forward = forward.merge(part)
+    for part in parts[-2::-1]:
+        backward = part.merge(backward)
+    expected = brute_force(x, x_hat)
+    for sums in (forward, backward):
+        m = sums.metrics()
+        assert m["mse"] == pytest.approx(expected["mse"], rel=1e-6)
+        assert m["fvu"] == pytest.approx(expected["fvu"], rel=1e-5)
+        assert m["l0"] == pytest.approx(2.0) and m["l1"] == pytest.approx(0.5)
+
+
+def test_scaled_inputs_report_mse_in_raw_units_and_the_same_fvu():
+    g = torch.Generator().manual_seed(1)
+    x, x_hat = torch.randn(64, 8, generator=g), torch.randn(64, 8, generator=g)
+    scaled = ReconstructionSums()
+    scaled.add(64, 0, x=x * 3.0, sq_err=float((3.0 * (x_hat - x)).pow(2).sum()))
+    expected = brute_force(x, x_hat)
+    assert scaled.metrics(scale=3.0)["mse"] == pytest.approx(expected["mse"], rel=1e-6)
+    assert scaled.metrics(scale=3.0)["fvu"] == pytest.approx(expected["fvu"], rel=1e-6)
+    without = ReconstructionSums()
+    without.add(64, 10)  # a basis without reconstruction (the neurons): no mse, no fvu
+    assert without.metrics() == {"mse": None, "fvu": None, "l0": 10 / 64, "l1": 0.0}
+
+
+def test_reconstruction_metrics_mse_is_the_mean_over_tokens_and_dimensions():
+    g = torch.Generator().manual_seed(2)
+    sae = SparseAutoencoder(SAEConfig(d_in=16, d_sae=40)).init_weights(g)
+    x = torch.randn(300, 16, generator=g) + 2.0
+    m = reconstruction_metrics(sae, x, chunk=64)
+    with torch.no_grad():
+        expected = brute_force(x, sae(x))
+        f = sae.encode(x)
+    assert m["mse"] == pytest.approx(expected["mse"], rel=1e-5)
+    assert m["fvu"] == pytest.approx(expected["fvu"], rel=1e-5)
+    assert m["l0"] == pytest.approx(float((f > 0).sum(1).double().mean()))
+
+
+def test_loss_recovered_is_none_without_a_gap_or_a_splice():
+    assert loss_metrics(2.0, 4.0, 3.0)["loss_recovered"] == pytest.approx(0.5)
+    assert loss_metrics(2.0, 2.0, 3.0)["loss_recovered"] is None
+    assert loss_metrics(2.0, 4.0, None) == {"loss_clean": 2.0, "loss_zero_ablation": 4.0,
+                                            "loss_reconstructed": None, "loss_recovered": None}
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_training_and_analysis_report_one_definition_on_the_same_heldout_tokens(tiny_run_copy):
+    n_tokens = 2048  # 64 whole held-out sequences of 32: training's evaluation and the analysis read the same ones
+    cfg = SAETrainConfig(d_sae=128, tokens=512 * 30, batch_size=512, l1_coefficient=1.0, lr=3e-3, precision="fp32",
+                         init_sample_tokens=2000, resample_sample_tokens=1000, log_every=10, checkpoint_every=10,
+                         eval_tokens=n_tokens, loss_tokens=n_tokens)
+    trained = train_sae_on_run(tiny_run_copy, "s1", cfg, device="cpu", **QUIET)
+    analysis_cfg = AnalysisConfig(n_tokens=n_tokens, batch_sequences=16, loss_tokens=None, loss_batch_sequences=8,
+                                  top_k=4, samples_per_interval=2, logit_k=3, n_links=2)
+    run_analysis(tiny_run_copy, cfg=analysis_cfg, device="cpu", include_neurons=False, **QUIET)
+    analysed = json.loads((tiny_run_copy / "analysis" / "s1" / "basis.json").read_text())["metrics"]
+    sae, _ = load_sae(tiny_run_copy / "saes" / "s1")
+    source = LMActivations(tiny_run_copy)
+    tokens = source.heldout_tokens(n_tokens)  # [64, 32]
+    with torch.no_grad():
+        x_all = lm.mlp_activations(source.model, tokens).reshape(-1, source.d_in)  # what the analysis reads
+        x_eval = source.eval_activations(n_tokens)  # training's evaluation: the same rows, BOS positions dropped
+        for metrics, x in ((trained, x_eval), (analysed, x_all)):
+            expected = brute_force(x, sae(x))
+            assert metrics["mse"] == pytest.approx(expected["mse"], rel=1e-4)
+            assert metrics["fvu"] == pytest.approx(expected["fvu"], rel=1e-4)
+    assert 0 < trained["loss_recovered"] < 1
+    for key in ("loss_clean", "loss_zero_ablation", "loss_reconstructed", "loss_recovered"):
+        assert analysed[key] == pytest.approx(trained[key], rel=1e-4), key
+    assert json.loads((tiny_run_copy / "saes" / "s1" / "metrics.json").read_text())["mse"] == trained["mse"]
+    last = json.loads((tiny_run_copy / "saes" / "s1" / "log.jsonl").read_text().splitlines()[-1])
+    # The log's mse is per element too, in raw units (a per-token sum would be d_in = 64 times larger).
+    assert abs(np.log(last["mse"] / trained["mse"])) < np.log(2) and 0 < last["fvu"] < 1
