@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from sae.dictionary.train import SAETrainConfig, train_sae_on_run
+from sae.dictionary import SAETrainConfig, train_sae_on_run
 
 ALIASES = {"l1": "l1_coefficient"}
 

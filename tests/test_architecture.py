@@ -1,12 +1,24 @@
-"""Data flows one way (DESIGN.md §1): sae/ never imports the product layer; app/ keeps torch out of its web path."""
+"""Data flows one way: the research library sae/ never imports the product layer (app/, the web and database stack);
+within app/, only the command line and live inference use torch, so the web path starts without it; only the LM
+package sae/lm/ uses transformer_lens."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+SAE_FILES = sorted((ROOT / "sae").rglob("*.py"))
+APP_FILES = sorted((ROOT / "app").rglob("*.py"))
+PRODUCT_LAYER = {"app", "fastapi", "starlette", "sqlalchemy", "alembic", "jinja2", "uvicorn"}
 TORCH_ALLOWED_IN_APP = ("app/cli/", "app/web/infer.py")  # the command line, and live inference
+TRANSFORMER_LENS_ALLOWED = "sae/lm/"
+
+
+def rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -20,22 +32,46 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "sae").rglob("*.py")), ids=lambda p: p.name)
+def torch_allowed(path: Path) -> bool:
+    return rel(path).startswith(TORCH_ALLOWED_IN_APP)
+
+
+def test_the_checks_see_the_current_layout():
+    """The globs find the packages, every allowed path exists, and the allowances are used (not stale)."""
+    assert {"sae/lm/model.py", "sae/analysis/run.py", "sae/dictionary/train.py"} <= {rel(p) for p in SAE_FILES}
+    assert {"app/cli/__init__.py", "app/web/infer.py", "app/web/pages.py", "app/store/ingest.py"} <= {
+        rel(p) for p in APP_FILES}
+    for allowed in (*TORCH_ALLOWED_IN_APP, TRANSFORMER_LENS_ALLOWED):
+        assert (ROOT / allowed).exists(), allowed
+    assert "torch" in imported_modules(ROOT / "app/web/infer.py")  # lazily, inside its functions: still seen
+    assert any("torch" in imported_modules(p) for p in APP_FILES if rel(p).startswith("app/cli/"))
+    assert "transformer_lens" in imported_modules(ROOT / "sae/lm/model.py")
+    assert len([p for p in APP_FILES if not torch_allowed(p)]) >= 20  # the web and store layers are checked
+
+
+@pytest.mark.parametrize("path", SAE_FILES, ids=rel)
 def test_sae_never_imports_the_product_layer(path):
-    assert not imported_modules(path) & {"app", "fastapi", "sqlalchemy", "alembic", "jinja2"}
+    assert not imported_modules(path) & PRODUCT_LAYER
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "app").rglob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [p for p in APP_FILES if not torch_allowed(p)], ids=rel)
 def test_only_cli_and_live_inference_import_torch(path):
-    if str(path.relative_to(ROOT)).startswith(TORCH_ALLOWED_IN_APP):
-        return
     assert "torch" not in imported_modules(path)
 
 
-def test_transformer_lens_only_in_lm_module():
-    users = {
-        str(p.relative_to(ROOT))
-        for p in list((ROOT / "sae").rglob("*.py")) + list((ROOT / "app").rglob("*.py"))
-        if "transformer_lens" in imported_modules(p)
-    }
-    assert users <= {"sae/lm/model.py"}
+def test_the_web_and_store_layers_load_without_torch():
+    """Importing every app/ module outside the allowed ones pulls in no torch, not even through sae/."""
+    modules = [".".join(Path(rel(p)).with_suffix("").parts).removesuffix(".__init__")
+               for p in APP_FILES if not torch_allowed(p)]
+    assert "app.web.pages" in modules and "app.store.ingest" in modules
+    script = ("import importlib, sys\n"
+              f"for m in {modules!r}: importlib.import_module(m)\n"
+              "print(sorted(m for m in ('torch', 'transformer_lens') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_transformer_lens_only_in_the_lm_package():
+    users = {rel(p) for p in SAE_FILES + APP_FILES if "transformer_lens" in imported_modules(p)}
+    assert users and all(u.startswith(TRANSFORMER_LENS_ALLOWED) for u in users), users

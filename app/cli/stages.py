@@ -110,8 +110,8 @@ def fit_sae(cfg, *, run: Path | None, name: str | None, activations: Path | None
     `demo` both end here, each with the config it built."""
     from sae.activations import ArrayActivations
     from sae.device import resolve_device
-    from sae.dictionary.train import train_sae as train
-    from sae.dictionary.train import train_sae_on_run
+    from sae.dictionary.stage import train_sae as train
+    from sae.dictionary.stage import train_sae_on_run
     from sae.rundir import file_digest
 
     if resolve_device(device).type == "cpu":

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sae.device import bf16_is_fast
 from sae.dictionary.losses import TRAIN_ARCHITECTURES
 from sae.dictionary.model import SAEConfig
 from sae.errors import MonoscopeError
@@ -78,9 +79,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """Return fp32 or bf16; "auto" takes bf16 where bf16 matmuls are fast (AVX-512/AMX CPUs, CUDA)."""
     if precision != "auto":
         return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX512_BF16", "AMX") else "fp32"
+    return "bf16" if bf16_is_fast(device) else "fp32"
 
 
 def schedules(step: int, cfg: SAETrainConfig) -> tuple[float, float]:

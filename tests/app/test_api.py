@@ -70,9 +70,13 @@ def test_unit_twin_matches_the_analysis_arrays(site):
     assert max(first["acts"]) == pytest.approx(first["value"])
     assert len(first["token_ids"]) == len(first["texts"]) == len(first["shown"]) == len(first["acts"])
     counts = units["interval_counts"][index]
-    shown = {iv["index"]: iv["contains_pct"] for iv in unit["intervals"]}
-    for i, pct in shown.items():
-        assert pct == pytest.approx(100 * counts[i] / units["firing_count"][index])
+    filled = [i for i, c in enumerate(counts) if c > 0]  # every interval holding activations is shown, in order
+    assert len(filled) >= 2 and [iv["index"] for iv in unit["intervals"]] == filled
+    for iv in unit["intervals"]:
+        i = iv["index"]
+        assert iv["count"] == counts[i] and len(iv["samples"]) == units["interval_sample_count"][index][i]
+        assert iv["contains_pct"] == pytest.approx(100 * counts[i] / units["firing_count"][index])
+    assert sum(iv["contains_pct"] for iv in unit["intervals"]) == pytest.approx(100)  # they cover every firing
     assert [t["id"] for t in unit["top_logits"]] == units["logit_top_ids"][index].tolist()
     assert sum(unit["act_hist"]["counts"]) == units["firing_count"][index]
     assert unit["prev_url"] == (f"/bases/{SAE_NAME}/units/{index - 1}" if index else None)
@@ -166,9 +170,11 @@ def test_infer_matches_the_model(site):
 
     result = InferResult.model_validate(site.get("/api/v1/infer", params={"text": INFER_TEXT}).json())
     assert "".join(t.text for t in result.tokens) == INFER_TEXT
-    assert result.position == len(result.tokens) - 1 and result.active_units
-    assert [u.activation for u in result.active_units if u.basis == SAE_NAME] == sorted(
-        [u.activation for u in result.active_units if u.basis == SAE_NAME], reverse=True)
+    assert result.position == len(result.tokens) - 1
+    assert {u.basis for u in result.active_units} == {"neurons", SAE_NAME}  # both bases have units active there
+    for basis in ("neurons", SAE_NAME):  # each basis's units, strongest first
+        shown = [u.activation for u in result.active_units if u.basis == basis]
+        assert shown and shown == sorted(shown, reverse=True) and shown[-1] > 0, basis
     neuron = site.get("/api/v1/infer", params={"text": INFER_TEXT, "position": 2, "strip": "neurons:3"}).json()
     model = load_lm(site.run_dir)
     bos = int(model.tokenizer.bos_token_id)

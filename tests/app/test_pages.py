@@ -106,14 +106,19 @@ def test_unit_page_shows_coloured_tokens_and_both_histograms(page, site):
 def test_infer_lists_units_for_typed_text(page, site):
     page.goto(site.url + "/infer")
     page.evaluate("window.__marker = 1")
-    page.fill("#text", "def square(x):\n    return x * x\n")
+    text = "def square(x):\n    return x * x\n"
+    page.fill("#text", text)
     page.click("#run")
     page.wait_for_selector("#active-units tbody tr a")
-    assert page.locator("#tokens button").count() > 5
+    tokens = site.get("/api/v1/infer", params={"text": text}).json()["tokens"]
+    assert len(tokens) > 5 and page.locator("#tokens button").count() == len(tokens)  # one button per token
     page.locator("#tokens button").nth(2).click()
     expect(page.locator("#tokens button").nth(2)).to_have_class("selected")  # waits for the htmx swap
     expect(page).to_have_url(re.compile(r"at=2"))
-    assert page.locator("#active-units tbody tr").count() >= 1
+    at_2 = site.get("/api/v1/infer", params={"text": text, "position": 2}).json()["active_units"]
+    assert at_2  # units fire on that token: the table lists them (not its "No unit fires" row), in order
+    links = page.locator("#active-units tbody tr a")
+    assert [links.nth(i).get_attribute("href") for i in range(links.count())] == [a["url"] for a in at_2]
     page.locator("#active-units button").first.click()  # "show over the text": the heat strip follows that unit
     expect(page.locator("#tokens button[style]").first).to_be_visible()
     assert page.evaluate("window.__marker") == 1  # all in place, no reload
@@ -122,4 +127,6 @@ def test_infer_lists_units_for_typed_text(page, site):
 def test_api_docs_render_from_local_assets(page, site):
     page.goto(site.url + "/docs")
     page.wait_for_selector(".opblock")
-    assert page.locator(".opblock").count() >= 5  # every JSON twin is documented
+    paths = site.get("/openapi.json").json()["paths"]
+    operations = sum(len(methods) for methods in paths.values())
+    assert operations >= 5 and page.locator(".opblock").count() == operations  # every JSON twin is documented

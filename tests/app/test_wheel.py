@@ -41,7 +41,7 @@ def test_wheel_installs_and_serves_outside_the_checkout(tmp_path):
     Path(new_site, "zz-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     where = _run([venv / "bin/python", "-c", "import app, sae; print(app.__file__); print(sae.__file__)"],
                  cwd=tmp_path).split()
-    assert all(w.startswith(new_site) for w in where), where
+    assert len(where) == 2 and all(w.startswith(new_site) for w in where), where
 
     exe = venv / "bin/monoscope"
     assert "train-sae" in _run([exe, "--help"], cwd=tmp_path)

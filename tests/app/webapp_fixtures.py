@@ -29,7 +29,7 @@ def add_sae(run_dir: Path) -> None:
     """Train a small SAE on the tiny LM's MLP activations into saes/SAE_NAME (the `monoscope train-sae` stage)."""
     import torch
 
-    from sae.dictionary.train import SAETrainConfig, train_sae_on_run
+    from sae.dictionary import SAETrainConfig, train_sae_on_run
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     cfg = SAETrainConfig(d_sae=128, l1_coefficient=1.0, tokens=40_960, batch_size=512, seed=0,

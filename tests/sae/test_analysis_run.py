@@ -17,7 +17,8 @@ from sae.dictionary.saelens_format import save_sae
 CFG = AnalysisConfig(n_tokens=2000, batch_sequences=16, loss_batch_sequences=5, top_k=6, context_before=4,
                      context_after=2, samples_per_interval=3, act_hist_bins=9, logit_k=4, logit_hist_bins=7, n_links=3)
 D_SAE = 96
-# units.npz as CONTRACTS.md ("Analysis output") specifies it: name -> dtype.
+# The analysis output contract (docs/architecture.md, "Analysis output"): each basis's analysis/<basis>/units.npz holds
+# exactly these arrays, one row per unit, with these dtypes (`monoscope ingest` and the web app read them by name).
 UNIT_DTYPES = {
     "firing_count": "int64", "density": "float64", "max_activation": "float32", "mean_activation": "float32",
     "act_hist_edges": "float32", "act_hist_counts": "int64", "top_count": "int32", "top_values": "float32",

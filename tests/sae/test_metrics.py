@@ -18,7 +18,7 @@ from sae.dictionary.metrics import (
 )
 from sae.dictionary.model import SAEConfig, SparseAutoencoder
 from sae.dictionary.saelens_format import load_sae
-from sae.dictionary.train import SAETrainConfig, train_sae_on_run
+from sae.dictionary import SAETrainConfig, train_sae_on_run
 
 QUIET = dict(progress=False, log=lambda m: None)
 

@@ -21,9 +21,8 @@ from sae.dictionary.train import (
     loss_and_grads,
     project_decoder_grad_,
     schedules,
-    train_sae,
-    train_sae_on_run,
 )
+from sae.dictionary.stage import train_sae, train_sae_on_run
 from sae.errors import MonoscopeError
 from sae.lm.model import lm_loss, load_lm
 
@@ -169,7 +168,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_weights(tmp_path):
     checkpoint, live = tmp_path / "checkpoint.pt", tmp_path / "log.jsonl"
     with pytest.raises(KeyboardInterrupt):
         fit_sae(cfg, source, device="cpu", checkpoint=checkpoint, live_log=live, on_step=kill, **QUIET)
-    assert torch.load(checkpoint, weights_only=False)["step"] == 20
+    assert torch.load(checkpoint, weights_only=True)["state"]["step"] == 20
     messages = []
     resumed, summary, records = fit_sae(cfg, source, device="cpu", checkpoint=checkpoint, live_log=live,
                                         progress=False, log=messages.append)
@@ -193,7 +192,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_pat
                                              r"\(step 20\)") as info:
         fit_sae(cfg, source, device="cpu", checkpoint=checkpoint, on_step=poison, **QUIET)
     assert "\n" not in str(info.value)
-    good = torch.load(checkpoint, weights_only=False)
+    good = torch.load(checkpoint, weights_only=True)["state"]
     assert good["step"] == 20 and all(torch.isfinite(t).all() for t in good["sae"].values())
     sae, _, _ = fit_sae(cfg, source, device="cpu", checkpoint=checkpoint, **QUIET)
     assert all(torch.isfinite(p).all() for p in sae.parameters())

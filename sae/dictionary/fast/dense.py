@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from sae.dictionary.losses import AuxK, batch_top
+from sae.dictionary.model import topk_activation
 from sae.dictionary.fast.gradients import (
     Workspace,
     attach_grads,
@@ -30,7 +32,7 @@ def block_ones(ws: Workspace, B: int, dt: torch.dtype, device) -> torch.Tensor:
 
 
 def dense_step(sae, x, ws, *, activation: str, k: int | None, l1_coefficient: float,
-               aux: tuple | None) -> dict[str, torch.Tensor]:
+               aux: AuxK | None) -> dict[str, torch.Tensor]:
     """Fill .grad by dense hand-written backprop (bf16 or fp32 matmuls into reused buffers); return the loss parts.
 
     Masks are kept as 0/1 in the matmul dtype and column sums are done by a matmul: here, bool masks and
@@ -43,11 +45,8 @@ def dense_step(sae, x, ws, *, activation: str, k: int | None, l1_coefficient: fl
     xc, pre = encoder_pre(sae, x, ws)  # [B, d], [B, S]
     f = ws.get("f", (B, S), dt, x.device)
     if activation == "topk":
-        top, idx = pre.topk(k, dim=-1, sorted=False)
-        f.zero_().scatter_(1, idx, torch.relu(top))
+        topk_activation(pre, k, out=f)
     elif activation == "batchtopk":
-        from sae.dictionary.losses import batch_top
-
         flat = torch.clamp(pre, min=0, out=f).view(-1)
         values, index = batch_top(flat.clone(), min(k * B, flat.numel()))
         flat.zero_().scatter_(0, index, values)

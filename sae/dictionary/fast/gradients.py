@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from sae.dictionary.model import SparseAutoencoder
+from sae.dictionary.losses import AuxK, batch_top
+from sae.dictionary.model import SparseAutoencoder, sparse_decode as decode_entries
 
 _WORKSPACES: "weakref.WeakKeyDictionary[SparseAutoencoder, Workspace]" = weakref.WeakKeyDictionary()
 
@@ -151,8 +152,6 @@ def active_entries(activation: str, k: int | None, pre: torch.Tensor, ws: Worksp
         top, cols = topk_select(pre, k, ws)  # [B, k]
         return fixed_k_entries(cols, torch.relu(top.float()), S, ws)
     if activation == "batchtopk":
-        from sae.dictionary.losses import batch_top
-
         flat = torch.clamp(pre, min=0, out=ws.get("relu", (B, S), pre.dtype, pre.device)).view(-1)  # [B·S]
         values, index = batch_top(flat, min(k * B, flat.numel()))
         index, order = index.sort()  # by row
@@ -164,7 +163,7 @@ def active_entries(activation: str, k: int | None, pre: torch.Tensor, ws: Worksp
 
 def sparse_decode(e: Entries, W_dec: torch.Tensor) -> torch.Tensor:
     """Return f W_dec [B, d] from the by-row entries (no bias)."""
-    return F.embedding_bag(e.row_cols, W_dec, e.row_offsets, mode="sum", per_sample_weights=e.row_values)
+    return decode_entries(W_dec, e.row_cols, e.row_offsets, e.row_values)
 
 
 def sddmm_by_latent(e: Entries, W_dec: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -205,27 +204,22 @@ def backprop_entries(e: Entries, g: torch.Tensor, xc: torch.Tensor, W_dec: torch
     return dpre
 
 
-def aux_term(pre, err, aux, W_dec, ws) -> tuple[torch.Tensor, Entries, torch.Tensor]:
-    """AuxK: return (aux loss [], its Entries, its dL/dê [B, d]) for the top k_aux dead latents of each row.
+def aux_term(pre, err, aux: AuxK, W_dec, ws) -> tuple[torch.Tensor, Entries, torch.Tensor]:
+    """AuxK: return (aux loss [], its Entries, its dL/dê [B, d]) for the top aux.k dead latents of each row.
 
     err = x̂ − x, so the (detached) residual x − x̂ is −err and ê − residual = ê + err.
-    aux = (dead_mask bool [S], k_aux, weight), weight = aux_coefficient · scale: the factor of this loss in the total.
     """
-    dead_mask, k_aux, weight = aux
-    dead = dead_mask.nonzero().squeeze(1)  # [n_dead]
-    top, pos = pre.index_select(1, dead).topk(k_aux, dim=-1, sorted=False)  # [B, k_aux]
+    dead = aux.dead.nonzero().squeeze(1)  # [n_dead]
+    top, pos = pre.index_select(1, dead).topk(aux.k, dim=-1, sorted=False)  # [B, aux.k]
     e = fixed_k_entries(dead[pos], torch.relu(top.float()), pre.shape[1], ws)
     diff = sparse_decode(e, W_dec).add_(err)  # [B, d]
     loss = diff.pow(2).sum(-1).mean()
-    return loss, e, diff.mul_(2.0 * weight / pre.shape[0])
+    return loss, e, diff.mul_(2.0 * aux.weight / pre.shape[0])
 
 
 def sparse_step(sae, x, ws, *, activation: str, k: int | None, l1_coefficient: float,
-                aux: tuple | None) -> dict[str, torch.Tensor]:
-    """Fill .grad by sparse backprop over the active latents; return the detached loss parts.
-
-    aux = (dead_mask bool [S], k_aux, weight) or None.
-    """
+                aux: AuxK | None) -> dict[str, torch.Tensor]:
+    """Fill .grad by sparse backprop over the active latents; return the detached loss parts."""
     B, S = x.shape[0], sae.cfg.d_sae
     grads = attach_grads(sae, ws)
     W_enc, W_dec, b_dec = sae.W_enc.detach(), sae.W_dec.detach(), sae.b_dec.detach()

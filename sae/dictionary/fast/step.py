@@ -70,11 +70,6 @@ def _check(sae: SparseAutoencoder, x: torch.Tensor, precision: str, method: str)
         raise MonoscopeError(f"activations must be [batch, {sae.cfg.d_in}], got {list(x.shape)}")
 
 
-def aux_scale(n_dead: int, aux_k: int) -> tuple[int, float]:
-    """Return (k actually used, loss scale) for AuxK with n_dead dead latents: SAELens's min(n_dead / k, 1)."""
-    return min(aux_k, n_dead), min(n_dead / aux_k, 1.0)
-
-
 def loss_and_grads(
     sae: SparseAutoencoder,
     x: torch.Tensor,
@@ -102,11 +97,8 @@ def loss_and_grads(
         )
         loss.backward()
         return LossParts(loss=loss.detach(), method="autograd", **parts)
-    aux = None
-    n_dead = int(dead_mask.sum()) if dead_mask is not None else 0
-    if activation in AUXK_ACTIVATIONS and aux_coefficient > 0 and n_dead > 0:
-        k_aux, scale = aux_scale(n_dead, aux_k or sae.cfg.d_in // 2)
-        aux = (dead_mask, k_aux, aux_coefficient * scale)
+    aux = losses.auxk_term(dead_mask if activation in AUXK_ACTIVATIONS else None, aux_coefficient,
+                           aux_k or sae.cfg.d_in // 2)
     ws = gradients.workspace(sae, x.shape[0], precision == "bf16", x.device)
     if method == "auto":
         last_l0 = ws.last_l0 if ws.last_l0 is not None else sae.cfg.d_sae  # relu: first step assumed dense
@@ -118,7 +110,7 @@ def loss_and_grads(
     ws.last_l0 = float(parts["l0"])
     loss = parts["mse"] + l1_coefficient * parts["l1"]
     if aux is not None:
-        loss = loss + aux[2] * parts["aux"]
+        loss = loss + aux.weight * parts["aux"]
     return LossParts(loss=loss, method=method, **parts)
 
 
