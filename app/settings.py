@@ -9,7 +9,7 @@ from sae.errors import MonoscopeError
 
 
 class Settings(BaseSettings):
-    """Database URL and the address `monoscope serve` binds; `MONOSCOPE_DATABASE_URL` selects PostgreSQL,
+    """Database URL, the address `monoscope serve` binds, and access: `MONOSCOPE_DATABASE_URL` selects PostgreSQL,
     `MONOSCOPE_HOST` / `MONOSCOPE_PORT` are serve's defaults when its flags are not given."""
 
     model_config = SettingsConfigDict(env_prefix="MONOSCOPE_")
@@ -17,6 +17,10 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///monoscope.db"
     host: str = "127.0.0.1"
     port: int = 8000
+    # Signs session and CSRF cookies. Unset: generated on first start and kept in the database (table app_secret),
+    # so sessions survive restarts and every worker process agrees; never in the repository.
+    secret_key: str | None = None
+    require_login: bool = False  # true: reading pages and the API needs a signed-in user too, not only writing
 
 
 def load_settings(**given) -> Settings:

@@ -7,8 +7,10 @@ foreign keys (cascading deletes of units and examples).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -39,6 +41,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")  # concurrent label writes wait for the lock instead of failing
     cursor.close()
 
 
@@ -59,6 +62,20 @@ def make_engine(url: str) -> Engine:
 def session_factory(url: str) -> sessionmaker[Session]:
     """Return a session maker bound to the URL's engine."""
     return sessionmaker(make_engine(url), expire_on_commit=False)
+
+
+@contextmanager
+def write_transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """Yield a session in one write transaction, committed when the block ends (rolled back on an error).
+
+    On SQLite it takes the write lock first (BEGIN IMMEDIATE): a transaction that reads and then writes would
+    otherwise fail at once with "database is locked" when another writer got in between, where waiting for the
+    lock (busy_timeout) is what concurrent label writers need.
+    """
+    with sessions.begin() as session:
+        if session.get_bind().dialect.name == "sqlite":
+            session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+        yield session
 
 
 def _alembic_config(url: str):

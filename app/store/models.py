@@ -8,11 +8,12 @@ units but keeps the basis row, so nothing a person wrote is ever lost.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -29,6 +30,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 # Joins a unit's distinct max-token strings in `unit.top_tokens`: the ASCII unit separator, as newline tokens are
 # common in code.
 TOP_TOKENS_SEPARATOR = "\x1f"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 class Base(DeclarativeBase):
@@ -136,13 +141,24 @@ class UnitLink(Base):
 
 
 class User(Base):
-    """Someone who may write (labels, reviews); the API token is stored only as a hash."""
+    """Someone who may write (labels, reviews). The API token is stored only as its SHA-256 (a 32-byte random
+    secret needs no slow hash); a revoked user keeps their rows, so what they wrote keeps its author."""
 
     __tablename__ = "user"
+    __table_args__ = (Index("uq_user_token_hash", "token_hash", unique=True),)
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     token_hash: Mapped[str] = mapped_column(String(128))
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AppSecret(Base):
+    """Secrets the server generates on first run when the settings give none (the session-signing key)."""
+
+    __tablename__ = "app_secret"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
 
 
 class Label(Base):
@@ -155,30 +171,53 @@ class Label(Base):
     unit_index: Mapped[int] = mapped_column(Integer)
     author_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     text: Mapped[str] = mapped_column(Text)
-    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    note: Mapped[str | None] = mapped_column(Text)
+    # Set here, to the microsecond (SQLite's CURRENT_TIMESTAMP has whole seconds): histories order by time.
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, server_default=func.now())
 
 
 class Review(Base):
-    """A blind monosemanticity review: a set of units shown to raters without saying which basis they come from."""
+    """A blind monosemanticity review: units drawn from some bases, shown to raters without saying which is which."""
 
     __tablename__ = "review"
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(200), unique=True)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
-    config: Mapped[dict] = mapped_column(JSON, default=dict)
+    config: Mapped[dict] = mapped_column(JSON, default=dict)  # {"model": name, "bases": [names]}
+    per_basis: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16), default="open")  # open | closed
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class ReviewItem(Base):
-    """One rater's rubric score of one unit within a review."""
+class ReviewUnit(Base):
+    """One item of a review, fixed at creation: item `position` (1-based) is unit (basis, unit index)."""
 
-    __tablename__ = "review_item"
-    __table_args__ = (Index("ix_review_item_review", "review_id"),)
+    __tablename__ = "review_unit"
+    __table_args__ = (UniqueConstraint("review_id", "position"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     review_id: Mapped[int] = mapped_column(ForeignKey("review.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
     basis_id: Mapped[int] = mapped_column(ForeignKey("basis.id", ondelete="CASCADE"))
     unit_index: Mapped[int] = mapped_column(Integer)
-    rater_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
-    score: Mapped[int | None] = mapped_column(Integer)
-    note: Mapped[str | None] = mapped_column(Text)
-    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ReviewScore(Base):
+    """One rater's answer for one item: the paper's rubric (total out of 14), or a skip to come back to."""
+
+    __tablename__ = "review_score"
+    __table_args__ = (UniqueConstraint("review_unit_id", "rater_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    review_unit_id: Mapped[int] = mapped_column(ForeignKey("review_unit.id", ondelete="CASCADE"))
+    rater_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    skipped: Mapped[bool] = mapped_column(Boolean, default=False)
+    hypothesis: Mapped[str | None] = mapped_column(Text)
+    confidence: Mapped[int | None] = mapped_column(Integer)  # 0-3
+    token_consistency: Mapped[int | None] = mapped_column(Integer)  # 0-5
+    logit_consistency: Mapped[int | None] = mapped_column(Integer)  # 0-3
+    effect_gap: Mapped[int | None] = mapped_column(Integer)  # 0/1; null: not applicable (logit consistency 3)
+    specificity: Mapped[int | None] = mapped_column(Integer)  # 0-3
+    total: Mapped[int | None] = mapped_column(Integer)  # 0-14
+    interval_scores: Mapped[list | None] = mapped_column(JSON)  # one 0-3 per interval, or null
+    updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, onupdate=utc_now,
+                                              server_default=func.now())

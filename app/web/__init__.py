@@ -28,16 +28,16 @@ CACHE = {"Cache-Control": "public, max-age=86400"}
 
 def create_app(settings=None, *, engine=None) -> FastAPI:
     """Return the app reading the database of `settings` (app.settings.Settings; default from the environment)."""
-    from app.web import api, errors, pages
+    from fastapi import Depends
+
+    from app.settings import Settings
+    from app.web import api, auth, errors, labels, pages
     from app.web.cache import ResponseCache
 
+    settings = settings if settings is not None else Settings()
     if engine is None:
         from app.store.db import make_engine
 
-        if settings is None:
-            from app.settings import Settings
-
-            settings = Settings()
         engine = make_engine(settings.database_url)
     app = FastAPI(title="Monoscope", version="1", docs_url=None, redoc_url=None,
                   description="Neurons and sparse-autoencoder features of a one-layer transformer's MLP. Every page "
@@ -45,13 +45,20 @@ def create_app(settings=None, *, engine=None) -> FastAPI:
                               "/api/v1/overview), built from the same query. A basis is named in paths by its name "
                               "(`neurons` or the SAE's name); when several models are ingested, `?model=NAME` picks "
                               "one, and without it the most recently ingested model having that basis is used. "
-                              "Errors are JSON `{\"detail\": message}` with 404 (unknown) or 422 (bad parameter).")
+                              "Errors are JSON `{\"detail\": message}` with 404 (unknown) or 422 (bad parameter). "
+                              "Reads are open unless the server sets MONOSCOPE_REQUIRE_LOGIN; writes (labels, "
+                              "reviews) need `Authorization: Bearer <token>` with a token from `monoscope user add "
+                              "NAME` (401 without one).")
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker(engine, expire_on_commit=False)
     app.state.cache = ResponseCache()
     errors.install(app)
-    app.include_router(pages.router)
-    app.include_router(api.router)
+    auth.install(app, settings)
+    reads = [Depends(auth.read_access)]
+    app.include_router(pages.router, dependencies=reads)
+    app.include_router(api.router, dependencies=reads)
+    app.include_router(labels.pages)
+    app.include_router(labels.api)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     app.add_api_route("/favicon.ico", lambda: Response(status_code=204), include_in_schema=False)

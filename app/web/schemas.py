@@ -163,6 +163,7 @@ class UnitDetail(Schema):
     basis: BasisSummary
     index: int
     url: str
+    labels_url: str = Field(description="The label panel: history and the form to label this unit.")
     firing_count: int
     density: float
     max_activation: float

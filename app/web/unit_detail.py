@@ -53,7 +53,8 @@ def _example(value: float, token_ids: bytes, activations: bytes, strings: list[s
 
 
 def build_unit_detail(*, basis, unit, examples: list, strings: list[str], summary, label: str | None, links: list,
-                      url: str, prev_url: str | None, next_url: str | None, compare_url: str | None) -> UnitDetail:
+                      url: str, labels_url: str, prev_url: str | None, next_url: str | None,
+                      compare_url: str | None) -> UnitDetail:
     """Return the UnitDetail of `unit`; `examples` are its example rows (kind, bucket, value, token_ids, activations),
     top examples first by rank, then interval samples by bucket and rank."""
     context_before = int((basis.config or {}).get("context_before", 24))
@@ -72,7 +73,8 @@ def build_unit_detail(*, basis, unit, examples: list, strings: list[str], summar
                                           contains_pct=100.0 * int(c) / firing, samples=samples.get(i, []))
                  for i, c in enumerate(counts) if i + 1 < len(edges) and (c or samples.get(i))]
     return UnitDetail(
-        basis=summary, index=unit.index, url=url, firing_count=unit.firing_count, density=unit.density,
+        basis=summary, index=unit.index, url=url, labels_url=labels_url, firing_count=unit.firing_count,
+        density=unit.density,
         max_activation=unit.max_activation, mean_activation=unit.mean_activation,
         top_token_entropy=unit.top_token_entropy, label=label, act_hist=_histogram(unit.act_hist),
         logit_hist=_histogram(unit.logit_hist), top_logits=_logits(unit.top_logits, strings),

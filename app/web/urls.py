@@ -17,6 +17,12 @@ def unit_url(basis: str, index: int, model_param: str | None) -> str:
             + (f"?{urlencode({'model': model_param})}" if model_param else ""))
 
 
+def labels_url(basis: str, index: int, model_param: str | None) -> str:
+    """The unit's label panel (its history and form); the page's twin is under /api/v1."""
+    return (f"/bases/{quote(basis, safe='')}/units/{index}/labels"
+            + (f"?{urlencode({'model': model_param})}" if model_param else ""))
+
+
 def compare_url(sae_basis: str, neuron: int, model_param: str | None) -> str:
     query = {"basis": sae_basis, "neuron": neuron, **({"model": model_param} if model_param else {})}
     return f"/compare?{urlencode(query)}"

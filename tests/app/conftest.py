@@ -16,7 +16,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from webapp_fixtures import analysed_run, site  # noqa: F401  (the web and ingest tests' shared fixtures)
+from webapp_fixtures import WritableSite, add_user, ingest_run, start_server, stop_server
+from webapp_fixtures import analysed_run, site  # noqa: F401  (the web tests' shared fixtures)
 
 
 def _pg_bin() -> Path | None:
@@ -71,3 +72,18 @@ def database_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'monoscope.db'}"
     return _new_postgres_database(request.getfixturevalue("postgres_server"))
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def writable_site(request, tmp_path_factory, analysed_run) -> WritableSite:
+    """`monoscope serve` over a database of its own (SQLite, then PostgreSQL) that label and review tests write
+    to, with users alice and bob made by `monoscope user add`."""
+    if request.param == "sqlite":
+        db_url = f"sqlite:///{tmp_path_factory.mktemp('writable_db') / 'monoscope.db'}"
+    else:
+        db_url = _new_postgres_database(request.getfixturevalue("postgres_server"))
+    ingest_run(analysed_run, db_url)
+    tokens = {name: add_user(db_url, name) for name in ("alice", "bob")}
+    site = start_server(db_url, analysed_run)
+    yield WritableSite(site, tokens)
+    stop_server(site)

@@ -5,7 +5,8 @@ from sqlalchemy import inspect
 from app.store.db import downgrade, make_engine, upgrade
 from app.store.models import Base
 
-TABLES = {"model", "token", "basis", "unit", "example", "unit_link", "label", "review", "review_item", "user"}
+TABLES = {"model", "token", "basis", "unit", "example", "unit_link", "label", "review", "review_unit", "review_score",
+          "user", "app_secret"}
 
 
 def test_migrations_upgrade_from_empty_and_downgrade(database_url):
@@ -18,3 +19,22 @@ def test_migrations_upgrade_from_empty_and_downgrade(database_url):
     assert set(inspect(make_engine(database_url)).get_table_names()) <= {"alembic_version"}
     upgrade(database_url)  # and up again: downgrade left nothing behind that would collide
     assert TABLES <= set(inspect(make_engine(database_url)).get_table_names())
+
+
+def test_upgrade_keeps_what_the_first_schema_held(database_url):
+    """A database made by the first migration keeps its labels and users through the second."""
+    from sqlalchemy import text
+
+    upgrade(database_url, "0001")
+    engine = make_engine(database_url)
+    with engine.begin() as c:
+        c.execute(text("INSERT INTO model (id, name, run_dir, config, metrics) VALUES (1, 'm', '/r', '{}', '{}')"))
+        c.execute(text("INSERT INTO basis (id, model_id, name, kind, hook_name, n_units, d_in, metrics, "
+                       "density_histogram, config, status, version) VALUES (1, 1, 'neurons', 'neuron', 'h', 4, 4, "
+                       "'{}', '{}', '{}', 'ready', 1)"))
+        c.execute(text("INSERT INTO \"user\" (id, name, token_hash) VALUES (1, 'alice', 'abc')"))
+        c.execute(text("INSERT INTO label (basis_id, unit_index, author_id, text) VALUES (1, 2, 1, 'commas')"))
+    upgrade(database_url)
+    with engine.connect() as c:
+        assert c.execute(text("SELECT unit_index, text, note FROM label")).all() == [(2, "commas", None)]
+        assert c.execute(text("SELECT name, revoked_at FROM \"user\"")).all() == [("alice", None)]

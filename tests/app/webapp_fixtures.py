@@ -74,18 +74,25 @@ class Site:
     def get(self, path: str, **kwargs) -> httpx.Response:
         return httpx.get(self.url + path, timeout=30, **kwargs)
 
+    def post(self, path: str, **kwargs) -> httpx.Response:
+        return httpx.post(self.url + path, timeout=30, **kwargs)
+
+    def client(self) -> httpx.Client:
+        """A client that keeps cookies, as a browser does."""
+        return httpx.Client(base_url=self.url, timeout=30)
+
     def units(self, basis: str) -> dict[str, np.ndarray]:
         with np.load(self.run_dir / "analysis" / basis / "units.npz") as z:
             return dict(z)
 
 
 def start_server(db_url: str, run_dir: Path | None, *, exe: Path | None = None, cwd: Path | None = None,
-                 port_from_env: bool = False) -> Site:
+                 port_from_env: bool = False, env: dict[str, str] | None = None) -> Site:
     """Start `monoscope serve --db URL --port P` (this venv's, or `exe`) and wait until it answers;
     `port_from_env` gives the port as MONOSCOPE_PORT (and the host as MONOSCOPE_HOST) instead of flags."""
     port = free_port()
     exe = exe or Path(sys.executable).with_name("monoscope")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     if port_from_env:
         env.update(MONOSCOPE_PORT=str(port), MONOSCOPE_HOST="127.0.0.1")
     flags = [] if port_from_env else ["--port", str(port)]
@@ -135,3 +142,24 @@ def site(tmp_path_factory, analysed_run) -> Site:
 
 def corpus_strings(run_dir: Path) -> list[str]:
     return json.loads((run_dir / "corpus" / "token_strings.json").read_text())
+
+
+def add_user(db_url: str, name: str, exe: Path | None = None) -> str:
+    """Create a user with `monoscope user add` (the real command) and return the token it printed."""
+    exe = exe or Path(sys.executable).with_name("monoscope")
+    out = subprocess.run([str(exe), "user", "add", name, "--db", db_url], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    token = out.stdout.strip().splitlines()[-1]
+    assert token.startswith("mst_") and len(token) >= 43, out.stdout
+    return token
+
+
+@dataclass
+class WritableSite:
+    """A `monoscope serve` over its own database (labels and reviews get written), with two users' tokens."""
+
+    site: Site
+    tokens: dict[str, str]
+
+    def auth(self, name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[name]}"}

@@ -29,6 +29,12 @@ def ready_bases(*, name: str | None = None, model: str | None = None) -> Select:
     return stmt.order_by(*NEWEST_MODEL_FIRST)
 
 
+def check_unit(basis: Basis, index: int) -> None:
+    """Raise NotFound unless `index` is a unit of `basis`."""
+    if not 0 <= index < basis.n_units:
+        raise NotFound(f"basis {basis.name!r} has units 0 to {basis.n_units - 1}; there is no unit {index}")
+
+
 def model_bases(session: Session, model: Model) -> list[Basis]:
     """Return the ready bases of one model, neuron basis first, then by name."""
     return list(session.scalars(select(Basis).where(Basis.model_id == model.id, Basis.status == "ready")

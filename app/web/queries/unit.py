@@ -7,12 +7,12 @@ from sqlalchemy.orm import Session
 
 from app.store.models import Basis, Example, Model, Token, Unit, UnitLink
 from app.web.cache import Memo
-from app.web.queries.bases import NotFound, resolve, summary
+from app.web.queries.bases import NotFound, check_unit, resolve, summary
 from app.web.queries.labels import labels, newest_label_id
 from app.web.schemas import UnitDetail
 from app.web.schemas import UnitLink as UnitLinkSchema
 from app.web.unit_detail import build_unit_detail
-from app.web.urls import compare_url, unit_url
+from app.web.urls import compare_url, labels_url, unit_url
 
 
 def unit_version(*, session: Session, basis: str, index: int, model: str | None) -> tuple:
@@ -33,9 +33,10 @@ def unit_detail(*, session: Session, basis: str, index: int, model: str | None, 
 def detail(session: Session, b: Basis, m: Model, index: int, model_param: str | None, n_top: int | None = None,
            intervals: bool = True) -> UnitDetail:
     """Return the UnitDetail of unit `index` of a resolved basis, or raise NotFound."""
+    check_unit(b, index)
     unit = session.scalar(select(Unit).where(Unit.basis_id == b.id, Unit.index == index))
-    if unit is None:
-        raise NotFound(f"basis {b.name!r} has units 0 to {b.n_units - 1}; there is no unit {index}")
+    if unit is None:  # a basis mid-re-ingest never shows (status), so only a damaged database gets here
+        raise NotFound(f"unit {index} of basis {b.name!r} is missing from the database")
     links, label = _links(session, unit, model_param, b.id)
     compare = None
     if b.kind == "neuron":
@@ -52,7 +53,7 @@ def detail(session: Session, b: Basis, m: Model, index: int, model_param: str | 
     return build_unit_detail(
         basis=b, unit=unit, examples=examples, strings=_token_strings(session, m), summary=summary(b, m, model_param),
         label=label, links=links,
-        url=unit_url(b.name, index, model_param),
+        url=unit_url(b.name, index, model_param), labels_url=labels_url(b.name, index, model_param),
         prev_url=unit_url(b.name, index - 1, model_param) if index > 0 else None,
         next_url=unit_url(b.name, index + 1, model_param) if index + 1 < b.n_units else None,
         compare_url=compare)

@@ -44,7 +44,8 @@ def unit_list(*, session: Session, basis: str, model: str | None, params: UnitLi
     stmt = select(Unit, label).outerjoin(labels, labels.c.unit_index == Unit.index).where(Unit.basis_id == b.id)
     stmt = _filtered(stmt, label, params)
     total = session.scalar(select(func.count()).select_from(stmt.subquery()))
-    columns = {"index": Unit.index, "density": Unit.density, "max_activation": Unit.max_activation, "label": label}
+    columns = {"index": Unit.index, "density": Unit.density, "max_activation": Unit.max_activation,
+               "label": func.lower(label)}  # as a reader sorts: "aardvark" before "Zebra"
     key = columns[params.sort]
     order = [key.desc() if params.desc else key.asc()]
     if params.sort == "label":  # unlabelled units last, whatever the direction

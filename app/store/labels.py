@@ -1,0 +1,88 @@
+"""Label writes and label listings: append-only rows keyed by (basis, unit index), so a re-ingest keeps them.
+
+The current label of a unit is its newest row. The page, the JSON API and `monoscope export labels` all list
+labels through `list_labels`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.store.models import Basis, Label, Model, User
+from sae.errors import MonoscopeError
+
+MAX_LABEL_CHARS = 200
+MAX_NOTE_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One label with what names it: model, basis, unit, author."""
+
+    id: int
+    model: str
+    basis: str
+    index: int
+    text: str
+    note: str | None
+    author: str | None
+    created: datetime
+
+
+def clean_label(text: str, note: str | None) -> tuple[str, str | None]:
+    """Return (text, note) trimmed, or raise with what is wrong: a label is 1-200 characters, a note at most 2,000."""
+    text, note = (text or "").strip(), (note or "").strip() or None
+    if not text or len(text) > MAX_LABEL_CHARS:
+        raise MonoscopeError(f"a label is 1 to {MAX_LABEL_CHARS} characters after trimming, got {len(text)}")
+    if note is not None and len(note) > MAX_NOTE_CHARS:
+        raise MonoscopeError(f"a note is at most {MAX_NOTE_CHARS} characters, got {len(note)}")
+    if "\x00" in text or (note and "\x00" in note):
+        raise MonoscopeError("labels and notes cannot contain NUL characters")
+    return text, note
+
+
+def add_label(session: Session, *, basis: Basis, index: int, author: User, text: str, note: str | None) -> Label:
+    """Append a label to unit (basis, index) in the caller's transaction; return the new row."""
+    text, note = clean_label(text, note)
+    if not 0 <= index < basis.n_units:
+        raise MonoscopeError(f"basis {basis.name!r} has units 0 to {basis.n_units - 1}; there is no unit {index}")
+    # Writers of one basis take turns (a row lock on PostgreSQL; SQLite's write lock already does), so a history in
+    # id order is in time order too and the newest row is the last one committed.
+    session.execute(select(Basis.id).where(Basis.id == basis.id).with_for_update())
+    label = Label(basis_id=basis.id, unit_index=index, author_id=author.id, text=text, note=note)
+    session.add(label)
+    session.flush()
+    return label
+
+
+def list_labels(session: Session, *, basis_id: int | None = None, index: int | None = None,
+                author: str | None = None, since: datetime | None = None, limit: int | None = None) -> list[LabelRow]:
+    """Return label rows, oldest first, of one basis (and unit), one author, and/or written at or after `since`."""
+    stmt = (select(Label.id, Model.name, Basis.name, Label.unit_index, Label.text, Label.note, User.name,
+                   Label.created)
+            .join(Basis, Basis.id == Label.basis_id).join(Model, Model.id == Basis.model_id)
+            .outerjoin(User, User.id == Label.author_id))
+    if basis_id is not None:
+        stmt = stmt.where(Label.basis_id == basis_id)
+    if index is not None:
+        stmt = stmt.where(Label.unit_index == index)
+    if author is not None:
+        stmt = stmt.where(User.name == author)
+    if since is not None:
+        since = since.astimezone(timezone.utc) if since.tzinfo else since.replace(tzinfo=timezone.utc)
+        if session.get_bind().dialect.name == "sqlite":  # SQLite keeps UTC times without an offset
+            since = since.replace(tzinfo=None)
+        stmt = stmt.where(Label.created >= since)
+    stmt = stmt.order_by(Label.id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [LabelRow(*row[:-1], utc(row[-1])) for row in session.execute(stmt)]
+
+
+def utc(moment: datetime) -> datetime:
+    """Return a stored time as an aware UTC datetime (SQLite hands them back without an offset)."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)

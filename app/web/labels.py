@@ -1,0 +1,152 @@
+"""Labels and sign-in: the label panel of every unit (htmx, in place), the label list, and their JSON twins.
+
+Reads stay open (unless MONOSCOPE_REQUIRE_LOGIN); writes need a user (app/web/auth.py). A write is one short
+transaction: the label row and nothing else, so concurrent writers only wait for each other.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from app.store.db import write_transaction
+from app.store.labels import add_label
+from app.store.users import user_for_token
+from app.web.auth import CurrentUser, OptionalUser, csrf_token, read_access
+from app.web.deps import ModelParam, SessionDep, UnitIndex
+from app.web.label_schemas import LabelHistory, LabelIn, LabelListing, LabelOut, Me
+from app.web.queries.bases import check_unit, resolve
+from app.web.queries.label_history import label_history, label_listing
+from app.web.render import render, twin_url
+from app.web.schemas import ErrorBody
+from sae.errors import MonoscopeError
+
+BasisFilter = Annotated[str | None, Query(max_length=200, description="Only labels of this basis")]
+AuthorFilter = Annotated[str | None, Query(max_length=100, description="Only labels by this user")]
+SinceFilter = Annotated[datetime | None, Query(description="Only labels written at or after this time (ISO 8601; "
+                                                           "UTC when no offset is given)")]
+WRITE_ERRORS = {401: {"model": ErrorBody, "description": "No valid API token or session"},
+                403: {"model": ErrorBody, "description": "A browser write without a valid CSRF token"},
+                404: {"model": ErrorBody, "description": "Unknown model, basis or unit"},
+                422: {"model": ErrorBody, "description": "Bad label (the message says what)"}}
+
+pages = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
+api = APIRouter(prefix="/api/v1", tags=["labels"],
+                responses={404: {"model": ErrorBody, "description": "Unknown model, basis or unit"},
+                           422: {"model": ErrorBody, "description": "Bad parameter"}})
+
+
+def write_label(request: Request, basis: str, index: int, model: str | None, user, label: LabelIn) -> LabelOut:
+    """Append the label in one transaction and return it as stored."""
+    with write_transaction(request.app.state.sessionmaker) as session:
+        b, _, _ = resolve(session, basis, model)
+        check_unit(b, index)
+        add_label(session, basis=b, index=index, author=user, text=label.text, note=label.note)
+    with request.app.state.sessionmaker() as session:
+        return label_history(session=session, basis=basis, index=index, model=model).current
+
+
+# --- JSON API ---------------------------------------------------------------------------------------------------
+
+
+@api.get("/bases/{basis}/units/{index}/labels", response_model=LabelHistory, dependencies=[Depends(read_access)],
+         summary="A unit's labels, newest (the current one) first")
+def unit_labels(session: SessionDep, basis: str, index: UnitIndex, model: ModelParam = None):
+    return label_history(session=session, basis=basis, index=index, model=model)
+
+
+@api.post("/bases/{basis}/units/{index}/labels", response_model=LabelOut, status_code=201, responses=WRITE_ERRORS,
+          summary="Label a unit (appends to its history; the newest label is current)")
+def post_label(request: Request, user: CurrentUser, basis: str, index: UnitIndex, label: LabelIn,
+               model: ModelParam = None):
+    return write_label(request, basis, index, model, user, label)
+
+
+@api.get("/labels", response_model=LabelListing, dependencies=[Depends(read_access)],
+         summary="Labels of every unit (oldest first), by basis, author and time")
+def labels(session: SessionDep, basis: BasisFilter = None, author: AuthorFilter = None, since: SinceFilter = None,
+           model: ModelParam = None):
+    return label_listing(session=session, basis=basis, author=author, since=since, model=model)
+
+
+@api.get("/me", response_model=Me, responses={401: {"model": ErrorBody, "description": "Not signed in"}},
+         summary="The signed-in user (checks a token)")
+def me(user: CurrentUser):
+    return Me(name=user.name)
+
+
+# --- pages ------------------------------------------------------------------------------------------------------
+
+
+def _panel(request: Request, session, basis: str, index: int, model: str | None, user, *, error: str | None = None,
+           draft: LabelIn | None = None, oob: bool = False, status_code: int = 200) -> HTMLResponse:
+    history = label_history(session=session, basis=basis, index=index, model=model)
+    form_url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    context = {"h": history, "user": user, "csrftoken": csrf_token(request), "form_url": form_url, "error": error,
+               "draft_text": draft.text if draft else None, "draft_note": draft.note if draft else None, "oob": oob}
+    return render(request, "unit_labels.html", context, block="panel", status_code=status_code,
+                  api_url=twin_url(request))
+
+
+@pages.get("/bases/{basis}/units/{index}/labels", dependencies=[Depends(read_access)])
+def unit_labels_page(request: Request, session: SessionDep, user: OptionalUser, basis: str, index: UnitIndex,
+                     model: ModelParam = None):
+    return _panel(request, session, basis, index, model, user)
+
+
+@pages.post("/bases/{basis}/units/{index}/labels")
+def unit_labels_post(request: Request, user: CurrentUser, basis: str, index: UnitIndex,
+                     text: Annotated[str, Form(max_length=10_000)] = "",
+                     note: Annotated[str, Form(max_length=10_000)] = "", model: ModelParam = None):
+    """Save a label from the unit page's form: the panel again (htmx), or back to the unit page."""
+    draft = LabelIn.model_construct(text=text, note=note or None)
+    try:
+        saved = write_label(request, basis, index, model, user, draft)
+    except MonoscopeError as e:
+        with request.app.state.sessionmaker() as session:
+            return _panel(request, session, basis, index, model, user, error=str(e), draft=draft, status_code=422)
+    if request.headers.get("HX-Request") != "true":
+        return RedirectResponse(saved.unit_url, status_code=303)
+    with request.app.state.sessionmaker() as session:
+        return _panel(request, session, basis, index, model, user, oob=True)
+
+
+@pages.get("/labels", dependencies=[Depends(read_access)])
+def labels_page(request: Request, session: SessionDep, basis: BasisFilter = None, author: AuthorFilter = None,
+                since: SinceFilter = None, model: ModelParam = None):
+    listing = label_listing(session=session, basis=basis or None, author=author or None, since=since, model=model)
+    return render(request, "labels.html", {"listing": listing}, api_url=twin_url(request))
+
+
+def _safe_next(url: str) -> str:
+    """Return `url` if it is a path on this site, else "/" (no open redirect through ?next=)."""
+    parts = urlsplit(url or "/")
+    return url if url.startswith("/") and not url.startswith("//") and not parts.scheme and not parts.netloc else "/"
+
+
+@pages.get("/login")
+def login_page(request: Request, user: OptionalUser, next: Annotated[str, Query(max_length=2000)] = "/"):
+    return render(request, "login.html", {"user": user, "csrftoken": csrf_token(request),
+                                          "next_url": _safe_next(next), "error": None})
+
+
+@pages.post("/login")
+def login(request: Request, session: SessionDep, token: Annotated[str, Form(max_length=1000)] = "",
+          next: Annotated[str, Form(max_length=2000)] = "/"):
+    user = user_for_token(session, token.strip())
+    if user is None:
+        return render(request, "login.html", {"user": None, "csrftoken": csrf_token(request), "next_url": next,
+                                              "error": "That token is unknown or revoked."}, status_code=401)
+    request.session.clear()
+    request.session["user_id"] = user.id
+    return RedirectResponse(_safe_next(next), status_code=303)
+
+
+@pages.post("/logout")
+def logout(request: Request):
+    request.session.clear()
+    return RedirectResponse("/login", status_code=303)
