@@ -84,6 +84,6 @@ def writable_site(request, tmp_path_factory, analysed_run) -> WritableSite:
         db_url = _new_postgres_database(request.getfixturevalue("postgres_server"))
     ingest_run(analysed_run, db_url)
     tokens = {name: add_user(db_url, name) for name in ("alice", "bob")}
-    site = start_server(db_url, analysed_run)
-    yield WritableSite(site, tokens)
-    stop_server(site)
+    server = start_server(db_url, analysed_run)
+    yield WritableSite(server, tokens)
+    stop_server(server)
