@@ -21,7 +21,44 @@
     var status = evt.detail.xhr.status;
     if (status === 404 || status === 422 || status === 503) { evt.detail.shouldSwap = true; evt.detail.isError = false; }
   });
+  // Blind review, keyboard first: a number key sets the criterion that has focus, Tab moves on (each radio group
+  // is one stop), Enter saves and opens the next item. The effect-size gap is n/a when logit consistency is 3.
+  function rubricKeys(form) {
+    if (form.dataset.keysBound) return;
+    form.dataset.keysBound = "1";
+    function syncGap() {
+      var logit = form.querySelector('input[name="logit_consistency"]:checked');
+      var perfect = logit && logit.value === "3";
+      form.querySelectorAll('input[name="effect_gap"]').forEach(function (input) {
+        input.disabled = perfect && input.value !== "na";
+        if (perfect && input.value === "na") input.checked = true;
+      });
+      var gapChosen = form.querySelector('input[name="effect_gap"]:checked');
+      form.querySelectorAll('input[name="effect_gap"]').forEach(function (input) { input.required = !gapChosen; });
+    }
+    form.addEventListener("change", syncGap);
+    syncGap();
+    form.addEventListener("keydown", function (evt) {
+      var target = evt.target;
+      if (evt.key === "Enter" && target.type !== "submit") {
+        evt.preventDefault();
+        form.requestSubmit(form.querySelector("#save"));
+        return;
+      }
+      var fieldset = target.closest && target.closest("fieldset.criterion");
+      if (!fieldset || target.type === "text" || evt.ctrlKey || evt.metaKey || evt.altKey) return;
+      var value = /^[0-9]$/.test(evt.key) ? evt.key : (evt.key === "n" ? "na" : null);
+      if (value === null) return;
+      var radio = fieldset.querySelector('input[type="radio"][value="' + value + '"]');
+      if (!radio || radio.disabled) return;
+      evt.preventDefault();
+      radio.checked = true;
+      radio.focus();
+      radio.dispatchEvent(new Event("change", { bubbles: true }));
+    });
+  }
   function start() {
+    document.querySelectorAll("form[data-keyboard-rubric]").forEach(rubricKeys);
     if (typeof htmx !== "undefined") htmx.onLoad(drawPlots);
     drawPlots(document);
   }

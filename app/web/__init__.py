@@ -31,7 +31,7 @@ def create_app(settings=None, *, engine=None) -> FastAPI:
     from fastapi import Depends
 
     from app.settings import Settings
-    from app.web import api, auth, errors, labels, pages
+    from app.web import api, auth, errors, labels, pages, reviews
     from app.web.cache import ResponseCache
 
     settings = settings if settings is not None else Settings()
@@ -59,6 +59,8 @@ def create_app(settings=None, *, engine=None) -> FastAPI:
     app.include_router(api.router, dependencies=reads)
     app.include_router(labels.pages)
     app.include_router(labels.api)
+    app.include_router(reviews.pages)
+    app.include_router(reviews.api)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     app.add_api_route("/favicon.ico", lambda: Response(status_code=204), include_in_schema=False)

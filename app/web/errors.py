@@ -10,12 +10,15 @@ from markupsafe import escape
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.store.reviews import Conflict
 from app.web.infer import Unavailable
 from app.web.queries import NotFound
+from app.web.queries.reviews import Forbidden
 from app.web.render import is_fragment_request, render
 from sae.errors import MonoscopeError
 
-TITLES = {404: "Not found", 405: "Method not allowed", 422: "Bad request", 503: "Unavailable"}
+TITLES = {401: "Sign in", 403: "Not allowed", 404: "Not found", 405: "Method not allowed", 409: "Conflict",
+          422: "Bad request", 503: "Unavailable"}
 
 
 def validation_message(errors: list[dict]) -> str:
@@ -47,7 +50,9 @@ def install(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
             message = f"there is no page at {request.url.path}"
-        return error_response(request, exc.status_code, message)
+        response = error_response(request, exc.status_code, message)
+        response.headers.update(exc.headers or {})  # e.g. WWW-Authenticate on a 401
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(request: Request, exc: RequestValidationError):
@@ -57,14 +62,14 @@ def install(app: FastAPI) -> None:
     async def model_invalid(request: Request, exc: ValidationError):
         return error_response(request, 422, validation_message(exc.errors()))
 
-    @app.exception_handler(NotFound)
-    async def not_found(request: Request, exc: NotFound):
-        return error_response(request, 404, str(exc))
+    # Our own exceptions carry their message; the class says the status (most specific class wins).
+    for exc_type, status in ((NotFound, 404), (Forbidden, 403), (Conflict, 409), (Unavailable, 503),
+                             (MonoscopeError, 422)):
+        app.add_exception_handler(exc_type, _answer_with(status))
 
-    @app.exception_handler(MonoscopeError)
-    async def bad_input(request: Request, exc: MonoscopeError):
-        return error_response(request, 422, str(exc))
 
-    @app.exception_handler(Unavailable)
-    async def unavailable(request: Request, exc: Unavailable):
-        return error_response(request, 503, str(exc))
+def _answer_with(status: int):
+    async def handler(request: Request, exc: Exception):
+        return error_response(request, status, str(exc))
+
+    return handler

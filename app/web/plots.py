@@ -58,3 +58,22 @@ def distribution_plots(dists: list[BasisDistribution]) -> tuple[dict, dict]:
     return ({"data": traces("log10_density"), "layout": {**layout, "xaxis": {"title": {"text": "log10 density"}}}},
             {"data": traces("top_token_entropy"),
              "layout": {**layout, "xaxis": {"title": {"text": "top-token entropy (bits; lower = more specific)"}}}})
+
+
+def totals_plot(dists) -> dict:
+    """Grouped bars: how many items of each basis got each rubric total 0-14, the medians as dashed lines."""
+    data = [{"type": "bar", "x": list(range(len(d.histogram))), "y": d.histogram, "name": f"{d.basis} ({d.kind})",
+             "hovertemplate": "total %{x}: %{y} items<extra></extra>"} for d in dists]
+    lines = [{"type": "line", "xref": "x", "yref": "paper", "x0": d.median, "x1": d.median, "y0": 0, "y1": 1,
+              "line": {"dash": "dash", "width": 1}} for d in dists if d.median is not None]
+    return {"data": data, "layout": {"barmode": "group", "showlegend": True, "shapes": lines,
+                                     "xaxis": {"title": {"text": "rubric total (0-14)"}, "dtick": 1},
+                                     "yaxis": {"title": {"text": "items"}}}}
+
+
+def interval_curves_plot(curves) -> dict:
+    """Mean per-interval score against the interval (1 = lowest activations), one line per basis."""
+    data = [{"type": "scatter", "mode": "lines+markers", "x": list(range(1, len(c.mean) + 1)), "y": c.mean,
+             "name": c.basis, "hovertemplate": "interval %{x}: mean %{y:.2f}<extra></extra>"} for c in curves]
+    return {"data": data, "layout": {"showlegend": True, "xaxis": {"title": {"text": "activation interval"}, "dtick": 1},
+                                     "yaxis": {"title": {"text": "mean score (0-3)"}, "range": [0, 3.1]}}}

@@ -75,7 +75,7 @@ def database_url(request, tmp_path) -> str:
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def writable_site(request, tmp_path_factory, analysed_run) -> WritableSite:
+def writable_site(request, tmp_path_factory, analysed_run) -> WritableSite:  # noqa: F811 (pytest fixture)
     """`monoscope serve` over a database of its own (SQLite, then PostgreSQL) that label and review tests write
     to, with users alice and bob made by `monoscope user add`."""
     if request.param == "sqlite":

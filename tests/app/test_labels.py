@@ -129,7 +129,7 @@ def test_browser_signs_in_labels_with_csrf_and_signs_out(writable_site):
         saved = browser.post(panel, data={"text": "string quotes", "csrftoken": form_token},
                              headers={"HX-Request": "true"})
         assert saved.status_code == 200 and 'id="current-label">string quotes<' in saved.text
-        assert 'hx-swap-oob="true">string quotes<' in saved.text  # the page's heading follows
+        assert 'hx-swap-oob="true">· string quotes<' in saved.text  # the page's heading follows
         via_header = browser.post(LABELS.format(index=4), json={"text": "string quotes, both kinds"},
                                   headers={"x-csrftoken": form_token})
         assert via_header.status_code == 201 and via_header.json()["author"] == "alice"

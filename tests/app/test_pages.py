@@ -130,3 +130,64 @@ def test_api_docs_render_from_local_assets(page, site):
     paths = site.get("/openapi.json").json()["paths"]
     operations = sum(len(methods) for methods in paths.values())
     assert operations >= 5 and page.locator(".opblock").count() == operations  # every JSON twin is documented
+
+
+@pytest.mark.parametrize("writable_site", ["sqlite"], indirect=True)
+def test_sign_in_label_find_and_review_with_the_keyboard(browser, writable_site):
+    site = writable_site.site
+    context = browser.new_context()
+    context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(site.url) else route.abort())
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(site.url + "/login")
+    page.fill("#token", writable_site.tokens["alice"])
+    page.click("#sign-in")
+    page.wait_for_url(site.url + "/")  # back where ?next= pointed
+    page.goto(site.url + "/login")
+    expect(page.locator("#signed-in-as")).to_have_text("alice")
+
+    # Label a feature in place (htmx), then find it through the list's label search.
+    page.goto(f"{site.url}/bases/{SAE_NAME}/units/60")
+    page.fill("#label-form input[name=text]", "playwright <brackets> & 'quotes'")
+    page.press("#label-form input[name=text]", "Enter")
+    expect(page.locator("#current-label")).to_have_text("playwright <brackets> & 'quotes'")
+    expect(page.locator("h1 #label")).to_contain_text("playwright <brackets>")
+    page.goto(f"{site.url}/bases/{SAE_NAME}")
+    page.locator("#q").press_sequentially("PLAYWRIGHT <bra")  # keyup: htmx searches as one types
+    page.wait_for_function("document.querySelector('#count').textContent.startsWith('1 units')")
+    assert page.locator("table.units tbody tr td:first-child").all_inner_texts() == ["60"]
+
+    # A four-item blind review, rated with the keyboard alone.
+    page.goto(site.url + "/reviews")
+    page.fill("#new-review input[name=name]", "keyboard review")
+    page.fill("#new-review input[name=per_basis]", "2")
+    page.click("#new-review button[type=submit]")
+    page.click("#rate")
+    for step in range(1, 5):
+        expect(page.locator("h1")).to_contain_text(f"Item {step} of 4")
+        page.wait_for_selector("#score-form[data-keys-bound]")  # the page's script is listening
+        assert "/bases/" not in page.content()
+        page.keyboard.type(f"hypothesis {step}")  # the hypothesis box has focus
+        perfect_logits = step == 1
+        keys = ["2", "4", "3" if perfect_logits else "2", None if perfect_logits else "1", str(step % 4)]
+        for key in keys:  # confidence, token consistency, logit consistency, effect gap, specificity
+            page.keyboard.press("Tab")
+            if key is not None:
+                page.keyboard.press(key)
+        if perfect_logits:
+            expect(page.locator("input[name=effect_gap][value=na]")).to_be_checked()
+        page.keyboard.press("Enter")
+        page.wait_for_load_state()
+    expect(page.locator("#progress")).to_contain_text("scored 4 and skipped 0 of 4")
+    page.click("#results")
+    page.wait_for_selector("#totals-plot .main-svg")
+    revealed = page.locator("#revealed tbody tr")
+    assert revealed.count() == 4
+    units = [revealed.nth(i).locator("a").inner_text() for i in range(4)]
+    assert sorted(u.split(" #")[0] for u in units) == ["neurons", "neurons", SAE_NAME, SAE_NAME]
+    totals = sorted(int(revealed.nth(i).locator("td").nth(3).inner_text()) for i in range(4))
+    assert totals == [9, 10, 11, 12]  # 2+4+3+(n/a)+1, then 2+4+2+1 plus specificity 2, 3 and 0
+    context.close()
+    assert not errors, errors

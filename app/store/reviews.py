@@ -1,0 +1,215 @@
+"""Blind monosemanticity reviews (the paper's experiment): create one, rate its items, and read what raters gave.
+
+A review draws N live units (not dead, not ultralow) at random from each chosen basis, shuffles them and fixes
+them as items 1..M at creation. Every rater sees every item, in an order of their own (a permutation seeded by the
+review and the rater), and scores it on the paper's rubric; a skipped item comes back after the unseen ones.
+Scores refer to the review's items, which refer to (basis, unit index): a re-ingest loses nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.store.models import Basis, Review, ReviewScore, ReviewUnit, Unit, User, utc_now
+from sae.conventions import ULTRALOW_DENSITY
+from sae.errors import MonoscopeError
+
+MAX_PER_BASIS = 500
+MAX_HYPOTHESIS_CHARS = 500
+# The paper's rubric: criterion -> highest score. The effect-size gap (0/1) applies only when the logit
+# consistency is below its maximum, so the total is out of 14 either way.
+RUBRIC = {"confidence": 3, "token_consistency": 5, "logit_consistency": 3, "effect_gap": 1, "specificity": 3}
+MAX_TOTAL = 14
+MAX_INTERVAL_SCORE = 3
+
+
+class Conflict(MonoscopeError):
+    """The request is valid but the review's state forbids it (closed; not the creator)."""
+
+
+@dataclass(frozen=True)
+class Rubric:
+    """One rater's scores of one item."""
+
+    hypothesis: str
+    confidence: int
+    token_consistency: int
+    logit_consistency: int
+    effect_gap: int | None  # None: not applicable (logit consistency at its maximum)
+    specificity: int
+    interval_scores: list[int | None] | None = None
+
+    def checked(self, n_intervals: int) -> "Rubric":
+        """Return the rubric with the hypothesis trimmed, or raise with what is out of range."""
+        hypothesis = (self.hypothesis or "").strip()
+        if not hypothesis or len(hypothesis) > MAX_HYPOTHESIS_CHARS or "\x00" in hypothesis:
+            raise MonoscopeError(f"the hypothesis is 1 to {MAX_HYPOTHESIS_CHARS} characters, got {len(hypothesis)}")
+        for name, top in RUBRIC.items():
+            value = getattr(self, name)
+            if name == "effect_gap" and self.logit_consistency == RUBRIC["logit_consistency"]:
+                if value is not None:
+                    raise MonoscopeError("effect_gap does not apply when logit_consistency is 3: leave it empty")
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
+                raise MonoscopeError(f"{name} is an integer from 0 to {top}, got {value!r}")
+        if self.interval_scores is not None:
+            scores = self.interval_scores
+            if len(scores) != n_intervals or any(s is not None and not 0 <= s <= MAX_INTERVAL_SCORE for s in scores):
+                raise MonoscopeError(f"interval_scores has one score 0-{MAX_INTERVAL_SCORE} (or null) for each of the "
+                                     f"{n_intervals} intervals")
+        return Rubric(hypothesis, self.confidence, self.token_consistency, self.logit_consistency, self.effect_gap,
+                      self.specificity, self.interval_scores)
+
+    @property
+    def total(self) -> int:
+        return sum(getattr(self, name) or 0 for name in RUBRIC)
+
+
+def create_review(session: Session, *, name: str, bases: list[Basis], per_basis: int, creator: User | None,
+                  seed: int | None = None) -> Review:
+    """Draw `per_basis` live units of each basis, shuffle them into items 1..M, and store the review."""
+    name = (name or "").strip()
+    if not name or len(name) > 200 or "\x00" in name:
+        raise MonoscopeError(f"a review name is 1 to 200 characters, got {len(name)}")
+    if session.scalar(select(Review.id).where(Review.name == name)) is not None:
+        raise MonoscopeError(f"a review named {name!r} exists already")
+    if not bases or len({b.id for b in bases}) != len(bases):
+        raise MonoscopeError("choose one or more different bases")
+    if len({b.model_id for b in bases}) != 1:
+        raise MonoscopeError("the bases of a review belong to one model")
+    if not 1 <= per_basis <= MAX_PER_BASIS:
+        raise MonoscopeError(f"per-basis count is 1 to {MAX_PER_BASIS}, got {per_basis}")
+    seed = secrets.randbits(48) if seed is None else seed
+    rng = np.random.default_rng(seed)
+    drawn: list[tuple[int, int]] = []
+    for basis in bases:
+        live = session.scalars(select(Unit.index).where(Unit.basis_id == basis.id, Unit.firing_count > 0,
+                                                        Unit.density >= ULTRALOW_DENSITY).order_by(Unit.index)).all()
+        if len(live) < per_basis:
+            raise MonoscopeError(f"basis {basis.name!r} has {len(live)} live units (not dead, density at least "
+                                 f"{ULTRALOW_DENSITY:g}); asked for {per_basis}")
+        drawn += [(basis.id, int(i)) for i in rng.choice(live, size=per_basis, replace=False)]
+    order = rng.permutation(len(drawn))
+    review = Review(name=name, created_by=creator.id if creator else None, per_basis=per_basis, seed=seed,
+                    state="open", config={"bases": [b.name for b in bases]})
+    session.add(review)
+    session.flush()
+    session.add_all([ReviewUnit(review_id=review.id, position=position, basis_id=drawn[k][0], unit_index=drawn[k][1])
+                     for position, k in enumerate(order, start=1)])
+    session.flush()
+    return review
+
+
+def find_review(session: Session, review_id: int) -> Review:
+    review = session.get(Review, review_id)
+    if review is None:
+        raise LookupError(f"no review {review_id}")
+    return review
+
+
+def item_count(session: Session, review: Review) -> int:
+    return session.scalar(select(func.count(ReviewUnit.id)).where(ReviewUnit.review_id == review.id)) or 0
+
+
+def find_item(session: Session, review: Review, position: int) -> ReviewUnit:
+    item = session.scalar(select(ReviewUnit).where(ReviewUnit.review_id == review.id,
+                                                   ReviewUnit.position == position))
+    if item is None:
+        raise LookupError(f"review {review.name!r} has items 1 to {item_count(session, review)}; no item {position}")
+    return item
+
+
+def rater_order(review: Review, rater: User, n_items: int) -> list[int]:
+    """Return the item positions in the order this rater sees them (fixed per review and rater)."""
+    return [int(p) + 1 for p in np.random.default_rng([review.seed, rater.id]).permutation(n_items)]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where one rater stands in a review."""
+
+    order: list[int]  # positions, in this rater's order
+    scored: set[int]
+    skipped: set[int]
+
+    @property
+    def next_item(self) -> int | None:
+        """The first unseen item in the rater's order, else the first skipped one, else None."""
+        unseen = [p for p in self.order if p not in self.scored and p not in self.skipped]
+        again = [p for p in self.order if p in self.skipped]
+        return (unseen or again or [None])[0]
+
+    @property
+    def finished(self) -> bool:
+        """True once every item is scored or skipped: the rater may see the results."""
+        return all(p in self.scored or p in self.skipped for p in self.order)
+
+    def step(self, position: int) -> int:
+        return self.order.index(position) + 1
+
+
+def progress(session: Session, review: Review, rater: User) -> Progress:
+    rows = session.execute(select(ReviewUnit.position, ReviewScore.skipped)
+                           .join(ReviewScore, ReviewScore.review_unit_id == ReviewUnit.id)
+                           .where(ReviewUnit.review_id == review.id, ReviewScore.rater_id == rater.id)).all()
+    return Progress(order=rater_order(review, rater, item_count(session, review)),
+                    scored={p for p, skipped in rows if not skipped}, skipped={p for p, skipped in rows if skipped})
+
+
+def _answer(session: Session, review: Review, item: ReviewUnit, rater: User) -> ReviewScore:
+    """Return the rater's row for the item (new if none), after checking the review is open."""
+    if review.state != "open":
+        raise Conflict(f"review {review.name!r} is closed: its scores can no longer change")
+    row = session.scalar(select(ReviewScore).where(ReviewScore.review_unit_id == item.id,
+                                                   ReviewScore.rater_id == rater.id))
+    if row is None:
+        row = ReviewScore(review_unit_id=item.id, rater_id=rater.id)
+        session.add(row)
+    return row
+
+
+def save_score(session: Session, review: Review, item: ReviewUnit, rater: User, rubric: Rubric,
+               n_intervals: int) -> ReviewScore:
+    """Store (or replace) the rater's rubric for the item."""
+    rubric = rubric.checked(n_intervals)
+    row = _answer(session, review, item, rater)
+    row.skipped, row.hypothesis, row.total = False, rubric.hypothesis, rubric.total
+    for name in RUBRIC:
+        setattr(row, name, getattr(rubric, name))
+    row.interval_scores = rubric.interval_scores
+    row.updated = utc_now()
+    session.flush()
+    return row
+
+
+def skip_item(session: Session, review: Review, item: ReviewUnit, rater: User) -> None:
+    """Mark the item skipped for this rater (it comes back after the unseen ones); a score stays a score."""
+    row = _answer(session, review, item, rater)
+    if row.total is None:
+        row.skipped = True
+        row.updated = utc_now()
+    session.flush()
+
+
+def close_review(session: Session, review: Review, user: User) -> None:
+    """Close the review (its creator only): scores freeze and the results open to everyone."""
+    if review.created_by is not None and review.created_by != user.id:
+        raise Conflict("only the review's creator can close it")
+    review.state = "closed"
+    session.flush()
+
+
+def scores(session: Session, review: Review) -> list[tuple[ReviewUnit, str, ReviewScore, str]]:
+    """Return every non-skipped score of the review as (item, basis name, score, rater name), by item."""
+    return [tuple(row) for row in session.execute(
+        select(ReviewUnit, Basis.name, ReviewScore, User.name)
+        .join(Basis, Basis.id == ReviewUnit.basis_id)
+        .join(ReviewScore, ReviewScore.review_unit_id == ReviewUnit.id)
+        .join(User, User.id == ReviewScore.rater_id)
+        .where(ReviewUnit.review_id == review.id, ReviewScore.skipped.is_(False))
+        .order_by(ReviewUnit.position, User.name))]

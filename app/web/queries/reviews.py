@@ -1,0 +1,178 @@
+"""Reads of blind reviews: the list, one rater's view of an item (anonymous), and the results once they open."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.store import review_stats as stats
+from app.store import reviews as store
+from app.store.models import Basis, Model, Review, ReviewScore, User
+from app.web.queries.bases import NEWEST_MODEL_FIRST, NotFound, ready_bases
+from app.web.queries.unit import detail
+from app.web.review_schemas import (
+    Distribution,
+    IntervalCurve,
+    MyScore,
+    RaterRow,
+    RevealedItem,
+    RevealedScore,
+    ReviewItem,
+    ReviewList,
+    ReviewResults,
+    ReviewSummary,
+    Test,
+)
+from app.web.urls import unit_url
+
+
+class Forbidden(PermissionError):
+    """The user may not see this yet (the web answers 403 with the message)."""
+
+
+def review_url(review: Review) -> str:
+    return f"/reviews/{review.id}"
+
+
+def item_url(review: Review, position: int) -> str:
+    return f"/reviews/{review.id}/items/{position}"
+
+
+def get_review(session: Session, review_id: int) -> Review:
+    try:
+        return store.find_review(session, review_id)
+    except LookupError as e:
+        raise NotFound(str(e)) from None
+
+
+def get_item(session: Session, review: Review, position: int):
+    try:
+        return store.find_item(session, review, position)
+    except LookupError as e:
+        raise NotFound(str(e)) from None
+
+
+def summary(session: Session, review: Review, user: User | None) -> ReviewSummary:
+    """Return the review's summary, with the user's progress when signed in."""
+    creator = session.get(User, review.created_by) if review.created_by else None
+    fields = dict(id=review.id, name=review.name, state=review.state, per_basis=review.per_basis,
+                  n_items=store.item_count(session, review), created=store_utc(review.created),
+                  created_by=creator.name if creator else None, url=review_url(review))
+    if user is not None:
+        p = store.progress(session, review, user)
+        nxt = p.next_item
+        fields |= dict(scored=len(p.scored), skipped=len(p.skipped), finished=p.finished,
+                       next_url=item_url(review, nxt) if nxt is not None and review.state == "open" else None,
+                       results_open=p.finished or review.state == "closed")
+    return ReviewSummary(**fields)
+
+
+def store_utc(moment):
+    from app.store.labels import utc
+
+    return utc(moment)
+
+
+def review_list(*, session: Session, user: User | None) -> ReviewList:
+    """Return every review, newest first, and the bases of the newest model a new one can draw from."""
+    reviews = session.scalars(select(Review).order_by(Review.id.desc())).all()
+    newest = session.execute(ready_bases().limit(1)).first()
+    bases = [] if newest is None else session.scalars(
+        select(Basis.name).where(Basis.model_id == newest[1].id, Basis.status == "ready")
+        .order_by(Basis.kind, Basis.name)).all()
+    return ReviewList(reviews=[summary(session, r, user) for r in reviews], bases=list(bases))
+
+
+def resolve_bases(session: Session, names: list[str], model: str | None) -> list[Basis]:
+    """Return the named ready bases of one model (the given one, else the newest having the first)."""
+    stmt = select(Basis, Model).join(Model, Model.id == Basis.model_id).where(Basis.status == "ready")
+    if model is not None:
+        stmt = stmt.where(Model.name == model)
+    found: dict[str, Basis] = {}
+    for basis, _ in session.execute(stmt.where(Basis.name.in_(names)).order_by(*NEWEST_MODEL_FIRST)):
+        found.setdefault(basis.name, basis)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise NotFound(f"no ready basis named {', '.join(map(repr, missing))}")
+    return [found[n] for n in names]
+
+
+def _mine(row: ReviewScore | None) -> MyScore | None:
+    if row is None:
+        return None
+    return MyScore(hypothesis=row.hypothesis, confidence=row.confidence, token_consistency=row.token_consistency,
+                   logit_consistency=row.logit_consistency, effect_gap=row.effect_gap, specificity=row.specificity,
+                   total=row.total, interval_scores=row.interval_scores, skipped=row.skipped)
+
+
+def review_item(*, session: Session, review_id: int, position: int, user: User) -> ReviewItem:
+    """Return item `position` as the rater sees it: its unit's evidence without anything that names the unit."""
+    review = get_review(session, review_id)
+    item = get_item(session, review, position)
+    basis = session.get(Basis, item.basis_id)
+    unit = detail(session, basis, session.get(Model, basis.model_id), item.unit_index, None)
+    p = store.progress(session, review, user)
+    mine = session.scalar(select(ReviewScore).where(ReviewScore.review_unit_id == item.id,
+                                                    ReviewScore.rater_id == user.id))
+    return ReviewItem(review=review.name, review_url=review_url(review), item=position, step=p.step(position),
+                      of=len(p.order), max_activation=unit.max_activation, act_hist=unit.act_hist,
+                      top_logits=unit.top_logits, bottom_logits=unit.bottom_logits, top_examples=unit.top_examples,
+                      intervals=unit.intervals, mine=_mine(mine), state=review.state)
+
+
+def n_intervals(session: Session, review: Review, position: int) -> int:
+    """The number of activation intervals an item's interval scores cover (the analysis's, 11 by default)."""
+    basis = session.get(Basis, get_item(session, review, position).basis_id)
+    return int((basis.config or {}).get("n_intervals", 11))
+
+
+def review_results(*, session: Session, review_id: int, user: User | None, force: bool = False) -> ReviewResults:
+    """Return the results: open to a rater who has finished, and to everyone once the review is closed (`force`:
+    the command line, run by whoever holds the database)."""
+    review = get_review(session, review_id)
+    if review.state != "closed" and not force:
+        if user is None:
+            raise Forbidden("the results open when the review is closed, or to a rater who has finished it: "
+                            "sign in")
+        if not store.progress(session, review, user).finished:
+            raise Forbidden("finish rating every item first (scored or skipped): the results stay hidden until "
+                            "then, so other raters' scores cannot sway yours")
+    rows = store.scores(session, review)
+    kinds = dict(session.execute(select(Basis.name, Basis.kind).where(Basis.name.in_(review.config["bases"]))).all())
+    bases = list(review.config["bases"])
+    totals = {b: [s.total for _, name, s, _ in rows if name == b] for b in bases}
+    distributions = []
+    for b in bases:
+        median, low, high = stats.median_ci(totals[b])
+        distributions.append(Distribution(basis=b, kind=kinds.get(b, "sae"), n=len(totals[b]),
+                                          histogram=stats.total_histogram(totals[b]), median=median, ci_low=low,
+                                          ci_high=high))
+    tests = []
+    for i, a in enumerate(bases):
+        for b in bases[i + 1:]:
+            result = stats.mann_whitney(totals[a], totals[b])
+            if result is not None:
+                tests.append(Test(a=a, b=b, u=result["u"], p=result["p"], effect_size=result["effect_size"]))
+    by_rater: dict[str, dict[int, float]] = {}
+    for item, _, s, rater in rows:
+        by_rater.setdefault(rater, {})[item.position] = s.total
+    raters = [RaterRow(rater=r, scored=len(given), medians={
+        b: stats.median_ci([s.total for _, name, s, who in rows if who == r and name == b])[0] for b in bases})
+        for r, given in sorted(by_rater.items())]
+    curves = stats.interval_curves([(name, s.interval_scores) for _, name, s, _ in rows if s.interval_scores])
+    items: dict[int, RevealedItem] = {}
+    for item in session.scalars(select(store.ReviewUnit).where(store.ReviewUnit.review_id == review.id)
+                                .order_by(store.ReviewUnit.position)):
+        name = session.get(Basis, item.basis_id).name
+        items[item.position] = RevealedItem(item=item.position, basis=name, index=item.unit_index,
+                                            unit_url=unit_url(name, item.unit_index, None), scores=[])
+    for item, _, s, rater in rows:
+        items[item.position].scores.append(RevealedScore(
+            rater=rater, hypothesis=s.hypothesis, total=s.total, confidence=s.confidence,
+            token_consistency=s.token_consistency, logit_consistency=s.logit_consistency, effect_gap=s.effect_gap,
+            specificity=s.specificity, interval_scores=s.interval_scores))
+    return ReviewResults(review=summary(session, review, user), distributions=distributions, tests=tests,
+                         raters=raters, agreement=stats.krippendorff_alpha(by_rater),
+                         interval_curves=[IntervalCurve(basis=b, mean=curves[b]["mean"], n=curves[b]["n"])
+                                          for b in bases if b in curves],
+                         items=list(items.values()))

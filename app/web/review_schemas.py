@@ -1,0 +1,151 @@
+"""Pydantic models of blind reviews: what a rater sees of an item (nothing that names its unit), what the API takes
+as a score, and the results once they open."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field
+
+from app.store.reviews import MAX_HYPOTHESIS_CHARS, MAX_PER_BASIS
+from app.web.schemas import Example, Histogram, Interval, LogitToken, Schema
+
+
+class ReviewIn(Schema):
+    """A new review: `per_basis` live units drawn at random from each basis."""
+
+    name: str = Field(min_length=1, max_length=200)
+    bases: list[str] = Field(min_length=1, max_length=10, description="Basis names, e.g. [\"neurons\", \"topk-4096\"]")
+    per_basis: int = Field(ge=1, le=MAX_PER_BASIS)
+    model: str | None = Field(None, max_length=200, description="Model of the bases (default: the newest having them)")
+    seed: int | None = Field(None, ge=0, le=2**48, description="For a reproducible draw")
+
+
+class ScoreIn(Schema):
+    """The paper's rubric for one item (total out of 14); `effect_gap` is null when logit_consistency is 3."""
+
+    hypothesis: str = Field(min_length=1, max_length=MAX_HYPOTHESIS_CHARS + 100)
+    confidence: int = Field(ge=0, le=3)
+    token_consistency: int = Field(ge=0, le=5, description="Consistency of the high-activation tokens")
+    logit_consistency: int = Field(ge=0, le=3, description="Consistency of the positive logit effects")
+    effect_gap: int | None = Field(None, ge=0, le=1, description="Gap in effect size; null (n/a) when "
+                                                                   "logit_consistency is 3")
+    specificity: int = Field(ge=0, le=3)
+    interval_scores: list[int | None] | None = Field(None, description="Optional: 0-3 per activation interval")
+
+
+class MyScore(Schema):
+    hypothesis: str | None
+    confidence: int | None
+    token_consistency: int | None
+    logit_consistency: int | None
+    effect_gap: int | None
+    specificity: int | None
+    total: int | None
+    interval_scores: list[int | None] | None
+    skipped: bool
+
+
+class ReviewSummary(Schema):
+    id: int
+    name: str
+    state: str
+    per_basis: int
+    n_items: int
+    created: datetime
+    created_by: str | None
+    url: str
+    # Only for the signed-in rater:
+    scored: int | None = None
+    skipped: int | None = None
+    finished: bool | None = None
+    next_url: str | None = None
+    results_open: bool | None = None
+
+
+class ReviewList(Schema):
+    reviews: list[ReviewSummary]
+    bases: list[str] = Field(description="Bases a new review can draw from (of the newest model)")
+
+
+class ReviewItem(Schema):
+    """What a rater sees of one item: the unit's evidence, never its basis, index or a link to it."""
+
+    review: str
+    review_url: str
+    item: int = Field(description="The review's own item number")
+    step: int = Field(description="Where this item comes in the rater's order")
+    of: int
+    max_activation: float
+    act_hist: Histogram
+    top_logits: list[LogitToken]
+    bottom_logits: list[LogitToken]
+    top_examples: list[Example]
+    intervals: list[Interval]
+    mine: MyScore | None
+    state: str
+
+
+class Distribution(Schema):
+    """One basis's totals: how many items got each total 0-14, the median and its bootstrap 95% interval."""
+
+    basis: str
+    kind: str
+    n: int
+    histogram: list[int]
+    median: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+class Test(Schema):
+    """Mann–Whitney U between two bases' totals (two-sided)."""
+
+    a: str
+    b: str
+    u: float
+    p: float
+    effect_size: float = Field(description="P(a random total of `a` exceeds one of `b`), ties half")
+
+
+class RaterRow(Schema):
+    rater: str
+    scored: int
+    medians: dict[str, float | None]
+
+
+class RevealedScore(Schema):
+    rater: str
+    hypothesis: str | None
+    total: int | None
+    confidence: int | None
+    token_consistency: int | None
+    logit_consistency: int | None
+    effect_gap: int | None
+    specificity: int | None
+    interval_scores: list[int | None] | None
+
+
+class RevealedItem(Schema):
+    item: int
+    basis: str
+    index: int
+    unit_url: str
+    scores: list[RevealedScore]
+
+
+class IntervalCurve(Schema):
+    basis: str
+    mean: list[float | None]
+    n: list[int]
+
+
+class ReviewResults(Schema):
+    review: ReviewSummary
+    distributions: list[Distribution]
+    tests: list[Test]
+    raters: list[RaterRow]
+    agreement: float | None = Field(description="Krippendorff's alpha (interval) of the totals; null with one rater")
+    interval_curves: list[IntervalCurve]
+    items: list[RevealedItem]
+    paper: str = "Towards Monosemanticity (2023): median 12 for features, 0 for neurons"

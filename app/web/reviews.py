@@ -1,0 +1,213 @@
+"""Blind reviews in the browser and the API: create, rate item by item (keyboard first), skip, close, results.
+
+An item's URL and JSON carry only the review's own item number; the results reveal every item's unit. Writes
+need a user and are each one short transaction (app/store/reviews.py holds the rules).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from app.store import reviews as store
+from app.store.db import write_transaction
+from app.web import plots
+from app.web.auth import CurrentUser, OptionalUser, csrf_token, read_access
+from app.web.deps import SessionDep
+from app.web.queries import reviews as queries
+from app.web.render import render, twin_url
+from app.web.review_schemas import MyScore, ReviewIn, ReviewItem, ReviewList, ReviewResults, ReviewSummary, ScoreIn
+from app.web.schemas import ErrorBody
+
+ReviewId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+Position = Annotated[int, Path(ge=1, le=2**31 - 1, description="The review's own item number")]
+ERRORS = {401: {"model": ErrorBody, "description": "No valid API token or session"},
+          403: {"model": ErrorBody, "description": "Not allowed yet (results before finishing) or no CSRF token"},
+          404: {"model": ErrorBody, "description": "Unknown review, item or basis"},
+          409: {"model": ErrorBody, "description": "The review is closed, or only its creator may do this"},
+          422: {"model": ErrorBody, "description": "Bad input (the message says what)"}}
+
+pages = APIRouter(include_in_schema=False, default_response_class=HTMLResponse, dependencies=[Depends(read_access)])
+api = APIRouter(prefix="/api/v1", tags=["reviews"], responses=ERRORS, dependencies=[Depends(read_access)])
+
+
+# --- writes shared by the pages and the API --------------------------------------------------------------------
+
+
+def create(request: Request, user, body: ReviewIn) -> ReviewSummary:
+    with write_transaction(request.app.state.sessionmaker) as session:
+        bases = queries.resolve_bases(session, list(body.bases), body.model)
+        review = store.create_review(session, name=body.name, bases=bases, per_basis=body.per_basis,
+                                     creator=user, seed=body.seed)
+        return queries.summary(session, review, user)
+
+
+def score(request: Request, user, review_id: int, position: int, body: ScoreIn | None) -> MyScore:
+    """Store the rubric (or a skip when body is None) and return the rater's answer as stored."""
+    with write_transaction(request.app.state.sessionmaker) as session:
+        review = queries.get_review(session, review_id)
+        item = queries.get_item(session, review, position)
+        if body is None:
+            store.skip_item(session, review, item, user)
+        else:
+            rubric = store.Rubric(**body.model_dump())
+            store.save_score(session, review, item, user, rubric, queries.n_intervals(session, review, position))
+    with request.app.state.sessionmaker() as session:
+        return queries.review_item(session=session, review_id=review_id, position=position, user=user).mine
+
+
+def close(request: Request, user, review_id: int) -> ReviewSummary:
+    with write_transaction(request.app.state.sessionmaker) as session:
+        review = queries.get_review(session, review_id)
+        store.close_review(session, review, user)
+        return queries.summary(session, review, user)
+
+
+# --- JSON API ---------------------------------------------------------------------------------------------------
+
+
+@api.get("/reviews", response_model=ReviewList, summary="Every review (with your progress when signed in)")
+def list_reviews(session: SessionDep, user: OptionalUser):
+    return queries.review_list(session=session, user=user)
+
+
+@api.post("/reviews", response_model=ReviewSummary, status_code=201, summary="Create a blind review")
+def post_review(request: Request, user: CurrentUser, body: ReviewIn):
+    return create(request, user, body)
+
+
+@api.get("/reviews/{review_id}", response_model=ReviewSummary, summary="One review and your progress in it")
+def get_review(session: SessionDep, user: OptionalUser, review_id: ReviewId):
+    return queries.summary(session, queries.get_review(session, review_id), user)
+
+
+@api.get("/reviews/{review_id}/items/{position}", response_model=ReviewItem,
+         summary="One item as a rater sees it: no basis, no unit index")
+def get_item(session: SessionDep, user: CurrentUser, review_id: ReviewId, position: Position):
+    return queries.review_item(session=session, review_id=review_id, position=position, user=user)
+
+
+@api.post("/reviews/{review_id}/items/{position}/score", response_model=MyScore,
+          summary="Score an item on the paper's rubric (replaces your earlier score)")
+def post_score(request: Request, user: CurrentUser, review_id: ReviewId, position: Position, body: ScoreIn):
+    return score(request, user, review_id, position, body)
+
+
+@api.post("/reviews/{review_id}/items/{position}/skip", response_model=MyScore,
+          summary="Skip an item for now (it comes back after the unseen ones)")
+def post_skip(request: Request, user: CurrentUser, review_id: ReviewId, position: Position):
+    return score(request, user, review_id, position, None)
+
+
+@api.post("/reviews/{review_id}/close", response_model=ReviewSummary,
+          summary="Close a review (its creator): scores freeze, results open to all")
+def post_close(request: Request, user: CurrentUser, review_id: ReviewId):
+    return close(request, user, review_id)
+
+
+@api.get("/reviews/{review_id}/results", response_model=ReviewResults,
+         summary="Totals by basis, tests, agreement, and every item revealed")
+def get_results(session: SessionDep, user: OptionalUser, review_id: ReviewId):
+    return queries.review_results(session=session, review_id=review_id, user=user)
+
+
+# --- pages ------------------------------------------------------------------------------------------------------
+
+
+def _next(request: Request, user, review_id: int) -> RedirectResponse:
+    with request.app.state.sessionmaker() as session:
+        summary = queries.summary(session, queries.get_review(session, review_id), user)
+    return RedirectResponse(summary.next_url or summary.url, status_code=303)
+
+
+@pages.get("/reviews")
+def reviews_page(request: Request, session: SessionDep, user: OptionalUser):
+    listing = queries.review_list(session=session, user=user)
+    return render(request, "reviews.html", {"listing": listing, "user": user, "csrftoken": csrf_token(request)},
+                  api_url=twin_url(request))
+
+
+@pages.post("/reviews")
+async def create_page(request: Request, user: CurrentUser):
+    form = await request.form()
+    body = ReviewIn(name=str(form.get("name", "")), bases=[str(b) for b in form.getlist("bases")],
+                    per_basis=str(form.get("per_basis", "")) or 0)
+    summary = create(request, user, body)
+    return RedirectResponse(summary.url, status_code=303)
+
+
+@pages.get("/reviews/{review_id}")
+def review_page(request: Request, session: SessionDep, user: OptionalUser, review_id: ReviewId):
+    review = queries.get_review(session, review_id)
+    context = {"r": queries.summary(session, review, user), "user": user, "csrftoken": csrf_token(request),
+               "is_creator": user is not None and review.created_by in (None, user.id)}
+    return render(request, "review.html", context, api_url=twin_url(request))
+
+
+@pages.get("/reviews/{review_id}/next")
+def next_page(request: Request, user: CurrentUser, review_id: ReviewId):
+    return _next(request, user, review_id)
+
+
+@pages.get("/reviews/{review_id}/items/{position}")
+def item_page(request: Request, session: SessionDep, user: CurrentUser, review_id: ReviewId, position: Position):
+    item = queries.review_item(session=session, review_id=review_id, position=position, user=user)
+    context = {"it": item, "csrftoken": csrf_token(request), "plots": True, "rubric": store.RUBRIC,
+               "act_plot": plots.step_plot(item.act_hist, x_title="activation", log_x=True),
+               "action": f"/reviews/{review_id}/items/{position}"}
+    return render(request, "review_item.html", context, api_url=twin_url(request))
+
+
+@pages.post("/reviews/{review_id}/items/{position}")
+async def score_page(request: Request, user: CurrentUser, review_id: ReviewId, position: Position):
+    form = await request.form()
+    intervals = [form.get(f"interval_{i}") for i in range(64) if f"interval_{i}" in form]
+    gap = str(form.get("effect_gap", "na"))
+    body = ScoreIn(hypothesis=str(form.get("hypothesis", "")), confidence=form.get("confidence"),
+                   token_consistency=form.get("token_consistency"), logit_consistency=form.get("logit_consistency"),
+                   effect_gap=None if gap in ("", "na") else gap, specificity=form.get("specificity"),
+                   interval_scores=[int(v) if v not in (None, "") else None for v in intervals]
+                   if any(v not in (None, "") for v in intervals) else None)
+    score(request, user, review_id, position, body)
+    return _next(request, user, review_id)
+
+
+@pages.post("/reviews/{review_id}/items/{position}/skip")
+def skip_page(request: Request, user: CurrentUser, review_id: ReviewId, position: Position):
+    score(request, user, review_id, position, None)
+    return _next(request, user, review_id)
+
+
+@pages.post("/reviews/{review_id}/close")
+def close_page(request: Request, user: CurrentUser, review_id: ReviewId):
+    summary = close(request, user, review_id)
+    return RedirectResponse(summary.url, status_code=303)
+
+
+@pages.get("/reviews/{review_id}/results")
+def results_page(request: Request, session: SessionDep, user: OptionalUser, review_id: ReviewId):
+    results = queries.review_results(session=session, review_id=review_id, user=user)
+    context = {"res": results, "plots": True, "totals_plot": plots.totals_plot(results.distributions),
+               "curves_plot": plots.interval_curves_plot(results.interval_curves) if results.interval_curves else None}
+    return render(request, "review_results.html", context, api_url=twin_url(request))
+
+
+@pages.get("/reviews/{review_id}/results.csv")
+def results_csv(session: SessionDep, user: OptionalUser, review_id: ReviewId):
+    """Every score with its item revealed, one row per (item, rater), for pandas and spreadsheets."""
+    results = queries.review_results(session=session, review_id=review_id, user=user)
+    out = io.StringIO()
+    fields = ["item", "basis", "index", "rater", "hypothesis", "total", *store.RUBRIC, "interval_scores"]
+    writer = csv.DictWriter(out, fieldnames=fields)
+    writer.writeheader()
+    for item in results.items:
+        for s in item.scores:
+            writer.writerow({"item": item.item, "basis": item.basis, "index": item.index,
+                             **s.model_dump(exclude={"interval_scores"}),
+                             "interval_scores": " ".join("" if v is None else str(v) for v in s.interval_scores or [])})
+    return Response(out.getvalue(), media_type="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="review-{review_id}.csv"'})
