@@ -230,3 +230,14 @@ def test_revoked_users_can_no_longer_write(writable_site):
     r = site.post(LABELS.format(index=41), json={"text": "after"}, headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 401 and "revoked" in r.json()["detail"]
     assert [h["author"] for h in site.get(LABELS.format(index=41)).json()["history"]] == ["carol"]
+
+
+def test_openapi_documents_the_bearer_scheme_on_every_write(writable_site):
+    spec = writable_site.site.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["HTTPBearer"] == {
+        "type": "http", "scheme": "bearer", "description": "The API token `monoscope user add NAME` printed."}
+    writes = [(path, op) for path, ops in spec["paths"].items() for method, op in ops.items() if method == "post"]
+    assert len(writes) >= 5
+    for path, op in writes:
+        assert op.get("security") == [{"HTTPBearer": []}], path
+        assert "401" in op["responses"], path

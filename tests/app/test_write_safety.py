@@ -19,27 +19,40 @@ LABELS = f"/api/v1/bases/{SAE_NAME}/units/{{index}}/labels"
 
 
 def test_every_answered_write_survives_a_kill(writable_site):
+    """A burst of label writes and review scores; the server is killed (SIGKILL) in the middle of it."""
     victim = start_server(writable_site.site.db_url, writable_site.site.run_dir)
+    review = httpx.post(victim.url + "/api/v1/reviews", json={"name": "kill burst", "bases": ["neurons", SAE_NAME],
+                                                               "per_basis": 30}, headers=writable_site.auth("bob"))
+    assert review.status_code == 201, review.text
+    review_id = review.json()["id"]
     answered: list[str] = []
+    scored: list[int] = []
     lock = threading.Lock()
 
     def write(i: int) -> None:
         try:
-            r = httpx.post(victim.url + LABELS.format(index=50 + i % 5), json={"text": f"burst {i}"},
-                           headers=writable_site.auth("alice"), timeout=30)
+            if i % 2:
+                r = httpx.post(victim.url + LABELS.format(index=50 + i % 5), json={"text": f"burst {i}"},
+                               headers=writable_site.auth("alice"), timeout=30)
+            else:
+                item = i // 2 % 60 + 1
+                r = httpx.post(victim.url + f"/api/v1/reviews/{review_id}/items/{item}/score",
+                               json={"hypothesis": f"burst {item}", "confidence": 1, "token_consistency": 1,
+                                     "logit_consistency": 1, "effect_gap": 0, "specificity": 1},
+                               headers=writable_site.auth("bob"), timeout=30)
         except httpx.TransportError:
             return  # the server died under this request: no answer, no promise
-        if r.status_code == 201:
-            with lock:
-                answered.append(f"burst {i}")
-                if len(answered) == 40:
-                    victim.process.send_signal(signal.SIGKILL)
+        with lock:
+            if r.status_code in (200, 201):
+                (answered.append(f"burst {i}") if i % 2 else scored.append(i // 2 % 60 + 1))
+            if len(answered) + len(scored) == 60:
+                victim.process.send_signal(signal.SIGKILL)
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(write, range(400)))
     victim.process.wait(timeout=30)
     assert victim.process.returncode == -signal.SIGKILL
-    assert 40 <= len(answered) < 400
+    assert answered and scored and len(answered) + len(scored) < 400
 
     again = start_server(writable_site.site.db_url, writable_site.site.run_dir)
     try:
@@ -49,6 +62,9 @@ def test_every_answered_write_survives_a_kill(writable_site):
             stored += [h["text"] for h in history]
         assert set(answered) <= set(stored)
         assert len(stored) == len(set(stored))  # no write landed twice
+        for item in set(scored):
+            mine = again.get(f"/api/v1/reviews/{review_id}/items/{item}", headers=writable_site.auth("bob")).json()
+            assert mine["mine"]["hypothesis"] == f"burst {item}" and mine["mine"]["total"] == 4
     finally:
         stop_server(again)
     with make_engine(writable_site.site.db_url).connect() as c:
@@ -56,6 +72,10 @@ def test_every_answered_write_survives_a_kill(writable_site):
             assert c.execute(text("PRAGMA integrity_check")).scalar() == "ok"
         count = c.execute(text("SELECT count(*) FROM label WHERE unit_index BETWEEN 50 AND 54")).scalar()
         assert count == len(stored)
+        per_item = c.execute(text("SELECT count(*), count(DISTINCT review_unit_id) FROM review_score s JOIN "
+                                  "review_unit u ON u.id = s.review_unit_id WHERE u.review_id = :r"),
+                             {"r": review_id}).one()
+        assert per_item[0] == per_item[1] >= len(set(scored))  # one row per (item, rater), never two
 
 
 def test_require_login_closes_reads_but_not_the_sign_in_page(writable_site):
