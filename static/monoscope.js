@@ -19,7 +19,7 @@
   // Show the server's 404/422 message in place of the fragment instead of silently ignoring the response.
   document.addEventListener("htmx:beforeSwap", function (evt) {
     var status = evt.detail.xhr.status;
-    if (status === 404 || status === 422 || status === 503) { evt.detail.shouldSwap = true; evt.detail.isError = false; }
+    if ([401, 403, 404, 409, 422, 503].indexOf(status) >= 0) { evt.detail.shouldSwap = true; evt.detail.isError = false; }
   });
   // Blind review, keyboard first: a number key sets the criterion that has focus, Tab moves on (each radio group
   // is one stop), Enter saves and opens the next item. The effect-size gap is n/a when logit consistency is 3.
@@ -30,8 +30,9 @@
       var logit = form.querySelector('input[name="logit_consistency"]:checked');
       var perfect = logit && logit.value === "3";
       form.querySelectorAll('input[name="effect_gap"]').forEach(function (input) {
-        input.disabled = perfect && input.value !== "na";
+        input.disabled = perfect ? input.value !== "na" : (logit !== null && input.value === "na");
         if (perfect && input.value === "na") input.checked = true;
+        if (input.disabled) input.checked = false;
       });
       var gapChosen = form.querySelector('input[name="effect_gap"]:checked');
       form.querySelectorAll('input[name="effect_gap"]').forEach(function (input) { input.required = !gapChosen; });

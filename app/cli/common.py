@@ -34,3 +34,13 @@ def number_list(text: str, kind: type, option: str) -> list:
     if not values or any(v <= 0 for v in values):
         raise MonoscopeError(f"{option} needs positive numbers, got {text!r}")
     return values
+
+
+def sessions(db: str | None):
+    """Return a session maker on the database (the flag's, else the settings'), brought to the newest schema."""
+    from app.settings import load_settings
+    from app.store.db import session_factory, upgrade
+
+    url = load_settings(database_url=db).database_url
+    upgrade(url)
+    return session_factory(url)

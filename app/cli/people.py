@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from enum import Enum
@@ -11,23 +10,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from app.cli.common import DbOpt, cli
+from app.cli.common import DbOpt, cli, sessions
 from sae.errors import MonoscopeError
 
 user_cli = typer.Typer(no_args_is_help=True, help="Users who may write labels and reviews, and their API tokens.")
 export_cli = typer.Typer(no_args_is_help=True, help="Write what people wrote to files (CSV or JSON lines).")
 cli.add_typer(user_cli, name="user")
 cli.add_typer(export_cli, name="export")
-
-
-def _sessions(db: str | None):
-    """Return a session maker on the database, brought to the newest schema first."""
-    from app.settings import load_settings
-    from app.store.db import session_factory, upgrade
-
-    url = load_settings(database_url=db).database_url
-    upgrade(url)
-    return session_factory(url)
 
 
 @user_cli.command("add")
@@ -37,7 +26,7 @@ def user_add(name: Annotated[str, typer.Argument(help="Letters, digits, '_', '.'
 
     from app.store.db import write_transaction
 
-    with write_transaction(_sessions(db)) as session:
+    with write_transaction(sessions(db)) as session:
         _, token = add_user(session, name)
     print(f"user {name!r} created. Their API token (shown only now; keep it secret):\n{token}")
 
@@ -47,7 +36,7 @@ def user_list(db: DbOpt = None) -> None:
     """List users: name, created, and whether their token is revoked."""
     from app.store.users import list_users
 
-    with _sessions(db)() as session:
+    with sessions(db)() as session:
         users = list_users(session)
     if not users:
         print("no users yet: `monoscope user add NAME`")
@@ -63,7 +52,7 @@ def user_revoke(name: str, db: DbOpt = None) -> None:
 
     from app.store.db import write_transaction
 
-    with write_transaction(_sessions(db)) as session:
+    with write_transaction(sessions(db)) as session:
         revoke_user(session, name)
     print(f"user {name!r} revoked")
 
@@ -84,10 +73,11 @@ def export_labels(
     db: DbOpt = None,
 ) -> None:
     """Export every label (the full append-only history, oldest first; the newest per unit is current)."""
+    from app.store.export import write_csv
     from app.store.labels import list_labels
     from app.store.models import Basis
 
-    with _sessions(db)() as session:
+    with sessions(db)() as session:
         basis_ids = None
         if basis is not None:
             basis_ids = [b.id for b in session.query(Basis).filter(Basis.name == basis)]
@@ -100,9 +90,7 @@ def export_labels(
     target = out.open("w", newline="", encoding="utf-8") if out else sys.stdout
     try:
         if format is Format.csv:
-            writer = csv.DictWriter(target, fieldnames=LABEL_FIELDS)
-            writer.writeheader()
-            writer.writerows(records)
+            write_csv(target, list(LABEL_FIELDS), records)
         else:
             for record in records:
                 target.write(json.dumps(record, ensure_ascii=False) + "\n")

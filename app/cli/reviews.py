@@ -7,8 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from app.cli.common import DbOpt, cli
-from app.cli.people import _sessions
+from app.cli.common import DbOpt, cli, sessions
 from sae.errors import MonoscopeError
 
 review_cli = typer.Typer(no_args_is_help=True, help="Blind monosemanticity reviews: features against neurons.")
@@ -35,7 +34,7 @@ def review_create(
     from app.web.queries.reviews import resolve_bases, summary
 
     names = [b.strip() for b in bases.split(",") if b.strip()]
-    with write_transaction(_sessions(db)) as session:
+    with write_transaction(sessions(db)) as session:
         creator = None
         if by is not None:
             creator = session.scalar(select(User).where(User.name == by))
@@ -56,12 +55,30 @@ def review_list(db: DbOpt = None) -> None:
     """List reviews: id, name, state, items."""
     from app.web.queries.reviews import review_list as reviews
 
-    with _sessions(db)() as session:
+    with sessions(db)() as session:
         listing = reviews(session=session, user=None)
     if not listing.reviews:
         print("no reviews yet: `monoscope review create --bases neurons,NAME --per-basis 20 --name NAME`")
     for r in listing.reviews:
         print(f"{r.id}\t{r.name}\t{r.state}\t{r.n_items} items")
+
+
+@review_cli.command("close")
+def review_close(
+    review_id: Annotated[int, typer.Argument(help="The review's id (`monoscope review list`).")],
+    db: DbOpt = None,
+) -> None:
+    """Close a review: scores freeze and the results open to everyone."""
+    from app.store.db import write_transaction
+    from app.store.reviews import close_review, find_review
+
+    with write_transaction(sessions(db)) as session:
+        try:
+            review = find_review(session, review_id, lock=True)
+        except LookupError as e:
+            raise MonoscopeError(str(e)) from None
+        close_review(session, review, None)
+    print(f"review {review_id} closed")
 
 
 @review_cli.command("export")
@@ -73,7 +90,7 @@ def review_export(
     from app.web.queries.bases import NotFound
     from app.web.queries.reviews import review_results
 
-    with _sessions(db)() as session:
+    with sessions(db)() as session:
         try:
             results = review_results(session=session, review_id=review_id, user=None, force=True)
         except NotFound as e:

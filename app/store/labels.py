@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.store.models import Basis, Label, Model, User
@@ -45,8 +45,8 @@ def clean_label(text: str, note: str | None) -> tuple[str, str | None]:
     return text, note
 
 
-def add_label(session: Session, *, basis: Basis, index: int, author: User, text: str, note: str | None) -> Label:
-    """Append a label to unit (basis, index) in the caller's transaction; return the new row."""
+def add_label(session: Session, *, basis: Basis, index: int, author: User, text: str, note: str | None) -> LabelRow:
+    """Append a label to unit (basis, index) in the caller's transaction; return it as stored."""
     text, note = clean_label(text, note)
     if not 0 <= index < basis.n_units:
         raise MonoscopeError(f"basis {basis.name!r} has units 0 to {basis.n_units - 1}; there is no unit {index}")
@@ -56,15 +56,13 @@ def add_label(session: Session, *, basis: Basis, index: int, author: User, text:
     label = Label(basis_id=basis.id, unit_index=index, author_id=author.id, text=text, note=note)
     session.add(label)
     session.flush()
-    return label
+    model = session.get(Model, basis.model_id)
+    return LabelRow(label.id, model.name, basis.name, index, text, note, author.name, utc(label.created))
 
 
-def list_labels(session: Session, *, basis_id: int | None = None, index: int | None = None,
-                author: str | None = None, since: datetime | None = None, limit: int | None = None) -> list[LabelRow]:
-    """Return label rows, oldest first, of one basis (and unit), one author, and/or written at or after `since`."""
-    stmt = (select(Label.id, Model.name, Basis.name, Label.unit_index, Label.text, Label.note, User.name,
-                   Label.created)
-            .join(Basis, Basis.id == Label.basis_id).join(Model, Model.id == Basis.model_id)
+def _labels(*, basis_id: int | None, index: int | None, author: str | None, since: datetime | None, columns):
+    """Select `columns` of the labels of one basis (and unit), one author, and/or written at or after `since`."""
+    stmt = (select(*columns).join(Basis, Basis.id == Label.basis_id).join(Model, Model.id == Basis.model_id)
             .outerjoin(User, User.id == Label.author_id))
     if basis_id is not None:
         stmt = stmt.where(Label.basis_id == basis_id)
@@ -73,14 +71,42 @@ def list_labels(session: Session, *, basis_id: int | None = None, index: int | N
     if author is not None:
         stmt = stmt.where(User.name == author)
     if since is not None:
-        since = since.astimezone(timezone.utc) if since.tzinfo else since.replace(tzinfo=timezone.utc)
-        if session.get_bind().dialect.name == "sqlite":  # SQLite keeps UTC times without an offset
-            since = since.replace(tzinfo=None)
         stmt = stmt.where(Label.created >= since)
-    stmt = stmt.order_by(Label.id)
-    if limit is not None:
-        stmt = stmt.limit(limit)
+    return stmt
+
+
+def _since(session: Session, since: datetime | None) -> datetime | None:
+    """Return `since` as the database compares it: UTC (naive on SQLite, which keeps times without an offset)."""
+    if since is None:
+        return None
+    try:
+        since = since.astimezone(timezone.utc) if since.tzinfo else since.replace(tzinfo=timezone.utc)
+    except OverflowError:
+        raise MonoscopeError(f"since: {since.isoformat()} is out of range") from None
+    return since.replace(tzinfo=None) if session.get_bind().dialect.name == "sqlite" else since
+
+
+def list_labels(session: Session, *, basis_id: int | None = None, index: int | None = None,
+                author: str | None = None, since: datetime | None = None, limit: int | None = None,
+                offset: int = 0) -> list[LabelRow]:
+    """Return label rows, oldest first, of one basis (and unit), one author, and/or written at or after `since`."""
+    if author is not None and "\x00" in author:
+        return []
+    stmt = _labels(basis_id=basis_id, index=index, author=author, since=_since(session, since),
+                   columns=(Label.id, Model.name, Basis.name, Label.unit_index, Label.text, Label.note, User.name,
+                            Label.created))
+    stmt = stmt.order_by(Label.id).offset(offset).limit(limit)
     return [LabelRow(*row[:-1], utc(row[-1])) for row in session.execute(stmt)]
+
+
+def count_labels(session: Session, *, basis_id: int | None = None, author: str | None = None,
+                 since: datetime | None = None) -> int:
+    """Return how many labels `list_labels` would list without a limit."""
+    if author is not None and "\x00" in author:
+        return 0
+    stmt = _labels(basis_id=basis_id, index=None, author=author, since=_since(session, since),
+                   columns=(func.count(Label.id),))
+    return session.scalar(stmt) or 0
 
 
 def utc(moment: datetime) -> datetime:

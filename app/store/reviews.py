@@ -2,7 +2,8 @@
 
 A review draws N live units (not dead, not ultralow) at random from each chosen basis, shuffles them and fixes
 them as items 1..M at creation. Every rater sees every item, in an order of their own (a permutation seeded by the
-review and the rater), and scores it on the paper's rubric; a skipped item comes back after the unseen ones.
+review and the rater), and scores it on the paper's rubric; a skipped item comes back after the unseen ones. A
+rater who has scored every item may see the results, and from then on their scores are final.
 Scores refer to the review's items, which refer to (basis, unit index): a re-ingest loses nothing.
 """
 
@@ -15,7 +16,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.store.models import Basis, Review, ReviewScore, ReviewUnit, Unit, User, utc_now
+from app.store.models import Basis, Model, Review, ReviewScore, ReviewUnit, Unit, User, utc_now
 from sae.conventions import ULTRALOW_DENSITY
 from sae.errors import MonoscopeError
 
@@ -95,8 +96,9 @@ def create_review(session: Session, *, name: str, bases: list[Basis], per_basis:
                                  f"{ULTRALOW_DENSITY:g}); asked for {per_basis}")
         drawn += [(basis.id, int(i)) for i in rng.choice(live, size=per_basis, replace=False)]
     order = rng.permutation(len(drawn))
+    model = session.get(Model, bases[0].model_id)
     review = Review(name=name, created_by=creator.id if creator else None, per_basis=per_basis, seed=seed,
-                    state="open", config={"bases": [b.name for b in bases]})
+                    state="open", config={"model": model.name, "bases": [b.name for b in bases]})
     session.add(review)
     session.flush()
     session.add_all([ReviewUnit(review_id=review.id, position=position, basis_id=drawn[k][0], unit_index=drawn[k][1])
@@ -105,8 +107,10 @@ def create_review(session: Session, *, name: str, bases: list[Basis], per_basis:
     return review
 
 
-def find_review(session: Session, review_id: int) -> Review:
-    review = session.get(Review, review_id)
+def find_review(session: Session, review_id: int, *, lock: bool = False) -> Review:
+    """Return the review; `lock` (writes) holds its row until the transaction ends, so a score and a close of the
+    same review take turns on PostgreSQL (SQLite's write lock already serialises them)."""
+    review = session.get(Review, review_id, with_for_update=lock)
     if review is None:
         raise LookupError(f"no review {review_id}")
     return review
@@ -146,8 +150,8 @@ class Progress:
 
     @property
     def finished(self) -> bool:
-        """True once every item is scored or skipped: the rater may see the results."""
-        return all(p in self.scored or p in self.skipped for p in self.order)
+        """True once every item is scored (skips only defer): the rater may see the results."""
+        return all(p in self.scored for p in self.order)
 
     def step(self, position: int) -> int:
         return self.order.index(position) + 1
@@ -165,6 +169,8 @@ def _answer(session: Session, review: Review, item: ReviewUnit, rater: User) -> 
     """Return the rater's row for the item (new if none), after checking the review is open."""
     if review.state != "open":
         raise Conflict(f"review {review.name!r} is closed: its scores can no longer change")
+    if progress(session, review, rater).finished:
+        raise Conflict("you have scored every item and the results are open to you: your scores are final")
     row = session.scalar(select(ReviewScore).where(ReviewScore.review_unit_id == item.id,
                                                    ReviewScore.rater_id == rater.id))
     if row is None:
@@ -187,19 +193,23 @@ def save_score(session: Session, review: Review, item: ReviewUnit, rater: User, 
     return row
 
 
-def skip_item(session: Session, review: Review, item: ReviewUnit, rater: User) -> None:
+def skip_item(session: Session, review: Review, item: ReviewUnit, rater: User) -> ReviewScore:
     """Mark the item skipped for this rater (it comes back after the unseen ones); a score stays a score."""
     row = _answer(session, review, item, rater)
     if row.total is None:
         row.skipped = True
         row.updated = utc_now()
     session.flush()
+    return row
 
 
-def close_review(session: Session, review: Review, user: User) -> None:
-    """Close the review (its creator only): scores freeze and the results open to everyone."""
-    if review.created_by is not None and review.created_by != user.id:
-        raise Conflict("only the review's creator can close it")
+def close_review(session: Session, review: Review, user: User | None) -> None:
+    """Close the review: scores freeze and the results open to everyone. In the app only its creator may; user
+    None is the command line, run by whoever holds the database."""
+    if user is not None and review.created_by != user.id:
+        raise Conflict("only the review's creator can close it" + (
+            "" if review.created_by else ": it was created from the command line, so close it there "
+                                         "(`monoscope review close ID`)"))
     review.state = "closed"
     session.flush()
 

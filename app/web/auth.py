@@ -52,14 +52,33 @@ def secret_key(settings, sessions: sessionmaker) -> str:
 
 
 class CSRFMiddleware:
-    """asgi-csrf as a Starlette middleware class; a failed check answers 403 with a message (JSON under /api/)."""
+    """asgi-csrf as a Starlette middleware class; a failed check answers 403 with a message (JSON under /api/).
+
+    Sign-in and sign-out are checked even without cookies (a cross-site page could otherwise sign a victim in as
+    the attacker). A request so malformed that the check itself fails (a non-ASCII token, an undecodable form)
+    is refused with the same 403; errors of the app behind it are not touched.
+    """
 
     def __init__(self, app, *, signing_secret: str):
-        self.app = asgi_csrf(app, signing_secret=signing_secret, cookie_name=CSRF_COOKIE,
-                             send_csrf_failed=_csrf_failed)
+        self.inner = app
+        self.app = asgi_csrf(self._entered, signing_secret=signing_secret, cookie_name=CSRF_COOKIE,
+                             always_protect={"/login", "/logout"}, send_csrf_failed=_csrf_failed)
+
+    async def _entered(self, scope, receive, send):
+        scope["monoscope.csrf_passed"][0] = True
+        await self.inner(scope, receive, send)
 
     async def __call__(self, scope, receive, send):
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            return await self.inner(scope, receive, send)
+        passed = [False]
+        scope = {**scope, "monoscope.csrf_passed": passed}
+        try:
+            await self.app(scope, receive, send)
+        except (TypeError, ValueError, IndexError, AssertionError, UnicodeError):
+            if passed[0]:
+                raise
+            await _csrf_failed(scope, send, None)
 
 
 async def _csrf_failed(scope, send, message_id) -> None:
@@ -86,9 +105,8 @@ def request_user(request: Request, session: Session,
                  credentials: HTTPAuthorizationCredentials | None = None) -> User | None:
     """Return the user behind the request's Bearer token or session cookie, None when anonymous; a bad token is a
     401 (not anonymous: the caller meant to be someone)."""
-    if "authorization" in request.headers:
-        token = credentials.credentials if credentials is not None and credentials.scheme.lower() == "bearer" else ""
-        user = user_for_token(session, token)
+    if credentials is not None and credentials.scheme.lower() == "bearer":  # other schemes (a proxy's) are ignored
+        user = user_for_token(session, credentials.credentials)
         if user is None:
             raise HTTPException(401, "the API token is unknown or revoked", headers={"WWW-Authenticate": "Bearer"})
         return user
@@ -104,16 +122,20 @@ def optional_user(request: Request,
         return request_user(request, session, credentials)
 
 
+def _sign_in_first() -> HTTPException:
+    return HTTPException(401, SIGN_IN_MESSAGE, headers={"WWW-Authenticate": "Bearer"})
+
+
 def required_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
     if user is None:
-        raise HTTPException(401, SIGN_IN_MESSAGE, headers={"WWW-Authenticate": "Bearer"})
+        raise _sign_in_first()
     return user
 
 
 def read_access(request: Request, user: Annotated[User | None, Depends(optional_user)]) -> None:
     """Let reads through unless MONOSCOPE_REQUIRE_LOGIN is set and nobody is signed in."""
     if user is None and getattr(request.app.state, "require_login", False):
-        raise HTTPException(401, SIGN_IN_MESSAGE, headers={"WWW-Authenticate": "Bearer"})
+        raise _sign_in_first()
 
 
 OptionalUser = Annotated[User | None, Depends(optional_user)]

@@ -8,6 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from markupsafe import escape
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.store.reviews import Conflict
@@ -66,6 +67,12 @@ def install(app: FastAPI) -> None:
     for exc_type, status in ((NotFound, 404), (Forbidden, 403), (Conflict, 409), (Unavailable, 503),
                              (MonoscopeError, 422)):
         app.add_exception_handler(exc_type, _answer_with(status))
+
+    @app.exception_handler(IntegrityError)
+    async def write_collision(request: Request, exc: IntegrityError):
+        # Two writers raced for one unique row (a review name, one rater's score of one item): nothing was stored.
+        return error_response(request, 409, "another write got there first (same name or same item): nothing was "
+                                            "stored; reload and try again")
 
 
 def _answer_with(status: int):

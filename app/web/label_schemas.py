@@ -42,12 +42,13 @@ class LabelHistory(Schema):
 
 
 class LabelListing(Schema):
-    """Labels matching a filter, oldest first."""
+    """Labels matching a filter, oldest first: `labels` is the page from `offset`; `total` counts them all."""
 
     basis: str | None
     author: str | None
     since: datetime | None
     total: int
+    offset: int
     labels: list[LabelOut]
 
 

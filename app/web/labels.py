@@ -20,7 +20,7 @@ from app.web.auth import CurrentUser, OptionalUser, csrf_token, read_access
 from app.web.deps import ModelParam, SessionDep, UnitIndex
 from app.web.label_schemas import LabelHistory, LabelIn, LabelListing, LabelOut, Me
 from app.web.queries.bases import check_unit, resolve
-from app.web.queries.label_history import label_history, label_listing
+from app.web.queries.label_history import label_history, label_listing, label_out
 from app.web.render import render, twin_url
 from app.web.schemas import ErrorBody
 from sae.errors import MonoscopeError
@@ -29,6 +29,8 @@ BasisFilter = Annotated[str | None, Query(max_length=200, description="Only labe
 AuthorFilter = Annotated[str | None, Query(max_length=100, description="Only labels by this user")]
 SinceFilter = Annotated[datetime | None, Query(description="Only labels written at or after this time (ISO 8601; "
                                                            "UTC when no offset is given)")]
+Limit = Annotated[int, Query(ge=1, le=10_000, description="Labels per page")]
+Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="Labels to skip (oldest first)")]
 WRITE_ERRORS = {401: {"model": ErrorBody, "description": "No valid API token or session"},
                 403: {"model": ErrorBody, "description": "A browser write without a valid CSRF token"},
                 404: {"model": ErrorBody, "description": "Unknown model, basis or unit"},
@@ -45,9 +47,8 @@ def write_label(request: Request, basis: str, index: int, model: str | None, use
     with write_transaction(request.app.state.sessionmaker) as session:
         b, _, _ = resolve(session, basis, model)
         check_unit(b, index)
-        add_label(session, basis=b, index=index, author=user, text=label.text, note=label.note)
-    with request.app.state.sessionmaker() as session:
-        return label_history(session=session, basis=basis, index=index, model=model).current
+        return label_out(session, add_label(session, basis=b, index=index, author=user, text=label.text,
+                                            note=label.note))
 
 
 # --- JSON API ---------------------------------------------------------------------------------------------------
@@ -69,8 +70,9 @@ def post_label(request: Request, user: CurrentUser, basis: str, index: UnitIndex
 @api.get("/labels", response_model=LabelListing, dependencies=[Depends(read_access)],
          summary="Labels of every unit (oldest first), by basis, author and time")
 def labels(session: SessionDep, basis: BasisFilter = None, author: AuthorFilter = None, since: SinceFilter = None,
-           model: ModelParam = None):
-    return label_listing(session=session, basis=basis, author=author, since=since, model=model)
+           model: ModelParam = None, limit: Limit = 1000, offset: Offset = 0):
+    return label_listing(session=session, basis=basis, author=author, since=since, model=model, limit=limit,
+                         offset=offset)
 
 
 @api.get("/me", response_model=Me, responses={401: {"model": ErrorBody, "description": "Not signed in"}},
@@ -117,8 +119,9 @@ def unit_labels_post(request: Request, user: CurrentUser, basis: str, index: Uni
 
 @pages.get("/labels", dependencies=[Depends(read_access)])
 def labels_page(request: Request, session: SessionDep, basis: BasisFilter = None, author: AuthorFilter = None,
-                since: SinceFilter = None, model: ModelParam = None):
-    listing = label_listing(session=session, basis=basis or None, author=author or None, since=since, model=model)
+                since: SinceFilter = None, model: ModelParam = None, limit: Limit = 1000, offset: Offset = 0):
+    listing = label_listing(session=session, basis=basis or None, author=author or None, since=since, model=model,
+                            limit=limit, offset=offset)
     return render(request, "labels.html", {"listing": listing}, api_url=twin_url(request))
 
 

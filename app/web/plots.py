@@ -61,14 +61,14 @@ def distribution_plots(dists: list[BasisDistribution]) -> tuple[dict, dict]:
 
 
 def totals_plot(dists) -> dict:
-    """Grouped bars: how many items of each basis got each rubric total 0-14, the medians as dashed lines."""
+    """Grouped bars: how many scores of each basis gave each rubric total 0-14, the medians as dashed lines."""
     data = [{"type": "bar", "x": list(range(len(d.histogram))), "y": d.histogram, "name": f"{d.basis} ({d.kind})",
-             "hovertemplate": "total %{x}: %{y} items<extra></extra>"} for d in dists]
+             "hovertemplate": "total %{x}: %{y} scores<extra></extra>"} for d in dists]
     lines = [{"type": "line", "xref": "x", "yref": "paper", "x0": d.median, "x1": d.median, "y0": 0, "y1": 1,
               "line": {"dash": "dash", "width": 1}} for d in dists if d.median is not None]
     return {"data": data, "layout": {"barmode": "group", "showlegend": True, "shapes": lines,
                                      "xaxis": {"title": {"text": "rubric total (0-14)"}, "dtick": 1},
-                                     "yaxis": {"title": {"text": "items"}}}}
+                                     "yaxis": {"title": {"text": "scores"}}}}
 
 
 def interval_curves_plot(curves) -> dict:

@@ -8,7 +8,7 @@ from datetime import datetime
 from pydantic import Field
 
 from app.store.reviews import MAX_HYPOTHESIS_CHARS, MAX_PER_BASIS
-from app.web.schemas import Example, Histogram, Interval, LogitToken, Schema
+from app.web.schemas import Example, Histogram, LogitToken, Schema
 
 
 class ReviewIn(Schema):
@@ -18,7 +18,6 @@ class ReviewIn(Schema):
     bases: list[str] = Field(min_length=1, max_length=10, description="Basis names, e.g. [\"neurons\", \"topk-4096\"]")
     per_basis: int = Field(ge=1, le=MAX_PER_BASIS)
     model: str | None = Field(None, max_length=200, description="Model of the bases (default: the newest having them)")
-    seed: int | None = Field(None, ge=0, le=2**48, description="For a reproducible draw")
 
 
 class ScoreIn(Schema):
@@ -68,31 +67,44 @@ class ReviewList(Schema):
     bases: list[str] = Field(description="Bases a new review can draw from (of the newest model)")
 
 
+class BlindInterval(Schema):
+    """Samples of one activation interval, its bounds relative to the unit's max, and its share of firing tokens."""
+
+    index: int
+    low: float
+    high: float
+    contains_pct: float
+    samples: list[Example]
+
+
 class ReviewItem(Schema):
-    """What a rater sees of one item: the unit's evidence, never its basis, index or a link to it."""
+    """What a rater sees of one item: the unit's evidence, never its basis, index or a link to it. Activations are
+    relative to the unit's max (1 = its max), so no exact value can be looked up in the open unit lists."""
 
     review: str
     review_url: str
     item: int = Field(description="The review's own item number")
     step: int = Field(description="Where this item comes in the rater's order")
     of: int
-    max_activation: float
-    act_hist: Histogram
+    n_intervals: int = Field(description="How many interval scores a score may carry")
+    act_hist: Histogram = Field(description="Over activation / the unit's max")
     top_logits: list[LogitToken]
     bottom_logits: list[LogitToken]
     top_examples: list[Example]
-    intervals: list[Interval]
+    intervals: list[BlindInterval]
     mine: MyScore | None
     state: str
+    finished: bool = Field(description="You have scored every item: your scores are final, the results open")
 
 
 class Distribution(Schema):
-    """One basis's totals: how many items got each total 0-14, the median and its bootstrap 95% interval."""
+    """One basis's totals: how many scores gave each total 0-14; the median of the items' mean totals (over their
+    raters) with its bootstrap 95% interval."""
 
     basis: str
     kind: str
-    n: int
-    histogram: list[int]
+    n_items: int = Field(description="Items with at least one score")
+    histogram: list[int] = Field(description="Scores (all raters) with each total 0-14")
     median: float | None
     ci_low: float | None
     ci_high: float | None

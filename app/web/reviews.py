@@ -6,15 +6,16 @@ need a user and are each one short transaction (app/store/reviews.py holds the r
 
 from __future__ import annotations
 
-import csv
 import io
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from app.store import reviews as store
 from app.store.db import write_transaction
+from app.store.export import write_csv
 from app.web import plots
 from app.web.auth import CurrentUser, OptionalUser, csrf_token, read_access
 from app.web.deps import SessionDep
@@ -41,28 +42,26 @@ api = APIRouter(prefix="/api/v1", tags=["reviews"], responses=ERRORS, dependenci
 def create(request: Request, user, body: ReviewIn) -> ReviewSummary:
     with write_transaction(request.app.state.sessionmaker) as session:
         bases = queries.resolve_bases(session, list(body.bases), body.model)
-        review = store.create_review(session, name=body.name, bases=bases, per_basis=body.per_basis,
-                                     creator=user, seed=body.seed)
+        # The seed stays the server's: whoever chose it could rebuild which unit each item is.
+        review = store.create_review(session, name=body.name, bases=bases, per_basis=body.per_basis, creator=user)
         return queries.summary(session, review, user)
 
 
 def score(request: Request, user, review_id: int, position: int, body: ScoreIn | None) -> MyScore:
     """Store the rubric (or a skip when body is None) and return the rater's answer as stored."""
     with write_transaction(request.app.state.sessionmaker) as session:
-        review = queries.get_review(session, review_id)
+        review = queries.get_review(session, review_id, lock=True)
         item = queries.get_item(session, review, position)
         if body is None:
-            store.skip_item(session, review, item, user)
-        else:
-            rubric = store.Rubric(**body.model_dump())
-            store.save_score(session, review, item, user, rubric, queries.n_intervals(session, review, position))
-    with request.app.state.sessionmaker() as session:
-        return queries.review_item(session=session, review_id=review_id, position=position, user=user).mine
+            return queries.mine(store.skip_item(session, review, item, user))
+        rubric = store.Rubric(**body.model_dump())
+        return queries.mine(store.save_score(session, review, item, user, rubric,
+                                             queries.n_intervals(session, item)))
 
 
 def close(request: Request, user, review_id: int) -> ReviewSummary:
     with write_transaction(request.app.state.sessionmaker) as session:
-        review = queries.get_review(session, review_id)
+        review = queries.get_review(session, review_id, lock=True)
         store.close_review(session, review, user)
         return queries.summary(session, review, user)
 
@@ -136,7 +135,7 @@ async def create_page(request: Request, user: CurrentUser):
     form = await request.form()
     body = ReviewIn(name=str(form.get("name", "")), bases=[str(b) for b in form.getlist("bases")],
                     per_basis=str(form.get("per_basis", "")) or 0)
-    summary = create(request, user, body)
+    summary = await run_in_threadpool(create, request, user, body)  # database work stays off the event loop
     return RedirectResponse(summary.url, status_code=303)
 
 
@@ -144,7 +143,7 @@ async def create_page(request: Request, user: CurrentUser):
 def review_page(request: Request, session: SessionDep, user: OptionalUser, review_id: ReviewId):
     review = queries.get_review(session, review_id)
     context = {"r": queries.summary(session, review, user), "user": user, "csrftoken": csrf_token(request),
-               "is_creator": user is not None and review.created_by in (None, user.id)}
+               "is_creator": user is not None and review.created_by == user.id}
     return render(request, "review.html", context, api_url=twin_url(request))
 
 
@@ -164,16 +163,21 @@ def item_page(request: Request, session: SessionDep, user: CurrentUser, review_i
 
 @pages.post("/reviews/{review_id}/items/{position}")
 async def score_page(request: Request, user: CurrentUser, review_id: ReviewId, position: Position):
+    """Save the rubric from the item's form (radio values as strings; pydantic checks them) and open the next item."""
     form = await request.form()
-    intervals = [form.get(f"interval_{i}") for i in range(64) if f"interval_{i}" in form]
+    n = int(form.get("n_intervals", "0")) if str(form.get("n_intervals", "0")).isdigit() else 0
+    intervals = [str(form.get(f"interval_{i}", "")) or None for i in range(min(n, 64))]
     gap = str(form.get("effect_gap", "na"))
     body = ScoreIn(hypothesis=str(form.get("hypothesis", "")), confidence=form.get("confidence"),
                    token_consistency=form.get("token_consistency"), logit_consistency=form.get("logit_consistency"),
                    effect_gap=None if gap in ("", "na") else gap, specificity=form.get("specificity"),
-                   interval_scores=[int(v) if v not in (None, "") else None for v in intervals]
-                   if any(v not in (None, "") for v in intervals) else None)
-    score(request, user, review_id, position, body)
-    return _next(request, user, review_id)
+                   interval_scores=intervals if any(v is not None for v in intervals) else None)
+
+    def save_and_next():
+        score(request, user, review_id, position, body)
+        return _next(request, user, review_id)
+
+    return await run_in_threadpool(save_and_next)
 
 
 @pages.post("/reviews/{review_id}/items/{position}/skip")
@@ -202,12 +206,9 @@ def results_csv(session: SessionDep, user: OptionalUser, review_id: ReviewId):
     results = queries.review_results(session=session, review_id=review_id, user=user)
     out = io.StringIO()
     fields = ["item", "basis", "index", "rater", "hypothesis", "total", *store.RUBRIC, "interval_scores"]
-    writer = csv.DictWriter(out, fieldnames=fields)
-    writer.writeheader()
-    for item in results.items:
-        for s in item.scores:
-            writer.writerow({"item": item.item, "basis": item.basis, "index": item.index,
+    write_csv(out, fields, ({"item": item.item, "basis": item.basis, "index": item.index,
                              **s.model_dump(exclude={"interval_scores"}),
-                             "interval_scores": " ".join("" if v is None else str(v) for v in s.interval_scores or [])})
+                             "interval_scores": " ".join("" if v is None else str(v) for v in s.interval_scores or [])}
+                            for item in results.items for s in item.scores))
     return Response(out.getvalue(), media_type="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="review-{review_id}.csv"'})

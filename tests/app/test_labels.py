@@ -109,6 +109,10 @@ def _csrf(client: httpx.Client, path: str) -> str:
 
 def test_browser_signs_in_labels_with_csrf_and_signs_out(writable_site):
     site = writable_site.site
+    cookieless = site.post("/login", data={"token": writable_site.tokens["alice"]})
+    assert cookieless.status_code == 403  # a cross-site page cannot sign a victim in as someone else
+    odd = site.post(LABELS.format(index=4), json={"text": "x"}, headers={"x-csrftoken": "é".encode("latin-1"), "Cookie": "a=b"})
+    assert odd.status_code == 403 and "CSRF" in odd.json()["detail"]  # a malformed token is refused, not a 500
     with site.client() as browser:
         token = _csrf(browser, "/login")
         bad = browser.post("/login", data={"token": "mst_wrong", "csrftoken": token})
@@ -184,6 +188,8 @@ def test_export_labels_writes_the_whole_history(writable_site, tmp_path):
     site = writable_site.site
     assert site.post(LABELS.format(index=30), json={"text": 'comma, "quote"\nnewline'},
                      headers=writable_site.auth("alice")).status_code == 201
+    assert site.post(LABELS.format(index=31), json={"text": "=HYPERLINK(1)"},
+                     headers=writable_site.auth("alice")).status_code == 201
     exe = Path(sys.executable).with_name("monoscope")
     listed = site.get("/api/v1/labels").json()["labels"]
     for fmt in ("csv", "jsonl"):
@@ -194,8 +200,10 @@ def test_export_labels_writes_the_whole_history(writable_site, tmp_path):
         with out.open(encoding="utf-8", newline="") as f:
             rows = list(csv.DictReader(f)) if fmt == "csv" else [json.loads(line) for line in f]
         assert [int(r["id"]) for r in rows] == [l["id"] for l in listed]
-        assert [r["text"] for r in rows] == [l["text"] for l in listed]
         assert 'comma, "quote"\nnewline' in [r["text"] for r in rows]
+        # CSV is opened by spreadsheets: a formula-like cell is kept as text; JSON lines keep it as typed.
+        formula = "'=HYPERLINK(1)" if fmt == "csv" else "=HYPERLINK(1)"
+        assert [r["text"] for r in rows] == [formula if l["text"] == "=HYPERLINK(1)" else l["text"] for l in listed]
     bad = subprocess.run([str(exe), "export", "labels", "--basis", "nope", "--db", site.db_url],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "no basis named" in bad.stderr
@@ -241,3 +249,13 @@ def test_openapi_documents_the_bearer_scheme_on_every_write(writable_site):
     for path, op in writes:
         assert op.get("security") == [{"HTTPBearer": []}], path
         assert "401" in op["responses"], path
+
+
+def test_odd_filters_and_names_get_answers_not_server_errors(writable_site):
+    site = writable_site.site
+    assert site.get("/api/v1/labels", params={"since": "0001-01-01T00:00:00+05:00"}).status_code == 422
+    nul = site.get("/api/v1/labels", params={"author": "a\x00b"})
+    assert nul.status_code == 200 and nul.json()["total"] == 0
+    r = site.post("/api/v1/reviews", json={"name": "n", "bases": ["neu\x00rons"], "per_basis": 1},
+                  headers=writable_site.auth("alice"))
+    assert r.status_code == 404 and "NUL" in r.json()["detail"]

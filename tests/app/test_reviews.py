@@ -26,8 +26,8 @@ def monoscope(*args: str) -> subprocess.CompletedProcess:
 
 def create(ws, name: str, per_basis: int = 3) -> int:
     """Create a review as alice through the API; return its id."""
-    r = ws.site.post("/api/v1/reviews", json={"name": name, "bases": ["neurons", SAE_NAME], "per_basis": per_basis,
-                                               "seed": 7}, headers=ws.auth("alice"))
+    r = ws.site.post("/api/v1/reviews", json={"name": name, "bases": ["neurons", SAE_NAME], "per_basis": per_basis},
+                     headers=ws.auth("alice"))
     assert r.status_code == 201 and r.json()["n_items"] == 2 * per_basis, r.text
     return r.json()["id"]
 
@@ -51,7 +51,7 @@ def rate_all(ws, review_id: int, who: str, totals: dict[int, int] | None = None)
 def test_the_command_draws_live_units_from_each_basis(writable_site):
     site = writable_site.site
     done = monoscope("review", "create", "--bases", f"neurons,{SAE_NAME}", "--per-basis", "3", "--name", "draw",
-                     "--by", "alice", "--db", site.db_url)
+                     "--db", site.db_url)
     assert done.returncode == 0 and "6 items" in done.stdout, done.stderr
     review_id = next(r["id"] for r in site.get("/api/v1/reviews").json()["reviews"] if r["name"] == "draw")
     with make_engine(site.db_url).connect() as c:
@@ -61,6 +61,11 @@ def test_the_command_draws_live_units_from_each_basis(writable_site):
             "ORDER BY r.position"), {"r": review_id}).all()
     assert sorted(name for name, _, _ in rows) == ["neurons"] * 3 + [SAE_NAME] * 3
     assert all(firing > 0 and density >= 1e-5 for _, firing, density in rows)
+    # Made from the command line: only the command line closes it.
+    refused = site.post(f"/api/v1/reviews/{review_id}/close", headers=writable_site.auth("alice"))
+    assert refused.status_code == 409 and "monoscope review close" in refused.json()["detail"]
+    closed = monoscope("review", "close", str(review_id), "--db", site.db_url)
+    assert closed.returncode == 0 and site.get(f"/api/v1/reviews/{review_id}").json()["state"] == "closed"
     for args, message in ((("neurons,nope",), "no ready basis named 'nope'"),
                           ((f"neurons,{SAE_NAME}", "--per-basis", "100000"), "per-basis count is 1 to 500"),
                           ((f"neurons,{SAE_NAME}", "--name", "draw"), "exists already")):
@@ -75,8 +80,13 @@ def test_items_reveal_nothing_of_their_unit(writable_site):
     for item in range(1, 7):
         data = site.get(f"/api/v1/reviews/{review_id}/items/{item}", headers=ws.auth("bob"))
         assert data.status_code == 200
-        assert set(data.json()) == {"review", "review_url", "item", "step", "of", "max_activation", "act_hist",
-                                    "top_logits", "bottom_logits", "top_examples", "intervals", "mine", "state"}
+        assert set(data.json()) == {"review", "review_url", "item", "step", "of", "n_intervals", "act_hist",
+                                    "top_logits", "bottom_logits", "top_examples", "intervals", "mine", "state",
+                                    "finished"}
+        blind = data.json()
+        # Activations are relative to the unit's max: no exact value to look up in the open unit lists.
+        assert max(e["value"] for e in blind["top_examples"]) == pytest.approx(1.0)
+        assert all("count" not in iv for iv in blind["intervals"]) and blind["intervals"][-1]["high"] <= 1.0 + 1e-6
         raw = data.text
         assert SAE_NAME not in raw and '"neurons"' not in raw and "/bases/" not in raw
         page = site.get(f"/reviews/{review_id}/items/{item}", headers=ws.auth("bob")).text
@@ -123,11 +133,12 @@ def test_skip_resume_results_gate_and_close(writable_site):
     assert site.get(f"{base}/results", headers=ws.auth("bob")).status_code == 403
     totals: dict[int, int] = {}
     order = rate_all(ws, review_id, "bob", totals)
-    assert first not in order and len(order) == 3  # the skipped item waits
-    state = site.get(base, headers=ws.auth("bob")).json()
-    assert state["finished"] and state["next_url"].endswith(f"/{first}")  # and comes back
+    assert order[-1] == first and sorted(order) == [1, 2, 3, 4]  # the skipped item waited, then came back
+    assert site.get(base, headers=ws.auth("bob")).json()["finished"]
     r = site.get(f"{base}/results", headers=ws.auth("bob"))
     assert r.status_code == 200
+    final = site.post(f"{base}/items/{first}/score", json=RUBRIC, headers=ws.auth("bob"))
+    assert final.status_code == 409 and "final" in final.json()["detail"]  # seen the results: no more changes
     for who in ("alice", None):  # alice has not finished; nobody signed in sees nothing either
         headers = ws.auth(who) if who else {}
         blocked = site.get(f"{base}/results", headers=headers)
@@ -135,27 +146,26 @@ def test_skip_resume_results_gate_and_close(writable_site):
     results = r.json()
     revealed = {i["item"]: i for i in results["items"]}
     assert sorted(revealed) == [1, 2, 3, 4]
-    assert {revealed[i]["scores"][0]["total"] for i in order} == {totals[i] for i in order}
-    assert revealed[first]["scores"] == []
+    assert [revealed[i]["scores"][0]["total"] for i in order] == [totals[i] for i in order]
     by_basis: dict[str, list[int]] = {}
     for i in order:
         by_basis.setdefault(revealed[i]["basis"], []).append(totals[i])
     for d in results["distributions"]:
-        assert d["n"] == len(by_basis.get(d["basis"], []))
-        if d["n"]:
+        assert d["n_items"] == len(by_basis.get(d["basis"], []))
+        if d["n_items"]:
             assert d["median"] == statistics.median(by_basis[d["basis"]])
             assert d["ci_low"] <= d["median"] <= d["ci_high"]
-            assert sum(d["histogram"]) == d["n"]
+            assert sum(d["histogram"]) == d["n_items"]  # one rater: one score per item
     assert results["agreement"] is None  # one rater
     assert all(i["unit_url"] == f"/bases/{i['basis']}/units/{i['index']}" for i in results["items"])
     # Only the creator closes; closing freezes scores and opens the results to everyone.
     assert site.post(f"{base}/close", headers=ws.auth("bob")).status_code == 409
     assert site.post(f"{base}/close", headers=ws.auth("alice")).json()["state"] == "closed"
-    frozen = site.post(f"{base}/items/{first}/score", json=RUBRIC, headers=ws.auth("bob"))
+    frozen = site.post(f"{base}/items/{first}/score", json=RUBRIC, headers=ws.auth("alice"))
     assert frozen.status_code == 409 and "closed" in frozen.json()["detail"]
     assert site.get(f"{base}/results").status_code == 200
     csv_rows = site.get(f"/reviews/{review_id}/results.csv").text.strip().splitlines()
-    assert csv_rows[0].startswith("item,basis,index,rater,hypothesis,total") and len(csv_rows) == 1 + 3
+    assert csv_rows[0].startswith("item,basis,index,rater,hypothesis,total") and len(csv_rows) == 1 + 4
 
 
 def test_two_raters_give_agreement_and_a_test(writable_site):

@@ -41,9 +41,10 @@ def model_bases(session: Session, model: Model) -> list[Basis]:
                                 .order_by(Basis.kind, Basis.name)))
 
 
-def model_param(session: Session, model: Model) -> str | None:
+def model_param(session: Session, model: Model | str) -> str | None:
     """The model name to put in links: only when several models make a basis name ambiguous."""
-    return model.name if session.scalar(select(func.count(Model.id))) > 1 else None
+    return (model if isinstance(model, str) else model.name) if session.scalar(select(func.count(Model.id))) > 1 \
+        else None
 
 
 def resolve_basis(session: Session, name: str, model: str | None) -> tuple[Basis, Model]:

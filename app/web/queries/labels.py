@@ -1,4 +1,4 @@
-"""Labels: append-only history per unit, the newest one is current (an empty text clears it)."""
+"""Label reads for the unit list and unit pages: append-only history per unit, the newest one is current."""
 
 from __future__ import annotations
 
