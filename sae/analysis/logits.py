@@ -1,7 +1,8 @@
 """Weight-based views of units: direct logit effects and links between a dictionary and the neuron basis.
 
-Logit effects follow the paper's caveat: they are the *direct* path only (unit direction -> W_out -> W_U), ignoring
-the final LayerNorm's scale and any indirect effect. Everything is computed in chunks of units, so a large vocabulary
+Logit effects follow the paper's caveat: they are the *direct* path only (unit direction -> W_out -> final LayerNorm's
+gain -> W_U, centred as TransformerLens's fold_ln + center_unembed; sae.lm.model.unembed_directions), leaving out
+the LayerNorm's per-token scale and any indirect effect. Everything is computed in chunks of units, so a large vocabulary
 (e.g. 48k for gelu-1l) never needs a [U, d_vocab] matrix at once.
 """
 
@@ -18,7 +19,7 @@ def logit_effects(out_dirs: torch.Tensor, W_U: torch.Tensor, k: int, bins: int) 
     """Return top/bottom-k logit tokens and a histogram of all logit weights per unit.
 
     out_dirs [U, d_model]: each unit's direction in the residual stream (neuron: W_out row; feature: W_dec row @ W_out).
-    W_U [d_model, d_vocab]. Histogram: `bins` equal-width bins from the unit's min to its max weight.
+    W_U [d_model, d_vocab]: the effective unembedding of sae.lm.model.unembed_directions. Histogram: `bins` equal-width bins from the unit's min to its max weight.
     """
     n_units = out_dirs.shape[0]
     out = {

@@ -43,6 +43,9 @@ class AnalysisConfig:
     act_hist_bins: int = 50
     logit_k: int = 10
     logit_hist_bins: int = 50
+    # How logit effects are computed (part of the config so that analyses made the older way are redone):
+    # through the final LayerNorm's gain, centred, as TransformerLens's fold_ln + center_unembed.
+    logit_effects: str = "ln_final_folded_centred"
     n_links: int = 5
     # LM-loss metrics (clean, zero-ablated, spliced: 2 + n_SAE full forwards per batch, 3x the cost of everything
     # else) use the first loss_tokens analysed tokens; None: all of them, 0: none.

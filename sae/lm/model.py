@@ -163,8 +163,21 @@ def lm_loss(
 
 
 def unembed_directions(model) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (W_out [d_mlp, d_model], W_U [d_model, d_vocab]) of layer 0, detached, for direct logit effects."""
-    return model.W_out[0].detach(), model.W_U.detach()
+    """Return (W_out [d_mlp, d_model] of layer 0, W_eff [d_model, d_vocab]), detached: the direct logit effect of a
+    residual direction d is d @ W_eff, what TransformerLens's fold_ln + center_unembed give.
+
+    The final LayerNorm centres d and multiplies it by its gain ln_final.w before W_U; logits that move together
+    change nothing, so W_U is centred over the vocabulary. Hence W_eff = C diag(w) (W_U - mean over vocab), C the
+    centring matrix. A model loaded with its LayerNorm already folded (LNPre, no gain) has w = 1. The final
+    LayerNorm's 1/scale at a given token multiplies every effect alike and is left out ("direct effect at unit
+    scale"), as in the paper's logit-weight view.
+    """
+    W_U = model.W_U.detach().float()  # [d_model, d_vocab]
+    gain = getattr(model.ln_final, "w", None)
+    W = W_U - W_U.mean(dim=1, keepdim=True)
+    if gain is not None:
+        W = gain.detach().float()[:, None] * W
+    return model.W_out[0].detach(), W - W.mean(dim=0, keepdim=True)
 
 
 def _not_cached(name: str, official: str, why: str) -> MonoscopeError:
