@@ -1,5 +1,5 @@
 """The project's scientific conventions, each defined once: where activations come from, what the neuron basis
-is called, and the density thresholds that name a unit ultralow or dense (dead is "never fired")."""
+is called, the density thresholds that name a unit ultralow or dense (dead is "never fired"), and BOS."""
 
 from __future__ import annotations
 
@@ -7,3 +7,7 @@ HOOK_POST = "blocks.0.mlp.hook_post"  # MLP post-activations of the one layer: w
 NEURON_BASIS = "neurons"  # the name of the MLP neuron basis; no SAE may take it
 ULTRALOW_DENSITY = 1e-5  # a live unit firing on fewer than this share of tokens is ultralow
 DENSE_DENSITY = 1e-2  # a unit firing on more than this share of tokens is dense
+# Every token row starts with BOS. Its activation is the same whatever the text, so it is left out of SAE training,
+# of every metric and statistic (density, L0, MSE, FVU, histograms, loss-recovered splices) and can never be an
+# example's max token; context windows still show it.
+BOS_POSITION = 0

@@ -23,7 +23,7 @@ router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 @router.get("/")
 def overview_page(request: Request, session: SessionDep):
     overview = queries.overview(session=session)
-    density = [plots.density_plot(b.density_histogram) for b in overview.bases]
+    density = [plots.density_plot(b.density_histogram, b.metrics.n_tokens) for b in overview.bases]
     return render(request, "overview.html", {"overview": overview, "density_plots": density, "plots": True},
                   api_url=twin_url(request))
 

@@ -21,8 +21,9 @@ def _region(x0: float, x1: float, text: str, colour: str) -> tuple[dict, dict]:
     return shape, note
 
 
-def density_plot(hist: DensityHistogram) -> dict:
-    """Bars of live units over log10 density, with the ultralow and dense regions shaded and named."""
+def density_plot(hist: DensityHistogram, n_tokens: int | None = None) -> dict:
+    """Bars of live units over log10 density, with the ultralow and dense regions shaded and named, and the
+    resolution floor 1/n_tokens (the lowest density a live unit can show) as a dotted line."""
     edges, counts = hist.edges, hist.counts
     centres = [(a + b) / 2 for a, b in zip(edges, edges[1:])]
     widths = [b - a for a, b in zip(edges, edges[1:])]
@@ -30,11 +31,19 @@ def density_plot(hist: DensityHistogram) -> dict:
     dense = math.log10(hist.dense_threshold)
     left = min(edges[0], low - 0.5) if edges else low - 1
     right = max(edges[-1], 0.0) if edges else 0.0
-    shapes, notes = zip(_region(left, low, "ultralow", "#7a5af8"), _region(dense, right, "dense", "#d92d20"))
+    shapes, notes = (list(v) for v in zip(_region(left, low, "ultralow", "#7a5af8"),
+                                          _region(dense, right, "dense", "#d92d20")))
+    if n_tokens:
+        floor = -math.log10(n_tokens)
+        left = min(left, floor - 0.3)
+        shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": floor, "x1": floor, "y0": 0, "y1": 1,
+                       "line": {"dash": "dot", "width": 1}})
+        notes.append({"xref": "x", "yref": "paper", "x": floor, "y": 0.9, "text": "1 / tokens", "showarrow": False,
+                      "xanchor": "left", "font": {"size": 10}})
     return {"data": [{"type": "bar", "x": centres, "y": counts, "width": widths, "marker": {"color": HOT},
                       "hovertemplate": "log10 density %{x:.2f}<br>%{y} units<extra></extra>"}],
             "layout": {"xaxis": {"title": {"text": "log10 density"}, "range": [left, right]},
-                       "yaxis": {"title": {"text": "units"}}, "shapes": list(shapes), "annotations": list(notes)}}
+                       "yaxis": {"title": {"text": "units"}}, "shapes": shapes, "annotations": notes}}
 
 
 def step_plot(hist: Histogram, *, x_title: str, log_x: bool) -> dict:

@@ -14,6 +14,7 @@ import numpy as np
 from sae.analysis.shard import AnalysisConfig, Basis, BasisSums, ShardState
 from sae.analysis.spill import gather_windows
 from sae.analysis.state import IntervalStats
+from sae.conventions import BOS_POSITION
 from sae.dictionary.metrics import loss_metrics
 
 
@@ -42,8 +43,9 @@ def finish(shards: list[list[ShardState]], bases: list[Basis], tokens: np.ndarra
         interval_parts = []
         for p in parts:
             st = IntervalStats(max_act, min_act, cfg.n_intervals, cfg.samples_per_interval, cfg.act_hist_bins, cfg.seed)
-            for batch in p.spill:
-                st.update(batch.rows, batch.units, batch.values, p.seq_start * n_ctx)
+            for batch in p.spill:  # shards start at a sequence boundary: a local row's position is row % n_ctx
+                keep = batch.rows % n_ctx != BOS_POSITION
+                st.update(batch.rows[keep], batch.units[keep], batch.values[keep], p.seq_start * n_ctx)
             interval_parts.append(st)
         intervals = reduce(lambda a, o: a.merge(o), interval_parts)
         arrays = _unit_arrays(stats, intervals, cfg)

@@ -21,8 +21,8 @@ import torch
 
 from sae.analysis.spill import Spill
 from sae.analysis.state import UnitStats
-from sae.conventions import DENSE_DENSITY, ULTRALOW_DENSITY
-from sae.dictionary.metrics import ReconstructionSums
+from sae.conventions import BOS_POSITION, DENSE_DENSITY, ULTRALOW_DENSITY
+from sae.dictionary.metrics import ReconstructionSums, keep_bos
 from sae.dictionary.model import sparse_decode
 
 ActsFn = Callable[[torch.Tensor], torch.Tensor]  # tokens [B, T] long -> MLP activations [B, T, d_in]
@@ -43,9 +43,9 @@ class AnalysisConfig:
     act_hist_bins: int = 50
     logit_k: int = 10
     logit_hist_bins: int = 50
-    # How logit effects are computed (part of the config so that analyses made the older way are redone):
-    # through the final LayerNorm's gain, centred, as TransformerLens's fold_ln + center_unembed.
-    logit_effects: str = "ln_final_folded_centred"
+    # The conventions this analysis follows, in its config so that analyses made under older ones are redone.
+    # 2: BOS left out of every statistic and splice; logit effects through ln_final's gain with W_U centred.
+    conventions: int = 2
     n_links: int = 5
     # LM-loss metrics (clean, zero-ablated, spliced: 2 + n_SAE full forwards per batch, 3x the cost of everything
     # else) use the first loss_tokens analysed tokens; None: all of them, 0: none.
@@ -117,13 +117,16 @@ def analyze_shard(acts_fn: ActsFn, loss_fn: LossFn | None, tokens: np.ndarray, s
         if with_loss:  # the clean-loss forward also yields the activations: no separate forward for this batch
             captured: list[torch.Tensor] = []
             clean = _chunked_loss(loss_fn, batch, cfg, lambda c, post: captured.append(post) or post)
-            zero = _chunked_loss(loss_fn, batch, cfg, lambda c, post: torch.zeros_like(post))
+            zero = _chunked_loss(loss_fn, batch, cfg, lambda c, post: keep_bos(post, torch.zeros_like(post)))
             x = torch.cat(captured)
         else:
             x = acts_fn(batch)
         x = x.reshape(-1, x.shape[-1]).float()  # [N, d_in]
         n = x.shape[0]
         loss_seen += n if with_loss else 0
+        # Statistics leave BOS out (sae.conventions); the spill keeps it, so context windows still show it.
+        counted = torch.arange(n) % n_ctx != BOS_POSITION  # [N]
+        x_counted = x[counted]  # [N - B, d_in]
         for basis, state in zip(bases, states):
             f = _encode(basis, x, buffers)  # [N, U]
             # Neurons may be negative (GELU); SAE outputs are >= 0, so for them non-zero means firing.
@@ -132,14 +135,16 @@ def analyze_shard(acts_fn: ActsFn, loss_fn: LossFn | None, tokens: np.ndarray, s
             rows, units = nz[:, 0].copy(), nz[:, 1].copy()
             values = f.numpy().reshape(-1)[rows * basis.n_units + units]  # [nnz] (masked_select is 10x slower here)
             row_counts = np.bincount(rows, minlength=n)  # [N] non-zeros per token
-            state.stats.update(rows, units, values, n, token_offset)
+            keep = rows % n_ctx != BOS_POSITION  # [nnz]
+            state.stats.update(rows[keep], units[keep], values[keep], len(x_counted), token_offset)
             state.spill.append(row_counts, units, values)
             sums = state.sums
             if basis.sae is not None:
-                err = _decode_sparse(basis.sae, row_counts, units, values).sub_(x).view(-1)  # [N * d_in]
-                sums.recon.add(n, len(values), x=x, sq_err=float(err @ err))
+                err = _decode_sparse(basis.sae, row_counts, units, values).sub_(x)  # [N, d_in]
+                counted_err = err[counted].view(-1)
+                sums.recon.add(len(x_counted), int(keep.sum()), x=x_counted, sq_err=float(counted_err @ counted_err))
             else:
-                sums.recon.add(n, len(values))
+                sums.recon.add(len(x_counted), int(keep.sum()))
             if with_loss:
                 n_pred = batch.shape[0] * (n_ctx - 1)
                 sums.loss_tokens += n_pred
@@ -147,7 +152,7 @@ def analyze_shard(acts_fn: ActsFn, loss_fn: LossFn | None, tokens: np.ndarray, s
                 sums.loss_zero += zero * n_pred
                 if basis.sae is not None:
                     x_hat = err.view_as(x).add_(x).view(batch.shape[0], n_ctx, -1)  # no second decode
-                    splice = lambda c, post, x_hat=x_hat: x_hat[c].view_as(post)  # noqa: E731
+                    splice = lambda c, post, x_hat=x_hat: keep_bos(post, x_hat[c].view_as(post))  # noqa: E731
                     sums.loss_recon += _chunked_loss(loss_fn, batch, cfg, splice) * n_pred
         if progress is not None:
             progress(n)

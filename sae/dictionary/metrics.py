@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sae.conventions import DENSE_DENSITY
+from sae.conventions import BOS_POSITION, DENSE_DENSITY
 from sae.dictionary.model import SparseAutoencoder
 
 
@@ -142,6 +142,13 @@ def reconstruction_metrics(sae: SparseAutoencoder, x: torch.Tensor, chunk: int =
     return {**sums.metrics(), "density": (fired / max(1, len(x))).cpu()}
 
 
+def keep_bos(post: torch.Tensor, replacement: torch.Tensor) -> torch.Tensor:
+    """Return `replacement` [b, T, d] with the BOS position's activations put back from `post`: splices and
+    ablations leave BOS alone, as training and statistics do (sae.conventions.BOS_POSITION)."""
+    replacement[:, BOS_POSITION] = post[:, BOS_POSITION].to(replacement.dtype)
+    return replacement
+
+
 def loss_metrics(clean: float | None, zero_ablation: float | None, reconstructed: float | None) -> dict:
     """Return the LM-loss metrics, under the names every output uses, from the three mean losses on the same
     tokens (None: not measured); loss recovered is None where the ablation costs nothing."""
@@ -160,14 +167,17 @@ def loss_recovered(model, tokens: torch.Tensor, sae: SparseAutoencoder, batch_ro
 
     device = sae.W_enc.device
 
-    def splice(act: torch.Tensor) -> torch.Tensor:  # [b, T, d_mlp] -> same, through the SAE
-        return sae(act.to(device, torch.float32)).to(act.device)
+    def splice(act: torch.Tensor) -> torch.Tensor:  # [b, T, d_mlp] -> same, through the SAE (BOS kept)
+        return keep_bos(act, sae(act.to(device, torch.float32)).to(act.device, act.dtype))
+
+    def ablate(act: torch.Tensor) -> torch.Tensor:  # zeros after BOS
+        return keep_bos(act, torch.zeros_like(act))
 
     clean = zero = recon = 0.0
     for start in range(0, len(tokens), batch_rows):
         batch = tokens[start: start + batch_rows]
         weight = len(batch) / len(tokens)
         clean += float(lm_loss(model, batch)) * weight
-        zero += float(lm_loss(model, batch, replace_mlp_post=torch.zeros_like)) * weight
+        zero += float(lm_loss(model, batch, replace_mlp_post=ablate)) * weight
         recon += float(lm_loss(model, batch, replace_mlp_post=splice)) * weight
     return loss_metrics(clean, zero, recon)

@@ -1,4 +1,7 @@
-"""The streaming analysis against brute force over dense activations, on synthetic activations and a random SAE."""
+"""The streaming analysis against brute force over dense activations, on synthetic activations and a random SAE.
+
+BOS (position 0) gets large activations here, as a real LM's often does: statistics must leave it out, and context
+windows must still show it (sae.conventions.BOS_POSITION)."""
 
 import numpy as np
 import pytest
@@ -22,7 +25,9 @@ def setup():
 
     def acts_fn(batch):  # [B, T] -> [B, T, D_IN]: depends on the token and the one before, like a tiny LM
         shifted = torch.cat([batch[:, :1], batch[:, :-1]], dim=1)
-        return emb[batch] + 0.5 * prev[shifted]
+        out = emb[batch] + 0.5 * prev[shifted]
+        out[:, 0] += 6.0  # BOS: large everywhere, so it would win every top-k and shift every mean if counted
+        return out
 
     sae = SparseAutoencoder(SAEConfig(D_IN, D_SAE)).init_weights(g)
     with torch.no_grad():
@@ -32,6 +37,13 @@ def setup():
     dense = {"neurons": x, "sae": sae.encode(x).detach()}
     bases = [Basis("neurons", D_IN), Basis("sae", D_SAE, sae)]
     return tokens, acts_fn, bases, dense
+
+
+def counted(f: np.ndarray) -> np.ndarray:
+    """Zero the BOS rows of dense activations [N_SEQ * T, U]: what the statistics see."""
+    out = f.copy()
+    out[np.arange(len(f)) % T == 0] = 0
+    return out
 
 
 def run(setup, tmp_path, cuts):
@@ -47,23 +59,26 @@ def whole(setup, tmp_path_factory):
 
 @pytest.mark.parametrize("b,name", [(0, "neurons"), (1, "sae")])
 def test_counts_density_max_mean_and_histogram(setup, whole, b, name):
-    f = setup[3][name].numpy()
+    f = counted(setup[3][name].numpy())
+    n_counted = N_SEQ * (T - 1)
     arrays, summary = whole[b].arrays, whole[b].summary
     firing = (f > 0).sum(0)
-    assert firing.max() < len(f) and (firing > 0).mean() > 0.5  # sparse units, and a few dead ones in the SAE
+    assert firing.max() < n_counted and (firing > 0).mean() > 0.5  # sparse units, and a few dead ones in the SAE
     np.testing.assert_array_equal(arrays["firing_count"], firing)
-    np.testing.assert_allclose(arrays["density"], firing / len(f))
+    np.testing.assert_allclose(arrays["density"], firing / n_counted)
     np.testing.assert_array_equal(arrays["max_activation"], f.max(0))
     mean = np.where(f > 0, f, 0).sum(0) / np.maximum(firing, 1)
     np.testing.assert_allclose(arrays["mean_activation"], mean, rtol=1e-5)
     np.testing.assert_array_equal(arrays["act_hist_counts"].sum(1), firing)
-    assert summary["metrics"]["l0"] == pytest.approx(firing.sum() / len(f))
+    assert summary["metrics"]["l0"] == pytest.approx(firing.sum() / n_counted)
+    assert summary["metrics"]["n_tokens"] == n_counted
 
 
 @pytest.mark.parametrize("b,name", [(0, "neurons"), (1, "sae")])
 def test_top_k_are_the_k_largest_with_their_windows(setup, whole, b, name):
     tokens = setup[0]
-    f = setup[3][name].numpy()
+    shown = setup[3][name].numpy()  # windows show BOS too
+    f = counted(shown)
     arrays = whole[b].arrays
     k, before, w = CFG.top_k, CFG.context_before, CFG.context_before + 1 + CFG.context_after
     for u in range(f.shape[1]):
@@ -81,12 +96,19 @@ def test_top_k_are_the_k_largest_with_their_windows(setup, whole, b, name):
                 q = p - before + i
                 inside = 0 <= q < T
                 assert arrays["top_token_ids"][u, j, i] == (tokens[s, q] if inside else -1)
-                assert arrays["top_acts"][u, j, i] == (max(f[s * T + q, u], 0) if inside else 0)
+                assert arrays["top_acts"][u, j, i] == (max(shown[s * T + q, u], 0) if inside else 0)
+    assert (arrays["top_position"][arrays["top_count"] > 0, 0] != 0).all()  # never a BOS max token
+    window_bos = [arrays["top_acts"][u, j, before - arrays["top_position"][u, j]]
+                  for u in range(f.shape[1]) for j in range(arrays["top_count"][u])
+                  if arrays["top_position"][u, j] <= before]
+    assert window_bos  # windows reach BOS (and the loop above checked they show its activation)
+    if name == "neurons":  # the neurons' BOS activation is the large one acts_fn put there
+        assert max(window_bos) > 3.0
 
 
 @pytest.mark.parametrize("b,name", [(0, "neurons"), (1, "sae")])
 def test_interval_samples_lie_in_their_interval_and_shares_match(setup, whole, b, name):
-    f = setup[3][name].numpy()
+    f = counted(setup[3][name].numpy())
     arrays = whole[b].arrays
     edges, counts = arrays["interval_edges"], arrays["interval_counts"]
     for u in range(f.shape[1]):
@@ -121,7 +143,7 @@ def test_merging_two_shards_equals_the_whole(setup, whole, tmp_path):
 
 
 def test_sae_metrics_match_dense_reconstruction(setup, whole):
-    x = setup[3]["neurons"]
+    x = setup[3]["neurons"][torch.arange(N_SEQ * T) % T != 0]  # BOS rows left out
     sae = setup[2][1].sae
     x_hat = sae(x).detach()
     m = whole[1].summary["metrics"]
@@ -139,7 +161,7 @@ def test_topk_sae_basis(setup, tmp_path):
     [result] = finish([analyze_shard(acts_fn, None, tokens, (0, N_SEQ), [Basis("topk", D_SAE, sae)], CFG,
                                      tmp_path)], [Basis("topk", D_SAE, sae)], tokens, CFG)
     arrays, summary = result.arrays, result.summary
-    f = sae.encode(dense["neurons"]).detach().numpy()
+    f = sae.encode(dense["neurons"]).detach().numpy()[np.arange(N_SEQ * T) % T != 0]  # BOS rows left out
     np.testing.assert_array_equal(arrays["firing_count"], (f > 0).sum(0))
     np.testing.assert_array_equal(arrays["max_activation"], f.max(0))
     assert summary["metrics"]["l0"] == pytest.approx((f > 0).sum(1).mean()) and summary["metrics"]["l0"] <= 3

@@ -11,6 +11,7 @@ import torch
 from sae import lm, rundir
 from sae.analysis.run import run_analysis
 from sae.analysis.shard import AnalysisConfig
+from sae.dictionary.metrics import keep_bos
 from sae.dictionary.model import SAEConfig, SparseAutoencoder
 from sae.dictionary.saelens_format import save_sae
 
@@ -65,10 +66,11 @@ def test_writes_the_contract_files_and_matches_brute_force(analysed):
     tokens = np.load(run_dir / "corpus" / "heldout.npy")
     n_seq = -(-CFG.n_tokens // tokens.shape[1])
     tokens = torch.from_numpy(tokens[:n_seq].astype(np.int64))
-    x = lm.mlp_activations(model, tokens).reshape(-1, 64)
+    x = lm.mlp_activations(model, tokens)[:, 1:].reshape(-1, 64)  # statistics leave BOS (position 0) out
     for name, f, kind in (("neurons", x, "neuron"), ("tiny", sae.encode(x).detach(), "sae")):
         meta, units = load(run_dir, name)
-        assert meta["kind"] == kind and meta["n_tokens"] == tokens.numel() and meta["hook_name"] == lm.HOOK_POST
+        assert meta["kind"] == kind and meta["hook_name"] == lm.HOOK_POST
+        assert meta["n_tokens"] == tokens.numel() and meta["metrics"]["n_tokens"] == len(x) == tokens.numel() - len(tokens)
         assert {k: str(v.dtype) for k, v in units.items()} == UNIT_DTYPES
         n_units = f.shape[1]
         assert units["top_token_ids"].shape == (n_units, CFG.top_k, 7)
@@ -84,11 +86,12 @@ def test_writes_the_contract_files_and_matches_brute_force(analysed):
         assert m["l0"] == pytest.approx((f > 0).sum() / len(f))
         with torch.no_grad():
             assert m["loss_clean"] == pytest.approx(float(lm.lm_loss(model, tokens)), rel=1e-5)
-            assert m["loss_zero_ablation"] == pytest.approx(float(lm.lm_loss(model, tokens, torch.zeros_like)),
-                                                            rel=1e-5)
+            zeroed = float(lm.lm_loss(model, tokens, lambda post: keep_bos(post, torch.zeros_like(post))))
+            assert m["loss_zero_ablation"] == pytest.approx(zeroed, rel=1e-5)
     m = load(run_dir, "tiny")[0]["metrics"]
     with torch.no_grad():
-        assert m["loss_reconstructed"] == pytest.approx(float(lm.lm_loss(model, tokens, sae)), rel=1e-4)
+        spliced = float(lm.lm_loss(model, tokens, lambda post: keep_bos(post, sae(post))))
+        assert m["loss_reconstructed"] == pytest.approx(spliced, rel=1e-4)
     assert m["loss_recovered"] == pytest.approx(
         (m["loss_zero_ablation"] - m["loss_reconstructed"]) / (m["loss_zero_ablation"] - m["loss_clean"]))
     assert load(run_dir, "neurons")[0]["metrics"]["loss_reconstructed"] is None

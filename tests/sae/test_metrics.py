@@ -11,14 +11,15 @@ from sae import lm
 from sae.activations import LMActivations
 from sae.analysis.run import run_analysis
 from sae.analysis.shard import AnalysisConfig
+from sae.dictionary import SAETrainConfig, train_sae_on_run
 from sae.dictionary.metrics import (
     ReconstructionSums,
+    keep_bos,
     loss_metrics,
     reconstruction_metrics,
 )
 from sae.dictionary.model import SAEConfig, SparseAutoencoder
 from sae.dictionary.saelens_format import load_sae
-from sae.dictionary import SAETrainConfig, train_sae_on_run
 
 QUIET = dict(progress=False, log=lambda m: None)
 
@@ -100,12 +101,20 @@ def test_training_and_analysis_report_one_definition_on_the_same_heldout_tokens(
     source = LMActivations(tiny_run_copy)
     tokens = source.heldout_tokens(n_tokens)  # [64, 32]
     with torch.no_grad():
-        x_all = lm.mlp_activations(source.model, tokens).reshape(-1, source.d_in)  # what the analysis reads
-        x_eval = source.eval_activations(n_tokens)  # training's evaluation: the same rows, BOS positions dropped
-        for metrics, x in ((trained, x_eval), (analysed, x_all)):
+        x_all = lm.mlp_activations(source.model, tokens)  # [64, 32, d_in]
+        x_eval = source.eval_activations(n_tokens)  # training's evaluation: n_tokens after BOS, from these rows on
+        x_analysed = x_all[:, 1:].reshape(-1, source.d_in)  # the analysis: these rows, BOS left out
+        torch.testing.assert_close(x_eval[:len(x_analysed)], x_analysed, rtol=1e-4, atol=1e-5)
+        for metrics, x in ((trained, x_eval), (analysed, x_analysed)):  # both leave BOS out (sae.conventions)
             expected = brute_force(x, sae(x))
             assert metrics["mse"] == pytest.approx(expected["mse"], rel=1e-4)
             assert metrics["fvu"] == pytest.approx(expected["fvu"], rel=1e-4)
+        assert analysed["n_tokens"] == len(x_analysed)
+        # Zero ablation (and the splice) leave BOS alone, as everything else does.
+        kept = float(lm.lm_loss(source.model, tokens, lambda post: keep_bos(post, torch.zeros_like(post))))
+        everything = float(lm.lm_loss(source.model, tokens, torch.zeros_like))
+    assert trained["loss_zero_ablation"] == pytest.approx(kept, rel=1e-4)
+    assert abs(kept - everything) > 1e-3  # the choice is visible on this model
     assert 0 < trained["loss_recovered"] < 1
     for key in ("loss_clean", "loss_zero_ablation", "loss_reconstructed", "loss_recovered"):
         assert analysed[key] == pytest.approx(trained[key], rel=1e-4), key

@@ -10,9 +10,10 @@ import torch
 
 from sae.activations import ArrayActivations, LMActivations
 from sae.dictionary import losses
-from sae.dictionary.metrics import geometric_median, reconstruction_metrics
+from sae.dictionary.metrics import geometric_median, keep_bos, reconstruction_metrics
 from sae.dictionary.model import SAEConfig, SparseAutoencoder
 from sae.dictionary.saelens_format import load_density, load_sae
+from sae.dictionary.stage import train_sae, train_sae_on_run
 from sae.dictionary.train import (
     SAETrainConfig,
     fit_sae,
@@ -22,7 +23,6 @@ from sae.dictionary.train import (
     project_decoder_grad_,
     schedules,
 )
-from sae.dictionary.stage import train_sae, train_sae_on_run
 from sae.errors import MonoscopeError
 from sae.lm.model import lm_loss, load_lm
 
@@ -230,7 +230,7 @@ def test_run_stage_reports_loss_recovered_with_the_saved_sae(tiny_run_copy):
     model = load_lm(tiny_run_copy)
     tokens = LMActivations(tiny_run_copy).heldout_tokens(2048)
     with torch.no_grad():
-        spliced = float(lm_loss(model, tokens, replace_mlp_post=sae))
+        spliced = float(lm_loss(model, tokens, replace_mlp_post=lambda post: keep_bos(post, sae(post))))  # BOS kept
     assert result["loss_reconstructed"] == pytest.approx(spliced, rel=1e-4)
     assert result["loss_clean"] < result["loss_reconstructed"] < result["loss_zero_ablation"]
     assert 0 < result["loss_recovered"] < 1
