@@ -126,6 +126,20 @@ def fit_sae(cfg, *, run: Path | None, name: str | None, activations: Path | None
                                                "loss_recovered", "tokens_per_s")))
 
 
+@cli.command("add-sae")
+def add_sae(
+    path: Annotated[Path, typer.Argument(help="A SAELens SAE folder (cfg.json + sae_weights.safetensors).")],
+    run: RunOpt,
+    name: Annotated[Optional[str], typer.Option("--name", help="Name under saes/ (default: the folder's name).")] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Bring an SAE trained elsewhere (SAELens: standard, topk, jumprelu, batchtopk) into a run, checked against
+    its LM; then `analyze` and `ingest` treat it like one trained here."""
+    from sae.dictionary.stage import add_sae as add
+
+    add(run, path, name=name, force=force)
+
+
 @cli.command()
 def analyze(
     run: RunOpt,

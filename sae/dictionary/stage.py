@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import torch
 
-from sae.conventions import DENSE_DENSITY
+from sae.conventions import DENSE_DENSITY, HOOK_POST, NEURON_BASIS
 from sae.device import resolve_device
 from sae.dictionary import metrics
 from sae.dictionary.config import SAETrainConfig, resolve_precision
@@ -97,11 +97,9 @@ def train_sae_on_run(run_dir: Path, name: str, cfg: SAETrainConfig, *, device: s
     """Train runs/<run>/saes/<name> on the run's LM activations (training split; metrics on held-out tokens)."""
     from sae import rundir
     from sae.activations import LM_SOURCE_NAME, LMActivations
-    from sae.lm.model import HOOK_POST
 
     run_dir = Path(run_dir)
-    if not name or "/" in name or name.startswith("."):
-        raise MonoscopeError(f"--name must be a plain folder name, got {name!r}")
+    _check_name(name)
     inputs = {stage: rundir.fingerprint(run_dir / stage, stage) for stage in ("corpus", "lm")}
     out_dir = run_dir / "saes" / name
     if not force and rundir.is_current(out_dir, config={"train": asdict(cfg), "source": LM_SOURCE_NAME,
@@ -120,3 +118,46 @@ def _d_mlp(run_dir: Path) -> int:
         return int(json.loads((Path(run_dir) / "lm" / "config.json").read_text())["d_mlp"])
     except (OSError, ValueError, KeyError):
         return -1
+
+
+def _check_name(name: str) -> None:
+    if not name or "/" in name or "\\" in name or name.startswith(".") or name == NEURON_BASIS:
+        raise MonoscopeError(f"--name must be a plain folder name other than {NEURON_BASIS!r}, got {name!r}")
+
+
+def add_sae(run_dir: Path, path: Path, *, name: str | None = None, force: bool = False,
+            log: Callable[[str], None] = print) -> Path:
+    """Bring an SAE trained elsewhere (a SAELens folder: standard, topk, jumprelu, batchtopk) into the run as
+    runs/<run>/saes/<name>, after checking it reads this run's LM at our hook; return its folder.
+
+    From there `analyze`, `ingest` and the pages treat it like one trained here. Skipped when the same files were
+    already added against the same corpus and LM (unless `force`).
+    """
+    from sae import rundir
+    from sae.dictionary.saelens_format import CFG_FILENAME, WEIGHTS_FILENAME, load_sae, save_sae
+
+    run_dir, path = Path(run_dir), Path(path)
+    name = name or path.name
+    _check_name(name)
+    inputs = {stage: rundir.fingerprint(run_dir / stage, stage) for stage in ("corpus", "lm")}
+    sae, meta = load_sae(path)  # one-line errors for a missing or broken folder
+    d_mlp = _d_mlp(run_dir)
+    if sae.cfg.d_in != d_mlp:
+        raise MonoscopeError(f"{path}: the SAE reads d_in {sae.cfg.d_in} activations; this run's MLP has "
+                             f"d_mlp {d_mlp if d_mlp > 0 else '(unreadable in lm/config.json)'}")
+    if meta.get("hook_name") not in (None, "", HOOK_POST):
+        raise MonoscopeError(f"{path}: the SAE was trained on {meta['hook_name']!r}; this run's SAEs read "
+                             f"{HOOK_POST!r}")
+    config = {"imported_from": str(path.resolve()), "files": {f: rundir.file_digest(path / f)
+                                                              for f in (CFG_FILENAME, WEIGHTS_FILENAME)}}
+    out_dir = run_dir / "saes" / name
+    if not force and rundir.is_current(out_dir, config=config, inputs=inputs):
+        log(f"add-sae: up to date at {out_dir} (use --force to redo)")
+        return out_dir
+    with rundir.write_stage(out_dir, stage="sae", config=config, inputs=inputs) as tmp:
+        save_sae(sae, tmp, meta={**meta, "hook_name": HOOK_POST, "imported_from": str(path.resolve())})
+        summary = {"architecture": sae.cfg.architecture, "d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae,
+                   "k": sae.cfg.k, "imported_from": str(path.resolve())}
+        (tmp / "metrics.json").write_text(json.dumps(summary, indent=1))
+    log(f"add-sae: {sae.cfg.architecture} SAE {sae.cfg.d_in} -> {sae.cfg.d_sae} from {path} at {out_dir}")
+    return out_dir
