@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     # so sessions survive restarts and every worker process agrees; never in the repository.
     secret_key: str | None = None
     require_login: bool = False  # true: reading pages and the API needs a signed-in user too, not only writing
+    secure_cookies: bool = False  # true behind HTTPS: session and CSRF cookies only travel over HTTPS
 
 
 def load_settings(**given) -> Settings:

@@ -59,10 +59,11 @@ class CSRFMiddleware:
     is refused with the same 403; errors of the app behind it are not touched.
     """
 
-    def __init__(self, app, *, signing_secret: str):
+    def __init__(self, app, *, signing_secret: str, secure: bool = False):
         self.inner = app
         self.app = asgi_csrf(self._entered, signing_secret=signing_secret, cookie_name=CSRF_COOKIE,
-                             always_protect={"/login", "/logout"}, send_csrf_failed=_csrf_failed)
+                             always_protect={"/login", "/logout"}, send_csrf_failed=_csrf_failed,
+                             cookie_secure=secure)
 
     async def _entered(self, scope, receive, send):
         scope["monoscope.csrf_passed"][0] = True
@@ -96,9 +97,9 @@ def install(app, settings) -> None:
     """Add the session and CSRF middlewares, signed with the app's secret."""
     key = secret_key(settings, app.state.sessionmaker)
     app.state.require_login = bool(settings.require_login)
-    app.add_middleware(CSRFMiddleware, signing_secret=key)
+    app.add_middleware(CSRFMiddleware, signing_secret=key, secure=settings.secure_cookies)
     app.add_middleware(SessionMiddleware, secret_key=key, session_cookie=SESSION_COOKIE, same_site="lax",
-                       max_age=SESSION_DAYS * 86400)
+                       max_age=SESSION_DAYS * 86400, https_only=settings.secure_cookies)
 
 
 def request_user(request: Request, session: Session,

@@ -5,6 +5,7 @@ Real `monoscope serve` processes over the writable databases of conftest.py (SQL
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -80,13 +81,21 @@ def test_every_answered_write_survives_a_kill(writable_site):
 
 def test_require_login_closes_reads_but_not_the_sign_in_page(writable_site):
     closed = start_server(writable_site.site.db_url, writable_site.site.run_dir,
-                          env={"MONOSCOPE_REQUIRE_LOGIN": "true"})
+                          env={"MONOSCOPE_REQUIRE_LOGIN": "true", "MONOSCOPE_SECURE_COOKIES": "true"})
     try:
         for path in ("/", "/api/v1/overview", f"/api/v1/bases/{SAE_NAME}/units/0", "/api/v1/labels"):
             r = closed.get(path)
             assert r.status_code == 401 and "sign in" in r.text, path
             assert closed.get(path, headers=writable_site.auth("bob")).status_code == 200, path
-        assert closed.get("/login").status_code == 200
+        login = closed.get("/login")
+        assert login.status_code == 200
         assert closed.get("/static/monoscope.css").status_code == 200
+        csrf_cookie = next(c for c in login.headers.get_list("set-cookie") if c.startswith("monoscope_csrf="))
+        assert "secure" in csrf_cookie.lower()  # behind HTTPS, cookies stay on HTTPS
+        token = re.search(r'name="csrftoken" value="([^"]+)"', login.text).group(1)
+        signed = httpx.post(closed.url + "/login", data={"token": writable_site.tokens["bob"], "csrftoken": token},
+                            cookies={"monoscope_csrf": login.cookies["monoscope_csrf"]})
+        session_cookie = next(c for c in signed.headers.get_list("set-cookie") if c.startswith("monoscope_session="))
+        assert signed.status_code == 303 and "secure" in session_cookie.lower()
     finally:
         stop_server(closed)
