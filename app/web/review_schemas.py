@@ -87,7 +87,7 @@ class ReviewItem(Schema):
     step: int = Field(description="Where this item comes in the rater's order")
     of: int
     n_intervals: int = Field(description="How many interval scores a score may carry")
-    act_hist: Histogram = Field(description="Over activation / the unit's max")
+    act_hist: Histogram = Field(description="Over activation / the unit's max; counts per 10,000 firing tokens")
     top_logits: list[LogitToken]
     bottom_logits: list[LogitToken]
     top_examples: list[Example]

@@ -41,7 +41,7 @@ def rate_all(ws, review_id: int, who: str, totals: dict[int, int] | None = None)
             return seen
         item = int(state["next_url"].rsplit("/", 1)[1])
         seen.append(item)
-        body = dict(RUBRIC, confidence=item % 4, hypothesis=f"{who} on {item}")
+        body = dict(RUBRIC, confidence=item % 4, hypothesis=f"{who} on {item} <b>&'\"")
         r = site.post(f"/api/v1/reviews/{review_id}/items/{item}/score", json=body, headers=ws.auth(who))
         assert r.status_code == 200, r.text
         if totals is not None:
@@ -87,6 +87,7 @@ def test_items_reveal_nothing_of_their_unit(writable_site):
         # Activations are relative to the unit's max: no exact value to look up in the open unit lists.
         assert max(e["value"] for e in blind["top_examples"]) == pytest.approx(1.0)
         assert all("count" not in iv for iv in blind["intervals"]) and blind["intervals"][-1]["high"] <= 1.0 + 1e-6
+        assert abs(sum(blind["act_hist"]["counts"]) - 10_000) <= len(blind["act_hist"]["counts"])  # a shape only
         raw = data.text
         assert SAE_NAME not in raw and '"neurons"' not in raw and "/bases/" not in raw
         page = site.get(f"/reviews/{review_id}/items/{item}", headers=ws.auth("bob")).text
@@ -181,3 +182,4 @@ def test_two_raters_give_agreement_and_a_test(writable_site):
     assert [r["rater"] for r in results["raters"]] == ["alice", "bob"] and all(r["scored"] == 6 for r in results["raters"])
     html = ws.site.get(f"/reviews/{review_id}/results", headers=ws.auth("alice")).text
     assert "Krippendorff" in html and f"{SAE_NAME} #" in html and "median 12 for features" in html
+    assert "<b>&" not in html and "&lt;b&gt;&amp;&#39;&#34;" in html  # typed hypotheses render as text

@@ -127,11 +127,13 @@ def review_item(*, session: Session, review_id: int, position: int, user: User) 
     intervals = [BlindInterval(index=iv.index, low=relative(iv.low), high=relative(iv.high),
                                contains_pct=round(iv.contains_pct, 1),
                                samples=[_relative_example(e, relative) for e in iv.samples]) for iv in unit.intervals]
-    hist = Histogram(edges=[relative(e) for e in unit.act_hist.edges], counts=unit.act_hist.counts)
+    firing = max(sum(unit.act_hist.counts), 1)  # the shape, per 10,000 firing tokens: no count to look up
+    hist = Histogram(edges=[relative(e) for e in unit.act_hist.edges],
+                     counts=[round(c * 10_000 / firing) for c in unit.act_hist.counts])
     return ReviewItem(review=review.name, review_url=review_url(review), item=position, step=p.step(position),
-                      of=len(p.order), n_intervals=n_intervals(session, item), act_hist=hist, top_logits=unit.top_logits, bottom_logits=unit.bottom_logits,
-                      top_examples=examples, intervals=intervals, mine=mine(row), state=review.state,
-                      finished=p.finished)
+                      of=len(p.order), n_intervals=n_intervals(session, item), act_hist=hist,
+                      top_logits=unit.top_logits, bottom_logits=unit.bottom_logits, top_examples=examples,
+                      intervals=intervals, mine=mine(row), state=review.state, finished=p.finished)
 
 
 def _relative_example(example: Example, relative) -> Example:
