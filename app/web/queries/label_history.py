@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -14,9 +15,7 @@ from app.web.urls import unit_url
 
 def label_out(session: Session, row: LabelRow) -> LabelOut:
     """Return the label with a link to its unit (naming its model when several are ingested)."""
-    url = unit_url(row.basis, row.index, model_param(session, row.model))
-    return LabelOut(id=row.id, model=row.model, basis=row.basis, index=row.index, text=row.text, note=row.note,
-                    author=row.author, created=row.created, unit_url=url)
+    return LabelOut(**asdict(row), unit_url=unit_url(row.basis, row.index, model_param(session, row.model)))
 
 
 def label_history(*, session: Session, basis: str, index: int, model: str | None) -> LabelHistory:
