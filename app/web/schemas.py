@@ -40,6 +40,13 @@ class BasisMetrics(Schema):
     l0: float | None = None
     mse: float | None = None
     fvu: float | None = None
+    # SAELens's names: 1 − fvu; mean ‖x‖, ‖x̂‖ and ‖x̂‖/‖x‖; mean ‖x̂‖² / mean x·x̂ (< 1: shrinkage); mean cos(x, x̂)
+    explained_variance: float | None = None
+    l2_norm_in: float | None = None
+    l2_norm_out: float | None = None
+    l2_ratio: float | None = None
+    relative_reconstruction_bias: float | None = None
+    cossim: float | None = None
     loss_clean: float | None = None
     loss_zero_ablation: float | None = None
     loss_reconstructed: float | None = None

@@ -15,7 +15,7 @@ from sae.analysis.shard import AnalysisConfig, Basis, BasisSums, ShardState
 from sae.analysis.spill import gather_windows
 from sae.analysis.state import IntervalStats
 from sae.conventions import BOS_POSITION
-from sae.dictionary.metrics import loss_metrics
+from sae.dictionary.metrics import SAELENS_RECONSTRUCTION_METRICS, loss_metrics
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,7 @@ def _basis_summary(basis: Basis, arrays: dict, sums: BasisSums, cfg: AnalysisCon
         "l0": recon["l0"],
         "mse": recon["mse"],
         "fvu": recon["fvu"],
+        **{key: recon.get(key) for key in SAELENS_RECONSTRUCTION_METRICS},
         **losses,
         "loss_tokens": sums.loss_tokens,
         "dead": dead,

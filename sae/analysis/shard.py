@@ -141,8 +141,9 @@ def analyze_shard(acts_fn: ActsFn, loss_fn: LossFn | None, tokens: np.ndarray, s
             sums = state.sums
             if basis.sae is not None:
                 err = _decode_sparse(basis.sae, row_counts, units, values).sub_(x)  # [N, d_in]
-                counted_err = err[counted].view(-1)
-                sums.recon.add(len(x_counted), int(keep.sum()), x=x_counted, sq_err=float(counted_err @ counted_err))
+                counted_err = err[counted]  # [N - B, d_in]
+                sums.recon.add(len(x_counted), int(keep.sum()), x=x_counted, sq_err=float(counted_err.pow(2).sum()),
+                               x_hat=counted_err + x_counted)
             else:
                 sums.recon.add(len(x_counted), int(keep.sum()))
             if with_loss:

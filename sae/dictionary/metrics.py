@@ -11,7 +11,7 @@ Loss recovered = (L_zero_ablation − L_sae) / (L_zero_ablation − L_clean), on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -73,6 +73,11 @@ class FiringTracker:
         self.tokens = int(state["tokens"])
 
 
+# What SAELens's run_evals reports about a reconstruction, under its names (see ReconstructionSums.metrics).
+SAELENS_RECONSTRUCTION_METRICS = ("explained_variance", "l2_norm_in", "l2_norm_out", "l2_ratio",
+                                  "relative_reconstruction_bias", "cossim")
+
+
 @dataclass
 class ReconstructionSums:
     """Mergeable one-pass sums behind mse, fvu, l0 and l1: fed batch by batch (training's log, held-out
@@ -88,16 +93,21 @@ class ReconstructionSums:
     sq_err: float = 0.0  # Σ_tokens ‖x − x̂‖²
     x_mean: torch.Tensor | None = None  # [d_in] float64, mean of the x given so far; None: no reconstruction
     x_m2: float = 0.0  # Σ_tokens ‖x − x_mean‖²
+    # Σ over tokens of the terms of SAELens's eval metrics, when x̂ itself was given (see `_pair_terms`)
+    pair: dict[str, float] = field(default_factory=dict)
 
     @torch.no_grad()
     def add(self, n_tokens: int, nnz: float, *, l1: float = 0.0, x: torch.Tensor | None = None,
-            sq_err: float = 0.0) -> None:
-        """Add a batch of n_tokens; with its inputs x [n_tokens, d_in] and their Σ‖x − x̂‖² for reconstruction."""
+            sq_err: float = 0.0, x_hat: torch.Tensor | None = None) -> None:
+        """Add a batch of n_tokens; with its inputs x [n_tokens, d_in] and their Σ‖x − x̂‖² for reconstruction, and
+        x̂ [n_tokens, d_in] itself for SAELens's norm and cosine metrics."""
         batch = ReconstructionSums(n_tokens, float(nnz), float(l1))
         if x is not None:
             mean = x.mean(0, dtype=torch.float64)  # [d_in]
             batch.x_mean, batch.sq_err = mean, float(sq_err)
             batch.x_m2 = float((x - mean.to(x.dtype)).pow(2).sum(dtype=torch.float64))
+            if x_hat is not None:
+                batch.pair = _pair_terms(x, x_hat)
         merged = self.merge(batch)
         self.__dict__.update(merged.__dict__)
 
@@ -105,6 +115,7 @@ class ReconstructionSums:
         """Return the sums over both sets of tokens."""
         n = self.n_tokens + other.n_tokens
         out = ReconstructionSums(n, self.nnz + other.nnz, self.l1 + other.l1, self.sq_err + other.sq_err)
+        out.pair = {k: self.pair.get(k, 0.0) + other.pair.get(k, 0.0) for k in {*self.pair, *other.pair}}
         if self.x_mean is None or other.x_mean is None:
             out.x_mean, out.x_m2 = (self.x_mean, self.x_m2) if other.x_mean is None else (other.x_mean, other.x_m2)
             return out
@@ -114,16 +125,38 @@ class ReconstructionSums:
         return out
 
     def metrics(self, scale: float = 1.0) -> dict:
-        """Return {mse, fvu, l0, l1} per token; mse and fvu are None without reconstructions.
+        """Return {mse, fvu, l0, l1} per token, and SAELens's eval metrics under its names where x̂ was given
+        (explained_variance = 1 − fvu, l2_norm_in, l2_norm_out, l2_ratio, relative_reconstruction_bias, cossim);
+        None where they cannot be computed.
 
-        scale: the factor the inputs were multiplied by (training's activation scaling); mse is reported in the
-        units of x / scale, the raw activations.
+        scale: the factor the inputs were multiplied by (training's activation scaling); mse and the norms are
+        reported in the units of x / scale, the raw activations.
         """
         n = max(self.n_tokens, 1)
         recon = self.x_mean is not None
         mse = self.sq_err / (n * len(self.x_mean)) / scale ** 2 if recon else None
         fvu = self.sq_err / self.x_m2 if recon and self.x_m2 > 0 else None
-        return {"mse": mse, "fvu": fvu, "l0": self.nnz / n, "l1": self.l1 / n}
+        out = {"mse": mse, "fvu": fvu, "l0": self.nnz / n, "l1": self.l1 / n}
+        if self.pair:
+            p, m = self.pair, max(self.pair["n"], 1)
+            out |= {"explained_variance": None if fvu is None else 1 - fvu,
+                    "l2_norm_in": p["norm_in"] / m / scale, "l2_norm_out": p["norm_out"] / m / scale,
+                    "l2_ratio": p["norm_ratio"] / m,
+                    "relative_reconstruction_bias": p["out_sq"] / p["dot"] if p["dot"] else None,
+                    "cossim": p["cos"] / m}
+        return out
+
+
+def _pair_terms(x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, float]:
+    """Return Σ over tokens of ‖x‖, ‖x̂‖, ‖x̂‖/‖x‖ (‖x‖ < 1e-4 counts as 1), ‖x̂‖², x·x̂ and cos(x, x̂): SAELens's
+    l2 and cosine terms (its relative_reconstruction_bias is mean ‖x̂‖² / mean x·x̂, Marks et al.'s shrinkage)."""
+    x, x_hat = x.double(), x_hat.double()
+    norm_in, norm_out = x.norm(dim=-1), x_hat.norm(dim=-1)  # [N]
+    dot = (x * x_hat).sum(-1)
+    return {"n": float(len(x)), "norm_in": float(norm_in.sum()), "norm_out": float(norm_out.sum()),
+            "norm_ratio": float((norm_out / torch.where(norm_in < 1e-4, 1.0, norm_in)).sum()),
+            "out_sq": float(norm_out.pow(2).sum()), "dot": float(dot.sum()),
+            "cos": float((dot / (norm_in * norm_out).clamp_min(1e-12)).sum())}
 
 
 @torch.no_grad()
@@ -136,8 +169,9 @@ def reconstruction_metrics(sae: SparseAutoencoder, x: torch.Tensor, chunk: int =
         xb = x[start: start + chunk].to(device, torch.float32)  # [b, d_in]
         f = sae.encode(xb)  # [b, d_sae]
         active = f > 0
+        x_hat = sae.decode(f)
         sums.add(len(xb), float(active.sum()), l1=float(f.abs().double().sum()), x=xb,
-                 sq_err=float((sae.decode(f) - xb).double().pow(2).sum()))
+                 sq_err=float((x_hat - xb).double().pow(2).sum()), x_hat=x_hat)
         fired += active.sum(0)
     return {**sums.metrics(), "density": (fired / max(1, len(x))).cpu()}
 

@@ -149,6 +149,11 @@ def test_sae_metrics_match_dense_reconstruction(setup, whole):
     m = whole[1].summary["metrics"]
     assert m["mse"] == pytest.approx(float((x_hat - x).pow(2).mean()), rel=1e-5)
     assert m["fvu"] == pytest.approx(float((x_hat - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum()), rel=1e-5)
+    assert m["explained_variance"] == pytest.approx(1 - m["fvu"])
+    cos = torch.nn.functional.cosine_similarity(x, x_hat, dim=-1).mean()
+    assert m["cossim"] == pytest.approx(float(cos), rel=1e-4)
+    assert m["l2_ratio"] == pytest.approx(float((x_hat.norm(dim=-1) / x.norm(dim=-1)).mean()), rel=1e-4)
+    assert whole[0].summary["metrics"]["cossim"] is None  # the neuron basis reconstructs nothing
     assert whole[0].summary["metrics"]["mse"] is None and m["loss_clean"] is None  # no loss_fn given
     hist = whole[1].summary["density_histogram"]
     assert sum(hist["counts"]) + hist["dead"] == D_SAE

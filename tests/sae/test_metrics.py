@@ -122,3 +122,29 @@ def test_training_and_analysis_report_one_definition_on_the_same_heldout_tokens(
     last = json.loads((tiny_run_copy / "saes" / "s1" / "log.jsonl").read_text().splitlines()[-1])
     # The log's mse is per element too, in raw units (a per-token sum would be d_in = 64 times larger).
     assert abs(np.log(last["mse"] / trained["mse"])) < np.log(2) and 0 < last["fvu"] < 1
+
+
+def test_saelens_named_metrics_match_sae_lens_on_the_same_reconstructions():
+    from sae_lens.evals import ExplainedVarianceCalculator
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3000, 24, generator=g) * 2 + 5  # far from zero: a large mean component, as MLP outputs have
+    x_hat = 0.8 * x + 0.3 * torch.randn(3000, 24, generator=g)  # shrunk, noisy reconstructions
+    sums = ReconstructionSums()
+    for chunk in torch.split(torch.arange(3000), 700):  # streamed in uneven batches, then merged
+        xb, hb = x[chunk], x_hat[chunk]
+        sums.add(len(xb), 0, x=xb, sq_err=float((xb - hb).double().pow(2).sum()), x_hat=hb)
+    m = sums.metrics()
+    theirs = ExplainedVarianceCalculator()  # sae_lens's own streaming explained variance
+    theirs.add_batch(sae_output=x_hat, hidden_acts=x)
+    assert m["explained_variance"] == pytest.approx(theirs.compute(), rel=1e-6)
+    # The rest by sae_lens's published formulas (evals.get_sparsity_and_variance_metrics), over all tokens at once.
+    norm_in, norm_out = x.norm(dim=-1), x_hat.norm(dim=-1)
+    assert m["l2_norm_in"] == pytest.approx(float(norm_in.mean()), rel=1e-5)
+    assert m["l2_norm_out"] == pytest.approx(float(norm_out.mean()), rel=1e-5)
+    assert m["l2_ratio"] == pytest.approx(float((norm_out / norm_in).mean()), rel=1e-5)
+    rrb = float(norm_out.pow(2).mean() / (x * x_hat).sum(-1).mean())
+    assert m["relative_reconstruction_bias"] == pytest.approx(rrb, rel=1e-5) and rrb < 1  # shrinkage shows
+    cos = (x / norm_in[:, None] * (x_hat / norm_out[:, None])).sum(-1).mean()
+    assert m["cossim"] == pytest.approx(float(cos), rel=1e-5)
+    assert ReconstructionSums().metrics().keys() == {"mse", "fvu", "l0", "l1"}  # nothing claimed without x̂
