@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 from app.store import review_stats as stats
 from app.store import reviews as store
 from app.store.labels import utc
-from app.store.models import Basis, Model, Review, ReviewScore, User
-from app.web.queries.bases import NEWEST_MODEL_FIRST, NotFound, model_param, ready_bases
+from app.store.models import Basis, Model, Review, ReviewScore, ReviewUnit, User
+from app.web.queries.bases import NotFound, model_bases, model_param, ready_bases
 from app.web.queries.unit import detail
 from app.web.review_schemas import (
     BlindInterval,
@@ -75,21 +75,16 @@ def review_list(*, session: Session, user: User | None) -> ReviewList:
     """Return every review, newest first, and the bases of the newest model a new one can draw from."""
     reviews = session.scalars(select(Review).order_by(Review.id.desc())).all()
     newest = session.execute(ready_bases().limit(1)).first()
-    bases = [] if newest is None else session.scalars(
-        select(Basis.name).where(Basis.model_id == newest[1].id, Basis.status == "ready")
-        .order_by(Basis.kind, Basis.name)).all()
-    return ReviewList(reviews=[summary(session, r, user) for r in reviews], bases=list(bases))
+    bases = [] if newest is None else [b.name for b in model_bases(session, newest[1])]
+    return ReviewList(reviews=[summary(session, r, user) for r in reviews], bases=bases)
 
 
 def resolve_bases(session: Session, names: list[str], model: str | None) -> list[Basis]:
     """Return the named ready bases of one model (the given one, else the newest having the first)."""
     if any("\x00" in n for n in [*names, model or ""]):
         raise NotFound("names cannot contain NUL characters")
-    stmt = select(Basis, Model).join(Model, Model.id == Basis.model_id).where(Basis.status == "ready")
-    if model is not None:
-        stmt = stmt.where(Model.name == model)
     found: dict[str, Basis] = {}
-    for basis, _ in session.execute(stmt.where(Basis.name.in_(names)).order_by(*NEWEST_MODEL_FIRST)):
+    for basis, _ in session.execute(ready_bases(model=model).where(Basis.name.in_(names))):
         found.setdefault(basis.name, basis)
     missing = [n for n in names if n not in found]
     if missing:
@@ -190,9 +185,8 @@ def review_results(*, session: Session, review_id: int, user: User | None, force
     curves = stats.interval_curves([(name, s.interval_scores) for _, name, s, _ in rows if s.interval_scores])
     param = model_param(session, review.config.get("model", ""))
     items: dict[int, RevealedItem] = {}
-    for item in session.scalars(select(store.ReviewUnit).where(store.ReviewUnit.review_id == review.id)
-                                .order_by(store.ReviewUnit.position)):
-        name = session.get(Basis, item.basis_id).name
+    for item, name in session.execute(select(ReviewUnit, Basis.name).join(Basis, Basis.id == ReviewUnit.basis_id)
+                                      .where(ReviewUnit.review_id == review.id).order_by(ReviewUnit.position)):
         items[item.position] = RevealedItem(item=item.position, basis=name, index=item.unit_index,
                                             unit_url=unit_url(name, item.unit_index, param), scores=[])
     for item, _, s, rater in rows:
