@@ -14,6 +14,11 @@
       Plotly.newPlot(area, spec.data, layout, { displaylogo: false, responsive: true,
                                                modeBarButtonsToRemove: ["lasso2d", "select2d"] });
       area.dataset.drawn = "1";
+      // A spec with links: each point's customdata is a same-site path; a click opens it.
+      if (spec.links) area.on("plotly_click", function (evt) {
+        var url = evt.points.length ? evt.points[0].customdata : null;
+        if (typeof url === "string" && url.charAt(0) === "/" && url.charAt(1) !== "/") window.location.assign(url);
+      });
     });
   }
   // Show the server's 404/422 message in place of the fragment instead of silently ignoring the response.
@@ -58,8 +63,25 @@
       radio.dispatchEvent(new Event("change", { bubbles: true }));
     });
   }
+  // Unit pages: colour the context tokens by activation or by ablation effect; the choice is kept across pages.
+  function colourBy(root) {
+    var examples = document.getElementById("examples");
+    if (!examples) return;
+    var saved = null;
+    try { saved = window.localStorage.getItem("monoscope.colourBy"); } catch (e) { /* storage off */ }
+    root.querySelectorAll('input[name="colour-by"]').forEach(function (radio) {
+      if (saved) radio.checked = radio.value === saved;
+      radio.addEventListener("change", function () {
+        examples.classList.toggle("by-effect", radio.value === "effect" && radio.checked);
+        try { window.localStorage.setItem("monoscope.colourBy", radio.value); } catch (e) { /* storage off */ }
+      });
+    });
+    var chosen = root.querySelector('input[name="colour-by"]:checked');
+    examples.classList.toggle("by-effect", !!chosen && chosen.value === "effect");
+  }
   function start() {
     document.querySelectorAll("form[data-keyboard-rubric]").forEach(rubricKeys);
+    colourBy(document);
     if (typeof htmx !== "undefined") htmx.onLoad(drawPlots);
     drawPlots(document);
   }

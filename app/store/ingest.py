@@ -98,26 +98,32 @@ def _unit_rows(basis_id: int, a: dict[str, np.ndarray], strings: list[str], star
     return rows
 
 
-EXAMPLE_COLUMNS = ("unit_id", "kind", "bucket", "rank", "value", "token_ids", "activations")
+EXAMPLE_COLUMNS = ("unit_id", "kind", "bucket", "rank", "value", "token_ids", "activations", "effects")
 
 
 def _example_rows(unit_ids: dict[int, int], a: dict[str, np.ndarray], start: int, stop: int) -> Iterator[tuple]:
-    """Yield example rows (EXAMPLE_COLUMNS order) of units [start, stop): top contexts, then interval samples."""
+    """Yield example rows (EXAMPLE_COLUMNS order) of units [start, stop): top contexts, then interval samples.
+    Effects are None for an analysis made before they existed."""
+    has_effects = "top_effects" in a
     for u in range(start, stop):
         uid = unit_ids[u]
         n_top = int(a["top_count"][u])
         if not 0 <= n_top <= a["top_values"].shape[1]:
             raise ValueError(f"unit {u} says it has {n_top} top contexts")
         ids, acts = a["top_token_ids"][u, :n_top].astype("<i4"), a["top_acts"][u, :n_top].astype("<f4")
+        effects = a["top_effects"][u, :n_top].astype("<f4") if has_effects else None
         for rank, value in enumerate(a["top_values"][u, :n_top].tolist()):
-            yield uid, "top", None, rank, value, ids[rank].tobytes(), acts[rank].tobytes()
+            yield (uid, "top", None, rank, value, ids[rank].tobytes(), acts[rank].tobytes(),
+                   None if effects is None else effects[rank].tobytes())
         for bucket, count in enumerate(a["interval_sample_count"][u].tolist()):
             if not 0 <= count <= a["interval_values"].shape[2]:
                 raise ValueError(f"unit {u} says interval {bucket} has {count} samples")
             ids = a["interval_token_ids"][u, bucket, :count].astype("<i4")
             acts = a["interval_acts"][u, bucket, :count].astype("<f4")
+            effects = a["interval_effects"][u, bucket, :count].astype("<f4") if has_effects else None
             for rank, value in enumerate(a["interval_values"][u, bucket, :count].tolist()):
-                yield uid, "interval", bucket, rank, value, ids[rank].tobytes(), acts[rank].tobytes()
+                yield (uid, "interval", bucket, rank, value, ids[rank].tobytes(), acts[rank].tobytes(),
+                       None if effects is None else effects[rank].tobytes())
 
 
 def _upsert_model(session: Session, run_dir: Path) -> Model:

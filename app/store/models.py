@@ -111,7 +111,8 @@ class Unit(Base):
 
 
 class Example(Base):
-    """One context window of a unit: a top activation or an interval sample (int32 ids, float32 activations)."""
+    """One context window of a unit: a top activation or an interval sample (int32 ids, float32 activations and
+    per-token ablation effects, NaN where a token has none)."""
 
     __tablename__ = "example"
     __table_args__ = (Index("ix_example_unit", "unit_id", "kind", "bucket", "rank"),)
@@ -123,6 +124,7 @@ class Example(Base):
     value: Mapped[float] = mapped_column(Float)  # activation at the window's max token
     token_ids: Mapped[bytes] = mapped_column(LargeBinary)  # int32 little-endian, -1 outside the sequence
     activations: Mapped[bytes] = mapped_column(LargeBinary)  # float32 little-endian
+    effects: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32 little-endian; None: not analysed
 
 
 class UnitLink(Base):

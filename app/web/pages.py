@@ -24,8 +24,9 @@ router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 def overview_page(request: Request, session: SessionDep):
     overview = queries.overview(session=session)
     density = [plots.density_plot(b.density_histogram, b.metrics.n_tokens) for b in overview.bases]
-    return render(request, "overview.html", {"overview": overview, "density_plots": density, "plots": True},
-                  api_url=twin_url(request))
+    context = {"overview": overview, "density_plots": density, "frontier": plots.frontier_plots(overview.bases),
+               "plots": True}
+    return render(request, "overview.html", context, api_url=twin_url(request))
 
 
 @router.get("/bases/{basis}")

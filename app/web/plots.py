@@ -86,3 +86,30 @@ def interval_curves_plot(curves) -> dict:
              "name": c.basis, "hovertemplate": "interval %{x}: mean %{y:.2f}<extra></extra>"} for c in curves]
     return {"data": data, "layout": {"showlegend": True, "xaxis": {"title": {"text": "activation interval"}, "dtick": 1},
                                      "yaxis": {"title": {"text": "mean score (0-3)"}, "range": [0, 3.1]}}}
+
+
+def frontier_plots(bases: list) -> tuple[dict, dict] | None:
+    """The sparsity–fidelity frontier of every SAE in the database: L0 (log axis) against FVU and against loss
+    recovered, one line per (model, architecture) in L0 order; a click on a point opens its basis (its url rides in
+    customdata; static/monoscope.js follows it). None when the database holds no SAE with these metrics."""
+    groups: dict[tuple[str, str], list] = {}
+    for b in bases:
+        if b.kind == "sae" and b.metrics.l0 and b.metrics.fvu is not None:
+            groups.setdefault((b.model, b.architecture or "sae"), []).append(b)
+    if not groups:
+        return None
+
+    def plot(field: str, title: str) -> dict:
+        data = []
+        for (model, arch), members in sorted(groups.items()):
+            members = sorted((b for b in members if getattr(b.metrics, field) is not None), key=lambda b: b.metrics.l0)
+            data.append({"type": "scatter", "mode": "lines+markers", "name": f"{arch} ({model})" if len(
+                {m for m, _ in groups}) > 1 else arch, "x": [b.metrics.l0 for b in members],
+                "y": [getattr(b.metrics, field) for b in members], "text": [b.name for b in members],
+                "customdata": [b.url for b in members], "marker": {"size": 9},
+                "hovertemplate": "%{text}<br>L0 %{x:.3g}<br>" + title + " %{y:.4g}<extra></extra>"})
+        return {"data": data, "links": True,
+                "layout": {"showlegend": True, "yaxis": {"title": {"text": title}},
+                           "xaxis": {"title": {"text": "L0 (active units per token)"}, "type": "log"}}}
+
+    return plot("fvu", "FVU (lower is better)"), plot("loss_recovered", "loss recovered (higher is better)")

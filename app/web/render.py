@@ -25,16 +25,29 @@ def _escape(text: str) -> str:
     return html.escape(text, quote=True)
 
 
-def context_html(example, scale: float) -> Markup:
+def context_html(example, scale: float, effect_scale: float | None = None) -> Markup:
     """Return one context window as coloured token spans (the unit page's hot loop: ~2,500 spans per page, so built
-    here rather than in a Jinja loop). Every token text is escaped (html.escape, quotes included)."""
+    here rather than in a Jinja loop). Every token text is escaped (html.escape, quotes included).
+
+    --a is the activation / scale; with effect_scale, a token where the unit fires also gets --e (|ablation effect| /
+    effect_scale) and data-e ("-": ablating the unit lowers the next token's log-probability, "+": raises it), which
+    the page's "colour by ablation effect" switch shows instead of --a.
+    """
     value = example.value
     parts = [f'<div class="ctx"><span class="val">{value:.3g}</span>']
     inverse = 1.0 / scale if scale > 0 else 0.0
+    effects = example.effects if effect_scale else None
+    effect_inverse = 1.0 / effect_scale if effect_scale else 0.0
     for position, (shown, act) in enumerate(zip(example.shown, example.acts)):
         cls = "tok max" if position == example.max_position else "tok"
-        style = f' style="--a:{min(act * inverse, 1.0):.2f}"' if act > 0 else ""
-        parts.append(f'<span class="{cls}"{style} title="{act:.4g}">{_escape(shown)}</span>')
+        effect = effects[position] if effects else None
+        if effect:  # neither None (no next token) nor 0 (silent)
+            a, e = min(max(act, 0.0) * inverse, 1.0), min(abs(effect) * effect_inverse, 1.0)
+            attrs = (f' style="--a:{a:.2f};--e:{e:.2f}" data-e="{"-" if effect < 0 else "+"}"'
+                     f' title="{act:.4g} · Δ log p(next) {effect:+.3g}"')
+        else:
+            attrs = (f' style="--a:{min(act * inverse, 1.0):.2f}"' if act > 0 else "") + f' title="{act:.4g}"'
+        parts.append(f'<span class="{cls}"{attrs}>{_escape(shown)}</span>')
     parts.append("</div>")
     return Markup("".join(parts))
 

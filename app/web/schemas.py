@@ -51,6 +51,18 @@ class BasisMetrics(Schema):
     loss_zero_ablation: float | None = None
     loss_reconstructed: float | None = None
     loss_recovered: float | None = None
+    loss_mean_ablation: float | None = None
+    loss_recovered_mean_ablation: float | None = None
+    # SAELens's run_evals names: KL(clean || replaced) of the next-token distribution, its score, and its ce_loss_*
+    # names for the four losses above (ce_loss_score = loss_recovered against zero ablation)
+    kl_div_with_sae: float | None = None
+    kl_div_with_ablation: float | None = None
+    kl_div_with_mean_ablation: float | None = None
+    kl_div_score: float | None = None
+    ce_loss_without_sae: float | None = None
+    ce_loss_with_ablation: float | None = None
+    ce_loss_with_sae: float | None = None
+    ce_loss_score: float | None = None
     dead: int | None = None
     ultralow: int | None = None
     dense: int | None = None
@@ -127,7 +139,8 @@ class UnitList(Schema):
 
 class Example(Schema):
     """A token window around one activating token, as parallel lists (one entry per token; compact in JSON):
-    token ids, raw texts, texts with whitespace made visible, activations. The max token is at `max_position`."""
+    token ids, raw texts, texts with whitespace made visible, activations, ablation effects. The max token is at
+    `max_position`."""
 
     value: float
     max_position: int
@@ -135,6 +148,10 @@ class Example(Schema):
     texts: list[str]
     shown: list[str]
     acts: list[float]
+    effects: list[float | None] | None = Field(
+        None, description="Per token: the change in log-probability of the actual next token when this unit is "
+        "ablated at that token (0 where it does not fire; null where there is no next token or at BOS). Null for "
+        "the whole window when the analysis has no ablation effects.")
 
 
 class Interval(Schema):
@@ -187,6 +204,8 @@ class UnitDetail(Schema):
     prev_url: str | None
     next_url: str | None
     compare_url: str | None = Field(None, description="For a neuron with feature links: /compare with it.")
+    max_abs_effect: float | None = Field(None, description="The largest |ablation effect| over the unit's windows "
+                                         "(the colour scale of the effect view); null without effects.")
 
 
 class BasisDistribution(Schema):

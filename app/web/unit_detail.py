@@ -38,7 +38,8 @@ def _logits(pairs: list, strings: list[str]) -> list[LogitToken]:
     return out
 
 
-def _example(value: float, token_ids: bytes, activations: bytes, strings: list[str], context_before: int) -> Example:
+def _example(value: float, token_ids: bytes, activations: bytes, effects: bytes | None, strings: list[str],
+             context_before: int) -> Example:
     ids = np.frombuffer(token_ids, dtype=np.int32)
     acts = np.frombuffer(activations, dtype=np.float32)
     keep = ids >= 0
@@ -47,21 +48,31 @@ def _example(value: float, token_ids: bytes, activations: bytes, strings: list[s
     max_position = int(context_before - np.count_nonzero(~keep[:context_before]))
     if not 0 <= max_position < len(texts):
         max_position = int(np.argmax(acts)) if texts else 0
+    shown_effects = None
+    if effects is not None:
+        e = np.frombuffer(effects, dtype=np.float32)[keep]
+        shown_effects = [None if v != v else v for v in e.tolist()]  # NaN (no next token, BOS) -> null
     # model_construct: these rows come from our own database, and validating ~2,500 tokens per page costs ms
     return Example.model_construct(value=float(value), max_position=max_position, token_ids=ids, texts=texts,
-                                   shown=visible_whitespace(texts), acts=acts)
+                                   shown=visible_whitespace(texts), acts=acts, effects=shown_effects)
+
+
+def _max_abs_effect(examples: list[Example]) -> float | None:
+    """Return the largest |effect| over the windows (None when none has effects), the effect view's colour scale."""
+    values = [abs(v) for ex in examples if ex.effects for v in ex.effects if v is not None]
+    return max(values, default=0.0) if any(ex.effects is not None for ex in examples) else None
 
 
 def build_unit_detail(*, basis, unit, examples: list, strings: list[str], summary, label: str | None, links: list,
                       url: str, labels_url: str, prev_url: str | None, next_url: str | None,
                       compare_url: str | None) -> UnitDetail:
-    """Return the UnitDetail of `unit`; `examples` are its example rows (kind, bucket, value, token_ids, activations),
-    top examples first by rank, then interval samples by bucket and rank."""
+    """Return the UnitDetail of `unit`; `examples` are its example rows (kind, bucket, value, token_ids, activations,
+    effects), top examples first by rank, then interval samples by bucket and rank."""
     context_before = int((basis.config or {}).get("context_before", 24))
     top: list[Example] = []
     samples: dict[int, list[Example]] = {}
-    for kind, bucket, value, token_ids, activations in examples:
-        example = _example(value, token_ids, activations, strings, context_before)
+    for kind, bucket, value, token_ids, activations, effects in examples:
+        example = _example(value, token_ids, activations, effects, strings, context_before)
         if kind == "top":
             top.append(example)
         else:
@@ -80,4 +91,4 @@ def build_unit_detail(*, basis, unit, examples: list, strings: list[str], summar
         logit_hist=_histogram(unit.logit_hist), top_logits=_logits(unit.top_logits, strings),
         bottom_logits=_logits(unit.bottom_logits, strings), top_examples=top,
         intervals=intervals if samples or any(counts) else [], links=links, prev_url=prev_url, next_url=next_url,
-        compare_url=compare_url)
+        compare_url=compare_url, max_abs_effect=_max_abs_effect(top + [e for s in samples.values() for e in s]))

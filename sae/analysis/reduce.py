@@ -15,15 +15,18 @@ from sae.analysis.shard import AnalysisConfig, Basis, BasisSums, ShardState
 from sae.analysis.spill import gather_windows
 from sae.analysis.state import IntervalStats
 from sae.conventions import BOS_POSITION
-from sae.dictionary.metrics import SAELENS_RECONSTRUCTION_METRICS, loss_metrics
+from sae.dictionary.metrics import SAELENS_RECONSTRUCTION_METRICS
 
 
 @dataclass(frozen=True)
 class BasisResult:
     """The reduce's output for one basis (the arrays dict is filled further with the weight-based views)."""
 
-    arrays: dict[str, np.ndarray]  # units.npz, without the logit effects
+    arrays: dict[str, np.ndarray]  # units.npz, without the logit and ablation effects
     summary: dict  # basis.json's {metrics, density_histogram}
+    window_units: np.ndarray  # [E] the unit of each stored window (top windows, then interval samples; -1: empty)
+    window_centers: np.ndarray  # [E] the global token at each window's center
+    window_acts: np.ndarray  # [E, W] the windows' activations (top_acts and interval_acts are views of it)
 
 
 def finish(shards: list[list[ShardState]], bases: list[Basis], tokens: np.ndarray,
@@ -74,7 +77,7 @@ def finish(shards: list[list[ShardState]], bases: list[Basis], tokens: np.ndarra
         arrays["top_position"] = np.where(g >= 0, g % n_ctx, -1).astype(np.int32)
         centers_ids = arrays["top_token_ids"][:, :, cfg.context_before]  # [U, K] the max tokens
         arrays["top_token_entropy"] = _top_token_entropy(centers_ids, arrays["top_count"])
-        results.append(BasisResult(arrays, _basis_summary(basis, arrays, sums, cfg)))
+        results.append(BasisResult(arrays, _basis_summary(basis, arrays, sums, cfg), units, centers, acts))
     return results
 
 
@@ -123,16 +126,14 @@ def _basis_summary(basis: Basis, arrays: dict, sums: BasisSums, cfg: AnalysisCon
     counts, _ = np.histogram(np.clip(np.log10(density[live]), -10.0, 0.0), bins=edges)
     dead = int((~live).sum())
     recon = sums.recon.metrics()
-    lt = sums.loss_tokens
-    clean, zero, spliced = (total / lt if lt else None for total in (sums.loss_clean, sums.loss_zero, sums.loss_recon))
-    losses = loss_metrics(clean, zero, spliced if basis.sae is not None else None)
+    losses = sums.loss.metrics()
     metrics = {
         "l0": recon["l0"],
         "mse": recon["mse"],
         "fvu": recon["fvu"],
         **{key: recon.get(key) for key in SAELENS_RECONSTRUCTION_METRICS},
         **losses,
-        "loss_tokens": sums.loss_tokens,
+        "loss_tokens": sums.loss.tokens,
         "dead": dead,
         "ultralow": int((live & (density < cfg.ultralow_threshold)).sum()),
         "dense": int((density > cfg.dense_threshold).sum()),

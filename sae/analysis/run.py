@@ -12,6 +12,7 @@ import json
 import math
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from sae import rundir
+from sae.analysis.effects import Windows, ablation_effects
 from sae.analysis.logits import links, logit_effects
 from sae.analysis.reduce import BasisResult, finish
 from sae.analysis.shard import ActsFn, AnalysisConfig, Basis, LossFn, analyze_shard
@@ -117,17 +119,17 @@ def _load_bases(todo: list[PlannedBasis], d_in: int) -> list[LoadedBasis]:
 
 
 def _lm_functions(model, dev: torch.device) -> tuple[ActsFn, LossFn]:
-    """Return the LM as the shard pass sees it: activations on CPU, and the loss with an optional splice."""
+    """Return the LM as the shard pass sees it: activations on CPU, and the logits with an optional splice
+    (which sees and returns CPU activations)."""
     from sae import lm
 
     def acts_fn(batch: torch.Tensor) -> torch.Tensor:  # [B, T] -> [B, T, d_mlp] on CPU
         return lm.mlp_activations(model, batch.to(dev)).float().cpu()
 
-    def loss_fn(batch: torch.Tensor, replace_post) -> float:
-        if replace_post is None:
-            return float(lm.lm_loss(model, batch.to(dev), None))
-        splice = lambda post: replace_post(post.cpu()).to(post.device, post.dtype)  # noqa: E731
-        return float(lm.lm_loss(model, batch.to(dev), splice))
+    def loss_fn(batch: torch.Tensor, replace_post) -> torch.Tensor:  # [B, T] -> logits [B, T, d_vocab] on CPU
+        splice = None if replace_post is None else (
+            lambda post: replace_post(post.float().cpu()).to(post.device, post.dtype))
+        return lm.lm_logits(model, batch.to(dev), splice).float().cpu()
 
     return acts_fn, loss_fn
 
@@ -141,28 +143,63 @@ def _passes(run_dir: Path, model, dev: torch.device, tokens: np.ndarray, bases: 
     (run_dir / "analysis").mkdir(parents=True, exist_ok=True)
     for stale in (run_dir / "analysis").glob(".spill-*"):  # left by a killed analysis
         shutil.rmtree(stale, ignore_errors=True)
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=run_dir / "analysis", prefix=".spill-") as spill_dir:
         with tqdm(total=int(tokens.size), unit="tok", unit_scale=True, disable=not progress, desc="analyze") as bar:
             states = analyze_shard(acts_fn, loss_fn, tokens, (0, len(tokens)), bases, cfg, Path(spill_dir), bar.update)
         log("pass 2 over the spilled activations: histograms, intervals, context windows")
-        return finish([states], bases, tokens, cfg)
+        results = finish([states], bases, tokens, cfg)
+    log(f"passes 1 and 2: {time.perf_counter() - started:.1f} s")
+    return results
 
 
-def _write_basis(loaded: LoadedBasis, result: BasisResult, W_out: torch.Tensor, W_U: torch.Tensor,
+def _residual_directions(basis: Basis, W_out: torch.Tensor) -> torch.Tensor:
+    """Return [U, d_model]: what one unit of each unit's activation adds to the residual stream (through W_out)."""
+    return W_out if basis.sae is None else basis.sae.W_dec.detach() @ W_out
+
+
+def _add_ablation_effects(model, dev: torch.device, tokens: np.ndarray, results: list[BasisResult],
+                          directions: list[torch.Tensor], cfg: AnalysisConfig, progress: bool,
+                          log: Callable[[str], None]) -> None:
+    """Add top_effects and interval_effects (sae/analysis/effects.py) to every basis's arrays."""
+    from tqdm import tqdm
+
+    from sae import lm
+
+    if model.cfg.n_layers != 1:
+        log(f"ablation effects left out: the LM has {model.cfg.n_layers} layers, and the per-position effect is exact"
+            " for one layer only")
+        return
+    windows = [Windows(r.window_units, r.window_centers, r.window_acts, d, cfg.context_before)
+               for r, d in zip(results, directions)]
+    started, pairs = time.perf_counter(), []
+    with tqdm(unit="pair", unit_scale=True, disable=not progress, desc="ablation effects") as bar:
+        effects = ablation_effects(lambda batch: lm.final_residual(model, batch.to(dev)).cpu(), lm.readout(model),
+                                   tokens, windows, cfg.batch_sequences, progress=lambda n: (bar.update(n),
+                                                                                            pairs.append(n)))
+    log(f"ablation effects: {sum(pairs):,} (token, unit) pairs in {time.perf_counter() - started:.1f} s")
+    for result, effect in zip(results, effects):
+        arrays = result.arrays
+        n_top = arrays["top_acts"].shape[0] * arrays["top_acts"].shape[1]
+        arrays["top_effects"] = effect[:n_top].reshape(arrays["top_acts"].shape)
+        arrays["interval_effects"] = effect[n_top:].reshape(arrays["interval_acts"].shape)
+
+
+def _write_basis(loaded: LoadedBasis, result: BasisResult, directions: torch.Tensor, W_U: torch.Tensor,
                  tokens: np.ndarray, cfg: AnalysisConfig) -> None:
     """Add the weight-based views to one basis's result and write its stage: units.npz, links.npz, basis.json."""
     from sae import lm
 
     basis, arrays, summary = loaded.basis, result.arrays, result.summary
-    out_dirs = W_out if basis.sae is None else basis.sae.W_dec.detach() @ W_out  # [U, d_model]
-    arrays.update(logit_effects(out_dirs, W_U, cfg.logit_k, cfg.logit_hist_bins))
-    meta = {"name": basis.name, "kind": basis.kind, "n_units": basis.n_units, "d_in": int(W_out.shape[0]),
-            "hook_name": lm.HOOK_POST,
+    arrays.update(logit_effects(directions, W_U, cfg.logit_k, cfg.logit_hist_bins))
+    d_in = basis.n_units if basis.sae is None else int(basis.sae.W_enc.shape[0])
+    meta = {"name": basis.name, "kind": basis.kind, "n_units": basis.n_units, "d_in": d_in, "hook_name": lm.HOOK_POST,
             "sae": None if basis.sae is None else {"name": basis.name, "architecture": basis.sae.cfg.architecture,
                                                    "cfg": loaded.sae_cfg},
             "n_tokens": int(tokens.size), "n_ctx": int(tokens.shape[1]), "context_before": cfg.context_before,
             "context_after": cfg.context_after, "top_k": cfg.top_k, "n_intervals": cfg.n_intervals,
-            "samples_per_interval": cfg.samples_per_interval, "logit_k": cfg.logit_k, **summary}
+            "samples_per_interval": cfg.samples_per_interval, "logit_k": cfg.logit_k,
+            "ablation_effects": "top_effects" in arrays, **summary}
     planned = loaded.plan
     with rundir.write_stage(planned.out_dir, stage="analysis", config=planned.config, inputs=planned.inputs) as tmp:
         np.savez(tmp / "units.npz", **arrays)
@@ -194,6 +231,8 @@ def run_analysis(run_dir: Path, *, sae_names: list[str] | None = None, cfg: Anal
     bases = [item.basis for item in loaded]
     log(f"analysing {', '.join(b.name for b in bases)} over {tokens.size:,} held-out tokens")
     results = _passes(run_dir, model, dev, tokens, bases, cfg, progress, log)
-    for item, result in zip(loaded, results):
-        _write_basis(item, result, W_out, W_U, tokens, cfg)
+    directions = [_residual_directions(b, W_out) for b in bases]
+    _add_ablation_effects(model, dev, tokens, results, directions, cfg, progress, log)
+    for item, result, d in zip(loaded, results, directions):
+        _write_basis(item, result, d, W_U, tokens, cfg)
     return {item.basis.name: result.summary["metrics"] for item, result in zip(loaded, results)}

@@ -22,11 +22,11 @@ import torch
 from sae.analysis.spill import Spill
 from sae.analysis.state import UnitStats
 from sae.conventions import BOS_POSITION, DENSE_DENSITY, ULTRALOW_DENSITY
-from sae.dictionary.metrics import ReconstructionSums, keep_bos
+from sae.dictionary.metrics import LogitsFn, LossSums, ReconstructionSums, add_losses, mean_activation
 from sae.dictionary.model import sparse_decode
 
 ActsFn = Callable[[torch.Tensor], torch.Tensor]  # tokens [B, T] long -> MLP activations [B, T, d_in]
-LossFn = Callable[[torch.Tensor, Callable | None], float]  # (tokens [B, T], replace_mlp_post or None) -> mean loss
+LossFn = LogitsFn  # (tokens [B, T], replace_mlp_post or None) -> logits [B, T, d_vocab]
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,10 @@ class AnalysisConfig:
     logit_hist_bins: int = 50
     # The conventions this analysis follows, in its config so that analyses made under older ones are redone.
     # 2: BOS left out of every statistic and splice; logit effects through ln_final's gain with W_U centred.
-    conventions: int = 2
+    # 3: per-token ablation effects of every stored window; mean ablation and KL divergence in the LM-loss metrics.
+    conventions: int = 3
     n_links: int = 5
-    # LM-loss metrics (clean, zero-ablated, spliced: 2 + n_SAE full forwards per batch, 3x the cost of everything
+    # LM-loss metrics (clean, zero- and mean-ablated, spliced: 3 + n_SAE full forwards per batch, 3x the cost of all
     # else) use the first loss_tokens analysed tokens; None: all of them, 0: none.
     loss_tokens: int | None = 1 << 15
     loss_batch_sequences: int = 16  # sequences per loss forward
@@ -72,18 +73,13 @@ class Basis:
 @dataclass
 class BasisSums:
     """Mergeable sums behind the per-basis metrics: reconstruction and sparsity (the same sums as training's
-    evaluation) and the LM losses, summed over the predicted tokens."""
+    evaluation) and the LM losses and KL divergences (sae.dictionary.metrics.LossSums)."""
 
     recon: ReconstructionSums = field(default_factory=ReconstructionSums)
-    loss_tokens: int = 0
-    loss_clean: float = 0.0
-    loss_zero: float = 0.0
-    loss_recon: float = 0.0
+    loss: LossSums = field(default_factory=LossSums)
 
     def merge(self, other: "BasisSums") -> "BasisSums":
-        return BasisSums(self.recon.merge(other.recon), self.loss_tokens + other.loss_tokens,
-                         self.loss_clean + other.loss_clean, self.loss_zero + other.loss_zero,
-                         self.loss_recon + other.loss_recon)
+        return BasisSums(self.recon.merge(other.recon), self.loss.merge(other.loss))
 
 
 @dataclass
@@ -109,16 +105,14 @@ def analyze_shard(acts_fn: ActsFn, loss_fn: LossFn | None, tokens: np.ndarray, s
               for b in bases]
     buffers: dict[str, torch.Tensor] = {}
     loss_limit, loss_seen = (math.inf if cfg.loss_tokens is None else cfg.loss_tokens), 0
+    mean = _loss_mean(acts_fn, tokens, seq_range, loss_limit, cfg) if loss_fn is not None and loss_limit > 0 else None
     for s0 in range(seq_start, seq_end, cfg.batch_sequences):
         s1 = min(s0 + cfg.batch_sequences, seq_end)
         batch = torch.from_numpy(np.asarray(tokens[s0:s1], dtype=np.int64))  # [B, T]
         token_offset = s0 * n_ctx
         with_loss = loss_fn is not None and loss_seen < loss_limit
         if with_loss:  # the clean-loss forward also yields the activations: no separate forward for this batch
-            captured: list[torch.Tensor] = []
-            clean = _chunked_loss(loss_fn, batch, cfg, lambda c, post: captured.append(post) or post)
-            zero = _chunked_loss(loss_fn, batch, cfg, lambda c, post: keep_bos(post, torch.zeros_like(post)))
-            x = torch.cat(captured)
+            x, shared, own = _losses(loss_fn, batch, cfg, mean, bases)
         else:
             x = acts_fn(batch)
         x = x.reshape(-1, x.shape[-1]).float()  # [N, d_in]
@@ -147,29 +141,39 @@ def analyze_shard(acts_fn: ActsFn, loss_fn: LossFn | None, tokens: np.ndarray, s
             else:
                 sums.recon.add(len(x_counted), int(keep.sum()))
             if with_loss:
-                n_pred = batch.shape[0] * (n_ctx - 1)
-                sums.loss_tokens += n_pred
-                sums.loss_clean += clean * n_pred
-                sums.loss_zero += zero * n_pred
-                if basis.sae is not None:
-                    x_hat = err.view_as(x).add_(x).view(batch.shape[0], n_ctx, -1)  # no second decode
-                    splice = lambda c, post, x_hat=x_hat: keep_bos(post, x_hat[c].view_as(post))  # noqa: E731
-                    sums.loss_recon += _chunked_loss(loss_fn, batch, cfg, splice) * n_pred
+                sums.loss = sums.loss.merge(shared).merge(own.get(basis.name, LossSums()))
         if progress is not None:
             progress(n)
     return states
 
 
-def _chunked_loss(loss_fn: LossFn, batch: torch.Tensor, cfg: AnalysisConfig, replace_post) -> float:
-    """Return the mean loss over batch [B, T], run in chunks of rows (the logits [b, T, d_vocab] dominate memory).
+def _loss_mean(acts_fn: ActsFn, tokens: np.ndarray, seq_range: tuple[int, int], loss_limit: float,
+               cfg: AnalysisConfig) -> torch.Tensor:
+    """Return the mean activation [d_in] over the shard's loss tokens after BOS: what mean ablation puts there.
+    The loss runs on whole batches until loss_limit tokens are reached: these batches' sequences."""
+    seq_start, seq_end = seq_range
+    n_seq = seq_end - seq_start
+    if math.isfinite(loss_limit):
+        n_seq = min(n_seq, math.ceil(loss_limit / (cfg.batch_sequences * tokens.shape[1])) * cfg.batch_sequences)
+    posts = [acts_fn(torch.from_numpy(np.asarray(tokens[s: min(s + cfg.batch_sequences, seq_start + n_seq)],
+                                                 dtype=np.int64)))
+             for s in range(seq_start, seq_start + n_seq, cfg.batch_sequences)]
+    return mean_activation(torch.cat(posts))
 
-    replace_post(rows: slice, post [b, T, d]) -> [b, T, d] gets the chunk's rows of the batch.
-    """
-    total = 0.0
+
+def _losses(loss_fn: LossFn, batch: torch.Tensor, cfg: AnalysisConfig, mean: torch.Tensor | None,
+            bases: list[Basis]) -> tuple[torch.Tensor, LossSums, dict[str, LossSums]]:
+    """Return (the batch's activations [B, T, d_in], the losses shared by every basis, each SAE's own spliced
+    loss), run in chunks of rows (the logits [b, T, d_vocab] dominate memory)."""
+    splices = {b.name: (lambda post, sae=b.sae: sae(post.float())) for b in bases if b.sae is not None}
+    posts, shared, own = [], LossSums(), {name: LossSums() for name in splices}
     for r0 in range(0, batch.shape[0], cfg.loss_batch_sequences):
-        rows = slice(r0, min(r0 + cfg.loss_batch_sequences, batch.shape[0]))
-        total += loss_fn(batch[rows], lambda post, rows=rows: replace_post(rows, post)) * (rows.stop - rows.start)
-    return total / batch.shape[0]
+        rows = batch[r0: r0 + cfg.loss_batch_sequences]
+        post, chunk_shared, chunk_own = add_losses(loss_fn, rows, mean, splices)
+        posts.append(post.float().cpu())
+        shared = shared.merge(chunk_shared)
+        own = {name: own[name].merge(chunk_own[name]) for name in splices}
+    return torch.cat(posts), shared, own
 
 
 def _buffer(buffers: dict, key: str, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:

@@ -12,6 +12,7 @@ Loss recovered = (L_zero_ablation − L_sae) / (L_zero_ablation − L_clean), on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -183,35 +184,112 @@ def keep_bos(post: torch.Tensor, replacement: torch.Tensor) -> torch.Tensor:
     return replacement
 
 
-def loss_metrics(clean: float | None, zero_ablation: float | None, reconstructed: float | None) -> dict:
-    """Return the LM-loss metrics, under the names every output uses, from the three mean losses on the same
-    tokens (None: not measured); loss recovered is None where the ablation costs nothing."""
-    if clean is None or zero_ablation is None:
-        reconstructed = None
-    gap = zero_ablation - clean if reconstructed is not None else 0.0
-    recovered = (zero_ablation - reconstructed) / gap if abs(gap) > 1e-12 else None
-    return {"loss_clean": clean, "loss_zero_ablation": zero_ablation, "loss_reconstructed": reconstructed,
-            "loss_recovered": recovered}
+# SAELens's run_evals names for the LM-loss metrics (ce_loss_*, kl_div_*), beside the names the project used first.
+SAELENS_LOSS_NAMES = {"ce_loss_without_sae": "loss_clean", "ce_loss_with_ablation": "loss_zero_ablation",
+                      "ce_loss_with_sae": "loss_reconstructed", "ce_loss_score": "loss_recovered"}
+REPLACEMENTS = ("zero", "mean", "spliced")  # what replaces the hook's activations after BOS in LossSums
+
+
+@dataclass
+class LossSums:
+    """Mergeable sums behind the LM-loss metrics over predicted tokens (every position but the last): the next-token
+    loss of the clean model and with the hook's activations after BOS replaced by zeros, by their mean, or by the
+    reconstruction; and each replacement's KL divergence KL(clean || replaced) of the next-token distribution,
+    as SAELens's run_evals computes it. BOS keeps its own activations (sae.conventions), so its KL is 0."""
+
+    tokens: int = 0
+    ce: dict[str, float] = field(default_factory=dict)  # "clean" and REPLACEMENTS -> Σ next-token loss
+    kl: dict[str, float] = field(default_factory=dict)  # REPLACEMENTS -> Σ KL(clean || replaced)
+
+    def merge(self, other: "LossSums") -> "LossSums":
+        return LossSums(self.tokens + other.tokens, {k: self.ce.get(k, 0.0) + other.ce.get(k, 0.0) for k in
+                                                     {*self.ce, *other.ce}},
+                        {k: self.kl.get(k, 0.0) + other.kl.get(k, 0.0) for k in {*self.kl, *other.kl}})
+
+    def metrics(self) -> dict:
+        """Return the mean losses, loss recovered against zero and mean ablation, and the KL metrics; None where
+        not measured (no tokens, no splice) or undefined (an ablation that costs nothing)."""
+        mean = {k: (v / self.tokens if self.tokens else None) for k, v in self.ce.items()}
+        kl = {k: (v / self.tokens if self.tokens else None) for k, v in self.kl.items()}
+        clean, zero, abl_mean, spliced = (mean.get(k) for k in ("clean", "zero", "mean", "spliced"))
+        out = {"loss_clean": clean, "loss_zero_ablation": zero, "loss_mean_ablation": abl_mean,
+               "loss_reconstructed": spliced, "loss_recovered": _recovered(clean, zero, spliced),
+               "loss_recovered_mean_ablation": _recovered(clean, abl_mean, spliced),
+               "kl_div_with_sae": kl.get("spliced"), "kl_div_with_ablation": kl.get("zero"),
+               "kl_div_with_mean_ablation": kl.get("mean")}
+        with_sae, ablation = out["kl_div_with_sae"], out["kl_div_with_ablation"]
+        out["kl_div_score"] = (ablation - with_sae) / ablation if with_sae is not None and ablation else None
+        return out | {name: out[ours] for name, ours in SAELENS_LOSS_NAMES.items()}
+
+
+def _recovered(clean: float | None, ablated: float | None, spliced: float | None) -> float | None:
+    """(L_ablated − L_spliced) / (L_ablated − L_clean), None where a loss is missing or the ablation costs nothing."""
+    if clean is None or ablated is None or spliced is None or abs(ablated - clean) <= 1e-12:
+        return None
+    return (ablated - spliced) / (ablated - clean)
+
+
+LogitsFn = Callable[[torch.Tensor, Callable | None], torch.Tensor]  # (tokens [b, T], replace_post) -> logits
+
+
+@torch.no_grad()
+def add_losses(logits_fn: LogitsFn, tokens: torch.Tensor, mean: torch.Tensor | None,
+               splices: dict[str, Callable[[torch.Tensor], torch.Tensor]]
+               ) -> tuple[torch.Tensor, LossSums, dict[str, LossSums]]:
+    """Return (the clean activations of the hook [b, T, d]; the losses every basis shares: clean, zero- and
+    mean-ablated; per splice name, its own spliced loss and KL) on tokens [b, T].
+
+    mean [d]: the mean activation that mean ablation puts after BOS (None: no mean ablation);
+    splices: name -> function from the clean activations [b, T, d] to their reconstruction.
+    """
+    captured: list[torch.Tensor] = []
+    clean = logits_fn(tokens, lambda post: captured.append(post) or post)
+    post = captured[0]
+    targets = tokens[:, 1:].to(clean.device)
+    clean_lp = clean[:, :-1].float().log_softmax(-1)  # [b, T-1, V]
+    n = targets.numel()
+
+    def replaced(replacement: torch.Tensor) -> tuple[float, float]:
+        lp = logits_fn(tokens, lambda p: keep_bos(p, replacement.to(p.device, p.dtype)))[:, :-1].float()
+        lp = lp.log_softmax(-1)
+        nll = -float(lp.gather(-1, targets[..., None]).sum(dtype=torch.float64))
+        return nll, float((clean_lp.exp() * (clean_lp - lp)).sum(dtype=torch.float64))
+
+    shared = LossSums(n, {"clean": -float(clean_lp.gather(-1, targets[..., None]).sum(dtype=torch.float64))})
+    ablations = [("zero", torch.zeros_like(post))] + ([("mean", mean.expand_as(post).clone())] if mean is not None
+                                                      else [])
+    for name, replacement in ablations:
+        shared.ce[name], shared.kl[name] = replaced(replacement)
+    own = {}
+    for name, splice in splices.items():
+        ce, kl = replaced(splice(post))
+        own[name] = LossSums(0, {"spliced": ce}, {"spliced": kl})
+    return post, shared, own
+
+
+@torch.no_grad()
+def mean_activation(post: torch.Tensor) -> torch.Tensor:
+    """Return the mean [d] of hook activations [b, T, d] over the positions after BOS (mean ablation's vector)."""
+    keep = torch.arange(post.shape[1], device=post.device) != BOS_POSITION
+    return post[:, keep].reshape(-1, post.shape[-1]).double().mean(0).float()
 
 
 @torch.no_grad()
 def loss_recovered(model, tokens: torch.Tensor, sae: SparseAutoencoder, batch_rows: int = 32) -> dict:
-    """Return clean, zero-ablated and SAE-spliced LM losses on tokens [B, T] and the fraction of loss recovered."""
-    from sae.lm.model import lm_loss
+    """Return the LM-loss metrics of `sae` spliced in on tokens [B, T] (LossSums.metrics), mean ablation by the mean
+    activation over these tokens."""
+    from sae.lm.model import lm_logits, mlp_activations
 
     device = sae.W_enc.device
+    mean = mean_activation(torch.cat([mlp_activations(model, tokens[s: s + batch_rows])
+                                      for s in range(0, len(tokens), batch_rows)]))
 
-    def splice(act: torch.Tensor) -> torch.Tensor:  # [b, T, d_mlp] -> same, through the SAE (BOS kept)
-        return keep_bos(act, sae(act.to(device, torch.float32)).to(act.device, act.dtype))
+    def splice(act: torch.Tensor) -> torch.Tensor:  # [b, T, d_mlp] -> same, through the SAE
+        return sae(act.to(device, torch.float32))
 
-    def ablate(act: torch.Tensor) -> torch.Tensor:  # zeros after BOS
-        return keep_bos(act, torch.zeros_like(act))
-
-    clean = zero = recon = 0.0
+    sums = LossSums()
     for start in range(0, len(tokens), batch_rows):
-        batch = tokens[start: start + batch_rows]
-        weight = len(batch) / len(tokens)
-        clean += float(lm_loss(model, batch)) * weight
-        zero += float(lm_loss(model, batch, replace_mlp_post=ablate)) * weight
-        recon += float(lm_loss(model, batch, replace_mlp_post=splice)) * weight
-    return loss_metrics(clean, zero, recon)
+        _, shared, own = add_losses(lambda t, replace: lm_logits(model, t, replace), tokens[start: start + batch_rows],
+                                 mean, {"sae": splice})
+        sums = sums.merge(shared).merge(own["sae"])
+    return sums.metrics()

@@ -130,15 +130,15 @@ class _StopForward(Exception):
     """Raised from the hook to end the forward pass once the wanted activation is stored."""
 
 
-def mlp_activations(model, tokens: torch.Tensor) -> torch.Tensor:
-    """Return MLP post-activations [B, T, d_mlp] float32 for tokens [B, T]; the forward stops at HOOK_POST."""
+def activation_at(model, tokens: torch.Tensor, hook_name: str) -> torch.Tensor:
+    """Return the activation at `hook_name` as float32 for tokens [B, T]; the forward stops there."""
     stored: list[torch.Tensor] = []
 
-    def grab(act, hook):  # act: [B, T, d_mlp]
+    def grab(act, hook):
         stored.append(act.float())
         raise _StopForward
 
-    with torch.no_grad(), model.hooks(fwd_hooks=[(HOOK_POST, grab)]):
+    with torch.no_grad(), model.hooks(fwd_hooks=[(hook_name, grab)]):
         try:
             model(tokens.to(model.cfg.device), return_type=None)
         except _StopForward:
@@ -146,20 +146,81 @@ def mlp_activations(model, tokens: torch.Tensor) -> torch.Tensor:
     return stored[0]
 
 
+def mlp_activations(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Return MLP post-activations [B, T, d_mlp] float32 for tokens [B, T]; the forward stops at HOOK_POST."""
+    return activation_at(model, tokens, HOOK_POST)
+
+
+def final_residual(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Return the residual stream after the last block [B, T, d_model] float32 (what ln_final reads)."""
+    return activation_at(model, tokens, f"blocks.{model.cfg.n_layers - 1}.hook_resid_post")
+
+
+@dataclass(frozen=True)
+class Readout:
+    """What turns the final residual stream into logits, as plain float32 tensors on CPU:
+    logits(r) = norm(r) @ W_U + b_U with norm(r) = c(r) / sqrt(mean(c(r)²) + eps) · w + b, c the centring for
+    LayerNorm (LN, LNPre) and the identity for RMSNorm (RMS, RMSPre); w = 1 and b = 0 where the norm has none.
+
+    Written out because for r − a·v the logits are (c(r)·w @ W_U − a·c(v)·w @ W_U) / scale + b @ W_U + b_U, so a
+    rank-one change of the residual costs O(d_vocab) once both products are known (sae/analysis/effects.py).
+    """
+
+    centre: bool
+    w: torch.Tensor  # [d_model]
+    eps: float
+    W_U: torch.Tensor  # [d_model, d_vocab]
+    bias: torch.Tensor  # [d_vocab]: b @ W_U + b_U
+
+    def project(self, resid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (c(resid) [N, d_model], c(resid)·w @ W_U [N, d_vocab]) of residual vectors resid [N, d_model]."""
+        centred = resid - resid.mean(-1, keepdim=True) if self.centre else resid
+        return centred, (centred * self.w) @ self.W_U
+
+    def scale(self, centred: torch.Tensor) -> torch.Tensor:
+        """Return the norm's divisor [N, 1] of centred vectors [N, d_model]."""
+        return (centred.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()
+
+
+def readout(model) -> Readout:
+    """Return the model's final norm and unembedding as a Readout (see there)."""
+    kind = model.cfg.normalization_type
+    if kind not in ("LN", "LNPre", "RMS", "RMSPre"):
+        raise MonoscopeError(f"no readout for normalization_type {kind!r}")
+    ln = model.ln_final
+    d_model = model.cfg.d_model
+    w = getattr(ln, "w", None)
+    b = getattr(ln, "b", None)
+    W_U = model.W_U.detach().float().cpu()
+    b = torch.zeros(d_model) if b is None else b.detach().float().cpu()
+    return Readout(centre=kind.startswith("LN"), w=torch.ones(d_model) if w is None else w.detach().float().cpu(),
+                   eps=float(ln.eps), W_U=W_U, bias=b @ W_U + model.b_U.detach().float().cpu())
+
+
 def lm_loss(
     model, tokens: torch.Tensor,
     replace_mlp_post: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Return the mean next-token loss [] on tokens [B, T]; `replace_mlp_post` maps [B, T, d_mlp] -> same."""
+    return _with_splice(model, tokens, replace_mlp_post, "loss")
+
+
+def lm_logits(model, tokens: torch.Tensor,
+              replace_mlp_post: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Return the logits [B, T, d_vocab] on tokens [B, T]; `replace_mlp_post` maps [B, T, d_mlp] -> same."""
+    return _with_splice(model, tokens, replace_mlp_post, "logits")
+
+
+def _with_splice(model, tokens: torch.Tensor, replace_mlp_post, return_type: str) -> torch.Tensor:
     tokens = tokens.to(model.cfg.device)
     if replace_mlp_post is None:
-        return model(tokens, return_type="loss")
+        return model(tokens, return_type=return_type)
 
     def splice(act, hook):  # act: [B, T, d_mlp]
         return replace_mlp_post(act).to(act.dtype)
 
     with model.hooks(fwd_hooks=[(HOOK_POST, splice)]):
-        return model(tokens, return_type="loss")
+        return model(tokens, return_type=return_type)
 
 
 def unembed_directions(model) -> tuple[torch.Tensor, torch.Tensor]:

@@ -81,6 +81,17 @@ def test_unit_twin_matches_the_analysis_arrays(site):
     assert sum(unit["act_hist"]["counts"]) == units["firing_count"][index]
     assert unit["prev_url"] == (f"/bases/{SAE_NAME}/units/{index - 1}" if index else None)
     assert {link["kind"] for link in unit["links"]} >= {"feature_neuron"}
+    # Ablation effects: one per shown token, null where the analysis has none (NaN), equal to units.npz's values.
+    for ex, ids, effects in zip(unit["top_examples"], units["top_token_ids"][index], units["top_effects"][index]):
+        expected = effects[ids >= 0]
+        assert len(ex["effects"]) == len(ex["acts"]) == len(expected)
+        assert [e is None for e in ex["effects"]] == np.isnan(expected).tolist()
+        assert [e for e in ex["effects"] if e is not None] == pytest.approx(expected[~np.isnan(expected)].tolist())
+    pairs = [(e, a) for ex in unit["top_examples"] for e, a in zip(ex["effects"], ex["acts"]) if e is not None]
+    assert any(e != 0 for e, a in pairs) and all(e == 0 for e, a in pairs if a == 0)  # silent: no effect
+    every = [abs(e) for e, a in pairs] + [abs(e) for iv in unit["intervals"] for ex in iv["samples"]
+                                         for e in ex["effects"] if e is not None]
+    assert unit["max_abs_effect"] == pytest.approx(max(every))
 
 
 def test_unit_page_shows_every_token_with_its_activation(site):
@@ -96,7 +107,7 @@ def test_unit_page_shows_every_token_with_its_activation(site):
     assert "\n" in texts  # the fixture's busiest neuron fires around line ends of the code corpus
     assert page.count("↵") >= texts.count("\n")  # and each of those newlines is visible
     assert page.count("contains ") == len(unit["intervals"])
-    assert f'title="{unit["top_examples"][0]["value"]:.4g}"' in page
+    assert f'title="{unit["top_examples"][0]["value"]:.4g}' in page  # then its ablation effect
 
 
 def test_unit_list_sorts_filters_searches_and_paginates(site):

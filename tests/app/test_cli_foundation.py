@@ -1,30 +1,16 @@
 """CLI of the foundation stages: bad input is one line on stderr with exit code 2; up-to-date stages are skipped."""
 
 import json
-import sys
 from dataclasses import asdict
 
 import httpx
 import pytest
-from webapp_fixtures import start_server, stop_server
+from webapp_fixtures import monoscope, start_server, stop_server
 
-from app.cli import main
 from sae import rundir
 from sae.dictionary.config import demo_config
 
 TINY_LM_ARGS = ["--d-model", "16", "--d-mlp", "32", "--n-heads", "2", "--batch-size", "8", "--tokens", "2560"]
-
-
-def monoscope(monkeypatch, capsys, *args):
-    """Run the real console entry point in-process; return (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["monoscope", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(result, *fragments):

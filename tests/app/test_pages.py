@@ -62,10 +62,23 @@ def test_overview_draws_the_density_histograms(page, site):
     page.goto(site.url + "/")
     page.wait_for_selector(".plot-area .main-svg")
     n_bases = len(site.get("/api/v1/overview").json()["bases"])
-    assert n_bases == 2 and page.locator(".plot-area.js-plotly-plot").count() == n_bases  # one plot per basis
+    density = page.locator(".card:not([id^=frontier]) > figure .plot-area")
+    assert n_bases == 2 and density.count() == n_bases  # one density plot per basis
     assert page.locator(".plot-area .bars path").count() > 0  # plotly drew bars
-    plots = page.locator(".plot-area")  # each names its shaded regions (the table header says "ultralow" too)
-    assert plots.get_by_text("ultralow").count() == plots.get_by_text("dense").count() == n_bases
+    # each names its shaded regions (the table header says "ultralow" too)
+    assert density.get_by_text("ultralow").count() == density.get_by_text("dense").count() == n_bases
+
+
+def test_a_point_of_the_frontier_opens_its_basis(page, site):
+    page.goto(site.url + "/")
+    point = page.locator("#frontier-fvu .scatterlayer .point").first
+    point.wait_for()
+    assert page.locator("#frontier-fvu .scatterlayer .point").count() == 1  # the fixture's one SAE
+    box = point.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_url(f"{site.url}/bases/{SAE_NAME}")
+    expect(page.locator("h1")).to_contain_text(SAE_NAME)
 
 
 def test_unit_list_filters_and_paginates_in_place(page, site):
@@ -99,8 +112,30 @@ def test_unit_page_shows_coloured_tokens_and_both_histograms(page, site):
     hot = page.locator("#top-examples .tok.max").first
     colour = hot.evaluate("e => getComputedStyle(e).backgroundColor")
     assert colour not in ("rgba(0, 0, 0, 0)", "transparent")
-    assert float(hot.get_attribute("title")) == pytest.approx(units["top_values"][index][0], rel=1e-3)
+    assert float(hot.get_attribute("title").split()[0]) == pytest.approx(units["top_values"][index][0], rel=1e-3)
     assert f"{units['max_activation'][index]:.3g}" in page.locator(".legend").first.inner_text()  # the colour scale
+
+
+def test_unit_page_colours_tokens_by_ablation_effect_on_request(page, site):
+    units = site.units(SAE_NAME)
+    index = int(np.argmax(units["firing_count"]))
+    effects = units["top_effects"][index][: units["top_count"][index]]
+    page.goto(f"{site.url}/bases/{SAE_NAME}/units/{index}")
+    token = page.locator("#top-examples .tok[data-e]").first
+    by_activation = token.evaluate("e => getComputedStyle(e).backgroundColor")
+    title = token.get_attribute("title")  # "<activation> · Δ log p(next) <effect>": hover gives both
+    effect = float(title.rsplit(" ", 1)[1])
+    assert np.isclose(effects, effect, rtol=2e-3, atol=1e-3).any()  # a value the analysis computed
+    page.get_by_label("ablation effect").check()
+    expect(page.locator("#examples")).to_have_class(re.compile("by-effect"))
+    expect(page.locator(".effect-legend")).to_be_visible()
+    by_effect = token.evaluate("e => getComputedStyle(e).backgroundColor")
+    assert by_effect != by_activation
+    assert by_effect.startswith("rgba(40, 90, 220" if effect < 0 else "rgba(200, 40, 40")  # sign -> hue
+    silent = page.locator("#top-examples .tok:not([data-e])").first  # silent tokens stay uncoloured
+    assert silent.evaluate("e => getComputedStyle(e).backgroundColor") in ("rgba(0, 0, 0, 0)", "transparent")
+    page.reload()  # the choice is kept
+    expect(page.locator("#examples")).to_have_class(re.compile("by-effect"))
 
 
 def test_infer_lists_units_for_typed_text(page, site):

@@ -163,3 +163,17 @@ class WritableSite:
 
     def auth(self, name: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[name]}"}
+
+
+def monoscope(monkeypatch, capsys, *args):
+    """Run the real console entry point in-process; return (exit code, stdout, stderr)."""
+    from app.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["monoscope", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -28,7 +28,7 @@ UNIT_DTYPES = {
     "interval_values": "float32", "interval_token_ids": "int32", "interval_acts": "float32",
     "logit_top_ids": "int32", "logit_top_values": "float32", "logit_bottom_ids": "int32",
     "logit_bottom_values": "float32", "logit_hist_edges": "float32", "logit_hist_counts": "int64",
-    "top_token_entropy": "float32",
+    "top_token_entropy": "float32", "top_effects": "float32", "interval_effects": "float32",
 }
 
 
@@ -108,6 +108,55 @@ def test_logit_effects_equal_the_direct_matrix_product(analysed):
         bottom = direct.topk(CFG.logit_k, dim=1, largest=False)
         np.testing.assert_allclose(units["logit_bottom_values"], bottom.values.numpy(), rtol=1e-5, atol=1e-6)
         assert (units["logit_hist_counts"].sum(1) == direct.shape[1]).all()
+
+
+def _ablated_logprob_change(model, tokens, seq, pos, ablate) -> float:
+    """Brute force: the full model, the unit ablated at (seq, pos) only; Δ log p of the actual next token."""
+    row = tokens[seq: seq + 1]
+
+    def hook(post, hook):  # post [1, T, d_mlp]
+        post = post.clone()
+        post[0, pos] = ablate(post[0, pos])
+        return post
+
+    with torch.no_grad():
+        clean = model(row).log_softmax(-1)[0, pos, row[0, pos + 1]]
+        with model.hooks(fwd_hooks=[(lm.HOOK_POST, hook)]):
+            ablated = model(row).log_softmax(-1)[0, pos, row[0, pos + 1]]
+    return float(ablated - clean)
+
+
+def test_ablation_effects_equal_ablating_one_position_in_the_full_model(analysed):
+    run_dir, sae, _ = analysed
+    model = lm.load_lm(run_dir)
+    tokens = torch.from_numpy(np.load(run_dir / "corpus" / "heldout.npy").astype(np.int64))
+    n_ctx, before = tokens.shape[1], CFG.context_before
+    checked = 0
+    for name in ("neurons", "tiny"):
+        meta, units = load(run_dir, name)
+        assert meta["ablation_effects"] is True
+        effects, acts = units["top_effects"], units["top_acts"]
+        assert effects.shape == acts.shape
+        silent = (acts == 0) & np.isfinite(effects)
+        assert (effects[silent] == 0).all()  # ablating a silent unit changes nothing
+        for u in range(0, acts.shape[0], max(1, acts.shape[0] // 6)):
+            for k in range(int(units["top_count"][u])):
+                seq, center = int(units["top_sequence"][u, k]), int(units["top_position"][u, k])
+                for j in np.nonzero(acts[u, k])[0][:3]:
+                    pos = center - before + int(j)
+                    if pos in (0, n_ctx - 1):
+                        assert np.isnan(effects[u, k, j])  # BOS is never ablated; the last token has no next one
+                        continue
+                    if name == "neurons":
+                        fn = lambda v, u=u: torch.where(torch.arange(len(v)) == u, 0.0, v)  # noqa: E731
+                    else:
+                        fn = lambda v, u=u: v - sae.encode(v[None])[0, u] * sae.W_dec[u]  # noqa: E731
+                    expected = _ablated_logprob_change(model, tokens, seq, pos, fn)
+                    assert effects[u, k, j] == pytest.approx(expected, abs=2e-5, rel=1e-3), (name, u, k, j)
+                    checked += 1
+        assert np.isnan(units["interval_effects"]).any() and (units["interval_effects"][np.isfinite(
+            units["interval_effects"])] != 0).any()
+    assert checked > 20  # not vacuous
 
 
 def test_links_match_the_decoder(analysed):

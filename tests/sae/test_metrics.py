@@ -13,13 +13,15 @@ from sae.analysis.run import run_analysis
 from sae.analysis.shard import AnalysisConfig
 from sae.dictionary import SAETrainConfig, train_sae_on_run
 from sae.dictionary.metrics import (
+    LossSums,
     ReconstructionSums,
     keep_bos,
-    loss_metrics,
+    loss_recovered,
+    mean_activation,
     reconstruction_metrics,
 )
 from sae.dictionary.model import SAEConfig, SparseAutoencoder
-from sae.dictionary.saelens_format import load_sae
+from sae.dictionary.saelens_format import load_sae, save_sae
 
 QUIET = dict(progress=False, log=lambda m: None)
 
@@ -80,10 +82,60 @@ def test_reconstruction_metrics_mse_is_the_mean_over_tokens_and_dimensions():
 
 
 def test_loss_recovered_is_none_without_a_gap_or_a_splice():
-    assert loss_metrics(2.0, 4.0, 3.0)["loss_recovered"] == pytest.approx(0.5)
-    assert loss_metrics(2.0, 2.0, 3.0)["loss_recovered"] is None
-    assert loss_metrics(2.0, 4.0, None) == {"loss_clean": 2.0, "loss_zero_ablation": 4.0,
-                                            "loss_reconstructed": None, "loss_recovered": None}
+    def metrics(**means):  # mean losses per token over 10 tokens
+        return LossSums(10, {k: v * 10 for k, v in means.items()}, {}).metrics()
+
+    m = metrics(clean=2.0, zero=4.0, mean=3.0, spliced=2.5)
+    assert m["loss_recovered"] == pytest.approx(0.75) and m["loss_recovered_mean_ablation"] == pytest.approx(0.5)
+    assert m["ce_loss_score"] == m["loss_recovered"] and m["ce_loss_with_sae"] == m["loss_reconstructed"] == 2.5
+    assert metrics(clean=2.0, zero=2.0, spliced=3.0)["loss_recovered"] is None  # the ablation costs nothing
+    m = metrics(clean=2.0, zero=4.0)
+    assert m["loss_reconstructed"] is None and m["loss_recovered"] is None and m["kl_div_score"] is None
+    assert LossSums().metrics()["loss_clean"] is None
+
+
+def test_loss_metrics_match_sae_lens_on_the_tiny_lm(tiny_run, tmp_path):
+    """CE with the SAE spliced in, clean CE and KL to the clean model, per token, from sae_lens's own get_recons_loss
+    (BOS kept out of the splice through its ignore_tokens, as our convention keeps it); zero and mean ablation by
+    brute force with BOS kept."""
+    import warnings
+
+    from sae_lens import SAE
+    from sae_lens.evals import get_recons_loss
+    from sae_lens.training.activation_scaler import ActivationScaler
+
+    model = lm.load_lm(tiny_run)
+    heldout = np.load(tiny_run / "corpus" / "heldout.npy").astype(np.int64)
+    bos = int(heldout[0, 0])
+    # Rows where only position 0 holds BOS (it also separates documents), so ignore_tokens skips exactly BOS.
+    tokens = torch.from_numpy(heldout[(heldout[:, 1:] != bos).all(1)][:24])
+    assert len(tokens) == 24 and (tokens[:, 0] == bos).all()
+    sae = SparseAutoencoder(SAEConfig(d_in=64, d_sae=96)).init_weights(torch.Generator().manual_seed(0))
+    save_sae(sae, tmp_path, meta={"model_name": "tiny"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = SAE.load_from_disk(tmp_path)
+    ours = loss_recovered(model, tokens, sae, batch_rows=10)  # uneven chunks, merged
+    with torch.no_grad():
+        t = get_recons_loss(theirs, model, ActivationScaler(), tokens, compute_kl=True, compute_ce_loss=True,
+                            ignore_tokens=[bos])
+        # Our KL is over the predicted positions (all but the last), like the CE; sae_lens's covers every position.
+        assert ours["kl_div_with_sae"] == pytest.approx(float(t["kl_div_with_sae"][:, :-1].mean()), rel=1e-4)
+        assert ours["kl_div_with_sae"] > 1e-3  # not vacuous
+        assert ours["ce_loss_with_sae"] == pytest.approx(float(t["ce_loss_with_sae"].mean()), rel=1e-5)
+        assert ours["ce_loss_without_sae"] == pytest.approx(float(t["ce_loss_without_sae"].mean()), rel=1e-5)
+        post = lm.mlp_activations(model, tokens)
+        mean = post[:, 1:].reshape(-1, 64).mean(0)
+        torch.testing.assert_close(mean_activation(post), mean)
+        by_mean = float(lm.lm_loss(model, tokens, lambda p: keep_bos(p, mean.expand_as(p).clone())))
+        by_zero = float(lm.lm_loss(model, tokens, lambda p: keep_bos(p, torch.zeros_like(p))))
+    assert ours["loss_mean_ablation"] == pytest.approx(by_mean, rel=1e-5)
+    assert ours["loss_zero_ablation"] == pytest.approx(by_zero, rel=1e-5)
+    assert ours["loss_recovered_mean_ablation"] == pytest.approx(
+        (by_mean - ours["loss_reconstructed"]) / (by_mean - ours["loss_clean"]))
+    assert ours["kl_div_score"] == pytest.approx(
+        (ours["kl_div_with_ablation"] - ours["kl_div_with_sae"]) / ours["kl_div_with_ablation"])
+    assert ours["kl_div_with_mean_ablation"] > 0 and ours["kl_div_with_mean_ablation"] != ours["kl_div_with_ablation"]
 
 
 @pytest.mark.usefixtures("single_thread")
@@ -116,7 +168,8 @@ def test_training_and_analysis_report_one_definition_on_the_same_heldout_tokens(
     assert trained["loss_zero_ablation"] == pytest.approx(kept, rel=1e-4)
     assert abs(kept - everything) > 1e-3  # the choice is visible on this model
     assert 0 < trained["loss_recovered"] < 1
-    for key in ("loss_clean", "loss_zero_ablation", "loss_reconstructed", "loss_recovered"):
+    for key in ("loss_clean", "loss_zero_ablation", "loss_reconstructed", "loss_recovered", "loss_mean_ablation",
+                "loss_recovered_mean_ablation", "kl_div_with_sae", "kl_div_with_ablation", "kl_div_score"):
         assert analysed[key] == pytest.approx(trained[key], rel=1e-4), key
     assert json.loads((tiny_run_copy / "saes" / "s1" / "metrics.json").read_text())["mse"] == trained["mse"]
     last = json.loads((tiny_run_copy / "saes" / "s1" / "log.jsonl").read_text().splitlines()[-1])

@@ -42,7 +42,8 @@ def detail(session: Session, b: Basis, m: Model, index: int, model_param: str | 
     if b.kind == "neuron":
         sae = next((link.basis for link in links if link.kind == "neuron_feature"), None)
         compare = compare_url(sae, index, model_param) if sae else None
-    stmt = (select(Example.kind, Example.bucket, Example.value, Example.token_ids, Example.activations)
+    stmt = (select(Example.kind, Example.bucket, Example.value, Example.token_ids, Example.activations,
+                   Example.effects)
             .where(Example.unit_id == unit.id).order_by(Example.kind.desc(), Example.bucket, Example.rank))
     if not intervals:
         stmt = stmt.where(Example.kind == "top")

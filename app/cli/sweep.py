@@ -1,0 +1,85 @@
+"""`monoscope sweep`: a grid of SAEs on one run's activations, each trained, analysed and ingested, so the overview
+page draws every dictionary of the database on the L0–FVU and L0–loss-recovered frontier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from app.cli.common import DbOpt, DeviceOpt, ForceOpt, RunOpt, cli, number_list
+from sae.errors import MonoscopeError
+
+SPARSITY = {"relu": "l1_coefficient", "topk": "k", "batchtopk": "k"}  # the setting a sweep varies per architecture
+
+
+def sweep_grid(architectures: str, k: str, l1: str, **fixed) -> dict[str, "object"]:
+    """Return {SAE name: SAETrainConfig} for architectures × their sparsity settings (k, or λ for relu)."""
+    from sae.dictionary.config import SAETrainConfig
+
+    grid = {}
+    for arch in [a.strip() for a in architectures.split(",") if a.strip()]:
+        if arch not in SPARSITY:
+            raise MonoscopeError(f"--architectures takes {', '.join(SPARSITY)}, got {arch!r}")
+        if arch == "relu":
+            for value in sorted(set(number_list(l1, float, "--l1"))):
+                grid[f"relu-l1-{value:g}-{fixed['d_sae']}"] = SAETrainConfig(architecture=arch, l1_coefficient=value,
+                                                                             **fixed)
+        else:
+            for value in sorted(set(number_list(k, int, "--k"))):
+                if value > fixed["d_sae"]:
+                    raise MonoscopeError(f"--k {value} is larger than --d-sae {fixed['d_sae']}")
+                grid[f"{arch}-k{value}-{fixed['d_sae']}"] = SAETrainConfig(architecture=arch, k=value, **fixed)
+    if not grid:
+        raise MonoscopeError("--architectures names no architecture")
+    return grid
+
+
+@cli.command()
+def sweep(
+    run: RunOpt,
+    architectures: Annotated[str, typer.Option("--architectures", help="Comma-separated: relu, topk, batchtopk.")] = "topk,relu",
+    k: Annotated[str, typer.Option("--k", help="Active latents per token for topk / batchtopk, comma-separated.")] = "16,32,64",
+    l1: Annotated[str, typer.Option("--l1", help="L1 coefficients λ for relu, comma-separated.")] = "3,5,8",
+    d_sae: Annotated[int, typer.Option("--d-sae", help="Dictionary size of every SAE.")] = 4096,
+    tokens: Annotated[Optional[int], typer.Option("--tokens", help="Training tokens per SAE (default: the demo's).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Activations per step.")] = 4096,
+    analysis_tokens: Annotated[int, typer.Option("--analysis-tokens", help="Held-out tokens to analyse.")] = 1 << 20,
+    db: DbOpt = None,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+) -> None:
+    """Train a grid of SAEs (architectures × sparsity settings) on one run's activations, analyse and ingest each;
+    SAEs already trained with the same settings are skipped. The overview page then shows the L0–FVU frontier."""
+    from app.cli.product import ingest
+    from app.cli.stages import analyze, fit_sae
+    from sae.dictionary.config import demo_config
+
+    if not (run / "lm").is_dir():
+        raise MonoscopeError(f"no trained LM in {run}: run `monoscope train-lm` (or `monoscope demo`) first")
+    if min(d_sae, batch_size, analysis_tokens) <= 0 or (tokens is not None and tokens <= 0):
+        raise MonoscopeError("--d-sae, --batch-size, --tokens and --analysis-tokens must be positive")
+    grid = sweep_grid(architectures, k, l1, d_sae=d_sae, batch_size=batch_size,
+                      tokens=tokens if tokens is not None else demo_config().tokens)
+    for i, (name, cfg) in enumerate(grid.items(), 1):
+        print(f"== sweep {i}/{len(grid)}: {name}", flush=True)
+        fit_sae(cfg, run=run, name=name, device=device, force=force)
+    print("== analysis", flush=True)
+    analyze(run, sae=list(grid), tokens=analysis_tokens, device=device, force=force)
+    print("== database", flush=True)
+    ingest(run, db=db)
+    _print_frontier(run, list(grid))
+
+
+def _print_frontier(run: Path, names: list[str]) -> None:
+    """Print L0, FVU and loss recovered of the swept SAEs, by L0."""
+    import json
+
+    rows = []
+    for name in names:
+        m = json.loads((run / "analysis" / name / "basis.json").read_text())["metrics"]
+        rows.append((m["l0"], name, m["fvu"], m.get("loss_recovered"), m["dead"]))
+    for l0, name, fvu, recovered, dead in sorted(rows):
+        shown = "n/a" if recovered is None else f"{recovered:.4f}"
+        print(f"  {name}: L0 {l0:.1f}, FVU {fvu:.4f}, loss recovered {shown}, dead {dead}")
