@@ -109,7 +109,7 @@ def frontier_plots(bases: list) -> tuple[dict, dict] | None:
                 "customdata": [b.url for b in members], "marker": {"size": 9},
                 "hovertemplate": "%{text}<br>L0 %{x:.3g}<br>" + title + " %{y:.4g}<extra></extra>"})
         return {"data": data, "links": True,
-                "layout": {"showlegend": True, "yaxis": {"title": {"text": title}},
+                "layout": {"showlegend": True, "yaxis": {"title": {"text": title}, "rangemode": "tozero"},
                            "xaxis": {"title": {"text": "L0 (active units per token)"}, "type": "log"}}}
 
     return plot("fvu", "FVU (lower is better)"), plot("loss_recovered", "loss recovered (higher is better)")

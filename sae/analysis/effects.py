@@ -91,7 +91,8 @@ def ablation_effects(resid_fn: ResidFn, readout: Readout, tokens: np.ndarray, ba
                 p1 = min(p0 + PAIRS_PER_CHUNK, bounds[t1])
                 r = torch.from_numpy(owner[p0 - bounds[t0]:p1 - bounds[t0]])
                 u, a = pair_unit[p0:p1], pair_act[p0:p1, None]
-                e = unit_logits[u] if unit_logits is not None else (unit_centred[u] * readout.w) @ readout.W_U
+                e = (torch.index_select(unit_logits, 0, u) if unit_logits is not None
+                     else (unit_centred[u] * readout.w) @ readout.W_U)
                 logits = torch.index_select(projected, 0, r).addcmul_(a, e, value=-1.0)  # P_t − a·E_u
                 logits.div_(readout.scale(centred[r] - a * unit_centred[u])).add_(readout.bias)
                 delta[p0:p1] = (_logprob(logits, next_ids[r]) - clean[r]).numpy()
