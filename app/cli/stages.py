@@ -168,3 +168,28 @@ def analyze(
     for name, m in metrics.items():
         shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items() if v is not None}
         print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+
+
+@cli.command()
+def match(
+    run: RunOpt,
+    basis: Annotated[str, typer.Option("--basis", help="Basis of --run: `neurons` or an SAE name.")],
+    other_basis: Annotated[str, typer.Option("--other-basis", help="Basis to match against (of --other-run).")],
+    other_run: Annotated[Optional[Path], typer.Option("--other-run", help="Second run (same corpus, e.g. another LM seed); default: --run.")] = None,
+    tokens: Annotated[int, typer.Option("--tokens", help="Held-out tokens to correlate over.")] = 1 << 20,
+    batch: Annotated[int, typer.Option("--batch", help="Sequences per LM forward.")] = 64,
+    force: ForceOpt = False,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Each unit's most correlated unit in another basis, both ways, over the same held-out tokens (streamed):
+    two dictionaries of one LM (feature splitting) or the same basis in two LMs (universality)."""
+    from sae.analysis.matching import match_bases
+
+    if tokens <= 0 or batch <= 0:
+        raise MonoscopeError("--tokens and --batch must be positive")
+    limit_cpu_threads()
+    summary = match_bases(run, basis, other_run or run, other_basis, n_tokens=tokens, batch_sequences=batch,
+                          device=device, force=force)
+    medians = [("n/a" if m is None else f"{m:.3f}") for m in (summary["median_a"], summary["median_b"])]
+    print(f"match: {basis} -> {other_basis}: median best correlation {medians[0]}; {other_basis} -> {basis}: "
+          f"{medians[1]} ({summary['tokens_correlated']:,} tokens)")
