@@ -230,4 +230,32 @@ def ingest_run(run_dir: Path, *, url: str, log: Callable[[str], None] = print) -
             raise MonoscopeError(f"ingest of {basis_dir.name} failed ({type(e).__name__}: {e}); "
                                  "the database keeps its previous version: run `monoscope analyze --force`") from None
         log(f"ingested {basis.name}: {basis.n_units} units ({basis.kind})")
+    for folder in sorted((analysis / "matches").glob("*/match.json")) if (analysis / "matches").is_dir() else []:
+        with factory.begin() as session:
+            log(_ingest_matches(session, session.get(Model, model_id), folder.parent))
     return list(done)
+
+
+def _ingest_matches(session: Session, model: Model, folder: Path) -> str:
+    """Replace the best-match links of one `monoscope match` result, both directions; return a line for the log.
+
+    The other run's basis must be in the database already (ingest that run first): links join two ready bases.
+    """
+    summary = _read_json(folder / "match.json")
+    other = session.scalar(select(Model).where(Model.run_dir == summary["run_b"]))
+    a, b = (session.scalar(select(Basis).where(Basis.model_id == m.id, Basis.name == name, Basis.status == "ready"))
+            if m is not None else None for m, name in ((model, summary["basis_a"]), (other, summary["basis_b"])))
+    if a is None or b is None:
+        return (f"match {folder.name} left out: ingest the run at {summary['run_b']} (and analyse both bases) "
+                "first, then this run again")
+    m = _load_npz(folder / "matches.npz")
+    rows = []
+    for source, target, best, corr in ((a, b, m["a_best"], m["a_corr"]), (b, a, m["b_best"], m["b_corr"])):
+        session.execute(delete(UnitLink).where(UnitLink.kind == "best_match", UnitLink.target_basis_id == target.id,
+                                               UnitLink.unit_id.in_(select(Unit.id).where(Unit.basis_id == source.id))))
+        ids = dict(session.execute(select(Unit.index, Unit.id).where(Unit.basis_id == source.id)).all())
+        rows.extend((ids[i], "best_match", 0, target.id, int(t), float(w))
+                    for i, (t, w) in enumerate(zip(best.tolist(), corr.tolist())) if t >= 0 and i in ids)
+    insert_rows(session.connection(), UnitLink.__table__,
+                ("unit_id", "kind", "rank", "target_basis_id", "target_index", "weight"), rows)
+    return f"ingested match {folder.name}: {len(rows)} best-match links"

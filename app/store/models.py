@@ -135,7 +135,7 @@ class UnitLink(Base):
                       Index("ix_unit_link_target", "target_basis_id", "target_index"))
     id: Mapped[int] = mapped_column(primary_key=True)
     unit_id: Mapped[int] = mapped_column(ForeignKey("unit.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(32))  # feature_neuron | feature_feature | neuron_feature
+    kind: Mapped[str] = mapped_column(String(32))  # feature_neuron | feature_feature | neuron_feature | best_match
     rank: Mapped[int] = mapped_column(Integer)
     target_basis_id: Mapped[int] = mapped_column(ForeignKey("basis.id", ondelete="CASCADE"))
     target_index: Mapped[int] = mapped_column(Integer)

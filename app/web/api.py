@@ -12,6 +12,7 @@ from app.web.cache import cached_unit_response
 from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep
 from app.web.schemas import (
     Comparison,
+    Matches,
     ErrorBody,
     InferResult,
     Overview,
@@ -49,6 +50,12 @@ def compare(session: SessionDep, basis: Annotated[str | None, Query(max_length=2
                                                 description="Neuron index (default: the least specific)")] = None,
             model: ModelParam = None):
     return queries.comparison(session=session, basis=basis, neuron=neuron, model=model)
+
+
+@router.get("/matches", response_model=Matches,
+            summary="Best-match correlations between bases (universality across LMs, splitting across sizes)")
+def matches(session: SessionDep):
+    return queries.matches(session=session)
 
 
 @router.get("/infer", response_model=InferResult, summary="Run the model on a text (at most 2,000 characters)",

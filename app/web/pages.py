@@ -66,6 +66,13 @@ def compare_page(request: Request, session: SessionDep, basis: Annotated[str | N
     return render(request, "compare.html", context, api_url=twin_url(request))
 
 
+@router.get("/matches")
+def matches_page(request: Request, session: SessionDep):
+    result = queries.matches(session=session)
+    context = {"matches": result, "plots": True, "match_plot": plots.match_plot(result.pairs) if result.pairs else None}
+    return render(request, "matches.html", context, api_url=twin_url(request))
+
+
 @router.get("/infer")
 def infer_page(request: Request, session: SessionDep, text: Annotated[str, Query()] = "",
                position: Annotated[str, Query()] = "", strip: Annotated[str, Query(max_length=300)] = "",

@@ -113,3 +113,19 @@ def frontier_plots(bases: list) -> tuple[dict, dict] | None:
                            "xaxis": {"title": {"text": "L0 (active units per token)"}, "type": "log"}}}
 
     return plot("fvu", "FVU (lower is better)"), plot("loss_recovered", "loss recovered (higher is better)")
+
+
+def match_plot(pairs: list) -> dict:
+    """Overlaid histograms of best-match correlations, one per pair of bases, each median as a dashed line."""
+    data, lines = [], []
+    for p in pairs:
+        centres = [(a + b) / 2 for a, b in zip(p.edges, p.edges[1:])]
+        total = max(sum(p.counts), 1)
+        name = f"{p.basis} ({p.model}) → {p.other_basis} ({p.other_model})"
+        data.append({"type": "bar", "x": centres, "y": [c / total for c in p.counts], "name": name, "opacity": 0.6,
+                     "hovertemplate": "correlation %{x:.2f}: %{y:.1%} of units<extra></extra>"})
+        lines.append({"type": "line", "xref": "x", "yref": "paper", "x0": p.median, "x1": p.median, "y0": 0, "y1": 1,
+                      "line": {"dash": "dash", "width": 1}})
+    return {"data": data, "layout": {"barmode": "overlay", "showlegend": True, "shapes": lines,
+                                     "xaxis": {"title": {"text": "best-match activation correlation"}, "range": [-1, 1]},
+                                     "yaxis": {"title": {"text": "fraction of units"}}}}

@@ -173,12 +173,14 @@ class LogitToken(Schema):
 
 
 class UnitLink(Schema):
-    """A related unit: a neuron a feature loads on, a nearby feature, or a feature loading on a neuron."""
+    """A related unit: a neuron a feature loads on, a nearby feature, a feature loading on a neuron, or the most
+    correlated unit of another basis (`monoscope match`: another dictionary, or the same basis in another LM)."""
 
-    kind: Literal["feature_neuron", "feature_feature", "neuron_feature"]
+    kind: Literal["feature_neuron", "feature_feature", "neuron_feature", "best_match"]
     basis: str
+    model: str | None = Field(None, description="The linked unit's model when it is another one than this unit's.")
     index: int
-    weight: float
+    weight: float = Field(description="Decoder loading or cosine; for best_match, the activation correlation.")
     label: str | None
     url: str
 
@@ -284,3 +286,26 @@ def visible_whitespace(texts: list[str], at_line_start: bool = False) -> list[st
                 at_line_start = False
         shown.append("".join(out))
     return shown
+
+
+class MatchDistribution(Schema):
+    """One basis against another (`monoscope match`): each unit's best activation correlation in the other basis."""
+
+    model: str
+    basis: str
+    kind: Literal["neuron", "sae"]
+    other_model: str
+    other_basis: str
+    n_units: int = Field(description="Units of `basis` with a best match (units that never varied have none).")
+    median: float
+    edges: list[float] = Field(description="Histogram bin edges over the correlation, -1 to 1.")
+    counts: list[int]
+    url: str
+    other_url: str
+
+
+class Matches(Schema):
+    """Every pair of bases joined by best-match links: universality (one basis in two LMs) and splitting (two
+    dictionaries of one LM)."""
+
+    pairs: list[MatchDistribution]

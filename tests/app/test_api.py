@@ -10,7 +10,7 @@ import pytest
 from markupsafe import escape
 from webapp_fixtures import SAE_NAME, ingest_run, start_server, stop_server
 
-from app.web.schemas import Comparison, InferResult, Overview, UnitDetail, UnitList
+from app.web.schemas import Comparison, InferResult, Matches, Overview, UnitDetail, UnitList
 
 INFER_TEXT = "def add(a, b):\n    return a + b\n"
 
@@ -28,6 +28,7 @@ PAGES = {  # name -> (page path, schema of its JSON twin, text the page must sho
     "feature": (lambda s: f"/bases/{SAE_NAME}/units/{live_unit(s, SAE_NAME)}", UnitDetail, "Top activations"),
     "compare": (lambda s: "/compare", Comparison, "Polysemantic neurons"),
     "infer": (lambda s: "/infer?text=def+f%28x%29%3A+return+x", InferResult, "Units most active on token"),
+    "matches": (lambda s: "/matches", Matches, "No matches yet"),  # tests/app/test_matches.py fills one
 }
 
 
@@ -211,7 +212,7 @@ def test_openapi_documents_every_twin(site):
     assert "/vendor/swagger-ui-bundle.js" in docs and "cdn" not in docs
     paths = site.get("/openapi.json").json()["paths"]
     assert {"/api/v1/overview", "/api/v1/bases/{basis}", "/api/v1/bases/{basis}/units/{index}", "/api/v1/compare",
-            "/api/v1/infer"} <= set(paths)
+            "/api/v1/infer", "/api/v1/matches"} <= set(paths)
 
 
 def test_serve_refuses_a_busy_port_in_one_line(site):

@@ -37,7 +37,7 @@ def detail(session: Session, b: Basis, m: Model, index: int, model_param: str | 
     unit = session.scalar(select(Unit).where(Unit.basis_id == b.id, Unit.index == index))
     if unit is None:  # a basis mid-re-ingest never shows (status), so only a damaged database gets here
         raise NotFound(f"unit {index} of basis {b.name!r} is missing from the database")
-    links, label = _links(session, unit, model_param, b.id)
+    links, label = _links(session, unit, model_param, b.id, b.model_id)
     compare = None
     if b.kind == "neuron":
         sae = next((link.basis for link in links if link.kind == "neuron_feature"), None)
@@ -75,17 +75,19 @@ def _token_strings(session: Session, model: Model) -> list[str]:
     return _STRINGS.get((str(session.get_bind().url), model.id, str(model.created)), compute)
 
 
-def _links(session: Session, unit: Unit, model_param: str | None, own_basis: int
+def _links(session: Session, unit: Unit, model_param: str | None, own_basis: int, own_model: int
            ) -> tuple[list[UnitLinkSchema], str | None]:
     """Return (the unit's links, with their targets' labels; the unit's own label), in two queries."""
     rows = session.execute(select(UnitLink.kind, Basis.name, UnitLink.target_basis_id, UnitLink.target_index,
-                                  UnitLink.weight).join(Basis, Basis.id == UnitLink.target_basis_id)
+                                  UnitLink.weight, Basis.model_id, Model.name.label("model"))
+                           .join(Basis, Basis.id == UnitLink.target_basis_id).join(Model, Model.id == Basis.model_id)
                            .where(UnitLink.unit_id == unit.id).order_by(UnitLink.kind, Basis.name, UnitLink.rank)).all()
     wanted: dict[int, list[int]] = {own_basis: [unit.index]}
     for r in rows:
         wanted.setdefault(r.target_basis_id, []).append(r.target_index)
     found = labels(session, wanted)
-    links = [UnitLinkSchema.model_construct(kind=r.kind, basis=r.name, index=r.target_index, weight=r.weight,
-                                            label=found.get((r.target_basis_id, r.target_index)),
-                                            url=unit_url(r.name, r.target_index, model_param)) for r in rows]
+    links = [UnitLinkSchema.model_construct(
+        kind=r.kind, basis=r.name, model=None if r.model_id == own_model else r.model, index=r.target_index,
+        weight=r.weight, label=found.get((r.target_basis_id, r.target_index)),
+        url=unit_url(r.name, r.target_index, model_param if r.model_id == own_model else r.model)) for r in rows]
     return links, found.get((own_basis, unit.index))
