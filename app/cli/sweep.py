@@ -14,26 +14,28 @@ from sae.errors import MonoscopeError
 SPARSITY = {"relu": "l1_coefficient", "topk": "k", "batchtopk": "k"}  # the setting a sweep varies per architecture
 
 
-def sweep_grid(architectures: str, k: str, l1: str, **fixed) -> dict[str, "object"]:
-    """Return {SAE name: SAETrainConfig} for architectures × their sparsity settings (k, or λ for relu)."""
+def sweep_grid(architectures: str, k: str, l1: str, sizes: str, **fixed) -> dict[str, list]:
+    """Return {SAE name: SAETrainConfig} for architectures × their sparsity settings (k, or λ for relu) × dictionary
+    sizes, grouped: {group: [(name, config) in increasing size]}, a group being one architecture and setting."""
     from sae.dictionary.config import SAETrainConfig
 
-    grid = {}
+    groups: dict[str, list] = {}
+    d_saes = sorted(set(number_list(sizes, int, "--d-sae")))
     for arch in [a.strip() for a in architectures.split(",") if a.strip()]:
         if arch not in SPARSITY:
             raise MonoscopeError(f"--architectures takes {', '.join(SPARSITY)}, got {arch!r}")
-        if arch == "relu":
-            for value in sorted(set(number_list(l1, float, "--l1"))):
-                grid[f"relu-l1-{value:g}-{fixed['d_sae']}"] = SAETrainConfig(architecture=arch, l1_coefficient=value,
-                                                                             **fixed)
-        else:
-            for value in sorted(set(number_list(k, int, "--k"))):
-                if value > fixed["d_sae"]:
-                    raise MonoscopeError(f"--k {value} is larger than --d-sae {fixed['d_sae']}")
-                grid[f"{arch}-k{value}-{fixed['d_sae']}"] = SAETrainConfig(architecture=arch, k=value, **fixed)
-    if not grid:
+        values = sorted(set(number_list(l1, float, "--l1") if arch == "relu" else number_list(k, int, "--k")))
+        for value in values:
+            group = f"relu-l1-{value:g}" if arch == "relu" else f"{arch}-k{value}"
+            setting = {"l1_coefficient": value} if arch == "relu" else {"k": value}
+            for d_sae in d_saes:
+                if arch != "relu" and value > d_sae:
+                    raise MonoscopeError(f"--k {value} is larger than --d-sae {d_sae}")
+                config = SAETrainConfig(architecture=arch, d_sae=d_sae, **setting, **fixed)
+                groups.setdefault(group, []).append((f"{group}-{d_sae}", config))
+    if not groups:
         raise MonoscopeError("--architectures names no architecture")
-    return grid
+    return groups
 
 
 @cli.command()
@@ -42,7 +44,7 @@ def sweep(
     architectures: Annotated[str, typer.Option("--architectures", help="Comma-separated: relu, topk, batchtopk.")] = "topk,relu",
     k: Annotated[str, typer.Option("--k", help="Active latents per token for topk / batchtopk, comma-separated.")] = "16,32,64",
     l1: Annotated[str, typer.Option("--l1", help="L1 coefficients λ for relu, comma-separated.")] = "3,5,8",
-    d_sae: Annotated[int, typer.Option("--d-sae", help="Dictionary size of every SAE.")] = 4096,
+    d_sae: Annotated[str, typer.Option("--d-sae", help="Dictionary sizes, comma-separated (several: each size is matched with the next smaller, for feature splitting).")] = "4096",
     tokens: Annotated[Optional[int], typer.Option("--tokens", help="Training tokens per SAE (default: the demo's).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Activations per step.")] = 4096,
     analysis_tokens: Annotated[int, typer.Option("--analysis-tokens", help="Held-out tokens to analyse.")] = 1 << 20,
@@ -50,23 +52,29 @@ def sweep(
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
 ) -> None:
-    """Train a grid of SAEs (architectures × sparsity settings) on one run's activations, analyse and ingest each;
-    SAEs already trained with the same settings are skipped. The overview page then shows the L0–FVU frontier."""
+    """Train a grid of SAEs (architectures × sparsity settings × sizes) on one run's activations, analyse and ingest
+    each, and match every size with the next smaller one; SAEs already trained with the same settings are skipped.
+    The overview page then shows the L0–FVU frontier, and unit pages their families across sizes."""
     from app.cli.product import ingest
-    from app.cli.stages import analyze, fit_sae
+    from app.cli.stages import analyze, fit_sae, match
     from sae.dictionary.config import demo_config
 
     if not (run / "lm").is_dir():
         raise MonoscopeError(f"no trained LM in {run}: run `monoscope train-lm` (or `monoscope demo`) first")
-    if min(d_sae, batch_size, analysis_tokens) <= 0 or (tokens is not None and tokens <= 0):
-        raise MonoscopeError("--d-sae, --batch-size, --tokens and --analysis-tokens must be positive")
-    grid = sweep_grid(architectures, k, l1, d_sae=d_sae, batch_size=batch_size,
-                      tokens=tokens if tokens is not None else demo_config().tokens)
+    if min(batch_size, analysis_tokens) <= 0 or (tokens is not None and tokens <= 0):
+        raise MonoscopeError("--batch-size, --tokens and --analysis-tokens must be positive")
+    groups = sweep_grid(architectures, k, l1, d_sae, batch_size=batch_size,
+                        tokens=tokens if tokens is not None else demo_config().tokens)
+    grid = dict(item for members in groups.values() for item in members)
     for i, (name, cfg) in enumerate(grid.items(), 1):
         print(f"== sweep {i}/{len(grid)}: {name}", flush=True)
         fit_sae(cfg, run=run, name=name, device=device, force=force)
     print("== analysis", flush=True)
     analyze(run, sae=list(grid), tokens=analysis_tokens, device=device, force=force)
+    pairs = [(larger[0], smaller[0]) for members in groups.values() for smaller, larger in zip(members, members[1:])]
+    for larger, smaller in pairs:  # feature splitting: each size against the next smaller one
+        print(f"== splitting: {larger} against {smaller}", flush=True)
+        match(run, basis=larger, other_basis=smaller, tokens=analysis_tokens, device=device, force=force)
     print("== database", flush=True)
     ingest(run, db=db)
     _print_frontier(run, list(grid))

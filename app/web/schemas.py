@@ -185,6 +185,27 @@ class UnitLink(Schema):
     url: str
 
 
+class FamilyNode(Schema):
+    """A related feature in another dictionary size: where it sits and what it fires on."""
+
+    basis: str
+    n_units: int
+    index: int
+    correlation: float = Field(description="Activation correlation of the best-match link that relates the two.")
+    top_tokens: list[str]
+    label: str | None
+    url: str
+
+
+class Family(Schema):
+    """Feature splitting around one feature: the feature of the next smaller dictionary it best matches, and the
+    features of the next larger dictionary that best match it at a correlation of at least `threshold`."""
+
+    parent: FamilyNode | None
+    children: list[FamilyNode]
+    threshold: float
+
+
 class UnitDetail(Schema):
     basis: BasisSummary
     index: int
@@ -206,6 +227,7 @@ class UnitDetail(Schema):
     prev_url: str | None
     next_url: str | None
     compare_url: str | None = Field(None, description="For a neuron with feature links: /compare with it.")
+    family: Family | None = Field(None, description="Feature splitting across dictionary sizes (`monoscope match`).")
     max_abs_effect: float | None = Field(None, description="The largest |ablation effect| over the unit's windows "
                                          "(the colour scale of the effect view); null without effects.")
 
@@ -300,6 +322,9 @@ class MatchDistribution(Schema):
     median: float
     edges: list[float] = Field(description="Histogram bin edges over the correlation, -1 to 1.")
     counts: list[int]
+    split_counts: list[int] | None = Field(None, description="A larger dictionary against a smaller one of the same "
+                                           "LM: how many of the smaller one's features split into 0, 1, 2, ... "
+                                           "(last: that many or more) of the larger one's, at correlation >= 0.4.")
     url: str
     other_url: str
 

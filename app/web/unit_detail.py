@@ -65,7 +65,7 @@ def _max_abs_effect(examples: list[Example]) -> float | None:
 
 def build_unit_detail(*, basis, unit, examples: list, strings: list[str], summary, label: str | None, links: list,
                       url: str, labels_url: str, prev_url: str | None, next_url: str | None,
-                      compare_url: str | None) -> UnitDetail:
+                      compare_url: str | None, family=None) -> UnitDetail:
     """Return the UnitDetail of `unit`; `examples` are its example rows (kind, bucket, value, token_ids, activations,
     effects), top examples first by rank, then interval samples by bucket and rank."""
     context_before = int((basis.config or {}).get("context_before", 24))
@@ -91,4 +91,4 @@ def build_unit_detail(*, basis, unit, examples: list, strings: list[str], summar
         logit_hist=_histogram(unit.logit_hist), top_logits=_logits(unit.top_logits, strings),
         bottom_logits=_logits(unit.bottom_logits, strings), top_examples=top,
         intervals=intervals if samples or any(counts) else [], links=links, prev_url=prev_url, next_url=next_url,
-        compare_url=compare_url, max_abs_effect=_max_abs_effect(top + [e for s in samples.values() for e in s]))
+        compare_url=compare_url, family=family, max_abs_effect=_max_abs_effect(top + [e for s in samples.values() for e in s]))

@@ -17,6 +17,30 @@ from app.store.ingest import ingest_run
 from sae.analysis.matching import match_bases
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+SMALL = "small-sae"
+
+
+def _add_small_dictionary(run):
+    """A 32-feature dictionary of the same LM built from the trained SAE's first decoder rows, so that the trained
+    SAE's features have parents; analysed like any other."""
+    import torch
+
+    from sae import rundir
+    from sae.analysis.run import run_analysis
+    from sae.analysis.shard import AnalysisConfig
+    from sae.dictionary.model import SAEConfig, SparseAutoencoder
+    from sae.dictionary.saelens_format import load_sae, save_sae
+
+    big, _ = load_sae(run / "saes" / SAE_NAME)
+    small = SparseAutoencoder(SAEConfig(d_in=big.W_enc.shape[0], d_sae=32))
+    with torch.no_grad():
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            full = getattr(big, name)
+            getattr(small, name).copy_(full[:, :32] if name == "W_enc" else full[:32] if name != "b_dec" else full)
+    with rundir.write_stage(run / "saes" / SMALL, stage="sae", config={"from": SAE_NAME}, inputs={}) as tmp:
+        save_sae(small, tmp)
+    run_analysis(run, sae_names=[SMALL], include_neurons=False, cfg=AnalysisConfig(n_tokens=8192, batch_sequences=32),
+                 device="cpu", progress=False, log=QUIET)
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +51,8 @@ def matched(analysed_run, tmp_path_factory):
     shutil.copytree(analysed_run, run_b)
     for basis in ("neurons", SAE_NAME):
         match_bases(run_a, basis, run_b, basis, n_tokens=4096, device="cpu", progress=False, log=QUIET)
+    _add_small_dictionary(run_a)  # feature splitting: the trained SAE against a smaller one of the same LM
+    match_bases(run_a, SAE_NAME, run_a, SMALL, n_tokens=4096, device="cpu", progress=False, log=QUIET)
     url = f"sqlite:///{root / 'matches.db'}"
     upgrade(url)
     early: list[str] = []
@@ -42,11 +68,12 @@ def matched(analysed_run, tmp_path_factory):
 def test_matches_wait_for_the_other_run_then_link_both_ways(matched):
     site, run_a, early, late = matched
     assert any("left out" in line and "beta" in line for line in early)
-    assert sum("ingested match" in line for line in late) == 2
+    assert sum("ingested match" in line for line in late) == 3
     pairs = httpx.get(site.url + "/api/v1/matches", timeout=30).json()["pairs"]
-    assert {(p["model"], p["basis"], p["other_model"], p["other_basis"]) for p in pairs} == {
+    across = [p for p in pairs if p["model"] != p["other_model"]]
+    assert {(p["model"], p["basis"], p["other_model"], p["other_basis"]) for p in across} == {
         (a, basis, b, basis) for basis in ("neurons", SAE_NAME) for a, b in (("alpha", "beta"), ("beta", "alpha"))}
-    for p in pairs:  # one LM twice: every live unit's best match is itself
+    for p in across:  # one LM twice: every live unit's best match is itself
         assert p["median"] == pytest.approx(1.0, abs=1e-4) and sum(p["counts"]) == p["n_units"] > 0
     m = dict(np.load(run_a / "analysis" / "matches" / "neurons--beta--neurons" / "matches.npz"))
     index = int(np.flatnonzero(m["a_best"] >= 0)[0])
@@ -62,7 +89,31 @@ def test_matches_wait_for_the_other_run_then_link_both_ways(matched):
 def test_matches_page_draws_both_distributions(matched):
     site, *_ = matched
     page = httpx.get(site.url + "/matches", timeout=30).text
-    assert page.count("<tr><td><a href=") == 4 and 'id="match-plot"' in page
+    assert page.count("<tr><td><a href=") == 6 and 'id="match-plot"' in page
     spec = page.split('id="match-plot"')[1].split('class="plot-spec">')[1].split("</script>")[0]
     data = json.loads(html.unescape(spec))["data"]
-    assert len(data) == 4 and all(abs(sum(trace["y"]) - 1) < 1e-6 for trace in data)
+    assert len(data) == 6 and all(abs(sum(trace["y"]) - 1) < 1e-6 for trace in data)
+
+
+def test_feature_splitting_family_and_split_counts(matched):
+    site, run_a, *_ = matched
+    m = dict(np.load(run_a / "analysis" / "matches" / f"{SAE_NAME}--alpha--{SMALL}" / "matches.npz"))
+    pairs = httpx.get(site.url + "/api/v1/matches", timeout=30).json()["pairs"]
+    split = next(p for p in pairs if p["basis"] == SAE_NAME and p["other_basis"] == SMALL)
+    children = np.bincount(m["a_best"][(m["a_best"] >= 0) & (m["a_corr"] >= 0.4)], minlength=32)
+    assert split["split_counts"] == np.bincount(np.minimum(children, 5), minlength=6).tolist()
+    assert sum(split["split_counts"]) == 32  # every feature of the small dictionary, with 0 or more children
+    assert next(p for p in pairs if p["basis"] == SMALL)["split_counts"] is None  # only larger against smaller
+    parent = int(np.argmax(children))  # the small feature with the most children
+    assert children[parent] >= 1
+    unit = httpx.get(f"{site.url}/api/v1/bases/{SMALL}/units/{parent}?model=alpha", timeout=30).json()
+    kids = unit["family"]["children"]
+    expected = np.flatnonzero((m["a_best"] == parent) & (m["a_corr"] >= 0.4))
+    assert sorted(k["index"] for k in kids) == sorted(expected.tolist()) and unit["family"]["parent"] is None
+    assert [k["correlation"] for k in kids] == sorted((k["correlation"] for k in kids), reverse=True)
+    child = httpx.get(f"{site.url}/api/v1/bases/{SAE_NAME}/units/{kids[0]['index']}?model=alpha", timeout=30).json()
+    assert child["family"]["parent"]["index"] == parent and child["family"]["parent"]["basis"] == SMALL
+    page = httpx.get(f"{site.url}/bases/{SMALL}/units/{parent}?model=alpha", timeout=30).text
+    assert '<svg id="family"' in page and page.count(f"{SAE_NAME} #") >= len(kids)
+    for k in kids:  # every node links to its unit
+        assert f'href="{html.escape(k["url"])}"' in page

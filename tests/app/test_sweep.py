@@ -8,12 +8,15 @@ import json
 import re
 
 import httpx
+import numpy as np
 import pytest
 from webapp_fixtures import monoscope, start_server, stop_server
 
 GRID = ("--architectures", "topk,relu", "--k", "4,8", "--l1", "1", "--d-sae", "64", "--tokens", "8192",
         "--batch-size", "512", "--analysis-tokens", "2048", "--device", "cpu")
 NAMES = ["topk-k4-64", "topk-k8-64", "relu-l1-1-64"]
+SIZES = ("--architectures", "topk", "--k", "4", "--d-sae", "64,32", "--tokens", "8192", "--batch-size", "512",
+         "--analysis-tokens", "2048", "--device", "cpu")
 
 
 @pytest.mark.usefixtures("single_thread")
@@ -49,11 +52,30 @@ def test_sweep_trains_analyses_ingests_and_draws_the_frontier(monkeypatch, capsy
     assert code == 0 and out.count("up to date") >= 4  # three trainings and the analysis skipped
 
 
+@pytest.mark.usefixtures("single_thread")
+def test_sweep_over_sizes_matches_each_size_with_the_next_smaller(monkeypatch, capsys, tiny_run_copy, tmp_path):
+    db = f"sqlite:///{tmp_path / 'sizes.db'}"
+    code, out, err = monoscope(monkeypatch, capsys, "sweep", "--run", tiny_run_copy, *SIZES, "--db", db)
+    assert code == 0, err
+    assert "== sweep 1/2: topk-k4-32" in out and "== splitting: topk-k4-64 against topk-k4-32" in out
+    m = dict(np.load(tiny_run_copy / "analysis" / "matches" / f"topk-k4-64--{tiny_run_copy.name}--topk-k4-32"
+                     / "matches.npz"))
+    assert len(m["a_best"]) == 64 and len(m["b_best"]) == 32 and "a_best_decoder" in m
+    site = start_server(db, tiny_run_copy)
+    try:
+        pairs = httpx.get(site.url + "/api/v1/matches", timeout=30).json()["pairs"]
+        split = next(p for p in pairs if p["basis"] == "topk-k4-64")
+        assert split["other_basis"] == "topk-k4-32" and sum(split["split_counts"]) == 32
+    finally:
+        stop_server(site)
+
+
 @pytest.mark.parametrize("args,fragment", [
     (("--k", "4,x"), "--k takes comma-separated numbers"),
     (("--l1", "-1"), "--l1 needs positive numbers"),
     (("--architectures", "gated"), "--architectures takes relu, topk, batchtopk"),
     (("--k", "100", "--d-sae", "64"), "larger than --d-sae"),
+    (("--d-sae", "64,abc"), "--d-sae takes comma-separated numbers"),
 ])
 def test_sweep_refuses_a_bad_grid_in_one_line(monkeypatch, capsys, tiny_run, args, fragment):
     code, out, err = monoscope(monkeypatch, capsys, "sweep", "--run", tiny_run, *args)

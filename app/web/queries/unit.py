@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.store.models import Basis, Example, Model, Token, Unit, UnitLink
 from app.web.cache import Memo
 from app.web.queries.bases import NotFound, check_unit, resolve, summary
+from app.web.queries.family import family
 from app.web.queries.labels import labels, newest_label_id
 from app.web.schemas import UnitDetail
 from app.web.schemas import UnitLink as UnitLinkSchema
@@ -17,10 +18,12 @@ from app.web.urls import compare_url, labels_url, unit_url
 
 def unit_version(*, session: Session, basis: str, index: int, model: str | None) -> tuple:
     """Return a key that changes whenever the page of unit (basis, index) would: the basis's ingest and version,
-    and the newest label anywhere (the page shows labels of linked units too). For the rendered-page cache."""
+    every other basis's (best matches and families link across bases), and the newest label anywhere (the page shows
+    labels of linked units too). For the rendered-page cache."""
     b, m, model_param = resolve(session, basis, model)
+    ingests = tuple(session.execute(select(func.sum(Basis.version), func.count(Basis.id))).one())
     return (b.id, getattr(b, "version", None), str(getattr(b, "ingested_at", "")), index, newest_label_id(session),
-            model_param)
+            model_param, ingests)
 
 
 def unit_detail(*, session: Session, basis: str, index: int, model: str | None, n_top: int | None = None,
@@ -57,7 +60,7 @@ def detail(session: Session, b: Basis, m: Model, index: int, model_param: str | 
         url=unit_url(b.name, index, model_param), labels_url=labels_url(b.name, index, model_param),
         prev_url=unit_url(b.name, index - 1, model_param) if index > 0 else None,
         next_url=unit_url(b.name, index + 1, model_param) if index + 1 < b.n_units else None,
-        compare_url=compare)
+        compare_url=compare, family=family(session, b, unit, model_param))
 
 
 _STRINGS = Memo()  # a vocabulary never changes for a given model row and creation time
