@@ -78,6 +78,8 @@ def demo(
     sae_batch_size: Annotated[int, typer.Option("--sae-batch-size", help="SAE activations per step.")] = 4096,
     analysis_tokens: Annotated[int, typer.Option("--analysis-tokens", help="Held-out tokens to analyse.")] = 1 << 20,
     db: DbOpt = None,
+    full: Annotated[bool, typer.Option("--full", help="Also dictionaries of --sizes (feature splitting) and a second LM from seed 1 with its SAE (universality), with the matches between them.")] = False,
+    sizes: Annotated[str, typer.Option("--sizes", help="With --full: the other dictionary sizes (the paper's A/0 and A/2).")] = "512,16384",
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the web app at the end.")] = True,
     port: Annotated[Optional[int], typer.Option("--port", help="Port of the web app (default: as serve's).")] = None,
     device: DeviceOpt = "auto",
@@ -102,6 +104,10 @@ def demo(
         ("analysis", lambda: analyze(run, tokens=analysis_tokens, device=device, force=force)),
         ("database", lambda: ingest(run, db=url)),
     ]
+    if full:
+        from app.cli.demo_full import full_stages
+
+        stages += full_stages(run, sae_cfg, sizes, tokens, analysis_tokens, url, device, force)
     started = time.time()
     for name, stage in stages:
         print(f"== {name}", flush=True)

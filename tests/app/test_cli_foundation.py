@@ -114,6 +114,32 @@ def test_demo_runs_every_stage_and_reports(monkeypatch, capsys, tmp_path, tiny_s
     assert code == 0 and out.count("up to date") >= 4  # corpus, lm, sae, analysis skipped; ingest re-reads
 
 
+def test_full_demo_adds_sizes_a_second_seed_and_their_matches(monkeypatch, capsys, tmp_path, tiny_source,
+                                                               single_thread):
+    run, db = tmp_path / "demo", f"sqlite:///{tmp_path / 'demo.db'}"
+    tiny = ("demo", "--run", run, "--source", tiny_source, "--max-tokens", "20000", "--tokens", "8192",
+            "--d-sae", "128", "--sae-tokens", "8192", "--sae-batch-size", "512", "--analysis-tokens", "2048",
+            "--db", db, "--no-serve", "--device", "cpu", "--full", "--sizes", "64")
+    code, out, err = monoscope(monkeypatch, capsys, *tiny)
+    assert code == 0, err
+    for stage in ("== sae topk-64", "== splitting topk-128 / topk-64", "== second LM (seed 1)",
+                  "== universality: neurons", "== universality: topk-128", "== database, with the matches"):
+        assert stage in out, stage
+    second = tmp_path / "demo-seed1"
+    assert rundir.read_manifest(second / "lm")["config"]["lm"]["seed"] == 1
+    assert (second / "corpus" / "heldout.npy").read_bytes() == (run / "corpus" / "heldout.npy").read_bytes()
+    site = start_server(db, run)
+    try:
+        pairs = httpx.get(site.url + "/api/v1/matches", timeout=30).json()["pairs"]
+    finally:
+        stop_server(site)
+    found = {(p["model"], p["basis"], p["other_model"], p["other_basis"]) for p in pairs}
+    assert {("demo", "neurons", "demo-seed1", "neurons"), ("demo-seed1", "topk-128", "demo", "topk-128"),
+            ("demo", "topk-128", "demo", "topk-64")} <= found
+    assert next(p for p in pairs if p["other_basis"] == "topk-64")["split_counts"] is not None
+    assert_one_line_error(monoscope(monkeypatch, capsys, *tiny[:-1], "64,x"), "--sizes")
+
+
 def test_serve_listens_on_monoscope_port_without_flags(tmp_path):
     site = start_server(f"sqlite:///{tmp_path / 'empty.db'}", None, port_from_env=True)
     try:  # start_server waited for an answer on the environment's port: no --port was given

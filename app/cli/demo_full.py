@@ -1,0 +1,54 @@
+"""The stages `monoscope demo --full` adds after the plain demo: the paper's other two results on the user's own
+runs. Dictionaries of other sizes on the same LM (feature splitting), a second LM from another seed on the same
+corpus with the same SAE recipe (universality), the matches between them, and the database again. Each stage is the
+same function as its own command, so each is resumable and skipped when up to date."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from app.cli.common import number_list
+
+
+def full_stages(run: Path, sae_cfg, sizes: str, tokens: int, analysis_tokens: int, db: str, device: str,
+                force: bool) -> list[tuple[str, Callable[[], None]]]:
+    """Return the extra (name, stage) pairs, in order; `sae_cfg` is the demo SAE's config (its size included)."""
+    from app.cli.product import ingest
+    from app.cli.stages import analyze, fit_sae, match, train_lm
+
+    def name(d_sae: int) -> str:
+        return f"{sae_cfg.architecture}-{d_sae}"
+
+    all_sizes = sorted({*number_list(sizes, int, "--sizes"), sae_cfg.d_sae})
+    other = run.with_name(f"{run.name}-seed1")
+    demo_sae = name(sae_cfg.d_sae)
+
+    def second_corpus() -> None:  # the same token rows: a copy of the first run's corpus stage
+        if not (other / "corpus" / "manifest.json").is_file() or force:
+            shutil.rmtree(other / "corpus", ignore_errors=True)
+            shutil.copytree(run / "corpus", other / "corpus")
+
+    stages = [(f"sae {name(d)}", lambda d=d: fit_sae(replace(sae_cfg, d_sae=d), run=run, name=name(d),
+                                                        device=device, force=force))
+              for d in all_sizes if d != sae_cfg.d_sae]
+    stages.append(("analysis of the sizes", lambda: analyze(run, tokens=analysis_tokens, device=device, force=force)))
+    stages += [(f"splitting {name(large)} / {name(small)}",
+                lambda large=large, small=small: match(run, basis=name(large), other_basis=name(small),
+                                                       tokens=analysis_tokens, device=device, force=force))
+               for small, large in zip(all_sizes, all_sizes[1:])]
+    stages += [
+        ("second LM (seed 1)", lambda: (second_corpus(), train_lm(other, tokens=tokens, seed=1, device=device,
+                                                                   force=force))),
+        ("second LM's SAE", lambda: fit_sae(sae_cfg, run=other, name=demo_sae, device=device, force=force)),
+        ("second LM's analysis", lambda: analyze(other, tokens=analysis_tokens, device=device, force=force)),
+        ("second LM into the database", lambda: ingest(other, db=db)),
+    ]
+    stages += [(f"universality: {basis}", lambda basis=basis: match(run, basis=basis, other_basis=basis, other_run=other,
+                                                                     tokens=analysis_tokens, device=device,
+                                                                     force=force))
+               for basis in ("neurons", demo_sae)]
+    stages.append(("database, with the matches", lambda: ingest(run, db=db)))
+    return stages
