@@ -20,7 +20,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from sae.errors import MonoscopeError
+from sae.errors import MonoscopeError, load_npy
 
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 LM_SOURCE_NAME = "lm:blocks.0.mlp.hook_post"  # what the stage config records; the LM fingerprint pins which
@@ -76,12 +76,7 @@ class ArrayActivations:
 
 def load_activations_file(path: Path) -> np.ndarray:
     """Return a memory-mapped [N, d_in] float array from a .npy file, or refuse it in one line."""
-    if not path.is_file():
-        raise MonoscopeError(f"--activations {path}: no such file")
-    try:
-        data = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise MonoscopeError(f"--activations {path}: not a readable .npy array ({e})") from None
+    data = load_npy(path, "--activations")
     if not isinstance(data, np.ndarray):
         raise MonoscopeError(f"--activations {path}: expected one array, got {type(data).__name__}")
     return data

@@ -3,3 +3,34 @@
 
 class MonoscopeError(Exception):
     """Raised for input a user can fix (missing file, bad shape, uncached model); never for bugs."""
+
+
+def load_npy(path, what: str):
+    """Return the .npy array at `path`, memory-mapped, or refuse it in one line naming `what` it should be: a missing,
+    empty, truncated or pickled file is the user's to fix, not a stack trace (numpy's EOFError would even reach
+    click as a bare "Aborted.")."""
+    import pickle
+    from pathlib import Path
+
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise MonoscopeError(f"{what} {path}: no such file")
+    if path.stat().st_size == 0:
+        raise MonoscopeError(f"{what} {path}: the file is empty")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError, pickle.UnpicklingError) as e:
+        raise MonoscopeError(f"{what} {path}: not a readable .npy array ({e})") from None
+
+
+def load_token_rows(path, what: str):
+    """Return integer token rows [n_seq, n_ctx] from a .npy file (memory-mapped), or refuse it in one line."""
+    import numpy as np
+
+    rows = load_npy(path, what)
+    if rows.ndim != 2 or len(rows) == 0 or not np.issubdtype(rows.dtype, np.integer):
+        raise MonoscopeError(f"{what} {path}: expected a non-empty [n_sequences, n_ctx] integer array, got shape "
+                             f"{rows.shape} and dtype {rows.dtype}")
+    return rows

@@ -26,7 +26,7 @@ from sae.analysis.logits import links, logit_effects
 from sae.analysis.reduce import BasisResult, finish
 from sae.analysis.shard import ActsFn, AnalysisConfig, Basis, LossFn, analyze_shard
 from sae.conventions import NEURON_BASIS
-from sae.errors import MonoscopeError
+from sae.errors import MonoscopeError, load_token_rows
 
 
 def list_saes(run_dir: Path) -> list[str]:
@@ -42,9 +42,7 @@ def load_heldout(run_dir: Path, n_tokens: int) -> np.ndarray:
         raise MonoscopeError(f"no held-out tokens at {path}: run `monoscope corpus` first")
     if n_tokens <= 0:
         raise MonoscopeError(f"--tokens must be positive, got {n_tokens}")
-    heldout = np.load(path, mmap_mode="r")
-    if heldout.ndim != 2 or len(heldout) == 0:
-        raise MonoscopeError(f"{path}: expected a non-empty [n_sequences, n_ctx] array, got shape {heldout.shape}")
+    heldout = load_token_rows(path, "held-out tokens")
     return heldout[: min(math.ceil(n_tokens / heldout.shape[1]), len(heldout))]
 
 

@@ -27,7 +27,7 @@ from sae.corpus.tokenizer import (
     train_bpe,
     write_hf_folder,
 )
-from sae.errors import MonoscopeError
+from sae.errors import MonoscopeError, load_token_rows
 
 ENCODE_CHUNK = 64  # documents per encode_batch call: big enough for the Rust thread pool, small for the bar
 
@@ -218,6 +218,6 @@ def load_tokens(run_dir: Path, split: str = "train") -> np.ndarray:
     name = {"train": "tokens.npy", "heldout": "heldout.npy"}[split]
     out_dir = Path(run_dir) / "corpus"
     rundir.fingerprint(out_dir, "corpus")
-    return np.load(out_dir / name, mmap_mode="r")
+    return load_token_rows(out_dir / name, "token rows")
 
 

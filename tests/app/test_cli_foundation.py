@@ -5,22 +5,12 @@ from dataclasses import asdict
 
 import httpx
 import pytest
-from webapp_fixtures import monoscope, start_server, stop_server
+from webapp_fixtures import assert_one_line_error, monoscope, start_server, stop_server
 
 from sae import rundir
 from sae.dictionary.config import demo_config
 
 TINY_LM_ARGS = ["--d-model", "16", "--d-mlp", "32", "--n-heads", "2", "--batch-size", "8", "--tokens", "2560"]
-
-
-def assert_one_line_error(result, *fragments):
-    code, _, err = result
-    assert code == 2
-    # a progress bar may have drawn and erased itself with \r first: keep what each line ends up showing
-    lines = [shown for line in err.split("\n") if (shown := line.rsplit("\r", 1)[-1]).strip()]
-    assert len(lines) == 1 and lines[0].startswith("monoscope: error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_run_that_is_a_file(monkeypatch, capsys, tmp_path):

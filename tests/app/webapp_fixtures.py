@@ -177,3 +177,14 @@ def monoscope(monkeypatch, capsys, *args):
         code = e.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def assert_one_line_error(result, *fragments):
+    """Assert a (code, out, err) result is exit code 2 with one `monoscope: error:` line holding every fragment."""
+    code, _, err = result
+    assert code == 2
+    # a progress bar may have drawn and erased itself with \r first: keep what each line ends up showing
+    lines = [shown for line in err.split("\n") if (shown := line.rsplit("\r", 1)[-1]).strip()]
+    assert len(lines) == 1 and lines[0].startswith("monoscope: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0]
