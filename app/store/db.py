@@ -78,12 +78,12 @@ def write_transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
-def _alembic_config(url: str):
+def _alembic_config(engine: Engine | None = None):
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.attributes["engine"] = make_engine(url)
+    cfg.attributes["engine"] = engine
     return cfg
 
 
@@ -93,13 +93,28 @@ def upgrade(url: str, revision: str = "head") -> None:
     from sqlalchemy.exc import OperationalError
 
     try:
-        command.upgrade(_alembic_config(url), revision)
+        command.upgrade(_alembic_config(make_engine(url)), revision)
     except OperationalError as e:
         raise MonoscopeError(f"cannot open database {url}: {e.orig}") from None
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse, in one line, a database whose schema is not the one this code was written for: an older one (run
+    `monoscope db upgrade`) or one from newer code, instead of failing on the first query that meets it."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    if current != head:
+        where = engine.url.render_as_string(hide_password=True)
+        raise MonoscopeError(f"the database at {where} has schema {current or 'none'}, this code needs {head}: run "
+                             f"`monoscope db upgrade --db {where}` (or `monoscope ingest`) first")
 
 
 def downgrade(url: str, revision: str = "base") -> None:
     """Take the database at `url` back to `revision` (default: empty)."""
     from alembic import command
 
-    command.downgrade(_alembic_config(url), revision)
+    command.downgrade(_alembic_config(make_engine(url)), revision)

@@ -39,6 +39,9 @@ def create_app(settings=None, *, engine=None) -> FastAPI:
         from app.store.db import make_engine
 
         engine = make_engine(settings.database_url)
+    from app.store.db import check_schema
+
+    check_schema(engine)  # serve upgrades first; an app started any other way must not meet an older schema
     app = FastAPI(title="Monoscope", version="1", docs_url=None, redoc_url=None,
                   description="Neurons and sparse-autoencoder features of a one-layer transformer's MLP. Every page "
                               "of the web app has its JSON twin here (the page's path under /api/v1; `/` is "

@@ -11,10 +11,11 @@ from app.web import queries
 from app.web.cache import cached_unit_response
 from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep
 from app.web.schemas import (
+    BasisSummary,
     Comparison,
-    Matches,
     ErrorBody,
     InferResult,
+    Matches,
     Overview,
     UnitDetail,
     UnitList,
@@ -30,8 +31,19 @@ def overview(session: SessionDep):
     return queries.overview(session=session)
 
 
+@router.get("/bases", response_model=list[BasisSummary], summary="Every basis (the collection; /overview is its page)")
+def bases(session: SessionDep):
+    return queries.overview(session=session).bases
+
+
 @router.get("/bases/{basis}", response_model=UnitList, summary="Units of a basis: sort, filter, search, paginate")
 def unit_list(session: SessionDep, basis: str, params: UnitListParamsDep, model: ModelParam = None):
+    return queries.unit_list(session=session, basis=basis, model=model, params=params)
+
+
+@router.get("/bases/{basis}/units", response_model=UnitList,
+            summary="The units collection of a basis (the same list as /bases/{basis}, under its REST path)")
+def basis_units(session: SessionDep, basis: str, params: UnitListParamsDep, model: ModelParam = None):
     return queries.unit_list(session=session, basis=basis, model=model, params=params)
 
 

@@ -207,12 +207,23 @@ def test_assets_come_from_installed_packages(site):
     assert "cdn" not in page.lower() and "https://" not in page
 
 
+def test_rest_collections_and_method_not_allowed(site):
+    overview = site.get("/api/v1/overview").json()
+    assert site.get("/api/v1/bases").json() == overview["bases"]
+    query = {"sort": "density", "desc": "true", "page": "1"}
+    assert site.get(f"/api/v1/bases/{SAE_NAME}/units", params=query).json() == site.get(
+        f"/api/v1/bases/{SAE_NAME}", params=query).json()
+    assert site.get("/api/v1/bases/nope/units").status_code == 404
+    wrong = site.post("/api/v1/overview", json={})
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET" and wrong.json()["detail"]
+
+
 def test_openapi_documents_every_twin(site):
     docs = site.get("/docs").text
     assert "/vendor/swagger-ui-bundle.js" in docs and "cdn" not in docs
     paths = site.get("/openapi.json").json()["paths"]
     assert {"/api/v1/overview", "/api/v1/bases/{basis}", "/api/v1/bases/{basis}/units/{index}", "/api/v1/compare",
-            "/api/v1/infer", "/api/v1/matches"} <= set(paths)
+            "/api/v1/infer", "/api/v1/matches", "/api/v1/bases", "/api/v1/bases/{basis}/units"} <= set(paths)
 
 
 def test_serve_refuses_a_busy_port_in_one_line(site):

@@ -38,3 +38,20 @@ def test_upgrade_keeps_what_the_first_schema_held(database_url):
     with engine.connect() as c:
         assert c.execute(text("SELECT unit_index, text, note FROM label")).all() == [(2, "commas", None)]
         assert c.execute(text("SELECT name, revoked_at FROM \"user\"")).all() == [("alice", None)]
+
+
+def test_an_app_refuses_a_schema_behind_the_code_and_names_the_command(database_url, tmp_path):
+    """`monoscope serve` upgrades first; an app started any other way (a uvicorn factory, a container whose
+    migrations did not run) must refuse an older schema rather than fail on its first query."""
+    import subprocess
+    import sys
+
+    upgrade(database_url, "0002")
+    env = {"MONOSCOPE_DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"}
+    code = "from app.web import create_app; create_app()"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode != 0 and "has schema 0002, this code needs 0" in out.stderr
+    assert "monoscope db upgrade" in out.stderr
+    upgrade(database_url)
+    ok = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
