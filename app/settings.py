@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sae.errors import MonoscopeError
@@ -14,14 +14,27 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MONOSCOPE_")
 
-    database_url: str = "sqlite:///monoscope.db"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    # Signs session and CSRF cookies. Unset: generated on first start and kept in the database (table app_secret),
-    # so sessions survive restarts and every worker process agrees; never in the repository.
-    secret_key: str | None = None
-    require_login: bool = False  # true: reading pages and the API needs a signed-in user too, not only writing
-    secure_cookies: bool = False  # true behind HTTPS: session and CSRF cookies only travel over HTTPS
+    database_url: str = Field("sqlite:///monoscope.db",
+                              description="the database (`postgresql://...` for PostgreSQL)")
+    host: str = Field("127.0.0.1", description="the interface `monoscope serve` binds when `--host` is not given")
+    port: int = Field(8000, description="its port when `--port` is not given")
+    # Unset: generated on first start and kept in the database, so sessions survive restarts and every worker agrees.
+    secret_key: str | None = Field(None, description="signs session and CSRF cookies; unset, one is generated on "
+                                   "first start and kept in the database (table `app_secret`)")
+    require_login: bool = Field(False, description="`true`: reading pages and the API needs a signed-in user too")
+    secure_cookies: bool = Field(False, description="`true` behind HTTPS: session and CSRF cookies are sent over "
+                                 "HTTPS only")
+
+
+def settings_table() -> str:
+    """Return the README's settings table (environment variable, default, meaning), made from the class so the two
+    cannot drift apart (`python -m app.settings` prints it; tests/app/test_settings_table.py compares)."""
+    rows = ["| environment variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        value = str(field.default).lower() if isinstance(field.default, bool) else field.default
+        default = "unset" if field.default is None else f"`{value}`"
+        rows.append(f"| `MONOSCOPE_{name.upper()}` | {default} | {field.description} |")
+    return "\n".join(rows)
 
 
 def load_settings(**given) -> Settings:
@@ -32,3 +45,7 @@ def load_settings(**given) -> Settings:
     except ValidationError as e:
         bad = "; ".join(f"MONOSCOPE_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors())
         raise MonoscopeError(f"bad setting {bad}") from None
+
+
+if __name__ == "__main__":
+    print(settings_table())
