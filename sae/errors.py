@@ -20,9 +20,12 @@ def load_npy(path, what: str):
     if path.stat().st_size == 0:
         raise MonoscopeError(f"{what} {path}: the file is empty")
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError, pickle.UnpicklingError) as e:
         raise MonoscopeError(f"{what} {path}: not a readable .npy array ({e})") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive under an .npy name
+        raise MonoscopeError(f"{what} {path}: an .npz archive, not one .npy array")
+    return array
 
 
 def load_token_rows(path, what: str):

@@ -17,7 +17,7 @@
       // A spec with links: each point's customdata is a same-site path; a click opens it.
       if (spec.links) area.on("plotly_click", function (evt) {
         var url = evt.points.length ? evt.points[0].customdata : null;
-        if (typeof url === "string" && url.charAt(0) === "/" && url.charAt(1) !== "/") window.location.assign(url);
+        if (typeof url === "string" && /^\/(?![\/\\])/.test(url)) window.location.assign(url);  // same-site paths only
       });
     });
   }

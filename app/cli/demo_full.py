@@ -1,6 +1,7 @@
 """The stages `monoscope demo --full` adds after the plain demo: the paper's other two results on the user's own
 runs. Dictionaries of other sizes on the same LM (feature splitting), a second LM from another seed on the same
-corpus with the same SAE recipe (universality), the matches between them, and the database again. Each stage is the
+corpus with the same SAE recipe (universality), the matches between them, the feature map of every dictionary
+(needs the `map` extra), and the database again. Each stage is the
 same function as its own command, so each is resumable and skipped when up to date."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ def full_stages(run: Path, sae_cfg, sizes: str, tokens: int, analysis_tokens: in
                 force: bool) -> list[tuple[str, Callable[[], None]]]:
     """Return the extra (name, stage) pairs, in order; `sae_cfg` is the demo SAE's config (its size included)."""
     from app.cli.product import ingest
-    from app.cli.stages import analyze, fit_sae, match, train_lm
+    from app.cli.stages import analyze, feature_map, fit_sae, match, train_lm
 
     def name(d_sae: int) -> str:
         return f"{sae_cfg.architecture}-{d_sae}"
@@ -50,5 +51,6 @@ def full_stages(run: Path, sae_cfg, sizes: str, tokens: int, analysis_tokens: in
                                                                      tokens=analysis_tokens, device=device,
                                                                      force=force))
                for basis in ("neurons", demo_sae)]
-    stages.append(("database, with the matches", lambda: ingest(run, db=db)))
+    stages.append(("feature map", lambda: feature_map(run, force=force)))
+    stages.append(("database, with the matches and the map", lambda: ingest(run, db=db)))
     return stages

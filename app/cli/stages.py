@@ -170,6 +170,21 @@ def analyze(
         print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
 
 
+@cli.command("map")
+def feature_map(
+    run: RunOpt,
+    sae: Annotated[Optional[list[str]], typer.Option("--sae", help="SAE name under saes/ (repeatable; default: all).")] = None,
+    force: ForceOpt = False,
+) -> None:
+    """The feature map: a 2-D UMAP of the decoder directions of the run's dictionaries, all in one embedding (needs
+    the `map` extra: pip install 'monoscope[map]'); `monoscope ingest` brings it to the /map page."""
+    from sae.analysis.feature_map import build_feature_map
+
+    limit_cpu_threads()
+    summary = build_feature_map(run, sae, force=force)
+    print(f"map: {summary['n_points']:,} features of {', '.join(summary['saes'])}")
+
+
 @cli.command()
 def match(
     run: RunOpt,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.store.bulk import insert_rows
@@ -164,11 +164,14 @@ def ingest_basis(session: Session, model: Model, basis_dir: Path, strings: list[
         for key, value in fields.items():
             setattr(basis, key, value)
         basis.version += 1
-        if basis.kind == "neuron":  # every link belongs to an SAE's version: keep its neuron ends for the new rows
-            carried = session.execute(select(Unit.index, *LINK_FIELDS).join(Unit, UnitLink.unit_id == Unit.id)
-                                      .where(Unit.basis_id == basis.id)).all()
-        else:
-            session.execute(delete(UnitLink).where(UnitLink.target_basis_id == basis.id))
+        # Every decoder link belongs to an SAE's version: a neuron basis keeps all its units' links for the new rows,
+        # an SAE drops the decoder links into it. Best matches (`monoscope match`) belong to the match, whichever
+        # basis is re-ingested: both ends are kept, and the match's own ingest replaces them.
+        own = select(Unit.index, *LINK_FIELDS).join(Unit, UnitLink.unit_id == Unit.id).where(Unit.basis_id == basis.id)
+        carried = session.execute(own if basis.kind == "neuron" else own.where(UnitLink.kind == "best_match")).all()
+        if basis.kind != "neuron":
+            session.execute(delete(UnitLink).where(UnitLink.target_basis_id == basis.id,
+                                                   UnitLink.kind != "best_match"))
         session.execute(delete(Unit).where(Unit.basis_id == basis.id))  # examples and links cascade
     session.flush()
     before = int(meta["context_before"])
@@ -233,7 +236,29 @@ def ingest_run(run_dir: Path, *, url: str, log: Callable[[str], None] = print) -
     for folder in sorted((analysis / "matches").glob("*/match.json")) if (analysis / "matches").is_dir() else []:
         with factory.begin() as session:
             log(_ingest_matches(session, session.get(Model, model_id), folder.parent))
+    if (analysis / "map" / "map.json").is_file():
+        with factory.begin() as session:
+            log(_ingest_map(session, model_id, analysis / "map"))
     return list(done)
+
+
+def _ingest_map(session: Session, model_id: int, folder: Path) -> str:
+    """Set the feature-map coordinates of the mapped dictionaries' units; return a line for the log."""
+    arrays = _load_npz(folder / "map.npz")
+    done = 0
+    for name in _read_json(folder / "map.json")["saes"]:
+        basis = session.scalar(select(Basis).where(Basis.model_id == model_id, Basis.name == name))
+        if basis is None:
+            continue  # mapped but not analysed: nothing to place
+        xs, ys = arrays[f"{name}.x"].tolist(), arrays[f"{name}.y"].tolist()
+        session.execute(update(Unit).where(Unit.basis_id == basis.id).values(map_x=None, map_y=None))
+        table = Unit.__table__  # Core executemany: one statement, a row of parameters per unit
+        session.connection().execute(
+            update(table).where(table.c.basis_id == bindparam("b"), table.c.index == bindparam("i"))
+            .values(map_x=bindparam("x"), map_y=bindparam("y")),
+            [{"b": basis.id, "i": i, "x": x, "y": y} for i, (x, y) in enumerate(zip(xs, ys))])
+        done += len(xs)
+    return f"ingested the feature map: {done:,} units placed"
 
 
 def _ingest_matches(session: Session, model: Model, folder: Path) -> str:

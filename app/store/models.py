@@ -108,6 +108,8 @@ class Unit(Base):
     bottom_logits: Mapped[list] = mapped_column(JSON)  # smallest first
     interval_edges: Mapped[list] = mapped_column(JSON)
     interval_counts: Mapped[list] = mapped_column(JSON)
+    map_x: Mapped[float | None] = mapped_column(Float)  # feature map (`monoscope map`); None: not on the map
+    map_y: Mapped[float | None] = mapped_column(Float)
 
 
 class Example(Base):

@@ -14,6 +14,7 @@ from app.web.schemas import (
     BasisSummary,
     Comparison,
     ErrorBody,
+    FeatureMap,
     InferResult,
     Matches,
     Overview,
@@ -68,6 +69,11 @@ def compare(session: SessionDep, basis: Annotated[str | None, Query(max_length=2
             summary="Best-match correlations between bases (universality across LMs, splitting across sizes)")
 def matches(session: SessionDep):
     return queries.matches(session=session)
+
+
+@router.get("/map", response_model=FeatureMap, summary="The feature map: a 2-D UMAP of a model's dictionaries")
+def feature_map(session: SessionDep, model: ModelParam = None):
+    return queries.feature_map(session=session, model=model)
 
 
 @router.get("/infer", response_model=InferResult, summary="Run the model on a text (at most 2,000 characters)",

@@ -3,7 +3,7 @@ an htmx request gets the page's named block alone."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
@@ -71,6 +71,15 @@ def matches_page(request: Request, session: SessionDep):
     result = queries.matches(session=session)
     context = {"matches": result, "plots": True, "match_plot": plots.match_plot(result.pairs) if result.pairs else None}
     return render(request, "matches.html", context, api_url=twin_url(request))
+
+
+@router.get("/map")
+def map_page(request: Request, session: SessionDep, model: ModelParam = None,
+             colour: Annotated[Literal["dictionary", "density", "label"], Query()] = "dictionary"):
+    result = queries.feature_map(session=session, model=model)
+    context = {"map": result, "colour": colour, "colours": plots.MAP_COLOURS, "model_param": model, "plots": True,
+               "map_plot": plots.map_plot(result.points, colour) if result.points else None}
+    return render(request, "map.html", context, api_url=twin_url(request))
 
 
 @router.get("/infer")

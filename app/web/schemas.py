@@ -334,3 +334,24 @@ class Matches(Schema):
     dictionaries of one LM)."""
 
     pairs: list[MatchDistribution]
+
+
+class MapPoint(Schema):
+    """One feature on the map: where it sits, its dictionary, density, label and top tokens."""
+
+    basis: str
+    index: int
+    x: float
+    y: float
+    log10_density: float | None
+    label: str | None
+    top_tokens: list[str]
+    url: str
+
+
+class FeatureMap(Schema):
+    """The feature map of one model: a 2-D UMAP of its dictionaries' decoder directions (`monoscope map`)."""
+
+    model: str | None
+    bases: list[str]
+    points: list[MapPoint]

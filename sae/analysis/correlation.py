@@ -22,7 +22,9 @@ SPARSE_BELOW = 0.05  # a chunk whose share of non-zeros is below this goes throu
 
 
 def _as_operand(x: np.ndarray) -> np.ndarray | sp.csr_matrix:
-    """Return x [n, d] float64-ready: CSR when sparse enough, else the dense array."""
+    """Return x [n, d] in float64 (the cross sums cancel n·Σab against ΣaΣb: dense activations with a large mean
+    need the digits), as CSR when sparse enough, else dense."""
+    x = np.asarray(x, dtype=np.float64)
     return sp.csr_matrix(x) if np.count_nonzero(x) < SPARSE_BELOW * x.size else x
 
 
@@ -57,7 +59,7 @@ class CorrelationSums:
         elif sp.issparse(right):
             product = (right.T.tocsr() @ left).T  # dense a, sparse b
         else:
-            product = a.T @ b  # BLAS, in the inputs' precision (float32 sums over one chunk only)
+            product = left.T @ right  # BLAS, float64
         if sp.issparse(product):
             product = product.toarray()
         self.cross += product

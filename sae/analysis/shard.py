@@ -155,10 +155,9 @@ def _loss_mean(acts_fn: ActsFn, tokens: np.ndarray, seq_range: tuple[int, int], 
     n_seq = seq_end - seq_start
     if math.isfinite(loss_limit):
         n_seq = min(n_seq, math.ceil(loss_limit / (cfg.batch_sequences * tokens.shape[1])) * cfg.batch_sequences)
-    posts = [acts_fn(torch.from_numpy(np.asarray(tokens[s: min(s + cfg.batch_sequences, seq_start + n_seq)],
-                                                 dtype=np.int64)))
-             for s in range(seq_start, seq_start + n_seq, cfg.batch_sequences)]
-    return mean_activation(torch.cat(posts))
+    return mean_activation(acts_fn(torch.from_numpy(np.asarray(tokens[s: min(s + cfg.batch_sequences,
+                                                                             seq_start + n_seq)], dtype=np.int64)))
+                           for s in range(seq_start, seq_start + n_seq, cfg.batch_sequences))
 
 
 def _losses(loss_fn: LossFn, batch: torch.Tensor, cfg: AnalysisConfig, mean: torch.Tensor | None,

@@ -12,7 +12,7 @@ Loss recovered = (L_zero_ablation − L_sae) / (L_zero_ablation − L_clean), on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 
@@ -194,8 +194,9 @@ REPLACEMENTS = ("zero", "mean", "spliced")  # what replaces the hook's activatio
 class LossSums:
     """Mergeable sums behind the LM-loss metrics over predicted tokens (every position but the last): the next-token
     loss of the clean model and with the hook's activations after BOS replaced by zeros, by their mean, or by the
-    reconstruction; and each replacement's KL divergence KL(clean || replaced) of the next-token distribution,
-    as SAELens's run_evals computes it. BOS keeps its own activations (sae.conventions), so its KL is 0."""
+    reconstruction; and each replacement's KL divergence KL(clean || replaced) of the next-token distribution
+    (SAELens's per-token formula, averaged here over the predicted positions like the losses, where SAELens also
+    counts the last position). BOS keeps its own activations (sae.conventions), so its KL is 0."""
 
     tokens: int = 0
     ce: dict[str, float] = field(default_factory=dict)  # "clean" and REPLACEMENTS -> Σ next-token loss
@@ -268,10 +269,18 @@ def add_losses(logits_fn: LogitsFn, tokens: torch.Tensor, mean: torch.Tensor | N
 
 
 @torch.no_grad()
-def mean_activation(post: torch.Tensor) -> torch.Tensor:
-    """Return the mean [d] of hook activations [b, T, d] over the positions after BOS (mean ablation's vector)."""
-    keep = torch.arange(post.shape[1], device=post.device) != BOS_POSITION
-    return post[:, keep].reshape(-1, post.shape[-1]).double().mean(0).float()
+def mean_activation(posts: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Return the mean [d] of hook activations over the positions after BOS (mean ablation's vector), streamed over
+    batches [b, T, d] so that memory does not grow with the tokens."""
+    total, count = None, 0
+    for post in posts:
+        keep = torch.arange(post.shape[1], device=post.device) != BOS_POSITION
+        kept = post[:, keep].reshape(-1, post.shape[-1])
+        total = kept.sum(0, dtype=torch.float64) + (0 if total is None else total)
+        count += len(kept)
+    if total is None or count == 0:
+        raise ValueError("mean ablation needs at least one position after BOS")
+    return (total / count).float()
 
 
 @torch.no_grad()
@@ -281,8 +290,8 @@ def loss_recovered(model, tokens: torch.Tensor, sae: SparseAutoencoder, batch_ro
     from sae.lm.model import lm_logits, mlp_activations
 
     device = sae.W_enc.device
-    mean = mean_activation(torch.cat([mlp_activations(model, tokens[s: s + batch_rows])
-                                      for s in range(0, len(tokens), batch_rows)]))
+    mean = mean_activation(mlp_activations(model, tokens[s: s + batch_rows])
+                           for s in range(0, len(tokens), batch_rows))
 
     def splice(act: torch.Tensor) -> torch.Tensor:  # [b, T, d_mlp] -> same, through the SAE
         return sae(act.to(device, torch.float32))

@@ -160,13 +160,15 @@ def final_residual(model, tokens: torch.Tensor) -> torch.Tensor:
 class Readout:
     """What turns the final residual stream into logits, as plain float32 tensors on CPU:
     logits(r) = norm(r) @ W_U + b_U with norm(r) = c(r) / sqrt(mean(c(r)²) + eps) · w + b, c the centring for
-    LayerNorm (LN, LNPre) and the identity for RMSNorm (RMS, RMSPre); w = 1 and b = 0 where the norm has none.
+    LayerNorm (LN, LNPre) and the identity for RMSNorm (RMS, RMSPre); w = 1 and b = 0 where the norm has none, and
+    no division at all for a model without a final norm.
 
     Written out because for r − a·v the logits are (c(r)·w @ W_U − a·c(v)·w @ W_U) / scale + b @ W_U + b_U, so a
     rank-one change of the residual costs O(d_vocab) once both products are known (sae/analysis/effects.py).
     """
 
     centre: bool
+    normalised: bool  # False: the model has no final norm (scale 1)
     w: torch.Tensor  # [d_model]
     eps: float
     W_U: torch.Tensor  # [d_model, d_vocab]
@@ -179,22 +181,25 @@ class Readout:
 
     def scale(self, centred: torch.Tensor) -> torch.Tensor:
         """Return the norm's divisor [N, 1] of centred vectors [N, d_model]."""
+        if not self.normalised:
+            return centred.new_ones(centred.shape[0], 1)
         return (centred.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()
 
 
 def readout(model) -> Readout:
     """Return the model's final norm and unembedding as a Readout (see there)."""
     kind = model.cfg.normalization_type
-    if kind not in ("LN", "LNPre", "RMS", "RMSPre"):
+    if kind not in ("LN", "LNPre", "RMS", "RMSPre", None):
         raise MonoscopeError(f"no readout for normalization_type {kind!r}")
-    ln = model.ln_final
+    ln = getattr(model, "ln_final", None)  # absent without a final norm
     d_model = model.cfg.d_model
     w = getattr(ln, "w", None)
     b = getattr(ln, "b", None)
     W_U = model.W_U.detach().float().cpu()
     b = torch.zeros(d_model) if b is None else b.detach().float().cpu()
-    return Readout(centre=kind.startswith("LN"), w=torch.ones(d_model) if w is None else w.detach().float().cpu(),
-                   eps=float(ln.eps), W_U=W_U, bias=b @ W_U + model.b_U.detach().float().cpu())
+    return Readout(centre=kind is not None and kind.startswith("LN"), normalised=kind is not None,
+                   w=torch.ones(d_model) if w is None else w.detach().float().cpu(), eps=float(getattr(ln, "eps", 0.0)),
+                   W_U=W_U, bias=b @ W_U + model.b_U.detach().float().cpu())
 
 
 def lm_loss(

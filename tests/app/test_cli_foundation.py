@@ -113,7 +113,8 @@ def test_full_demo_adds_sizes_a_second_seed_and_their_matches(monkeypatch, capsy
     code, out, err = monoscope(monkeypatch, capsys, *tiny)
     assert code == 0, err
     for stage in ("== sae topk-64", "== splitting topk-128 / topk-64", "== second LM (seed 1)",
-                  "== universality: neurons", "== universality: topk-128", "== database, with the matches"):
+                  "== universality: neurons", "== universality: topk-128", "== feature map",
+                  "== database, with the matches and the map"):
         assert stage in out, stage
     second = tmp_path / "demo-seed1"
     assert rundir.read_manifest(second / "lm")["config"]["lm"]["seed"] == 1
@@ -127,6 +128,7 @@ def test_full_demo_adds_sizes_a_second_seed_and_their_matches(monkeypatch, capsy
     assert {("demo", "neurons", "demo-seed1", "neurons"), ("demo-seed1", "topk-128", "demo", "topk-128"),
             ("demo", "topk-128", "demo", "topk-64")} <= found
     assert next(p for p in pairs if p["other_basis"] == "topk-64")["split_counts"] is not None
+    assert (run / "analysis" / "map" / "map.json").is_file()
     assert_one_line_error(monoscope(monkeypatch, capsys, *tiny[:-1], "64,x"), "--sizes")
 
 

@@ -10,39 +10,13 @@ import shutil
 import httpx
 import numpy as np
 import pytest
-from webapp_fixtures import QUIET, SAE_NAME, start_server, stop_server
+from webapp_fixtures import QUIET, SAE_NAME, SMALL, add_small_dictionary, start_server, stop_server
 
 from app.store.db import upgrade
 from app.store.ingest import ingest_run
 from sae.analysis.matching import match_bases
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
-SMALL = "small-sae"
-
-
-def _add_small_dictionary(run):
-    """A 32-feature dictionary of the same LM built from the trained SAE's first decoder rows, so that the trained
-    SAE's features have parents; analysed like any other."""
-    import torch
-
-    from sae import rundir
-    from sae.analysis.run import run_analysis
-    from sae.analysis.shard import AnalysisConfig
-    from sae.dictionary.model import SAEConfig, SparseAutoencoder
-    from sae.dictionary.saelens_format import load_sae, save_sae
-
-    big, _ = load_sae(run / "saes" / SAE_NAME)
-    small = SparseAutoencoder(SAEConfig(d_in=big.W_enc.shape[0], d_sae=32))
-    with torch.no_grad():
-        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
-            full = getattr(big, name)
-            getattr(small, name).copy_(full[:, :32] if name == "W_enc" else full[:32] if name != "b_dec" else full)
-    with rundir.write_stage(run / "saes" / SMALL, stage="sae", config={"from": SAE_NAME}, inputs={}) as tmp:
-        save_sae(small, tmp)
-    run_analysis(run, sae_names=[SMALL], include_neurons=False, cfg=AnalysisConfig(n_tokens=8192, batch_sequences=32),
-                 device="cpu", progress=False, log=QUIET)
-
-
 @pytest.fixture(scope="module")
 def matched(analysed_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("matched")
@@ -51,7 +25,7 @@ def matched(analysed_run, tmp_path_factory):
     shutil.copytree(analysed_run, run_b)
     for basis in ("neurons", SAE_NAME):
         match_bases(run_a, basis, run_b, basis, n_tokens=4096, device="cpu", progress=False, log=QUIET)
-    _add_small_dictionary(run_a)  # feature splitting: the trained SAE against a smaller one of the same LM
+    add_small_dictionary(run_a)  # feature splitting: the trained SAE against a smaller one of the same LM
     match_bases(run_a, SAE_NAME, run_a, SMALL, n_tokens=4096, device="cpu", progress=False, log=QUIET)
     url = f"sqlite:///{root / 'matches.db'}"
     upgrade(url)
@@ -84,6 +58,15 @@ def test_matches_wait_for_the_other_run_then_link_both_ways(matched):
     assert httpx.get(site.url + best[0]["url"], timeout=30).status_code == 200
     page = httpx.get(f"{site.url}/bases/neurons/units/{index}?model=alpha", timeout=30).text
     assert "most correlated unit of another model" in page and "neurons of beta" in page
+
+
+def test_reingesting_either_run_keeps_the_best_matches(matched):
+    site, run_a, *_ = matched
+    before = httpx.get(site.url + "/api/v1/matches", timeout=30).json()["pairs"]
+    ingest_run(run_a.with_name("beta"), url=site.db_url, log=QUIET)  # the run at the other end of two matches
+    assert httpx.get(site.url + "/api/v1/matches", timeout=30).json()["pairs"] == before
+    ingest_run(run_a, url=site.db_url, log=QUIET)  # the run holding them: replaced, not doubled
+    assert httpx.get(site.url + "/api/v1/matches", timeout=30).json()["pairs"] == before
 
 
 def test_matches_page_draws_both_distributions(matched):

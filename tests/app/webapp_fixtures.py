@@ -188,3 +188,29 @@ def assert_one_line_error(result, *fragments):
     assert len(lines) == 1 and lines[0].startswith("monoscope: error: "), err
     for fragment in fragments:
         assert fragment in lines[0]
+
+
+SMALL = "small-sae"
+
+
+def add_small_dictionary(run: Path) -> None:
+    """A 32-feature dictionary of the same LM built from the trained SAE's first decoder rows, so that the trained
+    SAE's features have parents; analysed like any other."""
+    import torch
+
+    from sae import rundir
+    from sae.analysis.run import run_analysis
+    from sae.analysis.shard import AnalysisConfig
+    from sae.dictionary.model import SAEConfig, SparseAutoencoder
+    from sae.dictionary.saelens_format import load_sae, save_sae
+
+    big, _ = load_sae(run / "saes" / SAE_NAME)
+    small = SparseAutoencoder(SAEConfig(d_in=big.W_enc.shape[0], d_sae=32))
+    with torch.no_grad():
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            full = getattr(big, name)
+            getattr(small, name).copy_(full[:, :32] if name == "W_enc" else full[:32] if name != "b_dec" else full)
+    with rundir.write_stage(run / "saes" / SMALL, stage="sae", config={"from": SAE_NAME}, inputs={}) as tmp:
+        save_sae(small, tmp)
+    run_analysis(run, sae_names=[SMALL], include_neurons=False, cfg=AnalysisConfig(n_tokens=8192, batch_sequences=32),
+                 device="cpu", progress=False, log=QUIET)

@@ -3,6 +3,7 @@ checked against the model itself by a finite difference in the residual stream."
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from sae.lm.model import LMConfig, build_model, unembed_directions
@@ -61,3 +62,26 @@ def test_a_model_with_its_layernorm_folded_gives_the_same_effects():
     _, from_folded = unembed_directions(folded)
     direction = torch.randn(32)
     torch.testing.assert_close(direction @ from_folded, direction @ unfolded, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["LN", "LNPre", "RMS", "RMSPre", None])
+def test_the_readout_is_the_models_own_final_norm_and_unembedding(norm):
+    """sae.lm.model.Readout (what the ablation effects compute with) equals the model's ln_final + unembed."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from sae.lm.model import readout
+
+    torch.manual_seed(0)
+    cfg = HookedTransformerConfig(n_layers=1, d_model=16, d_head=8, n_heads=2, d_mlp=32, n_ctx=8, d_vocab=40,
+                                  act_fn="relu", normalization_type=norm)
+    model = HookedTransformer(cfg).eval()
+    with torch.no_grad():
+        for name in ("w", "b"):
+            if hasattr(getattr(model, "ln_final", None), name):
+                getattr(model.ln_final, name).copy_(torch.randn(16) * 0.5 + (1.0 if name == "w" else 0.0))
+        model.b_U.copy_(torch.randn(40))
+        resid = torch.randn(5, 16) * 3 + 1
+        expected = model.unembed(model.ln_final(resid[:, None, :]) if norm else resid[:, None, :])[:, 0]
+        r = readout(model)
+        centred, projected = r.project(resid)
+        torch.testing.assert_close(projected / r.scale(centred) + r.bias, expected, rtol=1e-5, atol=1e-5)
