@@ -33,7 +33,9 @@ class SAETrainConfig:
     resample_at: tuple[float, ...] = (0.1, 0.2, 0.35, 0.5, 0.65)
     dead_window_frac: float = 0.05  # dead = no firing during this fraction of training (resampling, AuxK, metrics)
     resample_sample_tokens: int = 16_384  # inputs the resampling loss is computed on (paper: 819,200)
+    resample_from: str = "x"  # x | x_minus_b_dec: what a resampled latent's direction is taken from (resample.py)
     aux_coefficient: float = 1 / 32  # AuxK (topk / batchtopk), Gao et al.
+    aux_loss: str = "sae_lens"  # sae_lens | normalised: the AuxK form (sae/dictionary/losses.py)
     aux_k: int | None = None  # None: d_in // 2
     b_dec_init: str = "geometric_median"  # or "mean"
     encoder_init_scale: float | None = None  # W_enc = W_decᵀ · this; None: min(1, 2·d_in/d_sae) for relu, else 1
@@ -62,6 +64,8 @@ class SAETrainConfig:
             bad.append("b_dec_init is geometric_median|mean, precision auto|fp32|bf16")
         if self.grad_path not in ("fast", "reference"):
             bad.append("grad_path is fast|reference")
+        if self.resample_from not in ("x", "x_minus_b_dec") or self.aux_loss not in ("sae_lens", "normalised"):
+            bad.append("resample_from is x|x_minus_b_dec, aux_loss sae_lens|normalised")
         if bad:
             raise MonoscopeError("; ".join(bad))
 

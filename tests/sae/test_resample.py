@@ -117,3 +117,26 @@ def test_training_resamples_latents_killed_mid_run_and_logs_the_counts():
     assert summary["resampled_total"] == 6
     assert (sae.b_enc.detach()[:6] > -100).all()  # b_enc reset to 0, then trained: alive again
     assert summary["dead"] == 0
+
+
+def test_resampling_from_x_minus_b_dec_uses_the_centred_input():
+    sae, adam = trained_sae_and_adam()
+    with torch.no_grad():
+        sae.b_dec.copy_(torch.linspace(1.0, 2.0, D_IN))  # far from 0: x and x − b_dec point differently
+    dead = torch.zeros(D_SAE, dtype=torch.bool)
+    dead[5] = True
+    inputs = torch.randn(20, D_IN, generator=torch.Generator().manual_seed(1)) + 3
+    losses = torch.zeros(20)
+    losses[7] = 1.0  # the only input that can be drawn
+    mean_alive = float(sae.W_enc.detach().norm(dim=0)[~dead].mean())
+    resample_dead(sae, adam, dead, inputs, losses, torch.Generator().manual_seed(0), centre=sae.b_dec.detach())
+    centred = inputs[7] - sae.b_dec.detach()
+    unit = centred / centred.norm()
+    torch.testing.assert_close(sae.W_dec.detach()[5], unit)
+    torch.testing.assert_close(sae.W_enc.detach()[:, 5], unit * ENCODER_SCALE * mean_alive)
+
+
+def test_training_resamples_from_x_minus_b_dec_when_configured():
+    with pytest.raises(Exception, match="resample_from"):
+        SAETrainConfig(resample_from="b_dec")
+    assert SAETrainConfig(resample_from="x_minus_b_dec").resample_from == "x_minus_b_dec"
