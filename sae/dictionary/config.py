@@ -33,7 +33,7 @@ class SAETrainConfig:
     resample_at: tuple[float, ...] = (0.1, 0.2, 0.35, 0.5, 0.65)
     dead_window_frac: float = 0.05  # dead = no firing during this fraction of training (resampling, AuxK, metrics)
     resample_sample_tokens: int = 16_384  # inputs the resampling loss is computed on (paper: 819,200)
-    resample_from: str = "x"  # x | x_minus_b_dec: what a resampled latent's direction is taken from (resample.py)
+    resample_from: str = "x_minus_b_dec"  # or x (the paper's words): a resampled latent's direction (resample.py)
     aux_coefficient: float = 1 / 32  # AuxK (topk / batchtopk), Gao et al.
     aux_loss: str = "sae_lens"  # sae_lens | normalised: the AuxK form (sae/dictionary/losses.py)
     aux_k: int | None = None  # None: d_in // 2
