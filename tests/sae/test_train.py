@@ -287,3 +287,12 @@ def test_config_aux_loss_normalised_reaches_both_gradient_paths():
     assert aux["fast", "normalised"] != pytest.approx(aux["fast", "sae_lens"], rel=1e-3)
     with pytest.raises(MonoscopeError, match="aux_loss"):
         SAETrainConfig(aux_loss="openai")
+
+
+def test_demo_topk_config_does_not_resample():
+    """AuxK alone measured as well as AuxK + resampling at the demo budget (BENCHMARKS.md, issue 10 §1)."""
+    from sae.dictionary.config import demo_config
+
+    cfg = demo_config()
+    assert cfg.architecture == "topk" and cfg.resample_at == ()
+    assert demo_config(resample_at=(0.5,)).resample_at == (0.5,)
