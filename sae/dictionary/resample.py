@@ -13,7 +13,7 @@ At each scheduled point (the paper: steps 25k/50k/75k/100k of 1M; we take the sc
 vector the encoder sees and the decoder adds to b_dec. The paper's words, x itself (resample_from "x"), measured
 worse here: MLP activations are non-negative with a large common mean, so every direction drawn from x points
 near that mean and the resampled latents fired on almost every token (BENCHMARKS.md, "ReLU recipe and AuxK study":
-L0 jumped to 204 and FVU to 1.51 after resampling 1,965 latents, against 168 and 0.52 from x − b_dec).
+L0 jumped to 204 and FVU to 1.51 after resampling 1,965 latents, against 168 and 0.52 after 1,419 from x − b_dec).
 """
 
 from __future__ import annotations
