@@ -18,6 +18,8 @@ import torch
 from sae.dictionary import SAETrainConfig, train_sae_on_run
 
 ALIASES = {"l1": "l1_coefficient"}
+STRINGS = ("precision", "b_dec_init", "grad_path", "resample_from", "aux_loss")
+FLOAT_OR_NONE = ("encoder_init_scale",)  # default None, value a float (aux_k, k: ints)
 
 
 def parse_spec(spec: str, base: dict) -> dict:
@@ -29,9 +31,11 @@ def parse_spec(spec: str, base: dict) -> dict:
         key = ALIASES.get(key, key)
         if key == "resample_at":
             out[key] = tuple(float(v) for v in value.split("/") if v)
+        elif key in STRINGS:
+            out[key] = value
         else:
-            out[key] = type(getattr(SAETrainConfig(), key) if getattr(SAETrainConfig(), key) is not None else 1)(
-                float(value)) if key not in ("precision", "b_dec_init", "grad_path") else value
+            default = getattr(SAETrainConfig(), key)
+            out[key] = (float if key in FLOAT_OR_NONE else type(default) if default is not None else int)(float(value))
     return out
 
 
@@ -40,7 +44,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--tokens", type=int, default=1_000_000)
     parser.add_argument("--d-sae", type=int, default=4096)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--prefix", default="sweep")
     parser.add_argument("specs", nargs="+")
     args = parser.parse_args()

@@ -4,7 +4,9 @@ Shapes: x [B, d_in], pre / f [B, d_sae]. Conventions shared with sae/dictionary/
     mse = Σ_d (x̂ − x)², averaged over the batch;  l1 = Σ_j |f_j|, averaged over the batch;
     aux (AuxK, Gao et al. 2024) = Σ_d (ê − e)² averaged over the batch, where e = x − x̂ (detached) and
     ê = W_dec-reconstruction (no bias) from the relu of the aux_k largest pre-activations among dead latents,
-    added as aux_coefficient · min(n_dead / aux_k, 1) · aux;
+    added as aux_coefficient · min(n_dead / aux_k, 1) · aux (form "sae_lens", SAELens's scaling); form
+    "normalised" (OpenAI's): aux / mean_batch Σ_d e², a normalised MSE, added as aux_coefficient · aux, so its
+    pull does not shrink with the residual as training goes on nor depend on how many latents are dead;
     loss = mse + λ·l1 + that aux term.
 "batchtopk" (Bussmann et al. 2024) keeps the k·B largest relu pre-activations of the whole batch, so k is the
 *mean* L0 per token; after training it is saved as a jumprelu with one global threshold (see train.py).
@@ -59,15 +61,22 @@ class AuxK:
 
     dead: torch.Tensor  # bool [d_sae]
     k: int  # latents per token: min(aux_k, n_dead)
-    weight: float  # its factor in the loss: aux_coefficient · min(n_dead / aux_k, 1) (SAELens's scaling)
+    weight: float  # its factor in the loss: aux_coefficient, × min(n_dead / aux_k, 1) unless normalised
+    normalised: bool = False  # aux divided by the residual's mean squared norm (OpenAI's form)
 
 
-def auxk_term(dead: torch.Tensor | None, aux_coefficient: float, aux_k: int) -> AuxK | None:
+def auxk_term(dead: torch.Tensor | None, aux_coefficient: float, aux_k: int, normalised: bool = False) -> AuxK | None:
     """Return the batch's AuxK term, or None when it is off or no latent is dead."""
     n_dead = 0 if dead is None or aux_coefficient <= 0 else int(dead.sum())
     if n_dead == 0:
         return None
-    return AuxK(dead, min(aux_k, n_dead), aux_coefficient * min(n_dead / aux_k, 1.0))
+    weight = aux_coefficient if normalised else aux_coefficient * min(n_dead / aux_k, 1.0)
+    return AuxK(dead, min(aux_k, n_dead), weight, normalised)
+
+
+def aux_normaliser(residual: torch.Tensor) -> torch.Tensor:
+    """Return what the aux loss is divided by for residual [B, d_in]: mean_batch Σ_d e² (normalised form)."""
+    return residual.float().pow(2).sum(-1).mean().clamp_min(1e-12)
 
 
 def aux_k_loss(sae: SparseAutoencoder, pre: torch.Tensor, residual: torch.Tensor, aux: AuxK) -> torch.Tensor:
@@ -76,13 +85,14 @@ def aux_k_loss(sae: SparseAutoencoder, pre: torch.Tensor, residual: torch.Tensor
     values, indices = masked.topk(aux.k, dim=-1)  # [B, k]
     z = torch.zeros_like(pre).scatter_(-1, indices, torch.relu(values))  # [B, d_sae]
     recon = (z @ sae.W_dec).float()  # [B, d_in], no bias: it reconstructs an error
-    return (recon - residual).pow(2).sum(-1).mean()
+    loss = (recon - residual).pow(2).sum(-1).mean()
+    return loss / aux_normaliser(residual) if aux.normalised else loss
 
 
 def sae_loss(
     sae: SparseAutoencoder, x: torch.Tensor, *, architecture: str, k: int | None = None,
     l1_coefficient: float = 0.0, dead: torch.Tensor | None = None, aux_coefficient: float = 0.0,
-    aux_k: int | None = None, precision: str = "fp32",
+    aux_k: int | None = None, precision: str = "fp32", aux_normalised: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Return (loss [] with its graph, detached parts: mse, l1, aux, l0 [], fired int64 [d_sae]) for x [B, d_in]."""
     autocast = torch.autocast(x.device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
@@ -95,7 +105,8 @@ def sae_loss(
     l1 = f.abs().sum(-1).mean()
     loss = mse + l1_coefficient * l1
     aux = x.new_zeros(())
-    term = auxk_term(dead if architecture != "relu" else None, aux_coefficient, aux_k or sae.cfg.d_in // 2)
+    term = auxk_term(dead if architecture != "relu" else None, aux_coefficient, aux_k or sae.cfg.d_in // 2,
+                     aux_normalised)
     if term is not None:
         with autocast:
             aux = aux_k_loss(sae, pre, (x - x_hat).detach(), term)

@@ -9,8 +9,11 @@ At each scheduled point (the paper: steps 25k/50k/75k/100k of 1M; we take the sc
      columns, its encoder bias 0;
   5. reset the Adam moments (exp_avg, exp_avg_sq) of exactly the modified entries: W_enc columns, b_enc entries,
      W_dec rows. Resetting all of Adam causes loss spikes, per the paper.
-"The input" is the SAE's input x as the paper says (not x − b_dec); with unit decoder rows and b_dec near the
-median, the two give nearly the same direction for the high-loss inputs that get picked.
+"The input" is x − b_dec by default (`centre` = b_dec; SAETrainConfig.resample_from "x_minus_b_dec"): the
+vector the encoder sees and the decoder adds to b_dec. The paper's words, x itself (resample_from "x"), measured
+worse here: MLP activations are non-negative with a large common mean, so every direction drawn from x points
+near that mean and the resampled latents fired on almost every token (BENCHMARKS.md, "ReLU recipe and AuxK study":
+L0 jumped to 204 and FVU to 1.51 after resampling 1,965 latents, against 168 and 0.52 after 1,419 from x − b_dec).
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ def reset_adam_entries(optimizer: torch.optim.Optimizer, param: torch.Tensor, in
 @torch.no_grad()
 def resample_dead(
     sae: SparseAutoencoder, optimizer: torch.optim.Optimizer, dead: torch.Tensor, inputs: torch.Tensor,
-    input_losses: torch.Tensor, generator: torch.Generator | None = None,
+    input_losses: torch.Tensor, generator: torch.Generator | None = None, centre: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Re-initialise the dead latents (bool [d_sae]) from inputs [N, d_in] drawn ∝ input_losses² [N].
+    """Re-initialise the dead latents (bool [d_sae]) from inputs [N, d_in] drawn ∝ input_losses² [N], each minus
+    `centre` [d_in] when given (b_dec: resampling from x − b_dec).
 
     Returns the indices of the resampled latents (int64 [n_dead]); does nothing when none is dead.
     """
@@ -49,6 +53,8 @@ def resample_dead(
     replacement = index.numel() > int((weights > 0).sum())
     picked = torch.multinomial(weights.cpu(), index.numel(), replacement=replacement, generator=generator)
     chosen = inputs[picked].to(sae.W_dec.device, torch.float32)  # [n_dead, d_in]
+    if centre is not None:
+        chosen = chosen - centre.to(chosen.device, torch.float32)
     directions = chosen / chosen.norm(dim=1, keepdim=True).clamp_min(1e-8)  # [n_dead, d_in]
 
     alive = ~dead.to(sae.W_enc.device)

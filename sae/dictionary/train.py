@@ -47,7 +47,8 @@ def loss_and_grads(sae: SparseAutoencoder, x: torch.Tensor, cfg: SAETrainConfig,
     p = fast.loss_and_grads(
         sae, x, l1_coefficient=l1 if cfg.architecture == "relu" else 0.0, precision=precision,
         method="auto" if cfg.grad_path == "fast" else "autograd", architecture=cfg.architecture, k=cfg.k,
-        dead_mask=dead, aux_coefficient=cfg.aux_coefficient if dead is not None else 0.0, aux_k=cfg.aux_k)
+        dead_mask=dead, aux_coefficient=cfg.aux_coefficient if dead is not None else 0.0, aux_k=cfg.aux_k,
+        aux_normalised=cfg.aux_loss == "normalised")
     return dict(loss=p.loss, mse=p.mse, l1=p.l1, aux=p.aux, l0=p.l0, fired=p.fired)
 
 
@@ -244,7 +245,8 @@ def _resample(run: _Training, cfg: SAETrainConfig, source, l1: float, window: in
         input_loss = losses.per_input_loss(run.sae, sample, architecture=cfg.architecture, k=cfg.k,
                                            l1_coefficient=l1 if cfg.architecture == "relu" else 0.0)
         index = resample.resample_dead(run.sae, run.optimizer, dead, sample, input_loss,
-                                       torch.Generator().manual_seed(seed))
+                                       torch.Generator().manual_seed(seed),
+                                       centre=run.sae.b_dec.detach() if cfg.resample_from == "x_minus_b_dec" else None)
         run.tracker.last_fired[index] = run.step  # a fresh latent gets a full window before it can be dead again
     run.resamples.append({"step": run.step, "count": n_dead})
     log(f"train-sae: step {run.step}: resampled {n_dead} dead latents")

@@ -211,3 +211,42 @@ def test_fast_path_agrees_with_the_training_reference():
         assert torch.equal(out.fired, parts["fired"]), arch
         for name, g in ref_grads.items():
             assert rel_err(grads[name], g) < 1e-5, (arch, name)
+
+
+@pytest.mark.parametrize("method", ["sparse", "dense"])
+@pytest.mark.parametrize("arch", [("topk", 8, None), ("jumprelu", None, "batchtopk")])
+def test_normalised_auxk_is_openais_form_and_fast_equals_autograd(arch, method):
+    """aux = Σ‖ê − e‖² / Σ‖e‖² (a normalised MSE), weighted by aux_coefficient alone, on both paths."""
+    module_arch, k, train_arch = arch
+    sae = make_sae(module_arch, k, b_enc_shift=0.0)
+    x = batch()
+    dead = torch.arange(D_SAE) % 3 == 0
+    kw = dict(architecture=train_arch, k=8, dead_mask=dead, aux_coefficient=0.5, aux_k=16)
+    plain, _ = run(sae, x, "autograd", **kw)
+    ref, ref_grads = run(sae, x, "autograd", aux_normalised=True, **kw)
+    out, grads = run(sae, x, method, aux_normalised=True, **kw)
+    with torch.no_grad():
+        pre = sae.pre_activations(x)
+        f = sae.activate(pre) if train_arch is None else None
+        if f is None:
+            from sae.dictionary.losses import batchtopk_activate
+            f = batchtopk_activate(pre, 8)
+        e = x - sae.decode(f)
+        masked = torch.where(dead, pre, torch.full_like(pre, float("-inf")))
+        values, index = masked.topk(16, dim=-1)
+        e_hat = torch.zeros_like(pre).scatter_(-1, index, torch.relu(values)) @ sae.W_dec
+        expected = (e_hat - e).pow(2).sum() / e.pow(2).sum()
+    assert ref.aux.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert plain.aux.item() == pytest.approx(expected.item() * e.pow(2).sum(-1).mean().item(), rel=1e-5)
+    assert ref.loss.item() == pytest.approx((ref.mse + 0.5 * ref.aux).item(), rel=1e-6)  # no n_dead / aux_k factor
+    for name, g in ref_grads.items():
+        assert rel_err(grads[name], g) < 1e-5, name
+    assert out.aux.item() == pytest.approx(ref.aux.item(), rel=1e-5)
+    assert out.loss.item() == pytest.approx(ref.loss.item(), rel=1e-5)
+
+
+def test_normalised_auxk_is_zero_without_dead_latents():
+    sae = make_sae("topk", 8)
+    out, _ = run(sae, batch(), "sparse", dead_mask=torch.zeros(D_SAE, dtype=torch.bool), aux_coefficient=0.5,
+                 aux_normalised=True)
+    assert out.aux.item() == 0.0 and out.loss.item() == pytest.approx(out.mse.item())

@@ -271,3 +271,28 @@ def test_fast_batch_top_is_exactly_topk(seed):
         expected = flat.topk(n)
         assert torch.equal(values.sort().values, expected.values.sort().values)
         assert torch.equal(flat[indices], values) and indices.unique().numel() == n
+
+
+def test_config_aux_loss_normalised_reaches_both_gradient_paths():
+    x = torch.from_numpy(sparse_data(n=256))
+    dead = torch.zeros(32, dtype=torch.bool)
+    dead[::3] = True
+    aux = {}
+    for path in ("fast", "reference"):
+        for form in ("sae_lens", "normalised"):
+            cfg = tiny_cfg(architecture="topk", k=4, grad_path=path, aux_loss=form)
+            sae = SparseAutoencoder(cfg.sae_config(16)).init_weights(torch.Generator().manual_seed(0))
+            aux[path, form] = float(loss_and_grads(sae, x, cfg, l1=0.0, precision="fp32", dead=dead)["aux"])
+    assert aux["fast", "normalised"] == pytest.approx(aux["reference", "normalised"], rel=1e-5)
+    assert aux["fast", "normalised"] != pytest.approx(aux["fast", "sae_lens"], rel=1e-3)
+    with pytest.raises(MonoscopeError, match="aux_loss"):
+        SAETrainConfig(aux_loss="openai")
+
+
+def test_demo_topk_config_does_not_resample():
+    """AuxK alone measured as well as AuxK + resampling at the demo budget (BENCHMARKS.md, issue 10 §1)."""
+    from sae.dictionary.config import demo_config
+
+    cfg = demo_config()
+    assert cfg.architecture == "topk" and cfg.resample_at == ()
+    assert demo_config(resample_at=(0.5,)).resample_at == (0.5,)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from sae.dictionary.losses import AuxK, batch_top
+from sae.dictionary.losses import AuxK, aux_normaliser, batch_top
 from sae.dictionary.model import SparseAutoencoder, sparse_decode as decode_entries
 
 _WORKSPACES: "weakref.WeakKeyDictionary[SparseAutoencoder, Workspace]" = weakref.WeakKeyDictionary()
@@ -207,14 +207,16 @@ def backprop_entries(e: Entries, g: torch.Tensor, xc: torch.Tensor, W_dec: torch
 def aux_term(pre, err, aux: AuxK, W_dec, ws) -> tuple[torch.Tensor, Entries, torch.Tensor]:
     """AuxK: return (aux loss [], its Entries, its dL/dê [B, d]) for the top aux.k dead latents of each row.
 
-    err = x̂ − x, so the (detached) residual x − x̂ is −err and ê − residual = ê + err.
+    err = x̂ − x, so the (detached) residual x − x̂ is −err and ê − residual = ê + err. The normalised form
+    divides loss and gradient by the constant mean_batch ‖err‖² (the residual is detached).
     """
     dead = aux.dead.nonzero().squeeze(1)  # [n_dead]
     top, pos = pre.index_select(1, dead).topk(aux.k, dim=-1, sorted=False)  # [B, aux.k]
     e = fixed_k_entries(dead[pos], torch.relu(top.float()), pre.shape[1], ws)
     diff = sparse_decode(e, W_dec).add_(err)  # [B, d]
     loss = diff.pow(2).sum(-1).mean()
-    return loss, e, diff.mul_(2.0 * aux.weight / pre.shape[0])
+    norm = float(aux_normaliser(err)) if aux.normalised else 1.0
+    return loss / norm, e, diff.mul_(2.0 * aux.weight / (pre.shape[0] * norm))
 
 
 def sparse_step(sae, x, ws, *, activation: str, k: int | None, l1_coefficient: float,

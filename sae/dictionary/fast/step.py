@@ -15,7 +15,8 @@ Losses, as in the paper and SAELens: mse = Σ_d (x̂ − x)² averaged over the 
 batch (multiplied by λ in the loss; use λ = 0 for topk); aux = the AuxK loss of Gao et al. (topk/batchtopk, when
 `dead_mask` is given and `aux_coefficient` > 0): the residual e = x − x̂ (detached) is reconstructed without bias by
 the relu of the `aux_k` (default d_in // 2) largest pre-activations among dead latents, aux = Σ_d (ê − e)² averaged
-over the batch, added to the loss as aux_coefficient · min(n_dead / aux_k, 1) · aux (SAELens's scaling).
+over the batch, added to the loss as aux_coefficient · min(n_dead / aux_k, 1) · aux (SAELens's scaling); with
+`aux_normalised`, OpenAI's form: aux / mean_batch Σ_d e², added as aux_coefficient · aux (losses.py says why).
 loss = mse + λ·l1 + that aux term.
 
 precision "fp32": everything fp32. "bf16": the big matmuls take bf16 inputs (fp32 accumulation inside), master
@@ -82,6 +83,7 @@ def loss_and_grads(
     aux_k: int | None = None,
     architecture: str | None = None,
     k: int | None = None,
+    aux_normalised: bool = False,
 ) -> LossParts:
     """Return the step's LossParts and set every parameter's .grad (see the module docstring)."""
     _check(sae, x, precision, method)
@@ -93,12 +95,12 @@ def loss_and_grads(
             p.grad = None
         loss, parts = losses.sae_loss(  # the plain-autograd reference
             sae, x, architecture=activation, k=k, l1_coefficient=l1_coefficient, dead=dead_mask,
-            aux_coefficient=aux_coefficient, aux_k=aux_k, precision=precision,
+            aux_coefficient=aux_coefficient, aux_k=aux_k, precision=precision, aux_normalised=aux_normalised,
         )
         loss.backward()
         return LossParts(loss=loss.detach(), method="autograd", **parts)
     aux = losses.auxk_term(dead_mask if activation in AUXK_ACTIVATIONS else None, aux_coefficient,
-                           aux_k or sae.cfg.d_in // 2)
+                           aux_k or sae.cfg.d_in // 2, aux_normalised)
     ws = gradients.workspace(sae, x.shape[0], precision == "bf16", x.device)
     if method == "auto":
         last_l0 = ws.last_l0 if ws.last_l0 is not None else sae.cfg.d_sae  # relu: first step assumed dense
