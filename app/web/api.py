@@ -10,13 +10,12 @@ from fastapi.responses import Response
 from app.web import queries
 from app.web.cache import cached_unit_response
 from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep
+from app.web.match_schemas import FeatureMap, Matches
 from app.web.schemas import (
     BasisSummary,
     Comparison,
     ErrorBody,
-    FeatureMap,
     InferResult,
-    Matches,
     Overview,
     UnitDetail,
     UnitList,

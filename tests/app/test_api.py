@@ -10,7 +10,8 @@ import pytest
 from markupsafe import escape
 from webapp_fixtures import SAE_NAME, ingest_run, start_server, stop_server
 
-from app.web.schemas import Comparison, InferResult, Matches, Overview, UnitDetail, UnitList
+from app.web.match_schemas import Matches
+from app.web.schemas import Comparison, InferResult, Overview, UnitDetail, UnitList
 
 INFER_TEXT = "def add(a, b):\n    return a + b\n"
 

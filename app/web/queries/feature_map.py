@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from app.store.models import Basis, Model, Unit
 from app.web.queries.bases import NEWEST_MODEL_FIRST, NotFound, model_bases, model_param
 from app.web.queries.labels import labels
-from app.web.schemas import FeatureMap, MapPoint
+from app.web.match_schemas import FeatureMap, MapPoint
 from app.web.unit_detail import split_top_tokens
 from app.web.urls import unit_url
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, aliased
 
 from app.store.models import Basis, Model, Unit, UnitLink
 from app.web.queries.family import SPLIT_CORRELATION
-from app.web.schemas import MatchDistribution, Matches
+from app.web.match_schemas import MatchDistribution, Matches
 from app.web.urls import basis_url
 
 BINS = 20  # histogram bins over correlations -1 .. 1
