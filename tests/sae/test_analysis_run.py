@@ -189,3 +189,18 @@ def test_cli_refuses_an_unknown_sae_in_one_line(analysed):
                          capture_output=True, text=True)
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "no trained SAE 'nope'" in out.stderr
+
+
+def test_the_fast_log_softmax_equals_torch_and_falls_back_out_of_range():
+    """The effects' log-softmax (exp(x / scale) against exp(bias)) agrees with torch's, also for rows whose sum
+    overflows (a logit 200 above the shift) or vanishes (every logit 200 below it)."""
+    from sae.analysis.effects import _Softmax
+
+    gen = torch.Generator().manual_seed(0)
+    bias, x = torch.randn(50, generator=gen), torch.randn(4, 50, generator=gen) - 3
+    x[1, 7] += 200.0
+    x[2] -= 200.0
+    scale, ids = torch.tensor([1.0, 0.5, 0.25, 2.0]), torch.tensor([0, 7, 3, 49])
+    expected = torch.log_softmax(x / scale[:, None] + bias, -1).gather(1, ids[:, None])[:, 0]
+    got = _Softmax(bias).logprob(x.clone(), x.gather(1, ids[:, None])[:, 0], scale, ids, lambda bad: x[bad])
+    assert torch.allclose(got, expected, atol=1e-5)
