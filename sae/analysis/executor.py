@@ -56,11 +56,20 @@ class LocalExecutor:
         pass
 
 
+def _with_threads(fn: Callable, n_threads: int, item):
+    """Return fn(item) with torch at n_threads threads: the CPUs Ray gave the task (the encoder runs on CPU)."""
+    import torch
+
+    torch.set_num_threads(n_threads)
+    return fn(item)
+
+
 class RayExecutor:
     """Runs each shard as a Ray task: on a local Ray it starts (address None) or on the cluster at `address`.
 
-    Ray starts on the first use, not here, so an analysis that is up to date costs no cluster. One CPU per task, or
-    one GPU where the cluster has GPUs and the device is not `cpu` (Ray hides the GPUs from tasks that ask for none).
+    Ray starts on the first use, not here, so an analysis that is up to date costs no cluster. Each task gets an equal
+    part of the cluster's CPUs (at least one, at most a node's) and as many torch threads, and one GPU where the
+    cluster has GPUs and the device is not `cpu` (Ray hides the GPUs from tasks that ask for none).
     """
 
     remote = True
@@ -91,6 +100,7 @@ class RayExecutor:
             if self.device == "cuda" and not self._gpus:
                 raise MonoscopeError("--device cuda: the Ray cluster has no GPU")
             self._cpus = max(1, int(resources.get("CPU", 1)))
+            self._node_cpus = max([int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]] + [1])
             self._connected = True
         return ray
 
@@ -102,8 +112,9 @@ class RayExecutor:
     def map(self, fn: Callable, items: Sequence, done: Callable[[int], None] | None = None) -> list:
         """Return [fn(item) for item in items], each call a Ray task; a task's MonoscopeError comes back as one line."""
         ray = self._connect()
-        task = ray.remote(fn).options(num_cpus=1, num_gpus=1 if self._gpus else 0)
-        refs = [task.remote(item) for item in items]
+        cpus = max(1, min(self._cpus // max(len(items), 1), self._node_cpus))
+        task = ray.remote(_with_threads).options(num_cpus=cpus, num_gpus=1 if self._gpus else 0)
+        refs = [task.remote(fn, cpus, item) for item in items]
         index = {ref: i for i, ref in enumerate(refs)}
         pending = list(refs)
         try:
