@@ -149,12 +149,17 @@ def analyze(
     loss_tokens: Annotated[int, typer.Option("--loss-tokens", help="Tokens for the LM-loss metrics (0: all).")] = 1 << 15,
     force: ForceOpt = False,
     device: DeviceOpt = "auto",
+    executor: Annotated[str, typer.Option("--executor", help="Where pass 1 runs: local (this process) or ray (needs pip install 'monoscope[ray]').")] = "local",
+    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: start a local Ray).")] = None,
+    shards: Annotated[Optional[int], typer.Option("--shards", help="Shards of sequences (default: 1 locally, one per Ray CPU or GPU); the result does not depend on it.")] = None,
 ) -> None:
     """Analyse every unit of the neuron basis and of each SAE over held-out tokens into runs/<run>/analysis/.
 
     Default: 1,048,576 held-out tokens (all of them when the corpus holds fewer); loss metrics on the first 32,768.
+    With --executor ray, Ray workers on other machines need the run folder on a shared filesystem at the same path.
     """
 
+    from sae.analysis.executor import make_executor
     from sae.analysis.run import run_analysis
     from sae.analysis.shard import AnalysisConfig
 
@@ -162,9 +167,11 @@ def analyze(
         raise MonoscopeError("--tokens and --batch must be positive, --loss-tokens >= 0")
     if not run.is_dir():
         raise MonoscopeError(f"no run folder at {run}: run `monoscope corpus` first")
+    ex = make_executor(executor, address, shards, device)  # bad options and a missing Ray fail before any work
     limit_cpu_threads()
     cfg = AnalysisConfig(n_tokens=tokens, batch_sequences=batch, loss_tokens=loss_tokens or None)
-    metrics = run_analysis(run, sae_names=sae, cfg=cfg, force=force, device=device)
+    with ex:
+        metrics = run_analysis(run, sae_names=sae, cfg=cfg, force=force, device=device, executor=ex)
     for name, m in metrics.items():
         shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items() if v is not None}
         print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in shown.items()))

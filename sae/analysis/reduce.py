@@ -1,7 +1,14 @@
 """The reduce of the analysis: merge pass-1 shard states, run pass 2 over each shard's spill, return contract arrays.
 
-Order: merge every shard's `UnitStats` (final max/min) -> per shard `IntervalStats` from the spill -> merge ->
-per shard windows for the globally chosen top-k and interval entries (each entry lives in exactly one shard).
+Order: merge every shard's `UnitStats` (final max/min) -> one `IntervalStats` streamed over the shards' spills in
+token order -> per shard windows for the globally chosen top-k and interval entries (each entry lives in exactly
+one shard).
+
+The result does not depend on how the sequences were sharded, to the bit, when every shard starts on a multiple of
+`batch_sequences` (as `sae.analysis.executor.shard_ranges` cuts them): counts, extrema and selections merge exactly,
+and every float sum is added in one fixed order, the order of the batches over the whole token array: the per-batch
+`BasisSums` of all shards are folded in that order, and the activation sums come from pass 2's single stream. (A
+shard cut inside a batch changes the batches, so its float sums differ in the last bits.)
 """
 
 from __future__ import annotations
@@ -39,18 +46,15 @@ def finish(shards: list[list[ShardState]], bases: list[Basis], tokens: np.ndarra
     tokens_flat = tokens.reshape(-1)
     results = []
     for b, basis in enumerate(bases):
-        parts = [shard[b] for shard in shards]
+        parts = sorted((shard[b] for shard in shards), key=lambda p: p.seq_start)  # token order: see the docstring
         stats = reduce(lambda a, o: a.merge(o), [p.stats for p in parts])
-        sums: BasisSums = reduce(lambda a, o: a.merge(o), [p.sums for p in parts])
-        max_act, min_act = stats.max_activation(), stats.min_activation()
-        interval_parts = []
+        sums: BasisSums = reduce(lambda a, o: a.merge(o), [s for p in parts for s in p.batch_sums], BasisSums())
+        intervals = IntervalStats(stats.max_activation(), stats.min_activation(), cfg.n_intervals,
+                                  cfg.samples_per_interval, cfg.act_hist_bins, cfg.seed)
         for p in parts:
-            st = IntervalStats(max_act, min_act, cfg.n_intervals, cfg.samples_per_interval, cfg.act_hist_bins, cfg.seed)
             for batch in p.spill:  # shards start at a sequence boundary: a local row's position is row % n_ctx
                 keep = batch.rows % n_ctx != BOS_POSITION
-                st.update(batch.rows[keep], batch.units[keep], batch.values[keep], p.seq_start * n_ctx)
-            interval_parts.append(st)
-        intervals = reduce(lambda a, o: a.merge(o), interval_parts)
+                intervals.update(batch.rows[keep], batch.units[keep], batch.values[keep], p.seq_start * n_ctx)
         arrays = _unit_arrays(stats, intervals, cfg)
         # Windows: top-k entries then interval entries, gathered in one read of each shard's spill.
         u = basis.n_units
@@ -93,7 +97,7 @@ def _unit_arrays(stats, intervals: IntervalStats, cfg: AnalysisConfig) -> dict[s
         "firing_count": firing,
         "density": firing / max(stats.n_tokens, 1),
         "max_activation": stats.max_activation(),
-        "mean_activation": (stats.act_sum / np.maximum(firing, 1)).astype(np.float32),
+        "mean_activation": (intervals.act_sum / np.maximum(firing, 1)).astype(np.float32),
         "act_hist_edges": intervals.hist_edges,
         "act_hist_counts": intervals.hist_counts.reshape(u, cfg.act_hist_bins),
         "top_count": real_top.sum(1).astype(np.int32),

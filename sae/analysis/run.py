@@ -3,7 +3,9 @@
 Reads corpus/heldout.npy (the first `n_tokens`, rounded up to whole sequences, or all of them when fewer), the LM
 and the SAEs; writes basis.json, units.npz (and links.npz for an SAE) per basis through `write_stage`, with the
 fingerprints of corpus, lm (and sae) as inputs, so an unchanged basis is skipped. One pass-1 loop serves every basis
-that is out of date; the spills live in a temporary folder under analysis/ and are removed at the end.
+that is out of date; it runs as shards of sequences on an executor (sae/analysis/executor.py: here, or Ray tasks that
+load everything from the run folder through `run_shard`), and the reduce runs here. The spills live in a temporary
+folder under analysis/ and are removed at the end.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
@@ -22,9 +25,10 @@ import torch
 
 from sae import rundir
 from sae.analysis.effects import Windows, ablation_effects
+from sae.analysis.executor import LocalExecutor, shard_ranges
 from sae.analysis.logits import links, logit_effects
 from sae.analysis.reduce import BasisResult, finish
-from sae.analysis.shard import ActsFn, AnalysisConfig, Basis, LossFn, analyze_shard
+from sae.analysis.shard import ActsFn, AnalysisConfig, Basis, LossFn, ShardState, analyze_shard, loss_mean
 from sae.conventions import NEURON_BASIS
 from sae.errors import MonoscopeError, load_token_rows
 
@@ -132,21 +136,66 @@ def _lm_functions(model, dev: torch.device) -> tuple[ActsFn, LossFn]:
     return acts_fn, loss_fn
 
 
-def _passes(run_dir: Path, model, dev: torch.device, tokens: np.ndarray, bases: list[Basis], cfg: AnalysisConfig,
-            progress: bool, log: Callable[[str], None]) -> list[BasisResult]:
-    """Run pass 1 over all tokens for every basis at once, then the reduce; the spills live and die in between."""
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard as a Ray task sees it: everything `run_shard` needs to rebuild it from the run folder (picklable)."""
+
+    run_dir: Path  # absolute: workers on other machines see it at the same path (a shared filesystem)
+    plans: list[PlannedBasis]
+    cfg: AnalysisConfig  # n_tokens: the analysed tokens, so load_heldout gives the driver's array
+    seq_range: tuple[int, int]
+    spill_dir: Path  # under run_dir/analysis, where the reduce reads the spills back
+    device: str
+    mean: torch.Tensor | None  # [d_in] mean ablation's vector, computed once by the driver
+
+
+def run_shard(job: ShardJob) -> list[ShardState]:
+    """Return one shard's pass-1 states, loading the LM, the bases and the tokens from the run folder (a Ray task)."""
+    from sae import lm
+    from sae.device import resolve_device
+
+    if not (job.run_dir / "lm").is_dir() or not job.spill_dir.is_dir():
+        raise MonoscopeError(f"the Ray worker on {socket.gethostname()} cannot see the run folder {job.run_dir}: "
+                             "workers need it on a shared filesystem, at the same path")
+    dev = resolve_device(job.device)
+    model = lm.load_lm(job.run_dir, dev)
+    tokens = load_heldout(job.run_dir, job.cfg.n_tokens)
+    bases = [item.basis for item in _load_bases(job.plans, int(model.cfg.d_mlp))]
+    acts_fn, loss_fn = _lm_functions(model, dev)
+    return analyze_shard(acts_fn, loss_fn, tokens, job.seq_range, bases, job.cfg, job.spill_dir, mean=job.mean)
+
+
+def _passes(run_dir: Path, model, dev: torch.device, tokens: np.ndarray, loaded: list[LoadedBasis],
+            cfg: AnalysisConfig, executor, device: str, progress: bool,
+            log: Callable[[str], None]) -> list[BasisResult]:
+    """Run pass 1 over all tokens for every basis at once, as shards on the executor, then the reduce here; the
+    spills live and die in between."""
     from tqdm import tqdm
 
     acts_fn, loss_fn = _lm_functions(model, dev)
+    bases = [item.basis for item in loaded]
     (run_dir / "analysis").mkdir(parents=True, exist_ok=True)
     for stale in (run_dir / "analysis").glob(".spill-*"):  # left by a killed analysis
         shutil.rmtree(stale, ignore_errors=True)
     started = time.perf_counter()
+    ranges = shard_ranges(len(tokens), cfg.batch_sequences, executor.n_shards())
+    mean = loss_mean(acts_fn, tokens, cfg)  # one vector for every shard
+    if len(ranges) > 1:
+        log(f"pass 1 in {len(ranges)} shards of about {len(tokens) // len(ranges):,} sequences"
+            + (" on Ray" if executor.remote else ""))
     with tempfile.TemporaryDirectory(dir=run_dir / "analysis", prefix=".spill-") as spill_dir:
+        spill = Path(spill_dir).resolve()
         with tqdm(total=int(tokens.size), unit="tok", unit_scale=True, disable=not progress, desc="analyze") as bar:
-            states = analyze_shard(acts_fn, loss_fn, tokens, (0, len(tokens)), bases, cfg, Path(spill_dir), bar.update)
+            if executor.remote:
+                jobs = [ShardJob(run_dir.resolve(), [item.plan for item in loaded], cfg, r, spill, device, mean)
+                        for r in ranges]
+                n_tokens = [(end - start) * tokens.shape[1] for start, end in ranges]
+                states = executor.map(run_shard, jobs, lambda i: bar.update(n_tokens[i]))
+            else:
+                states = executor.map(lambda r: analyze_shard(acts_fn, loss_fn, tokens, r, bases, cfg, spill,
+                                                              bar.update, mean), ranges)
         log("pass 2 over the spilled activations: histograms, intervals, context windows")
-        results = finish([states], bases, tokens, cfg)
+        results = finish(states, bases, tokens, cfg)
     log(f"passes 1 and 2: {time.perf_counter() - started:.1f} s")
     return results
 
@@ -208,10 +257,12 @@ def _write_basis(loaded: LoadedBasis, result: BasisResult, directions: torch.Ten
 
 def run_analysis(run_dir: Path, *, sae_names: list[str] | None = None, cfg: AnalysisConfig = AnalysisConfig(),
                  force: bool = False, device: str = "auto", progress: bool = True, include_neurons: bool = True,
-                 log: Callable[[str], None] = print) -> dict[str, dict]:
+                 log: Callable[[str], None] = print, executor=None) -> dict[str, dict]:
     """Analyse the out-of-date bases of a run; return {basis name: metrics} of every basis analysed now.
 
     sae_names: SAEs under saes/ (None: all); the neuron basis comes too unless include_neurons is False.
+    executor: where pass 1's shards run (sae/analysis/executor.py; None: here, in one shard). The result is the
+    same, to the bit, whatever the executor and the number of shards.
     """
     from sae import lm
     from sae.device import resolve_device
@@ -228,7 +279,7 @@ def run_analysis(run_dir: Path, *, sae_names: list[str] | None = None, cfg: Anal
     loaded = _load_bases(todo, W_out.shape[0])
     bases = [item.basis for item in loaded]
     log(f"analysing {', '.join(b.name for b in bases)} over {tokens.size:,} held-out tokens")
-    results = _passes(run_dir, model, dev, tokens, bases, cfg, progress, log)
+    results = _passes(run_dir, model, dev, tokens, loaded, cfg, executor or LocalExecutor(), device, progress, log)
     directions = [_residual_directions(b, W_out) for b in bases]
     _add_ablation_effects(model, dev, tokens, results, directions, cfg, progress, log)
     for item, result, d in zip(loaded, results, directions):

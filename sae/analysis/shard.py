@@ -1,12 +1,15 @@
 """Per-unit analysis of every basis (MLP neurons and each SAE) over held-out tokens, as mergeable shards.
 
 `analyze_shard` is pass 1 over one shard of sequences: ONE LM forward per batch (stopped at the hook) feeds every
-basis; each basis encodes (identity for neurons), takes its non-zeros once (torch.nonzero), updates its `UnitStats`
-and `BasisSums` and spills the non-zeros to disk. `sae.analysis.reduce.finish` is the reduce: it merges pass-1
-states, then streams each shard's spill for pass 2 (histograms, intervals, reservoirs; no second encode) and the
-windows, and returns the arrays of units.npz. Shards are independent (their states pickle), so they can run in
-separate processes or machines and meet in `finish`; the two-pass scheme is described in sae/analysis/state.py.
-The sharded result equals the whole one exactly (tests/sae/test_analysis.py).
+basis; each basis encodes (identity for neurons), takes its non-zeros once (torch.nonzero), updates its `UnitStats`,
+keeps the batch's `BasisSums` and spills the non-zeros to disk. `sae.analysis.reduce.finish` is the reduce: it
+merges pass-1 states, then streams each shard's spill for pass 2 (histograms, intervals, reservoirs; no second
+encode) and the windows, and returns the arrays of units.npz. Shards are independent (their states pickle), so they
+can run in separate processes or machines and meet in `finish` (sae/analysis/executor.py); the two-pass scheme is
+described in sae/analysis/state.py.
+The sharded result equals the whole one exactly (tests/sae/test_analysis.py, tests/sae/test_executors.py): the
+LM-loss region (the first `loss_tokens`) is counted from sequence 0 of the token array, not from the shard's start,
+and its mean activation (mean ablation's vector) is one vector for all shards.
 """
 
 from __future__ import annotations
@@ -84,40 +87,50 @@ class BasisSums:
 
 @dataclass
 class ShardState:
-    """Pass-1 result of one basis over one shard of sequences [seq_start, seq_end)."""
+    """Pass-1 result of one basis over one shard of sequences [seq_start, seq_end).
+
+    batch_sums holds one `BasisSums` per batch, unmerged: the reduce folds the batches of all shards in token order,
+    so that the float sums are added in the same order however the sequences were sharded (a few numbers and one
+    [d_in] mean per batch).
+    """
 
     seq_start: int
     seq_end: int
     stats: UnitStats
-    sums: BasisSums
+    batch_sums: list[BasisSums]
     spill: Spill = field(repr=False)
 
 
 @torch.no_grad()
 def analyze_shard(acts_fn: ActsFn, loss_fn: LossFn | None, tokens: np.ndarray, seq_range: tuple[int, int],
                   bases: list[Basis], cfg: AnalysisConfig, spill_dir: Path,
-                  progress: Callable[[int], None] | None = None) -> list[ShardState]:
-    """Return pass-1 states (one per basis) of sequences seq_range of tokens [n_seq, T]; spills go to spill_dir."""
+                  progress: Callable[[int], None] | None = None, mean: torch.Tensor | None = None) -> list[ShardState]:
+    """Return pass-1 states (one per basis) of sequences seq_range of tokens [n_seq, T]; spills go to spill_dir.
+
+    mean [d_in]: `loss_mean(acts_fn, tokens, cfg)`, computed here when not given (a driver computes it once for all
+    shards). Batches start at multiples of batch_sequences from sequence 0 when seq_range starts on one.
+    """
     seq_start, seq_end = seq_range
     n_ctx = tokens.shape[1]
-    states = [ShardState(seq_start, seq_end, UnitStats(b.n_units, cfg.top_k), BasisSums(),
+    states = [ShardState(seq_start, seq_end, UnitStats(b.n_units, cfg.top_k), [],
                          Spill.create(Path(spill_dir) / f"{b.name.replace('/', '_')}-{seq_start}", b.n_units))
               for b in bases]
     buffers: dict[str, torch.Tensor] = {}
-    loss_limit, loss_seen = (math.inf if cfg.loss_tokens is None else cfg.loss_tokens), 0
-    mean = _loss_mean(acts_fn, tokens, seq_range, loss_limit, cfg) if loss_fn is not None and loss_limit > 0 else None
+    loss_limit = math.inf if cfg.loss_tokens is None else cfg.loss_tokens
+    if loss_fn is not None and mean is None:
+        mean = loss_mean(acts_fn, tokens, cfg)
     for s0 in range(seq_start, seq_end, cfg.batch_sequences):
         s1 = min(s0 + cfg.batch_sequences, seq_end)
         batch = torch.from_numpy(np.asarray(tokens[s0:s1], dtype=np.int64))  # [B, T]
         token_offset = s0 * n_ctx
-        with_loss = loss_fn is not None and loss_seen < loss_limit
+        # The loss region is the whole batches that start before loss_tokens, counted from the array's start.
+        with_loss = loss_fn is not None and token_offset < loss_limit
         if with_loss:  # the clean-loss forward also yields the activations: no separate forward for this batch
             x, shared, own = _losses(loss_fn, batch, cfg, mean, bases)
         else:
             x = acts_fn(batch)
         x = x.reshape(-1, x.shape[-1]).float()  # [N, d_in]
         n = x.shape[0]
-        loss_seen += n if with_loss else 0
         # Statistics leave BOS out (sae.conventions); the spill keeps it, so context windows still show it.
         counted = torch.arange(n) % n_ctx != BOS_POSITION  # [N]
         x_counted = x[counted]  # [N - B, d_in]
@@ -132,7 +145,8 @@ def analyze_shard(acts_fn: ActsFn, loss_fn: LossFn | None, tokens: np.ndarray, s
             keep = rows % n_ctx != BOS_POSITION  # [nnz]
             state.stats.update(rows[keep], units[keep], values[keep], len(x_counted), token_offset)
             state.spill.append(row_counts, units, values)
-            sums = state.sums
+            sums = BasisSums()
+            state.batch_sums.append(sums)
             if basis.sae is not None:
                 err = _decode_sparse(basis.sae, row_counts, units, values).sub_(x)  # [N, d_in]
                 counted_err = err[counted]  # [N - B, d_in]
@@ -141,23 +155,24 @@ def analyze_shard(acts_fn: ActsFn, loss_fn: LossFn | None, tokens: np.ndarray, s
             else:
                 sums.recon.add(len(x_counted), int(keep.sum()))
             if with_loss:
-                sums.loss = sums.loss.merge(shared).merge(own.get(basis.name, LossSums()))
+                sums.loss = shared.merge(own.get(basis.name, LossSums()))
         if progress is not None:
             progress(n)
     return states
 
 
-def _loss_mean(acts_fn: ActsFn, tokens: np.ndarray, seq_range: tuple[int, int], loss_limit: float,
-               cfg: AnalysisConfig) -> torch.Tensor:
-    """Return the mean activation [d_in] over the shard's loss tokens after BOS: what mean ablation puts there.
-    The loss runs on whole batches until loss_limit tokens are reached: these batches' sequences."""
-    seq_start, seq_end = seq_range
-    n_seq = seq_end - seq_start
-    if math.isfinite(loss_limit):
-        n_seq = min(n_seq, math.ceil(loss_limit / (cfg.batch_sequences * tokens.shape[1])) * cfg.batch_sequences)
-    return mean_activation(acts_fn(torch.from_numpy(np.asarray(tokens[s: min(s + cfg.batch_sequences,
-                                                                             seq_start + n_seq)], dtype=np.int64)))
-                           for s in range(seq_start, seq_start + n_seq, cfg.batch_sequences))
+def loss_mean(acts_fn: ActsFn, tokens: np.ndarray, cfg: AnalysisConfig) -> torch.Tensor | None:
+    """Return the mean activation [d_in] over the loss tokens after BOS: what mean ablation puts there (None: no
+    loss metrics). The loss runs on the whole batches that start before loss_tokens: these batches' sequences, of the
+    whole token array tokens [n_seq, T], whichever shard they fall in."""
+    if cfg.loss_tokens == 0:
+        return None
+    n_seq = len(tokens)
+    if cfg.loss_tokens is not None:
+        n_seq = min(n_seq, math.ceil(cfg.loss_tokens / (cfg.batch_sequences * tokens.shape[1])) * cfg.batch_sequences)
+    return mean_activation(acts_fn(torch.from_numpy(np.asarray(tokens[s: min(s + cfg.batch_sequences, n_seq)],
+                                                               dtype=np.int64)))
+                           for s in range(0, n_seq, cfg.batch_sequences))
 
 
 def _losses(loss_fn: LossFn, batch: torch.Tensor, cfg: AnalysisConfig, mean: torch.Tensor | None,

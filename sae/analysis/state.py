@@ -2,13 +2,15 @@
 
 Two passes, because the paper's intervals (11 equal-width bins from 0 to the unit's max) need the *final* max:
   pass 1, `UnitStats.update`: for each batch, the positive activations of every unit (a token-ordered sparse list:
-      token row, unit, value) update firing counts, sums, min/max and the top-k (value desc, token asc); the same
+      token row, unit, value) update firing counts, min/max and the top-k (value desc, token asc); the same
       non-zeros are appended to a `Spill` (sae/analysis/spill.py: a token-ordered CSR on disk, units int32 +
       values float32, counts per token), so the LM forward and the encoder run once per token.
   merge pass-1 states of all shards -> the final max and min of every unit -> interval and histogram edges.
   pass 2, `IntervalStats.update`, streams each shard's spill: log-spaced activation histogram, interval counts,
-      and per-interval reservoirs that keep the S smallest keys of a fixed hash of (token, unit); keys do not depend
-      on the order or the sharding, so merged shards pick exactly the samples the whole would.
+      the activation sums, and per-interval reservoirs that keep the S smallest keys of a fixed hash of (token, unit);
+      keys do not depend on the order or the sharding, so merged shards pick exactly the samples the whole would.
+      The sums are the one float state here: float addition is not associative, so they are summed in pass 2, where
+      one state streams every spill batch in token order, which makes them independent of the sharding.
   windows, `gather_windows`: one more read of each spill looks up every window token's activation for the chosen
       entries (top-k and interval samples), each shard filling the entries that fall in its own tokens.
 All bookkeeping runs on the non-zeros of all units at once (bincount, scatter_reduce, one stable argsort of packed
@@ -106,12 +108,11 @@ def reservoir_keys(token: np.ndarray, unit: np.ndarray, seed: int) -> np.ndarray
 
 
 class UnitStats:
-    """Pass-1 state of one basis: counts, sums, min/max and the top-k per unit."""
+    """Pass-1 state of one basis: counts, min/max and the top-k per unit (integers and selections: exact merges)."""
 
     def __init__(self, n_units: int, top_k: int) -> None:
         self.n_units, self.n_tokens = n_units, 0
         self.firing = np.zeros(n_units, dtype=np.int64)
-        self.act_sum = np.zeros(n_units, dtype=np.float64)
         self.act_min = torch.full((n_units,), float("inf"))
         self.top = GroupSelect(n_units, top_k)
 
@@ -119,7 +120,6 @@ class UnitStats:
         """Add one batch of non-zeros: rows, units [nnz] int64 (rows local to the batch), values [nnz] float32 > 0."""
         self.n_tokens += n_tokens
         self.firing += np.bincount(units, minlength=self.n_units)  # numpy's bincount is ~20x torch's here
-        self.act_sum += np.bincount(units, weights=values, minlength=self.n_units)
         self.act_min.scatter_reduce_(0, torch.from_numpy(units), torch.from_numpy(values), reduce="amin")
         kth = np.where(self.top.token[:, -1] >= 0, self.top.value[:, -1], 0.0)  # [U]; values are > 0
         cand = np.nonzero(values > kth[units])[0]  # only values above the unit's current kth can enter
@@ -130,7 +130,6 @@ class UnitStats:
         out = UnitStats(self.n_units, self.top.k)
         out.n_tokens = self.n_tokens + other.n_tokens
         out.firing = self.firing + other.firing
-        out.act_sum = self.act_sum + other.act_sum
         out.act_min = torch.minimum(self.act_min, other.act_min)
         out.top = self.top.merge(other.top)
         return out
@@ -146,7 +145,11 @@ class UnitStats:
 
 
 class IntervalStats:
-    """Pass-2 state of one basis: activation histogram, interval counts and per-interval reservoirs."""
+    """Pass-2 state of one basis: activation histogram, interval counts, activation sums and per-interval reservoirs.
+
+    `act_sum` is a float64 sum, added one spill batch at a time: streaming every shard's spill through one state, in
+    token order, adds the same batch sums in the same order whatever the sharding (`sae.analysis.reduce.finish`).
+    """
 
     def __init__(self, max_act: np.ndarray, min_act: np.ndarray, n_intervals: int, samples: int, hist_bins: int,
                  seed: int) -> None:
@@ -167,6 +170,7 @@ class IntervalStats:
         self.hist_edges = np.where(live[:, None], edges, 0.0).astype(np.float32)  # [U, H+1]
         self.hist_counts = np.zeros(self.n_units * hist_bins, dtype=np.int64)
         self.interval_counts = np.zeros(self.n_units * n_intervals, dtype=np.int64)
+        self.act_sum = np.zeros(self.n_units, dtype=np.float64)  # [U] the sum of each unit's positive activations
         self.reservoir = GroupSelect(self.n_units * n_intervals, samples)
 
     def intervals_of(self, units: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -184,16 +188,19 @@ class IntervalStats:
         h = self.hist_bins
         hb = np.clip(np.log(values) * self.hist_scale[units] + self.hist_shift[units], 0, h - 1).astype(np.int64)
         self.hist_counts += np.bincount(units * h + hb, minlength=self.n_units * h)
+        self.act_sum += np.bincount(units, weights=values, minlength=self.n_units)
         group = units * self.n_intervals + self.intervals_of(units, values)
         self.interval_counts += np.bincount(group, minlength=self.n_units * self.n_intervals)
         tokens = rows + token_offset
         self.reservoir.update(group, reservoir_keys(tokens, units, self.seed), tokens, values)
 
     def merge(self, other: "IntervalStats") -> "IntervalStats":
-        """Return the state of both shards together (both built from the same merged pass-1 edges)."""
+        """Return the state of both shards together (both built from the same merged pass-1 edges); act_sum is
+        then equal to the streamed one up to float rounding."""
         out = object.__new__(IntervalStats)
         out.__dict__.update(self.__dict__)
         out.hist_counts = self.hist_counts + other.hist_counts
         out.interval_counts = self.interval_counts + other.interval_counts
+        out.act_sum = self.act_sum + other.act_sum
         out.reservoir = self.reservoir.merge(other.reservoir)
         return out
