@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -74,6 +73,7 @@ def export_labels(
 ) -> None:
     """Export every label (the full append-only history, oldest first; the newest per unit is current)."""
     from app.store.export import write_csv
+    from app.store.table_files import json_line
     from app.store.labels import list_labels
     from app.store.models import Basis
 
@@ -92,8 +92,7 @@ def export_labels(
         if format is Format.csv:
             write_csv(target, list(LABEL_FIELDS), records)
         else:
-            for record in records:
-                target.write(json.dumps(record, ensure_ascii=False) + "\n")
+            target.writelines(json_line(record) for record in records)
     finally:
         if out:
             target.close()
