@@ -211,8 +211,9 @@ def ingest_run(run_dir: Path, *, url: str, log: Callable[[str], None] = print) -
     """Ingest every analysed basis of a run (neurons first); return the basis names now ready."""
     run_dir = Path(run_dir)
     analysis = run_dir / "analysis"
-    basis_dirs = sorted((p for p in analysis.iterdir() if (p / "basis.json").is_file()), key=lambda p: p.name != NEURON_BASIS) \
-        if analysis.is_dir() else []
+    # Dot-folders are a killed analysis's leftovers (.<basis>.tmp-*, .<basis>.old-*, .spill-*), never a stage.
+    basis_dirs = sorted((p for p in analysis.iterdir() if not p.name.startswith(".") and (p / "basis.json").is_file()),
+                        key=lambda p: p.name != NEURON_BASIS) if analysis.is_dir() else []
     if not basis_dirs:
         raise MonoscopeError(f"no analysed bases under {analysis}: run `monoscope analyze --run {run_dir}` first")
     factory = session_factory(url)
