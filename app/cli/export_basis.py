@@ -23,9 +23,11 @@ def export_basis(
                                                                  "newest that has it).")] = None,
     db: DbOpt = None,
 ) -> None:
-    """Write a basis as plain tables: units (statistics, top logits with their tokens, current label), examples
-    (token strings, activations and ablation effects as list columns), labels (the whole history) and review
-    scores, one file each."""
+    """Write one basis for pandas and datasette: units, examples, labels and review scores, a file each.
+
+    Plain columns: unit statistics, top logits with their tokens and the current label; every example window with
+    its token strings, activations and ablation effects as lists; the label history; every rater's scores.
+    """
     from app.store.basis_export import TABLES, basis_tables
     from app.store.db import read_snapshot
     from app.store.table_files import check_format, out_folder, write_tables

@@ -13,7 +13,7 @@ from app.cli.common import DbOpt, cli, sessions
 from sae.errors import MonoscopeError
 
 user_cli = typer.Typer(no_args_is_help=True, help="Users who may write labels and reviews, and their API tokens.")
-export_cli = typer.Typer(no_args_is_help=True, help="Write what people wrote to files (CSV or JSON lines).")
+export_cli = typer.Typer(no_args_is_help=True, help="Write files: the labels (CSV or JSON lines), or a whole basis (Parquet or JSON lines).")
 cli.add_typer(user_cli, name="user")
 cli.add_typer(export_cli, name="export")
 
