@@ -226,3 +226,26 @@ def test_a_killed_ingest_shows_the_old_basis_or_none_and_a_rerun_equals_an_unint
     ingest_run(old, reference)
     ingest_run(new, reference)
     assert contents(database_url) == contents(reference)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # one transaction's logic: one backend is enough
+def test_a_new_vocabulary_hides_the_old_bases_until_each_is_ingested_again(database_url, analysed_run, tmp_path):
+    """The same run rebuilt with another vocabulary: an old basis must not show its token ids as the new strings."""
+    from app.store.db import session_factory
+    from app.web.queries.bases import NotFound, resolve_basis
+
+    renamed = fresh_run(analysed_run, tmp_path)
+    shutil.copytree(analysed_run / "analysis", renamed / "analysis")
+    strings = json.loads((renamed / "corpus" / "token_strings.json").read_text())
+    strings[5] = "a new <token>"
+    (renamed / "corpus" / "token_strings.json").write_text(json.dumps(strings))
+    ingest_run(analysed_run, database_url)
+
+    kill_ingest_midway(renamed, database_url)
+    status = {name: row[0] for name, row in bases(database_url).items()}
+    assert status == {"neurons": "ready", SAE_NAME: "building"}  # hidden, not shown with the wrong strings
+    with session_factory(database_url)() as session:
+        with pytest.raises(NotFound):
+            resolve_basis(session, SAE_NAME, None)
+    run("ingest", "--run", renamed, "--db", database_url)
+    assert bases(database_url) == {name: expected(renamed, name) for name in BASES}
