@@ -108,6 +108,7 @@ def test_export_matches_the_database(exported, labelled_db):
         basis = session.scalar(select(Basis).where(Basis.name == SAE_NAME))
         n_examples = session.scalar(select(func.count(Example.id)).join(Unit).where(Unit.basis_id == basis.id))
         unit = session.scalar(select(Unit).where(Unit.basis_id == basis.id, Unit.index == 3))
+        strings = dict(session.execute(select(Token.token_id, Token.text).where(Token.model_id == basis.model_id)).all())
     for fmt in ("parquet", "jsonl"):
         tables = exported[fmt]
         assert [u["index"] for u in tables["units"]] == list(range(basis.n_units))
@@ -119,6 +120,9 @@ def test_export_matches_the_database(exported, labelled_db):
         mine = [(e["kind"], e["interval"], e["rank"], e["tokens"], e["activations"], e["effects"])
                 for e in tables["examples"] if e["index"] == 3]
         assert mine == _db_examples(labelled_db, 3) and len(mine) > 20  # top contexts and interval samples
+        spelled = [(e["tokens"], [strings[i] for i in e["token_ids"]]) for e in tables["examples"]]
+        assert all(mine == stored for mine, stored in spelled)  # every token string as the database holds it
+        assert {c for tokens, _ in spelled for t in tokens for c in t} >= {"<", "&", "\n"}  # awkward ones among them
         for e in tables["examples"][:50]:
             assert e["text"] == "".join(e["tokens"]) and len(e["token_ids"]) == len(e["tokens"])
             assert e["activations"][e["max_position"]] == pytest.approx(e["value"], rel=1e-6)
@@ -136,9 +140,8 @@ def test_both_formats_hold_the_same_rows_and_awkward_strings_byte_for_byte(expor
         as_json = [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
                    for row in parquet[table]]
         assert as_json == jsonl[table], table
-    tokens = {t for e in jsonl["examples"] for t in e["tokens"]}
-    awkward = {t for t in tokens if AWKWARD_CHARS & set(t)}
-    assert {c for t in awkward for c in t} >= {"<", "&", "\n"}  # the corpus's awkward tokens made it into windows
+    awkward = {t for e in jsonl["examples"] for t in e["tokens"] if AWKWARD_CHARS & set(t)}
+    assert awkward and all(t in {t for e in parquet["examples"] for t in e["tokens"]} for t in awkward)
     raw = (exported["jsonl"]["folder"] / "labels.jsonl").read_bytes()
     # UTF-8 as is; escaped only what JSON must escape, and U+2028, which str.splitlines() would take for a line end
     assert json.dumps(AWKWARD_LABEL, ensure_ascii=False).replace("\u2028", "\\u2028").encode() in raw
