@@ -13,7 +13,8 @@ from app.cli.common import DbOpt, cli, sessions
 from sae.errors import MonoscopeError
 
 user_cli = typer.Typer(no_args_is_help=True, help="Users who may write labels and reviews, and their API tokens.")
-export_cli = typer.Typer(no_args_is_help=True, help="Write files: the labels (CSV or JSON lines), or a whole basis (Parquet or JSON lines).")
+export_cli = typer.Typer(no_args_is_help=True,
+                         help="Write files: the labels (CSV or JSON lines), or a whole basis (Parquet or JSON lines).")
 cli.add_typer(user_cli, name="user")
 cli.add_typer(export_cli, name="export")
 
@@ -73,9 +74,9 @@ def export_labels(
 ) -> None:
     """Export every label (the full append-only history, oldest first; the newest per unit is current)."""
     from app.store.export import write_csv
-    from app.store.table_files import json_line
     from app.store.labels import list_labels
     from app.store.models import Basis
+    from app.store.table_files import json_line
 
     with sessions(db)() as session:
         basis_ids = None
