@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -14,7 +13,8 @@ from app.cli.common import DbOpt, cli, sessions
 from sae.errors import MonoscopeError
 
 user_cli = typer.Typer(no_args_is_help=True, help="Users who may write labels and reviews, and their API tokens.")
-export_cli = typer.Typer(no_args_is_help=True, help="Write what people wrote to files (CSV or JSON lines).")
+export_cli = typer.Typer(no_args_is_help=True,
+                         help="Write files: the labels (CSV or JSON lines), or a whole basis (Parquet or JSON lines).")
 cli.add_typer(user_cli, name="user")
 cli.add_typer(export_cli, name="export")
 
@@ -76,6 +76,7 @@ def export_labels(
     from app.store.export import write_csv
     from app.store.labels import list_labels
     from app.store.models import Basis
+    from app.store.table_files import json_line
 
     with sessions(db)() as session:
         basis_ids = None
@@ -92,8 +93,7 @@ def export_labels(
         if format is Format.csv:
             write_csv(target, list(LABEL_FIELDS), records)
         else:
-            for record in records:
-                target.write(json.dumps(record, ensure_ascii=False) + "\n")
+            target.writelines(json_line(record) for record in records)
     finally:
         if out:
             target.close()

@@ -78,6 +78,19 @@ def write_transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+@contextmanager
+def read_snapshot(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """Yield a session whose reads all see one committed state: a re-ingest that commits while a long read (an
+    export) runs is not seen half-way. PostgreSQL: REPEATABLE READ; SQLite: an explicit BEGIN (its driver opens
+    no transaction for reads), which in WAL mode pins the snapshot of the first read."""
+    with sessions() as session:
+        if session.get_bind().dialect.name == "sqlite":
+            session.connection().exec_driver_sql("BEGIN")
+        else:
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        yield session
+
+
 def _alembic_config(engine: Engine | None = None):
     from alembic.config import Config
 

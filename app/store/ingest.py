@@ -8,6 +8,8 @@ Links point at other bases, so an SAE's links are inserted once every basis of t
 its SAE's version, so re-ingesting the neuron basis carries its units' links over to the new rows (a later failed
 SAE ingest then still finds its links in both directions). Example and link rows go in through the driver (COPY on
 PostgreSQL; app/store/bulk.py); analysis arrays are memory-mapped (app/store/npz.py), so memory stays bounded.
+A run rebuilt with another vocabulary hides its model's bases until each is ingested again (their token ids would
+read as the wrong strings). Folders whose names start with a dot are a killed analysis's leftovers and are skipped.
 """
 
 from __future__ import annotations
@@ -138,6 +140,12 @@ def _upsert_model(session: Session, run_dir: Path) -> Model:
         session.flush()
     else:
         model.run_dir, model.config, model.metrics = str(run_dir.resolve()), config, metrics
+        stored = session.scalars(select(Token.text).where(Token.model_id == model.id).order_by(Token.token_id)).all()
+        if stored == strings:
+            return model
+        # A new vocabulary: the model's ingested bases would show their token ids as the wrong strings, so they are
+        # hidden until each is ingested again (a killed ingest leaves them hidden, never half right).
+        session.execute(update(Basis).where(Basis.model_id == model.id).values(status="building"))
         session.execute(delete(Token).where(Token.model_id == model.id))
     session.execute(insert(Token), [dict(model_id=model.id, token_id=i, text=t) for i, t in enumerate(strings)])
     return model
@@ -211,8 +219,9 @@ def ingest_run(run_dir: Path, *, url: str, log: Callable[[str], None] = print) -
     """Ingest every analysed basis of a run (neurons first); return the basis names now ready."""
     run_dir = Path(run_dir)
     analysis = run_dir / "analysis"
-    basis_dirs = sorted((p for p in analysis.iterdir() if (p / "basis.json").is_file()), key=lambda p: p.name != NEURON_BASIS) \
-        if analysis.is_dir() else []
+    # Dot-folders are a killed analysis's leftovers (.<basis>.tmp-*, .<basis>.old-*, .spill-*), never a stage.
+    basis_dirs = sorted((p for p in analysis.iterdir() if not p.name.startswith(".") and (p / "basis.json").is_file()),
+                        key=lambda p: p.name != NEURON_BASIS) if analysis.is_dir() else []
     if not basis_dirs:
         raise MonoscopeError(f"no analysed bases under {analysis}: run `monoscope analyze --run {run_dir}` first")
     factory = session_factory(url)

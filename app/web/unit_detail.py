@@ -1,14 +1,12 @@
 """Turn a unit's database rows into the UnitDetail schema (no SQL here: app/web/queries/unit.py fetches the rows).
 
-Example windows are stored as raw int32 token ids and float32 activations; padding outside the sequence has id -1
-and is dropped, and the max token sits at `context_before` in the stored window (the analysis contract).
+Example windows are decoded by app/store/windows.py (padding dropped, the max token's position).
 """
 
 from __future__ import annotations
 
-import numpy as np
-
 from app.store.models import TOP_TOKENS_SEPARATOR
+from app.store.windows import decode_window
 from app.web.schemas import (
     Example,
     Histogram,
@@ -40,21 +38,12 @@ def _logits(pairs: list, strings: list[str]) -> list[LogitToken]:
 
 def _example(value: float, token_ids: bytes, activations: bytes, effects: bytes | None, strings: list[str],
              context_before: int) -> Example:
-    ids = np.frombuffer(token_ids, dtype=np.int32)
-    acts = np.frombuffer(activations, dtype=np.float32)
-    keep = ids >= 0
-    ids, acts = ids[keep].tolist(), acts[keep].tolist()
-    texts = [strings[i] if i < len(strings) else "" for i in ids]
-    max_position = int(context_before - np.count_nonzero(~keep[:context_before]))
-    if not 0 <= max_position < len(texts):
-        max_position = int(np.argmax(acts)) if texts else 0
-    shown_effects = None
-    if effects is not None:
-        e = np.frombuffer(effects, dtype=np.float32)[keep]
-        shown_effects = [None if v != v else v for v in e.tolist()]  # NaN (no next token, BOS) -> null
+    window = decode_window(token_ids, activations, effects, context_before)
+    texts = [strings[i] if i < len(strings) else "" for i in window.token_ids]
     # model_construct: these rows come from our own database, and validating ~2,500 tokens per page costs ms
-    return Example.model_construct(value=float(value), max_position=max_position, token_ids=ids, texts=texts,
-                                   shown=visible_whitespace(texts), acts=acts, effects=shown_effects)
+    return Example.model_construct(value=float(value), max_position=window.max_position, token_ids=window.token_ids,
+                                   texts=texts, shown=visible_whitespace(texts), acts=window.activations,
+                                   effects=window.effects)
 
 
 def _max_abs_effect(examples: list[Example]) -> float | None:

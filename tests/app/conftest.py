@@ -66,6 +66,12 @@ def _new_postgres_database(socket_dir: Path) -> str:
     return f"postgresql+psycopg://postgres@/{name}?host={socket_dir}"
 
 
+@pytest.fixture(scope="session")
+def new_postgres_database(postgres_server):
+    """Make an empty database in the session cluster and return its URL (for fixtures broader than a test)."""
+    return lambda: _new_postgres_database(postgres_server)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path) -> str:
     """An empty database (no schema yet) on each backend."""
