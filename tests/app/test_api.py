@@ -217,6 +217,10 @@ def test_rest_collections_and_method_not_allowed(site):
     assert site.get("/api/v1/bases/nope/units").status_code == 404
     wrong = site.post("/api/v1/overview", json={})
     assert wrong.status_code == 405 and wrong.headers["allow"] == "GET" and wrong.json()["detail"]
+    with site.client() as client:  # a path with two routes: Allow names both (Starlette's own named the first)
+        for path in ("/api/v1/bases/neurons/units/0/labels", "/bases/neurons/units/0/labels"):
+            wrong = client.delete(path)
+            assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, POST", path
 
 
 def test_openapi_documents_every_twin(site):
