@@ -284,7 +284,9 @@ class InferResult(Schema):
 
 
 class ErrorBody(Schema):
-    detail: str
+    """Every error of the JSON API (4xx and 503): one line saying what is wrong."""
+
+    detail: str = Field(min_length=1)
 
 
 def visible_whitespace(texts: list[str], at_line_start: bool = False) -> list[str]:
