@@ -120,8 +120,8 @@ class UnitListParams(Schema):
 
     @field_validator("min_density", "max_density", mode="before")
     @classmethod
-    def _blank_is_none(cls, value):  # an empty number box in the filter form submits ""
-        return None if isinstance(value, str) and not value.strip() else value
+    def _blank_is_none(cls, value):  # an empty number box in the filter form submits "" (and only that)
+        return None if value == "" else value
 
     @field_validator("q")
     @classmethod
