@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from app.web import queries
 from app.web.cache import cached_unit_response
 from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep
-from app.web.error_docs import OPTIONAL_AUTH, BAD_PARAMETER, BAD_TOKEN, UNKNOWN_UNIT, errors
+from app.web.error_docs import BAD_PARAMETER, BAD_TOKEN, OPTIONAL_AUTH, UNKNOWN_UNIT, errors
 from app.web.match_schemas import FeatureMap, Matches
 from app.web.schemas import (
     BasisSummary,

@@ -19,7 +19,7 @@ from app.store.labels import add_label
 from app.store.users import user_for_token
 from app.web.auth import CurrentUser, OptionalUser, csrf_token, read_access
 from app.web.deps import ModelParam, SessionDep, UnitIndex
-from app.web.error_docs import OPTIONAL_AUTH, BAD_PARAMETER, BAD_TOKEN, BODY, UNKNOWN_UNIT, WRITE, errors
+from app.web.error_docs import BAD_PARAMETER, BAD_TOKEN, BODY, OPTIONAL_AUTH, UNKNOWN_UNIT, WRITE, errors
 from app.web.label_schemas import LabelHistory, LabelIn, LabelListing, LabelOut, Me
 from app.web.queries.bases import check_unit, resolve
 from app.web.queries.label_history import label_history, label_listing, label_out

@@ -19,7 +19,7 @@ from app.store.export import write_csv
 from app.web import plots
 from app.web.auth import CurrentUser, OptionalUser, csrf_token, read_access
 from app.web.deps import SessionDep
-from app.web.error_docs import OPTIONAL_AUTH, BAD_PARAMETER, BAD_TOKEN, BODY, SIGN_IN, WRITE, errors
+from app.web.error_docs import BAD_PARAMETER, BAD_TOKEN, BODY, OPTIONAL_AUTH, SIGN_IN, WRITE, errors
 from app.web.queries import reviews as queries
 from app.web.render import render, twin_url
 from app.web.review_schemas import MyScore, ReviewIn, ReviewItem, ReviewList, ReviewResults, ReviewSummary, ScoreIn
