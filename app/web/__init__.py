@@ -48,7 +48,8 @@ def create_app(settings=None, *, engine=None) -> FastAPI:
                               "/api/v1/overview), built from the same query. A basis is named in paths by its name "
                               "(`neurons` or the SAE's name); when several models are ingested, `?model=NAME` picks "
                               "one, and without it the most recently ingested model having that basis is used. "
-                              "Errors are JSON `{\"detail\": message}` with 404 (unknown) or 422 (bad parameter). "
+                              "Errors are JSON `{\"detail\": message}`; each operation lists the statuses it can "
+                              "return (404 unknown, 422 bad parameter, 401 no or bad token, ...). "
                               "Reads are open unless the server sets MONOSCOPE_REQUIRE_LOGIN; writes (labels, "
                               "reviews) need `Authorization: Bearer <token>` with a token from `monoscope user add "
                               "NAME` (401 without one).")

@@ -10,44 +10,48 @@ from fastapi.responses import Response
 from app.web import queries
 from app.web.cache import cached_unit_response
 from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep
+from app.web.error_docs import BAD_PARAMETER, BAD_TOKEN, OPTIONAL_AUTH, UNKNOWN_UNIT, errors
 from app.web.match_schemas import FeatureMap, Matches
 from app.web.schemas import (
     BasisSummary,
     Comparison,
-    ErrorBody,
     InferResult,
     Overview,
     UnitDetail,
     UnitList,
 )
 
-ERRORS = {404: {"model": ErrorBody, "description": "Unknown model, basis or unit"},
-          422: {"model": ErrorBody, "description": "Bad parameter (the message says which)"}}
-router = APIRouter(prefix="/api/v1", tags=["api"], responses=ERRORS)
+READ = errors(BAD_TOKEN)
+LOOKUP = errors(BAD_TOKEN, UNKNOWN_UNIT, BAD_PARAMETER)
+router = APIRouter(prefix="/api/v1", tags=["api"])
 
 
-@router.get("/overview", response_model=Overview, summary="Every basis with its metrics and density histogram")
+@router.get("/overview", openapi_extra=OPTIONAL_AUTH, response_model=Overview, responses=READ,
+            summary="Every basis with its metrics and density histogram")
 def overview(session: SessionDep):
     return queries.overview(session=session)
 
 
-@router.get("/bases", response_model=list[BasisSummary], summary="Every basis (the collection; /overview is its page)")
+@router.get("/bases", openapi_extra=OPTIONAL_AUTH, response_model=list[BasisSummary], responses=READ,
+            summary="Every basis (the collection; /overview is its page)")
 def bases(session: SessionDep):
     return queries.overview(session=session).bases
 
 
-@router.get("/bases/{basis}", response_model=UnitList, summary="Units of a basis: sort, filter, search, paginate")
+@router.get("/bases/{basis}", openapi_extra=OPTIONAL_AUTH, response_model=UnitList, responses=LOOKUP,
+            summary="Units of a basis: sort, filter, search, paginate")
 def unit_list(session: SessionDep, basis: str, params: UnitListParamsDep, model: ModelParam = None):
     return queries.unit_list(session=session, basis=basis, model=model, params=params)
 
 
-@router.get("/bases/{basis}/units", response_model=UnitList,
+@router.get("/bases/{basis}/units", openapi_extra=OPTIONAL_AUTH, response_model=UnitList, responses=LOOKUP,
             summary="The units collection of a basis (the same list as /bases/{basis}, under its REST path)")
 def basis_units(session: SessionDep, basis: str, params: UnitListParamsDep, model: ModelParam = None):
     return queries.unit_list(session=session, basis=basis, model=model, params=params)
 
 
-@router.get("/bases/{basis}/units/{index}", response_model=UnitDetail, summary="One neuron or feature")
+@router.get("/bases/{basis}/units/{index}", openapi_extra=OPTIONAL_AUTH, response_model=UnitDetail,
+            responses=LOOKUP, summary="One neuron or feature")
 async def unit_detail(request: Request, basis: str, index: UnitIndex, model: ModelParam = None):
     def render(session) -> bytes:  # serialised once per (ingest, labels) state, like the page
         return queries.unit_detail(session=session, basis=basis, index=index, model=model).model_dump_json().encode()
@@ -56,7 +60,9 @@ async def unit_detail(request: Request, basis: str, index: UnitIndex, model: Mod
     return Response(body, media_type="application/json")
 
 
-@router.get("/compare", response_model=Comparison, summary="A neuron beside its features; basis distributions")
+@router.get("/compare", openapi_extra=OPTIONAL_AUTH, response_model=Comparison,
+            summary="A neuron beside its features; basis distributions",
+            responses=errors(BAD_TOKEN, UNKNOWN_UNIT, {422: "Bad parameter, or a neuron basis given as `basis`"}))
 def compare(session: SessionDep, basis: Annotated[str | None, Query(max_length=200, description="SAE basis")] = None,
             neuron: Annotated[int | None, Query(ge=0, le=2**31 - 1,
                                                 description="Neuron index (default: the least specific)")] = None,
@@ -64,19 +70,24 @@ def compare(session: SessionDep, basis: Annotated[str | None, Query(max_length=2
     return queries.comparison(session=session, basis=basis, neuron=neuron, model=model)
 
 
-@router.get("/matches", response_model=Matches,
+@router.get("/matches", openapi_extra=OPTIONAL_AUTH, response_model=Matches, responses=READ,
             summary="Best-match correlations between bases (universality across LMs, splitting across sizes)")
 def matches(session: SessionDep):
     return queries.matches(session=session)
 
 
-@router.get("/map", response_model=FeatureMap, summary="The feature map: a 2-D UMAP of a model's dictionaries")
+@router.get("/map", openapi_extra=OPTIONAL_AUTH, response_model=FeatureMap,
+            responses=errors(BAD_TOKEN, {404: "Unknown model"}, BAD_PARAMETER),
+            summary="The feature map: a 2-D UMAP of a model's dictionaries")
 def feature_map(session: SessionDep, model: ModelParam = None):
     return queries.feature_map(session=session, model=model)
 
 
-@router.get("/infer", response_model=InferResult, summary="Run the model on a text (at most 2,000 characters)",
-            responses={503: {"model": ErrorBody, "description": "The run folder is not on this machine"}})
+@router.get("/infer", openapi_extra=OPTIONAL_AUTH, response_model=InferResult,
+            summary="Run the model on a text (at most 2,000 characters)",
+            responses=errors(BAD_TOKEN, {404: "Unknown model, or none ingested yet"},
+                             {422: "Bad parameter, a text with no tokens, or a position or unit beyond it"},
+                             {503: "The run folder is not on this machine"}))
 def infer(session: SessionDep, text: Annotated[str, Query(min_length=1)],
           position: Annotated[int | None, Query(ge=0, le=100_000,
                                                 description="Token whose most active units to list")] = None,

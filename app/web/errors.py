@@ -10,6 +10,7 @@ from markupsafe import escape
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 from app.store.reviews import Conflict
 from app.web.infer import Unavailable
@@ -18,6 +19,7 @@ from app.web.queries.reviews import Forbidden
 from app.web.render import is_fragment_request, render
 from sae.errors import MonoscopeError
 
+PROBED_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
 TITLES = {401: "Sign in", 403: "Not allowed", 404: "Not found", 405: "Method not allowed", 409: "Conflict",
           422: "Bad request", 503: "Unavailable"}
 
@@ -53,6 +55,8 @@ def install(app: FastAPI) -> None:
             message = f"there is no page at {request.url.path}"
         response = error_response(request, exc.status_code, message)
         response.headers.update(exc.headers or {})  # e.g. WWW-Authenticate on a 401
+        if exc.status_code == 405 and (allow := allowed_methods(request)):
+            response.headers["Allow"] = allow
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -73,6 +77,16 @@ def install(app: FastAPI) -> None:
         # Two writers raced for one unique row (a review name, one rater's score of one item): nothing was stored.
         return error_response(request, 409, "another write got there first (same name or same item): nothing was "
                                             "stored; reload and try again")
+
+
+def allowed_methods(request: Request) -> str | None:
+    """Return the `Allow` header of the request's path: every method some route answers there (Starlette's own
+    405 names only the first matching route's, so a GET-and-POST path said `Allow: GET`); None when no route
+    answers the path (a mount's own 405)."""
+    routes = [route for route in request.app.router.routes if not isinstance(route, Mount)]
+    allowed = [method for method in PROBED_METHODS
+               if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)]
+    return ", ".join(allowed) or None
 
 
 def _answer_with(status: int):

@@ -12,34 +12,44 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import BeforeValidator
 
 from app.store.db import write_transaction
 from app.store.labels import add_label
 from app.store.users import user_for_token
 from app.web.auth import CurrentUser, OptionalUser, csrf_token, read_access
 from app.web.deps import ModelParam, SessionDep, UnitIndex
+from app.web.error_docs import BAD_PARAMETER, BAD_TOKEN, BODY, OPTIONAL_AUTH, UNKNOWN_UNIT, WRITE, errors
 from app.web.label_schemas import LabelHistory, LabelIn, LabelListing, LabelOut, Me
 from app.web.queries.bases import check_unit, resolve
 from app.web.queries.label_history import label_history, label_listing, label_out
 from app.web.render import render, twin_url
-from app.web.schemas import ErrorBody
 from sae.errors import MonoscopeError
 
 BasisFilter = Annotated[str | None, Query(max_length=200, description="Only labels of this basis")]
 AuthorFilter = Annotated[str | None, Query(max_length=100, description="Only labels by this user")]
+
+
+def _not_a_number(value):
+    """Refuse a number for `since`: pydantic would read it as a Unix time, which the API does not take."""
+    if isinstance(value, (str, int, float)):
+        try:
+            float(value)
+        except ValueError:
+            return value
+        raise ValueError("give an ISO 8601 date and time (e.g. 2026-12-02T21:00:00Z), not a number")
+    return value
+
+
 SinceFilter = Annotated[datetime | None, Query(description="Only labels written at or after this time (ISO 8601; "
-                                                           "UTC when no offset is given)")]
+                                                           "UTC when no offset is given)"),
+                        BeforeValidator(_not_a_number)]
 Limit = Annotated[int, Query(ge=1, le=10_000, description="Labels per page")]
 Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="Labels to skip (oldest first)")]
-WRITE_ERRORS = {401: {"model": ErrorBody, "description": "No valid API token or session"},
-                403: {"model": ErrorBody, "description": "A browser write without a valid CSRF token"},
-                404: {"model": ErrorBody, "description": "Unknown model, basis or unit"},
-                422: {"model": ErrorBody, "description": "Bad label (the message says what)"}}
+WRITE_ERRORS = errors(WRITE, UNKNOWN_UNIT, BODY, {422: "Bad label or parameter (the message says what)"})
 
 pages = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
-api = APIRouter(prefix="/api/v1", tags=["labels"],
-                responses={404: {"model": ErrorBody, "description": "Unknown model, basis or unit"},
-                           422: {"model": ErrorBody, "description": "Bad parameter"}})
+api = APIRouter(prefix="/api/v1", tags=["labels"])
 
 
 def write_label(request: Request, basis: str, index: int, model: str | None, user, label: LabelIn) -> LabelOut:
@@ -54,7 +64,9 @@ def write_label(request: Request, basis: str, index: int, model: str | None, use
 # --- JSON API ---------------------------------------------------------------------------------------------------
 
 
-@api.get("/bases/{basis}/units/{index}/labels", response_model=LabelHistory, dependencies=[Depends(read_access)],
+@api.get("/bases/{basis}/units/{index}/labels", openapi_extra=OPTIONAL_AUTH, response_model=LabelHistory,
+         dependencies=[Depends(read_access)],
+         responses=errors(BAD_TOKEN, UNKNOWN_UNIT, BAD_PARAMETER),
          summary="A unit's labels, newest (the current one) first")
 def unit_labels(session: SessionDep, basis: str, index: UnitIndex, model: ModelParam = None):
     return label_history(session=session, basis=basis, index=index, model=model)
@@ -67,7 +79,8 @@ def post_label(request: Request, user: CurrentUser, basis: str, index: UnitIndex
     return write_label(request, basis, index, model, user, label)
 
 
-@api.get("/labels", response_model=LabelListing, dependencies=[Depends(read_access)],
+@api.get("/labels", openapi_extra=OPTIONAL_AUTH, response_model=LabelListing, dependencies=[Depends(read_access)],
+         responses=errors(BAD_TOKEN, {404: "Unknown model or basis"}, BAD_PARAMETER),
          summary="Labels of every unit (oldest first), by basis, author and time")
 def labels(session: SessionDep, basis: BasisFilter = None, author: AuthorFilter = None, since: SinceFilter = None,
            model: ModelParam = None, limit: Limit = 1000, offset: Offset = 0):
@@ -75,7 +88,7 @@ def labels(session: SessionDep, basis: BasisFilter = None, author: AuthorFilter 
                          offset=offset)
 
 
-@api.get("/me", response_model=Me, responses={401: {"model": ErrorBody, "description": "Not signed in"}},
+@api.get("/me", response_model=Me, responses=errors({401: "Not signed in (no valid API token or session)"}),
          summary="The signed-in user (checks a token)")
 def me(user: CurrentUser):
     return Me(name=user.name)

@@ -4,10 +4,11 @@ as a score, and the results once they open."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import Field
 
-from app.store.reviews import MAX_HYPOTHESIS_CHARS, MAX_PER_BASIS
+from app.store.reviews import MAX_HYPOTHESIS_CHARS, MAX_INTERVAL_SCORE, MAX_PER_BASIS
 from app.web.schemas import Example, Histogram, LogitToken, Schema
 
 
@@ -30,7 +31,8 @@ class ScoreIn(Schema):
     effect_gap: int | None = Field(None, ge=0, le=1, description="Gap in effect size; null (n/a) when "
                                                                    "logit_consistency is 3")
     specificity: int = Field(ge=0, le=3)
-    interval_scores: list[int | None] | None = Field(None, description="Optional: 0-3 per activation interval")
+    interval_scores: list[Annotated[int, Field(ge=0, le=MAX_INTERVAL_SCORE)] | None] | None = Field(
+        None, description="Optional: 0-3 (or null) for each of the item's activation intervals (11 by default)")
 
 
 class MyScore(Schema):

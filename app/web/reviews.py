@@ -19,21 +19,18 @@ from app.store.export import write_csv
 from app.web import plots
 from app.web.auth import CurrentUser, OptionalUser, csrf_token, read_access
 from app.web.deps import SessionDep
+from app.web.error_docs import BAD_PARAMETER, BAD_TOKEN, BODY, OPTIONAL_AUTH, SIGN_IN, WRITE, errors
 from app.web.queries import reviews as queries
 from app.web.render import render, twin_url
 from app.web.review_schemas import MyScore, ReviewIn, ReviewItem, ReviewList, ReviewResults, ReviewSummary, ScoreIn
-from app.web.schemas import ErrorBody
 
 ReviewId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Position = Annotated[int, Path(ge=1, le=2**31 - 1, description="The review's own item number")]
-ERRORS = {401: {"model": ErrorBody, "description": "No valid API token or session"},
-          403: {"model": ErrorBody, "description": "Not allowed yet (results before finishing) or no CSRF token"},
-          404: {"model": ErrorBody, "description": "Unknown review, item or basis"},
-          409: {"model": ErrorBody, "description": "The review is closed, or only its creator may do this"},
-          422: {"model": ErrorBody, "description": "Bad input (the message says what)"}}
+UNKNOWN = {404: "Unknown review or item"}
+CLOSED = {409: "The review is closed, your scores are final (you finished it), or a write of yours got there first"}
 
 pages = APIRouter(include_in_schema=False, default_response_class=HTMLResponse, dependencies=[Depends(read_access)])
-api = APIRouter(prefix="/api/v1", tags=["reviews"], responses=ERRORS, dependencies=[Depends(read_access)])
+api = APIRouter(prefix="/api/v1", tags=["reviews"], dependencies=[Depends(read_access)])
 
 
 # --- writes shared by the pages and the API --------------------------------------------------------------------
@@ -69,46 +66,57 @@ def close(request: Request, user, review_id: int) -> ReviewSummary:
 # --- JSON API ---------------------------------------------------------------------------------------------------
 
 
-@api.get("/reviews", response_model=ReviewList, summary="Every review (with your progress when signed in)")
+@api.get("/reviews", openapi_extra=OPTIONAL_AUTH, response_model=ReviewList, responses=errors(BAD_TOKEN),
+         summary="Every review (with your progress when signed in)")
 def list_reviews(session: SessionDep, user: OptionalUser):
     return queries.review_list(session=session, user=user)
 
 
-@api.post("/reviews", response_model=ReviewSummary, status_code=201, summary="Create a blind review")
+@api.post("/reviews", response_model=ReviewSummary, status_code=201, summary="Create a blind review",
+          responses=errors(WRITE, {404: "Unknown model or basis"}, BODY,
+                           {409: "Another review of that name was created at the same moment"},
+                           {422: "Bad review (a name in use, too few live units, ...: the message says what)"}))
 def post_review(request: Request, user: CurrentUser, body: ReviewIn):
     return create(request, user, body)
 
 
-@api.get("/reviews/{review_id}", response_model=ReviewSummary, summary="One review and your progress in it")
+@api.get("/reviews/{review_id}", openapi_extra=OPTIONAL_AUTH, response_model=ReviewSummary,
+         responses=errors(BAD_TOKEN, UNKNOWN, BAD_PARAMETER), summary="One review and your progress in it")
 def get_review(session: SessionDep, user: OptionalUser, review_id: ReviewId):
     return queries.summary(session, queries.get_review(session, review_id), user)
 
 
 @api.get("/reviews/{review_id}/items/{position}", response_model=ReviewItem,
+         responses=errors(SIGN_IN, UNKNOWN, BAD_PARAMETER),
          summary="One item as a rater sees it: no basis, no unit index")
 def get_item(session: SessionDep, user: CurrentUser, review_id: ReviewId, position: Position):
     return queries.review_item(session=session, review_id=review_id, position=position, user=user)
 
 
 @api.post("/reviews/{review_id}/items/{position}/score", response_model=MyScore,
+          responses=errors(WRITE, UNKNOWN, CLOSED, BODY, {422: "Bad score (the message says which part)"}),
           summary="Score an item on the paper's rubric (replaces your earlier score)")
 def post_score(request: Request, user: CurrentUser, review_id: ReviewId, position: Position, body: ScoreIn):
     return score(request, user, review_id, position, body)
 
 
 @api.post("/reviews/{review_id}/items/{position}/skip", response_model=MyScore,
+          responses=errors(WRITE, UNKNOWN, CLOSED, BAD_PARAMETER),
           summary="Skip an item for now (it comes back after the unseen ones)")
 def post_skip(request: Request, user: CurrentUser, review_id: ReviewId, position: Position):
     return score(request, user, review_id, position, None)
 
 
 @api.post("/reviews/{review_id}/close", response_model=ReviewSummary,
+          responses=errors(WRITE, UNKNOWN, {409: "Only the review's creator can close it"}, BAD_PARAMETER),
           summary="Close a review (its creator): scores freeze, results open to all")
 def post_close(request: Request, user: CurrentUser, review_id: ReviewId):
     return close(request, user, review_id)
 
 
-@api.get("/reviews/{review_id}/results", response_model=ReviewResults,
+@api.get("/reviews/{review_id}/results", openapi_extra=OPTIONAL_AUTH, response_model=ReviewResults,
+         responses=errors(BAD_TOKEN, {403: "The results open when the review is closed, or to a rater who has "
+                                           "finished it"}, UNKNOWN, BAD_PARAMETER),
          summary="Totals by basis, tests, agreement, and every item revealed")
 def get_results(session: SessionDep, user: OptionalUser, review_id: ReviewId):
     return queries.review_results(session=session, review_id=review_id, user=user)

@@ -120,8 +120,8 @@ class UnitListParams(Schema):
 
     @field_validator("min_density", "max_density", mode="before")
     @classmethod
-    def _blank_is_none(cls, value):  # an empty number box in the filter form submits ""
-        return None if isinstance(value, str) and not value.strip() else value
+    def _blank_is_none(cls, value):  # an empty number box in the filter form submits "" (and only that)
+        return None if value == "" else value
 
     @field_validator("q")
     @classmethod
@@ -284,7 +284,9 @@ class InferResult(Schema):
 
 
 class ErrorBody(Schema):
-    detail: str
+    """Every error of the JSON API (4xx and 503): one line saying what is wrong."""
+
+    detail: str = Field(min_length=1)
 
 
 def visible_whitespace(texts: list[str], at_line_start: bool = False) -> list[str]:

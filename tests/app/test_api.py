@@ -124,6 +124,7 @@ def test_unit_list_sorts_filters_searches_and_paginates(site):
     low, high = np.quantile(units["density"], [0.25, 0.75])
     ranged = site.get(base + f"?min_density={low}&max_density={high}&per_page=500").json()
     assert ranged["total"] == int(((units["density"] >= low) & (units["density"] <= high)).sum())
+    assert site.get(base + "?min_density=&max_density=").json()["total"] == n  # the form's empty number boxes
     dead = site.get(base + "?dead=only").json()
     assert dead["total"] == int((units["firing_count"] == 0).sum())
     assert site.get(base + "?labelled=yes").json()["total"] == 0  # nobody has labelled anything yet
@@ -158,6 +159,7 @@ def test_unknown_things_are_404_with_a_message(site, path, fragment):
 
 @pytest.mark.parametrize("path, fragment", [
     ("/bases/neurons?min_density=2", "min_density"),
+    ("/bases/neurons?max_density=%0C", "max_density"),  # was read as the empty box (the fuzz found it)
     ("/bases/neurons?per_page=0", "per_page"),
     ("/bases/neurons?sort=colour", "sort"),
     ("/bases/neurons?page=x", "page"),
@@ -217,6 +219,10 @@ def test_rest_collections_and_method_not_allowed(site):
     assert site.get("/api/v1/bases/nope/units").status_code == 404
     wrong = site.post("/api/v1/overview", json={})
     assert wrong.status_code == 405 and wrong.headers["allow"] == "GET" and wrong.json()["detail"]
+    with site.client() as client:  # a path with two routes: Allow names both (Starlette's own named the first)
+        for path in ("/api/v1/bases/neurons/units/0/labels", "/bases/neurons/units/0/labels"):
+            wrong = client.delete(path)
+            assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, POST", path
 
 
 def test_openapi_documents_every_twin(site):

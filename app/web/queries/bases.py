@@ -67,7 +67,12 @@ def resolve(session: Session, name: str, model: str | None) -> tuple[Basis, Mode
     """Return (basis, model, model_param), remembered for RESOLVE_TTL_S: two queries fewer per page view."""
     def compute():
         b, m = resolve_basis(session, name, model)
-        return b, m, model_param(session, m)
+        param = model_param(session, m)
+        # Detach the shared rows from this session: its rollback (a refused write) would otherwise expire them for
+        # every request of the next seconds, each then failing with DetachedInstanceError (a 500).
+        session.expunge(b)
+        session.expunge(m)
+        return b, m, param
 
     return _RESOLVED.get((str(session.get_bind().url), name, model), compute)
 
