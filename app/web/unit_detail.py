@@ -1,12 +1,13 @@
 """Turn a unit's database rows into the UnitDetail schema (no SQL here: app/web/queries/unit.py fetches the rows).
 
-Example windows are stored as raw int32 token ids and float32 activations; padding outside the sequence has id -1
-and is dropped, and the max token sits at `context_before` in the stored window (the analysis contract).
+Example windows are stored as raw int32 token ids and float32 activations, decoded by app.windows.decode_window.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from typing import NamedTuple
+
+from markupsafe import Markup
 
 from app.store.models import TOP_TOKENS_SEPARATOR
 from app.web.schemas import (
@@ -17,6 +18,7 @@ from app.web.schemas import (
     UnitDetail,
     visible_whitespace,
 )
+from app.windows import decode_window, max_abs_effect, unpack_html, window_html
 
 
 def split_top_tokens(text: str | None) -> list[str]:
@@ -40,34 +42,49 @@ def _logits(pairs: list, strings: list[str]) -> list[LogitToken]:
 
 def _example(value: float, token_ids: bytes, activations: bytes, effects: bytes | None, strings: list[str],
              context_before: int) -> Example:
-    ids = np.frombuffer(token_ids, dtype=np.int32)
-    acts = np.frombuffer(activations, dtype=np.float32)
-    keep = ids >= 0
-    ids, acts = ids[keep].tolist(), acts[keep].tolist()
-    texts = [strings[i] if i < len(strings) else "" for i in ids]
-    max_position = int(context_before - np.count_nonzero(~keep[:context_before]))
-    if not 0 <= max_position < len(texts):
-        max_position = int(np.argmax(acts)) if texts else 0
-    shown_effects = None
-    if effects is not None:
-        e = np.frombuffer(effects, dtype=np.float32)[keep]
-        shown_effects = [None if v != v else v for v in e.tolist()]  # NaN (no next token, BOS) -> null
+    w = decode_window(token_ids, activations, effects, strings, context_before)
     # model_construct: these rows come from our own database, and validating ~2,500 tokens per page costs ms
-    return Example.model_construct(value=float(value), max_position=max_position, token_ids=ids, texts=texts,
-                                   shown=visible_whitespace(texts), acts=acts, effects=shown_effects)
+    return Example.model_construct(value=float(value), max_position=w.max_position, token_ids=w.ids, texts=w.texts,
+                                   shown=w.shown, acts=w.acts, effects=w.effects)
 
 
-def _max_abs_effect(examples: list[Example]) -> float | None:
-    """Return the largest |effect| over the windows (None when none has effects), the effect view's colour scale."""
-    values = [abs(v) for ex in examples if ex.effects for v in ex.effects if v is not None]
-    return max(values, default=0.0) if any(ex.effects is not None for ex in examples) else None
+class PageWindows(NamedTuple):
+    """A unit page's example windows as HTML (escaped, coloured): top windows, samples per interval, and the
+    effect colour scale they were rendered with (None: no effects)."""
+
+    top: list[Markup]
+    intervals: dict[int, list[Markup]]
+    effect_scale: float | None
+
+
+def stored_windows(rows: list, effect_scale: float | None) -> PageWindows:
+    """Return the PageWindows of a unit's stored rows (kind, bucket, packed html), in page order: rendered at ingest,
+    so a first view only unpacks them."""
+    top: list[Markup] = []
+    intervals: dict[int, list[Markup]] = {}
+    for kind, bucket, html in rows:
+        (top if kind == "top" else intervals.setdefault(int(bucket), [])).append(Markup(unpack_html(html)))
+    return PageWindows(top, intervals, effect_scale)
+
+
+def live_windows(detail: UnitDetail) -> PageWindows:
+    """Return the PageWindows of a decoded UnitDetail, rendered now (bases ingested before windows were stored)."""
+    scale, effect_scale = detail.max_activation, detail.max_abs_effect or None
+
+    def html(ex: Example) -> Markup:
+        return Markup(window_html(ex.value, ex.shown, ex.acts, ex.effects, ex.max_position, scale, effect_scale))
+
+    return PageWindows([html(ex) for ex in detail.top_examples],
+                       {iv.index: [html(ex) for ex in iv.samples] for iv in detail.intervals if iv.samples},
+                       detail.max_abs_effect)
 
 
 def build_unit_detail(*, basis, unit, examples: list, strings: list[str], summary, label: str | None, links: list,
                       url: str, labels_url: str, prev_url: str | None, next_url: str | None,
-                      compare_url: str | None, family=None) -> UnitDetail:
+                      compare_url: str | None, family=None, rendered: PageWindows | None = None) -> UnitDetail:
     """Return the UnitDetail of `unit`; `examples` are its example rows (kind, bucket, value, token_ids, activations,
-    effects), top examples first by rank, then interval samples by bucket and rank."""
+    effects), top examples first by rank, then interval samples by bucket and rank. With `rendered` (the page's
+    stored windows), `examples` is empty and the windows' buckets and effect scale come from it."""
     context_before = int((basis.config or {}).get("context_before", 24))
     top: list[Example] = []
     samples: dict[int, list[Example]] = {}
@@ -77,12 +94,15 @@ def build_unit_detail(*, basis, unit, examples: list, strings: list[str], summar
             top.append(example)
         else:
             samples.setdefault(int(bucket), []).append(example)
+    buckets = set(samples) | set(rendered.intervals if rendered else ())
+    effect_scale = rendered.effect_scale if rendered else \
+        max_abs_effect([e.effects for e in top + [e for s in samples.values() for e in s]])
     edges = list(unit.interval_edges or [])
     counts = list(unit.interval_counts or [])
     firing = max(int(unit.firing_count), 1)
     intervals = [Interval.model_construct(index=i, low=float(edges[i]), high=float(edges[i + 1]), count=int(c),
                                           contains_pct=100.0 * int(c) / firing, samples=samples.get(i, []))
-                 for i, c in enumerate(counts) if i + 1 < len(edges) and (c or samples.get(i))]
+                 for i, c in enumerate(counts) if i + 1 < len(edges) and (c or samples.get(i) or i in buckets)]
     return UnitDetail(
         basis=summary, index=unit.index, url=url, labels_url=labels_url, firing_count=unit.firing_count,
         density=unit.density,
@@ -90,5 +110,5 @@ def build_unit_detail(*, basis, unit, examples: list, strings: list[str], summar
         top_token_entropy=unit.top_token_entropy, label=label, act_hist=_histogram(unit.act_hist),
         logit_hist=_histogram(unit.logit_hist), top_logits=_logits(unit.top_logits, strings),
         bottom_logits=_logits(unit.bottom_logits, strings), top_examples=top,
-        intervals=intervals if samples or any(counts) else [], links=links, prev_url=prev_url, next_url=next_url,
-        compare_url=compare_url, family=family, max_abs_effect=_max_abs_effect(top + [e for s in samples.values() for e in s]))
+        intervals=intervals if buckets or any(counts) else [], links=links, prev_url=prev_url, next_url=next_url,
+        compare_url=compare_url, family=family, max_abs_effect=effect_scale)

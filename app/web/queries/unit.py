@@ -12,7 +12,7 @@ from app.web.queries.family import family
 from app.web.queries.labels import labels, newest_label_id
 from app.web.schemas import UnitDetail
 from app.web.schemas import UnitLink as UnitLinkSchema
-from app.web.unit_detail import build_unit_detail
+from app.web.unit_detail import PageWindows, build_unit_detail, live_windows, stored_windows
 from app.web.urls import compare_url, labels_url, unit_url
 
 
@@ -36,31 +36,58 @@ def unit_detail(*, session: Session, basis: str, index: int, model: str | None, 
 def detail(session: Session, b: Basis, m: Model, index: int, model_param: str | None, n_top: int | None = None,
            intervals: bool = True) -> UnitDetail:
     """Return the UnitDetail of unit `index` of a resolved basis, or raise NotFound."""
-    check_unit(b, index)
-    unit = session.scalar(select(Unit).where(Unit.basis_id == b.id, Unit.index == index))
-    if unit is None:  # a basis mid-re-ingest never shows (status), so only a damaged database gets here
-        raise NotFound(f"unit {index} of basis {b.name!r} is missing from the database")
-    links, label = _links(session, unit, model_param, b.id, b.model_id)
-    compare = None
-    if b.kind == "neuron":
-        sae = next((link.basis for link in links if link.kind == "neuron_feature"), None)
-        compare = compare_url(sae, index, model_param) if sae else None
+    unit = _unit_row(session, b, index)
     stmt = (select(Example.kind, Example.bucket, Example.value, Example.token_ids, Example.activations,
-                   Example.effects)
-            .where(Example.unit_id == unit.id).order_by(Example.kind.desc(), Example.bucket, Example.rank))
+                   Example.effects).where(Example.unit_id == unit.id).order_by(*PAGE_ORDER))
     if not intervals:
         stmt = stmt.where(Example.kind == "top")
     examples = session.execute(stmt).all()
     if n_top is not None:
         top = [e for e in examples if e[0] == "top"][:n_top]
         examples = top + [e for e in examples if e[0] != "top"]
+    return _build(session, b, m, unit, model_param, examples)
+
+
+def unit_page(*, session: Session, basis: str, index: int, model: str | None) -> tuple[UnitDetail, PageWindows]:
+    """Return the unit page's UnitDetail (its windows left undecoded) and its windows as HTML: the ones rendered at
+    ingest, or rendered now for a basis ingested before they were stored."""
+    b, m, model_param = resolve(session, basis, model)
+    unit = _unit_row(session, b, index)
+    rows = session.execute(select(Example.kind, Example.bucket, Example.html).where(Example.unit_id == unit.id)
+                           .order_by(*PAGE_ORDER)).all()
+    if any(html is None for _, _, html in rows):
+        full = detail(session, b, m, index, model_param)
+        return full, live_windows(full)
+    windows = stored_windows(rows, unit.max_abs_effect)
+    return _build(session, b, m, unit, model_param, [], windows), windows
+
+
+PAGE_ORDER = (Example.kind.desc(), Example.bucket, Example.rank)  # top windows by rank, then samples by interval
+
+
+def _unit_row(session: Session, b: Basis, index: int) -> Unit:
+    check_unit(b, index)
+    unit = session.scalar(select(Unit).where(Unit.basis_id == b.id, Unit.index == index))
+    if unit is None:  # a basis mid-re-ingest never shows (status), so only a damaged database gets here
+        raise NotFound(f"unit {index} of basis {b.name!r} is missing from the database")
+    return unit
+
+
+def _build(session: Session, b: Basis, m: Model, unit: Unit, model_param: str | None, examples: list,
+           rendered: PageWindows | None = None) -> UnitDetail:
+    index = unit.index
+    links, label = _links(session, unit, model_param, b.id, b.model_id)
+    compare = None
+    if b.kind == "neuron":
+        sae = next((link.basis for link in links if link.kind == "neuron_feature"), None)
+        compare = compare_url(sae, index, model_param) if sae else None
     return build_unit_detail(
         basis=b, unit=unit, examples=examples, strings=_token_strings(session, m), summary=summary(b, m, model_param),
         label=label, links=links,
         url=unit_url(b.name, index, model_param), labels_url=labels_url(b.name, index, model_param),
         prev_url=unit_url(b.name, index - 1, model_param) if index > 0 else None,
         next_url=unit_url(b.name, index + 1, model_param) if index + 1 < b.n_units else None,
-        compare_url=compare, family=family(session, b, unit, model_param))
+        compare_url=compare, family=family(session, b, unit, model_param), rendered=rendered)
 
 
 _STRINGS = Memo()  # a vocabulary never changes for a given model row and creation time
