@@ -3,8 +3,8 @@
     .venv/bin/python bench/load.py --run runs/demo [--seconds 120] [--concurrency 32]
     .venv/bin/python bench/load.py --db postgresql://USER@HOST/DB [--seconds 120]    (a database already ingested)
 
-Without --db it starts a throwaway PostgreSQL cluster (initdb + pg_ctl, unix socket only, as tests/app/conftest.py
-does; run as the postgres user when root) and ingests --run into it with `monoscope ingest`. Then `monoscope user add`
+Without --db it starts a throwaway PostgreSQL cluster (initdb + pg_ctl, unix socket only, bench/ingest.py's, as
+tests/app/conftest.py does) and ingests --run into it with `monoscope ingest`. Then `monoscope user add`
 makes a real token, `monoscope serve` (one worker process) serves the database, and `concurrency` threads with
 keep-alive connections loop for `seconds` over a fixed mix on the largest basis: unit pages (distinct units first, so
 first renders, then cached), JSON twins, unit-list searches, and label writes (POST /api/v1/.../labels with the bearer
@@ -26,41 +26,24 @@ import sys
 import tempfile
 import threading
 import time
-from glob import glob
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlencode
 
+from ingest import postgres_url  # bench/ingest.py: the same throwaway cluster
 from web import free_port, get, wait_ready  # bench/web.py: the same server start and GET
 
 MIX = (("page", 0.40), ("twin", 0.25), ("search", 0.20), ("label", 0.15))
 EXE = Path(sys.executable).with_name("monoscope")
 
 
-def _as_postgres(cmd: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd  # initdb refuses root
-
-
-def start_cluster() -> tuple[Path, str]:
-    """Start a throwaway PostgreSQL cluster listening on a socket in a new folder; return (folder, database URL)."""
-    found = sorted(glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
+def start_cluster() -> tuple[Path, str, Callable]:
+    """Start a throwaway PostgreSQL cluster (bench/ingest.py's) in a new folder; return (folder, URL, stop)."""
+    folder = Path(tempfile.mkdtemp(prefix="monoscope-load-"))
+    started = postgres_url(folder)
+    if started is None:
         sys.exit("PostgreSQL binaries not found (apt-get install postgresql), or pass --db")
-    bin_dir, folder = Path(found[-1]).parent, Path(tempfile.mkdtemp(prefix="monoscope-load-"))
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres")
-    subprocess.run(_as_postgres([str(bin_dir / "initdb"), "-D", str(folder / "data"), "-A", "trust", "-U", "postgres"]),
-                   check=True, capture_output=True)
-    subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(folder / "data"), "-o",
-                                 f"-k {folder} -c listen_addresses=''", "-l", str(folder / "log"), "-w", "start"]),
-                   check=True, capture_output=True)
-    return folder, f"postgresql+psycopg://postgres@/postgres?host={folder}"
-
-
-def stop_cluster(folder: Path) -> None:
-    bin_dir = Path(sorted(glob("/usr/lib/postgresql/*/bin/pg_ctl"))[-1]).parent
-    subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(folder / "data"), "-m", "fast", "stop"]),
-                   capture_output=True)
-    shutil.rmtree(folder, ignore_errors=True)
+    return folder, *started
 
 
 def targets(port: int) -> tuple[str, list[int], list[str]]:
@@ -166,7 +149,7 @@ def main() -> None:
     args = parser.parse_args()
     if (args.run is None) == (args.db is None):
         sys.exit("give one of --run RUN (a throwaway cluster) or --db URL")
-    cluster, db = (None, args.db) if args.db else start_cluster()
+    cluster, db, stop_cluster = (None, args.db, None) if args.db else start_cluster()
     server = None
     try:
         if args.run is not None:
@@ -189,7 +172,8 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
         if cluster is not None:
-            stop_cluster(cluster)
+            stop_cluster()
+            shutil.rmtree(cluster, ignore_errors=True)
     total = sum(len(v) for v in latencies.values())
     print(f"basis {basis} ({len(units)} live units), {args.concurrency} threads, {args.seconds:g} s, one server "
           f"process on PostgreSQL: {total:,} requests ({total / args.seconds:.0f}/s), {len(errors)} errors, "
