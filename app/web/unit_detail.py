@@ -49,34 +49,39 @@ def _example(value: float, token_ids: bytes, activations: bytes, effects: bytes 
 
 
 class PageWindows(NamedTuple):
-    """A unit page's example windows as HTML (escaped, coloured): top windows, samples per interval, and the
-    effect colour scale they were rendered with (None: no effects)."""
+    """A unit page's example windows as HTML (escaped, coloured), each section joined into one string: the top
+    windows ("" when the unit never fired), the samples per interval, and the effect colour scale they were rendered
+    with (None: no effects)."""
 
-    top: list[Markup]
-    intervals: dict[int, list[Markup]]
+    top: Markup
+    intervals: dict[int, Markup]
     effect_scale: float | None
+
+
+def _page_windows(top: list[str], intervals: dict[int, list[str]], effect_scale: float | None) -> PageWindows:
+    return PageWindows(Markup("".join(top)), {i: Markup("".join(w)) for i, w in intervals.items()}, effect_scale)
 
 
 def stored_windows(rows: list, effect_scale: float | None) -> PageWindows:
     """Return the PageWindows of a unit's stored rows (kind, bucket, packed html), in page order: rendered at ingest,
     so a first view only unpacks them."""
-    top: list[Markup] = []
-    intervals: dict[int, list[Markup]] = {}
+    top: list[str] = []
+    intervals: dict[int, list[str]] = {}
     for kind, bucket, html in rows:
-        (top if kind == "top" else intervals.setdefault(int(bucket), [])).append(Markup(unpack_html(html)))
-    return PageWindows(top, intervals, effect_scale)
+        (top if kind == "top" else intervals.setdefault(int(bucket), [])).append(unpack_html(html))
+    return _page_windows(top, intervals, effect_scale)
 
 
 def live_windows(detail: UnitDetail) -> PageWindows:
     """Return the PageWindows of a decoded UnitDetail, rendered now (bases ingested before windows were stored)."""
     scale, effect_scale = detail.max_activation, detail.max_abs_effect or None
 
-    def html(ex: Example) -> Markup:
-        return Markup(window_html(ex.value, ex.shown, ex.acts, ex.effects, ex.max_position, scale, effect_scale))
+    def html(ex: Example) -> str:
+        return window_html(ex.value, ex.shown, ex.acts, ex.effects, ex.max_position, scale, effect_scale)
 
-    return PageWindows([html(ex) for ex in detail.top_examples],
-                       {iv.index: [html(ex) for ex in iv.samples] for iv in detail.intervals if iv.samples},
-                       detail.max_abs_effect)
+    return _page_windows([html(ex) for ex in detail.top_examples],
+                         {iv.index: [html(ex) for ex in iv.samples] for iv in detail.intervals if iv.samples},
+                         detail.max_abs_effect)
 
 
 def build_unit_detail(*, basis, unit, examples: list, strings: list[str], summary, label: str | None, links: list,
