@@ -32,22 +32,30 @@ def visible_whitespace(texts: list[str], at_line_start: bool = False) -> list[st
     and spaces of indentation (at the start of a line, tracked across tokens) as ·."""
     shown = []
     for text in texts:
-        out = []
-        for ch in text:
-            if ch == "\n":
-                out.append("↵\n")
-                at_line_start = True
-            elif ch == "\r":
-                out.append("␍")
-            elif ch == "\t":
-                out.append("→")
-            elif ch == " " and at_line_start:
-                out.append("·")
-            else:
-                out.append(ch)
-                at_line_start = False
-        shown.append("".join(out))
+        text, at_line_start = _visible(text, at_line_start)
+        shown.append(text)
     return shown
+
+
+@lru_cache(maxsize=1 << 16)
+def _visible(text: str, at_line_start: bool) -> tuple[str, bool]:
+    """Return (one token's text with its whitespace visible, whether the next token starts a line); memoised: ingest
+    shows ~11M tokens of a few thousand distinct strings."""
+    out = []
+    for ch in text:
+        if ch == "\n":
+            out.append("↵\n")
+            at_line_start = True
+        elif ch == "\r":
+            out.append("␍")
+        elif ch == "\t":
+            out.append("→")
+        elif ch == " " and at_line_start:
+            out.append("·")
+        else:
+            out.append(ch)
+            at_line_start = False
+    return "".join(out), at_line_start
 
 
 def decode_window(token_ids: bytes, activations: bytes, effects: bytes | None, strings: Sequence[str],
