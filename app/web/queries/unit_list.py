@@ -43,13 +43,13 @@ ROW_COLUMNS = (Unit.index, Unit.firing_count, Unit.density, Unit.log10_density, 
 def unit_list(*, session: Session, basis: str, model: str | None, params: UnitListParams) -> UnitList:
     """Return one page of a basis's units, filtered, searched and sorted as `params` says.
 
-    Two queries: the page's unit ids with the filtered total (a window count), found in the covering index
+    Two queries: the page's unit ids and labels with the filtered total (a window count), found in the covering index
     ix_unit_search on SQLite (a search scans ~4k short index rows instead of ~4k unit rows of ~3 kB each); then those
     units' columns by id. A page past the end counts apart."""
     b, m, model_param = resolve(session, basis, model)
     labels = latest_labels(b.id)
     label = labels.c.text
-    listed = select(Unit.id, func.count().over()).outerjoin(labels, labels.c.unit_index == Unit.index) \
+    listed = select(Unit.id, func.count().over(), label).outerjoin(labels, labels.c.unit_index == Unit.index) \
         .where(Unit.basis_id == b.id)
     listed = _filtered(listed, label, params)
     columns = {"index": Unit.index, "density": Unit.density, "max_activation": Unit.max_activation,
@@ -63,13 +63,13 @@ def unit_list(*, session: Session, basis: str, model: str | None, params: UnitLi
     total = page[0][1] if page else session.scalar(select(func.count()).select_from(
         _filtered(select(Unit.id).outerjoin(labels, labels.c.unit_index == Unit.index)
                   .where(Unit.basis_id == b.id), label, params).subquery()))
-    found = {r[0]: r[1:] for r in session.execute(select(Unit.id, *ROW_COLUMNS, label).outerjoin(
-        labels, labels.c.unit_index == Unit.index).where(Unit.id.in_([unit_id for unit_id, _ in page])))}
+    found = {r[0]: r[1:] for r in session.execute(select(Unit.id, *ROW_COLUMNS)
+                                                  .where(Unit.id.in_([unit_id for unit_id, _, _ in page])))}
     rows = [UnitRow(index=index, firing_count=firing, density=density, log10_density=log10_density,
                     max_activation=max_act, mean_activation=mean_act, top_token_entropy=entropy,
                     top_tokens=split_top_tokens(top_tokens), label=text or None,
                     url=unit_url(b.name, index, model_param))
-            for index, firing, density, log10_density, max_act, mean_act, entropy, top_tokens, text
-            in (found[unit_id] for unit_id, _ in page)]
+            for (index, firing, density, log10_density, max_act, mean_act, entropy, top_tokens), text
+            in ((found[unit_id], text) for unit_id, _, text in page)]
     return UnitList(basis=summary(b, m, model_param), params=params, total=total,
                     pages=max(1, math.ceil(total / params.per_page)), units=rows)
