@@ -49,8 +49,8 @@ async def unit_page(request: Request, basis: str, index: UnitIndex, model: Model
 
 
 def _render_unit(request: Request, session: Session, basis: str, index: int, model: str | None) -> bytes:
-    unit = queries.unit_detail(session=session, basis=basis, index=index, model=model)
-    context = {"unit": unit, "plots": True, "compare_url": unit.compare_url,
+    unit, windows = queries.unit_page(session=session, basis=basis, index=index, model=model)
+    context = {"unit": unit, "windows": windows, "plots": True, "compare_url": unit.compare_url,
                "act_plot": plots.step_plot(unit.act_hist, x_title="activation", log_x=True),
                "logit_plot": plots.step_plot(unit.logit_hist, x_title="logit weight", log_x=False)}
     return render(request, "unit.html", context, api_url=twin_url(request)).body

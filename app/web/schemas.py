@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.windows import visible_whitespace  # noqa: F401 (re-exported: pages and tests import it from here)
 from sae.conventions import DENSE_DENSITY, ULTRALOW_DENSITY
 
 MAX_INFER_CHARS = 2000
@@ -287,26 +288,3 @@ class ErrorBody(Schema):
     """Every error of the JSON API (4xx and 503): one line saying what is wrong."""
 
     detail: str = Field(min_length=1)
-
-
-def visible_whitespace(texts: list[str], at_line_start: bool = False) -> list[str]:
-    """Return each token text with code whitespace made visible: newline as ↵ (then a real break), tab as →,
-    and spaces of indentation (at the start of a line, tracked across tokens) as ·."""
-    shown = []
-    for text in texts:
-        out = []
-        for ch in text:
-            if ch == "\n":
-                out.append("↵\n")
-                at_line_start = True
-            elif ch == "\r":
-                out.append("␍")
-            elif ch == "\t":
-                out.append("→")
-            elif ch == " " and at_line_start:
-                out.append("·")
-            else:
-                out.append(ch)
-                at_line_start = False
-        shown.append("".join(out))
-    return shown

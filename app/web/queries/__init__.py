@@ -11,8 +11,8 @@ from app.web.queries.feature_map import feature_map
 from app.web.queries.labels import labels_for
 from app.web.queries.live import BasisRef, LiveContext, live_context
 from app.web.queries.matches import matches
-from app.web.queries.unit import unit_detail, unit_version
+from app.web.queries.unit import unit_detail, unit_page, unit_version
 from app.web.queries.unit_list import unit_list
 
 __all__ = ["BasisRef", "LiveContext", "NotFound", "comparison", "feature_map", "labels_for", "live_context", "matches", "overview",
-           "unit_detail", "unit_list", "unit_version"]
+           "unit_detail", "unit_list", "unit_page", "unit_version"]

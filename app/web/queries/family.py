@@ -5,7 +5,7 @@ SPLIT_CORRELATION; the paper drew an edge at a masked activation cosine of about
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, aliased
 
 from app.store.models import Basis, Unit, UnitLink
@@ -15,12 +15,14 @@ from app.web.unit_detail import split_top_tokens
 from app.web.urls import unit_url
 
 SPLIT_CORRELATION = 0.4
+_OTHER_SIZES = select(Basis.id).where(Basis.model_id == bindparam("model_id"), Basis.kind == "sae",
+                                      Basis.status == "ready", Basis.n_units != bindparam("n_units")).limit(1)
 
 
 def family(session: Session, b: Basis, unit: Unit, model_param: str | None) -> Family | None:
     """Return the family of an SAE unit, or None when no dictionary of another size is matched with its own."""
-    if b.kind != "sae":
-        return None
+    if b.kind != "sae" or not session.scalar(_OTHER_SIZES, {"model_id": b.model_id, "n_units": b.n_units}):
+        return None  # one cheap query where the model has one dictionary size (building the two below costs ms)
     source = aliased(Basis)
     smaller = session.execute(
         select(Basis.id, Basis.name, Basis.n_units, UnitLink.target_index, UnitLink.weight)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from app.store.models import Basis, Example, Model, Token, Unit, UnitLink
+from app.store.models import Basis, Example, Label, Model, Token, Unit, UnitLink
 from app.web.cache import Memo
 from app.web.queries.bases import NotFound, check_unit, resolve, summary
 from app.web.queries.family import family
-from app.web.queries.labels import labels, newest_label_id
+from app.web.queries.labels import newest_label_id
 from app.web.schemas import UnitDetail
 from app.web.schemas import UnitLink as UnitLinkSchema
-from app.web.unit_detail import build_unit_detail
+from app.web.unit_detail import PageWindows, build_unit_detail, live_windows, stored_windows
 from app.web.urls import compare_url, labels_url, unit_url
 
 
@@ -36,31 +36,74 @@ def unit_detail(*, session: Session, basis: str, index: int, model: str | None, 
 def detail(session: Session, b: Basis, m: Model, index: int, model_param: str | None, n_top: int | None = None,
            intervals: bool = True) -> UnitDetail:
     """Return the UnitDetail of unit `index` of a resolved basis, or raise NotFound."""
+    unit, label = _unit_row(session, b, index)
+    stmt = _WINDOWS if intervals else _TOP_WINDOWS
+    examples = session.execute(stmt, {"unit_id": unit.id}).all()
+    if n_top is not None:
+        top = [e for e in examples if e[0] == "top"][:n_top]
+        examples = top + [e for e in examples if e[0] != "top"]
+    return _build(session, b, m, unit, label, model_param, examples)
+
+
+def unit_page(*, session: Session, basis: str, index: int, model: str | None) -> tuple[UnitDetail, PageWindows]:
+    """Return the unit page's UnitDetail (its windows left undecoded) and its windows as HTML: the ones rendered at
+    ingest, or rendered now for a basis ingested before they were stored."""
+    b, m, model_param = resolve(session, basis, model)
+    unit, label = _unit_row(session, b, index)
+    rows = session.execute(_STORED_WINDOWS, {"unit_id": unit.id}).all()
+    if any(html is None for _, _, html in rows):
+        full = detail(session, b, m, index, model_param)
+        return full, live_windows(full)
+    windows = stored_windows(rows, unit.max_abs_effect)
+    return _build(session, b, m, unit, label, model_param, [], windows), windows
+
+
+# Statements built once (building one costs more than SQLite takes to run it); a page makes five queries: the
+# cache key's two (unit_version), the unit with its label, its windows, its links with their labels.
+def _newest_label(basis_id, unit_index):
+    """The newest label text of unit (basis_id, unit_index), as a correlated scalar subquery (index ix_label_unit)."""
+    return (select(Label.text).where(Label.basis_id == basis_id, Label.unit_index == unit_index)
+            .order_by(Label.id.desc()).limit(1).scalar_subquery())
+
+
+PAGE_ORDER = (Example.kind.desc(), Example.bucket, Example.rank)  # top windows by rank, then samples by interval
+_UNIT = select(Unit, _newest_label(Unit.basis_id, Unit.index)).where(Unit.basis_id == bindparam("basis_id"),
+                                                                     Unit.index == bindparam("index"))
+_WINDOWS = (select(Example.kind, Example.bucket, Example.value, Example.token_ids, Example.activations,
+                   Example.effects).where(Example.unit_id == bindparam("unit_id")).order_by(*PAGE_ORDER))
+_TOP_WINDOWS = _WINDOWS.where(Example.kind == "top")
+_STORED_WINDOWS = (select(Example.kind, Example.bucket, Example.html).where(Example.unit_id == bindparam("unit_id"))
+                   .order_by(*PAGE_ORDER))
+_LINKS = (select(UnitLink.kind, Basis.name, UnitLink.target_index, UnitLink.weight, Basis.model_id,
+                 Model.name.label("model"), _newest_label(UnitLink.target_basis_id, UnitLink.target_index).label("label"))
+          .join(Basis, Basis.id == UnitLink.target_basis_id).join(Model, Model.id == Basis.model_id)
+          .where(UnitLink.unit_id == bindparam("unit_id")).order_by(UnitLink.kind, Basis.name, UnitLink.rank))
+
+
+def _unit_row(session: Session, b: Basis, index: int) -> tuple[Unit, str | None]:
+    """Return (unit `index` of basis b, its current label), or raise NotFound."""
     check_unit(b, index)
-    unit = session.scalar(select(Unit).where(Unit.basis_id == b.id, Unit.index == index))
-    if unit is None:  # a basis mid-re-ingest never shows (status), so only a damaged database gets here
+    row = session.execute(_UNIT, {"basis_id": b.id, "index": index}).first()
+    if row is None:  # a basis mid-re-ingest never shows (status), so only a damaged database gets here
         raise NotFound(f"unit {index} of basis {b.name!r} is missing from the database")
-    links, label = _links(session, unit, model_param, b.id, b.model_id)
+    return row[0], row[1] or None  # an empty label clears the previous ones
+
+
+def _build(session: Session, b: Basis, m: Model, unit: Unit, label: str | None, model_param: str | None,
+           examples: list, rendered: PageWindows | None = None) -> UnitDetail:
+    index = unit.index
+    links = _links(session, unit, model_param, b.model_id)
     compare = None
     if b.kind == "neuron":
         sae = next((link.basis for link in links if link.kind == "neuron_feature"), None)
         compare = compare_url(sae, index, model_param) if sae else None
-    stmt = (select(Example.kind, Example.bucket, Example.value, Example.token_ids, Example.activations,
-                   Example.effects)
-            .where(Example.unit_id == unit.id).order_by(Example.kind.desc(), Example.bucket, Example.rank))
-    if not intervals:
-        stmt = stmt.where(Example.kind == "top")
-    examples = session.execute(stmt).all()
-    if n_top is not None:
-        top = [e for e in examples if e[0] == "top"][:n_top]
-        examples = top + [e for e in examples if e[0] != "top"]
     return build_unit_detail(
         basis=b, unit=unit, examples=examples, strings=_token_strings(session, m), summary=summary(b, m, model_param),
         label=label, links=links,
         url=unit_url(b.name, index, model_param), labels_url=labels_url(b.name, index, model_param),
         prev_url=unit_url(b.name, index - 1, model_param) if index > 0 else None,
         next_url=unit_url(b.name, index + 1, model_param) if index + 1 < b.n_units else None,
-        compare_url=compare, family=family(session, b, unit, model_param))
+        compare_url=compare, family=family(session, b, unit, model_param), rendered=rendered)
 
 
 _STRINGS = Memo()  # a vocabulary never changes for a given model row and creation time
@@ -78,19 +121,10 @@ def _token_strings(session: Session, model: Model) -> list[str]:
     return _STRINGS.get((str(session.get_bind().url), model.id, str(model.created)), compute)
 
 
-def _links(session: Session, unit: Unit, model_param: str | None, own_basis: int, own_model: int
-           ) -> tuple[list[UnitLinkSchema], str | None]:
-    """Return (the unit's links, with their targets' labels; the unit's own label), in two queries."""
-    rows = session.execute(select(UnitLink.kind, Basis.name, UnitLink.target_basis_id, UnitLink.target_index,
-                                  UnitLink.weight, Basis.model_id, Model.name.label("model"))
-                           .join(Basis, Basis.id == UnitLink.target_basis_id).join(Model, Model.id == Basis.model_id)
-                           .where(UnitLink.unit_id == unit.id).order_by(UnitLink.kind, Basis.name, UnitLink.rank)).all()
-    wanted: dict[int, list[int]] = {own_basis: [unit.index]}
-    for r in rows:
-        wanted.setdefault(r.target_basis_id, []).append(r.target_index)
-    found = labels(session, wanted)
-    links = [UnitLinkSchema.model_construct(
+def _links(session: Session, unit: Unit, model_param: str | None, own_model: int) -> list[UnitLinkSchema]:
+    """Return the unit's links with their targets' current labels, in one query."""
+    return [UnitLinkSchema.model_construct(
         kind=r.kind, basis=r.name, model=None if r.model_id == own_model else r.model, index=r.target_index,
-        weight=r.weight, label=found.get((r.target_basis_id, r.target_index)),
-        url=unit_url(r.name, r.target_index, model_param if r.model_id == own_model else r.model)) for r in rows]
-    return links, found.get((own_basis, unit.index))
+        weight=r.weight, label=r.label or None,
+        url=unit_url(r.name, r.target_index, model_param if r.model_id == own_model else r.model))
+        for r in session.execute(_LINKS, {"unit_id": unit.id})]

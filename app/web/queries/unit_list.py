@@ -36,25 +36,40 @@ def _filtered(stmt, label, params: UnitListParams):
     return stmt
 
 
+ROW_COLUMNS = (Unit.index, Unit.firing_count, Unit.density, Unit.log10_density, Unit.max_activation,
+               Unit.mean_activation, Unit.top_token_entropy, Unit.top_tokens)  # not the unit's JSON documents
+
+
 def unit_list(*, session: Session, basis: str, model: str | None, params: UnitListParams) -> UnitList:
-    """Return one page of a basis's units, filtered, searched and sorted as `params` says."""
+    """Return one page of a basis's units, filtered, searched and sorted as `params` says.
+
+    Two queries: the page's unit ids and labels with the filtered total (a window count), found in the covering index
+    ix_unit_search on SQLite (a search scans ~4k short index rows instead of ~4k unit rows of ~3 kB each); then those
+    units' columns by id. A page past the end counts apart."""
     b, m, model_param = resolve(session, basis, model)
     labels = latest_labels(b.id)
     label = labels.c.text
-    stmt = select(Unit, label).outerjoin(labels, labels.c.unit_index == Unit.index).where(Unit.basis_id == b.id)
-    stmt = _filtered(stmt, label, params)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery()))
+    listed = select(Unit.id, func.count().over(), label).outerjoin(labels, labels.c.unit_index == Unit.index) \
+        .where(Unit.basis_id == b.id)
+    listed = _filtered(listed, label, params)
     columns = {"index": Unit.index, "density": Unit.density, "max_activation": Unit.max_activation,
                "label": func.lower(label)}  # as a reader sorts: "aardvark" before "Zebra"
     key = columns[params.sort]
     order = [key.desc() if params.desc else key.asc()]
     if params.sort == "label":  # unlabelled units last, whatever the direction
         order = [label.is_(None), (label == ""), *order]
-    stmt = stmt.order_by(*order, Unit.index).offset((params.page - 1) * params.per_page).limit(params.per_page)
-    rows = [UnitRow(index=u.index, firing_count=u.firing_count, density=u.density, log10_density=u.log10_density,
-                    max_activation=u.max_activation, mean_activation=u.mean_activation,
-                    top_token_entropy=u.top_token_entropy, top_tokens=split_top_tokens(u.top_tokens),
-                    label=text or None, url=unit_url(b.name, u.index, model_param))
-            for u, text in session.execute(stmt)]
+    page = session.execute(listed.order_by(*order, Unit.index).offset((params.page - 1) * params.per_page)
+                           .limit(params.per_page)).all()
+    total = page[0][1] if page else session.scalar(select(func.count()).select_from(
+        _filtered(select(Unit.id).outerjoin(labels, labels.c.unit_index == Unit.index)
+                  .where(Unit.basis_id == b.id), label, params).subquery()))
+    found = {r[0]: r[1:] for r in session.execute(select(Unit.id, *ROW_COLUMNS)
+                                                  .where(Unit.id.in_([unit_id for unit_id, _, _ in page])))}
+    rows = [UnitRow(index=index, firing_count=firing, density=density, log10_density=log10_density,
+                    max_activation=max_act, mean_activation=mean_act, top_token_entropy=entropy,
+                    top_tokens=split_top_tokens(top_tokens), label=text or None,
+                    url=unit_url(b.name, index, model_param))
+            for (index, firing, density, log10_density, max_act, mean_act, entropy, top_tokens), text
+            in ((found[unit_id], text) for unit_id, _, text in page)]
     return UnitList(basis=summary(b, m, model_param), params=params, total=total,
                     pages=max(1, math.ceil(total / params.per_page)), units=rows)
