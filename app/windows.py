@@ -12,7 +12,6 @@ import zlib
 from functools import lru_cache
 from typing import NamedTuple, Sequence
 
-
 from app.store.windows import decode_window as decode_stored
 
 
