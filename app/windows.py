@@ -12,7 +12,7 @@ import zlib
 from functools import lru_cache
 from typing import NamedTuple, Sequence
 
-from app.store.windows import decode_window as decode_stored
+import numpy as np
 
 
 class Window(NamedTuple):
@@ -62,9 +62,19 @@ def decode_window(token_ids: bytes, activations: bytes, effects: bytes | None, s
                   context_before: int) -> Window:
     """Return the Window of stored int32 ids / float32 activations and effects; the max token sits at
     `context_before` in the stored window (the analysis contract), less the padding dropped before it."""
-    w = decode_stored(token_ids, activations, effects, context_before)
-    texts = [strings[i] if i < len(strings) else "" for i in w.token_ids]
-    return Window(w.token_ids, texts, visible_whitespace(texts), w.activations, w.effects, w.max_position)
+    ids = np.frombuffer(token_ids, dtype=np.int32)
+    acts = np.frombuffer(activations, dtype=np.float32)
+    keep = ids >= 0
+    ids, acts = ids[keep].tolist(), acts[keep].tolist()
+    texts = [strings[i] if i < len(strings) else "" for i in ids]
+    max_position = int(context_before - np.count_nonzero(~keep[:context_before]))
+    if not 0 <= max_position < len(texts):
+        max_position = int(np.argmax(acts)) if texts else 0
+    shown_effects = None
+    if effects is not None:
+        e = np.frombuffer(effects, dtype=np.float32)[keep]
+        shown_effects = [None if v != v else v for v in e.tolist()]  # NaN (no next token, BOS) -> null
+    return Window(ids, texts, visible_whitespace(texts), acts, shown_effects, max_position)
 
 
 def max_abs_effect(effects: Sequence[list[float | None] | None]) -> float | None:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from app.store.labels import list_labels, utc
 from app.store.models import TOP_TOKENS_SEPARATOR, Basis, Example, Label, Model, Review, ReviewScore, ReviewUnit, \
     Token, Unit, User
-from app.store.windows import decode_window
+from app.windows import decode_window
 
 UNIT_CHUNK = 256  # units per batch of unit rows and of example rows
 
@@ -106,11 +106,11 @@ def example_batches(session: Session, basis: Basis, model: Model, strings: list[
             .order_by(Unit.index, Example.kind.desc(), Example.bucket, Example.rank))
         batch = []
         for index, kind, bucket, rank, value, token_ids, activations, effects in rows:
-            window = decode_window(token_ids, activations, effects, context_before)
-            tokens = [strings[i] if i < len(strings) else "" for i in window.token_ids]
+            window = decode_window(token_ids, activations, effects, strings, context_before)
             batch.append(dict(model=model.name, basis=basis.name, index=index, kind=kind, interval=bucket, rank=rank,
-                              value=value, max_position=window.max_position, text="".join(tokens), tokens=tokens,
-                              token_ids=window.token_ids, activations=window.activations, effects=window.effects))
+                              value=value, max_position=window.max_position, text="".join(window.texts),
+                              tokens=window.texts, token_ids=window.ids, activations=window.acts,
+                              effects=window.effects))
         yield batch
 
 

@@ -1,7 +1,7 @@
 """Turn a unit's database rows into the UnitDetail schema (no SQL here: app/web/queries/unit.py fetches the rows).
 
-Example windows are decoded by app.windows.decode_window (on app/store/windows.py: padding dropped, the max
-token's position).
+Example windows are decoded by app.windows.decode_window (padding dropped, the max token's position), the one decoder
+the export uses too.
 """
 
 from __future__ import annotations
