@@ -56,6 +56,7 @@ def create_app(settings=None, *, engine=None) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker(engine, expire_on_commit=False)
     app.state.cache = ResponseCache()
+    app.state.inline_reads = engine.dialect.name == "sqlite"  # app.web.deps.run_db
     errors.install(app)
     auth.install(app, settings)
     reads = [Depends(auth.read_access)]

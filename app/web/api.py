@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from app.web import queries
 from app.web.cache import cached_unit_response
-from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep
+from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep, run_db
 from app.web.error_docs import BAD_PARAMETER, BAD_TOKEN, OPTIONAL_AUTH, UNKNOWN_UNIT, errors
 from app.web.match_schemas import FeatureMap, Matches
 from app.web.schemas import (
@@ -40,14 +40,16 @@ def bases(session: SessionDep):
 
 @router.get("/bases/{basis}", openapi_extra=OPTIONAL_AUTH, response_model=UnitList, responses=LOOKUP,
             summary="Units of a basis: sort, filter, search, paginate")
-def unit_list(session: SessionDep, basis: str, params: UnitListParamsDep, model: ModelParam = None):
-    return queries.unit_list(session=session, basis=basis, model=model, params=params)
+async def unit_list(request: Request, basis: str, params: UnitListParamsDep, model: ModelParam = None):
+    return await run_db(request, lambda session: queries.unit_list(session=session, basis=basis, model=model,
+                                                                   params=params))
 
 
 @router.get("/bases/{basis}/units", openapi_extra=OPTIONAL_AUTH, response_model=UnitList, responses=LOOKUP,
             summary="The units collection of a basis (the same list as /bases/{basis}, under its REST path)")
-def basis_units(session: SessionDep, basis: str, params: UnitListParamsDep, model: ModelParam = None):
-    return queries.unit_list(session=session, basis=basis, model=model, params=params)
+async def basis_units(request: Request, basis: str, params: UnitListParamsDep, model: ModelParam = None):
+    return await run_db(request, lambda session: queries.unit_list(session=session, basis=basis, model=model,
+                                                                   params=params))
 
 
 @router.get("/bases/{basis}/units/{index}", openapi_extra=OPTIONAL_AUTH, response_model=UnitDetail,

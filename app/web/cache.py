@@ -15,7 +15,8 @@ from typing import Callable
 
 from fastapi import Request
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
+
+from app.web.deps import run_db
 
 
 class ResponseCache:
@@ -49,7 +50,7 @@ class ResponseCache:
 async def cached_unit_response(request: Request, kind: str, *, basis: str, index: int, model: str | None,
                                render: Callable[[Session], bytes]) -> bytes:
     """Return the body of unit (basis, index) as `kind` ("page", "json"), rendered by `render(session)` once per
-    (ingest, labels) state. Async so a hit (two indexed lookups) skips the thread pool; a miss renders in it."""
+    (ingest, labels) state. A hit costs one indexed lookup on the event loop (no thread-pool hop)."""
     from app.web import queries
 
     with request.app.state.sessionmaker() as session:
@@ -57,14 +58,9 @@ async def cached_unit_response(request: Request, kind: str, *, basis: str, index
                request.url.query)
     body = request.app.state.cache.get(key)
     if body is None:
-        body = await run_in_threadpool(_render_in_session, request, render)
+        body = await run_db(request, render)
         request.app.state.cache.put(key, body)
     return body
-
-
-def _render_in_session(request: Request, render: Callable[[Session], bytes]) -> bytes:
-    with request.app.state.sessionmaker() as session:
-        return render(session)
 
 
 class Memo:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.web import plots, queries
 from app.web.cache import cached_unit_response
-from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep
+from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep, run_db
 from app.web.render import render, twin_url
 from app.web.schemas import MAX_INFER_CHARS
 from app.web.urls import with_query
@@ -30,8 +30,9 @@ def overview_page(request: Request, session: SessionDep):
 
 
 @router.get("/bases/{basis}")
-def basis_page(request: Request, session: SessionDep, basis: str, params: UnitListParamsDep, model: ModelParam = None):
-    units = queries.unit_list(session=session, basis=basis, model=model, params=params)
+async def basis_page(request: Request, basis: str, params: UnitListParamsDep, model: ModelParam = None):
+    units = await run_db(request, lambda session: queries.unit_list(session=session, basis=basis, model=model,
+                                                                    params=params))
     base = units.basis.url
     page = lambda n: with_query(base, params.model_copy(update={"page": n}))  # noqa: E731
     context = {"units": units, "model_param": model,

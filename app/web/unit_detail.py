@@ -37,7 +37,7 @@ def _logits(pairs: list, strings: list[str]) -> list[LogitToken]:
     for i, v in pairs:
         text = strings[i] if 0 <= i < len(strings) else ""
         shown = visible_whitespace([text], at_line_start=True)[0].replace("\n", "")  # a lone token: all spaces shown
-        out.append(LogitToken.model_construct(id=int(i), text=text, shown=shown, value=float(v)))
+        out.append(LogitToken(id=int(i), text=text, shown=shown, value=float(v)))
     return out
 
 
@@ -106,8 +106,8 @@ def build_unit_detail(*, basis, unit, examples: list, strings: list[str], summar
     edges = list(unit.interval_edges or [])
     counts = list(unit.interval_counts or [])
     firing = max(int(unit.firing_count), 1)
-    intervals = [Interval.model_construct(index=i, low=float(edges[i]), high=float(edges[i + 1]), count=int(c),
-                                          contains_pct=100.0 * int(c) / firing, samples=samples.get(i, []))
+    intervals = [Interval(index=i, low=float(edges[i]), high=float(edges[i + 1]), count=int(c),
+                          contains_pct=100.0 * int(c) / firing, samples=samples.get(i, []))
                  for i, c in enumerate(counts) if i + 1 < len(edges) and (c or samples.get(i) or i in buckets)]
     return UnitDetail(
         basis=summary, index=unit.index, url=url, labels_url=labels_url, firing_count=unit.firing_count,

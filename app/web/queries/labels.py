@@ -32,7 +32,3 @@ def labels(session: Session, wanted: dict[int, list[int]]) -> dict[tuple[int, in
         newest[(b, i)] = text  # append-only history: the last one wins
     return {key: text for key, text in newest.items() if text}
 
-
-def newest_label_id(session: Session) -> int:
-    """Return the id of the newest label anywhere (0 when none): it changes whenever any label does."""
-    return session.scalar(select(func.max(Label.id))) or 0

@@ -9,7 +9,6 @@ from app.store.models import Basis, Example, Label, Model, Token, Unit, UnitLink
 from app.web.cache import Memo
 from app.web.queries.bases import NotFound, check_unit, resolve, summary
 from app.web.queries.family import family
-from app.web.queries.labels import newest_label_id
 from app.web.schemas import UnitDetail
 from app.web.schemas import UnitLink as UnitLinkSchema
 from app.web.unit_detail import PageWindows, build_unit_detail, live_windows, stored_windows
@@ -21,9 +20,9 @@ def unit_version(*, session: Session, basis: str, index: int, model: str | None)
     every other basis's (best matches and families link across bases), and the newest label anywhere (the page shows
     labels of linked units too). For the rendered-page cache."""
     b, m, model_param = resolve(session, basis, model)
-    ingests = tuple(session.execute(select(func.sum(Basis.version), func.count(Basis.id))).one())
-    return (b.id, getattr(b, "version", None), str(getattr(b, "ingested_at", "")), index, newest_label_id(session),
-            model_param, ingests)
+    ingests, n_bases, newest_label = session.execute(_VERSION).one()
+    return (b.id, getattr(b, "version", None), str(getattr(b, "ingested_at", "")), index, newest_label or 0,
+            model_param, (ingests, n_bases))
 
 
 def unit_detail(*, session: Session, basis: str, index: int, model: str | None, n_top: int | None = None,
@@ -58,14 +57,16 @@ def unit_page(*, session: Session, basis: str, index: int, model: str | None) ->
     return _build(session, b, m, unit, label, model_param, [], windows), windows
 
 
-# Statements built once (building one costs more than SQLite takes to run it); a page makes five queries: the
-# cache key's two (unit_version), the unit with its label, its windows, its links with their labels.
+# Statements built once (building one costs more than SQLite takes to run it); a first render makes: the cache
+# key's one (unit_version), the unit with its label, its windows, its links with their labels, and its family's.
 def _newest_label(basis_id, unit_index):
     """The newest label text of unit (basis_id, unit_index), as a correlated scalar subquery (index ix_label_unit)."""
     return (select(Label.text).where(Label.basis_id == basis_id, Label.unit_index == unit_index)
             .order_by(Label.id.desc()).limit(1).scalar_subquery())
 
 
+_VERSION = select(func.sum(Basis.version), func.count(Basis.id),  # every ingest, and the newest label anywhere
+                  select(func.max(Label.id)).scalar_subquery())
 PAGE_ORDER = (Example.kind.desc(), Example.bucket, Example.rank)  # top windows by rank, then samples by interval
 _UNIT = select(Unit, _newest_label(Unit.basis_id, Unit.index)).where(Unit.basis_id == bindparam("basis_id"),
                                                                      Unit.index == bindparam("index"))
@@ -123,7 +124,7 @@ def _token_strings(session: Session, model: Model) -> list[str]:
 
 def _links(session: Session, unit: Unit, model_param: str | None, own_model: int) -> list[UnitLinkSchema]:
     """Return the unit's links with their targets' current labels, in one query."""
-    return [UnitLinkSchema.model_construct(
+    return [UnitLinkSchema(
         kind=r.kind, basis=r.name, model=None if r.model_id == own_model else r.model, index=r.target_index,
         weight=r.weight, label=r.label or None,
         url=unit_url(r.name, r.target_index, model_param if r.model_id == own_model else r.model))
