@@ -60,12 +60,16 @@ def add_label(session: Session, *, basis: Basis, index: int, author: User, text:
     return LabelRow(label.id, model.name, basis.name, index, text, note, author.name, utc(label.created))
 
 
-def _labels(*, basis_id: int | None, index: int | None, author: str | None, since: datetime | None, columns):
-    """Select `columns` of the labels of one basis (and unit), one author, and/or written at or after `since`."""
+def _labels(*, basis_id: int | None, index: int | None, author: str | None, since: datetime | None, columns,
+            model_id: int | None = None):
+    """Select `columns` of the labels of one basis (and unit) or one model, one author, and/or written at or after
+    `since`."""
     stmt = (select(*columns).join(Basis, Basis.id == Label.basis_id).join(Model, Model.id == Basis.model_id)
             .outerjoin(User, User.id == Label.author_id))
     if basis_id is not None:
         stmt = stmt.where(Label.basis_id == basis_id)
+    if model_id is not None:
+        stmt = stmt.where(Basis.model_id == model_id)
     if index is not None:
         stmt = stmt.where(Label.unit_index == index)
     if author is not None:
@@ -88,11 +92,12 @@ def _since(session: Session, since: datetime | None) -> datetime | None:
 
 def list_labels(session: Session, *, basis_id: int | None = None, index: int | None = None,
                 author: str | None = None, since: datetime | None = None, limit: int | None = None,
-                offset: int = 0) -> list[LabelRow]:
-    """Return label rows, oldest first, of one basis (and unit), one author, and/or written at or after `since`."""
+                offset: int = 0, model_id: int | None = None) -> list[LabelRow]:
+    """Return label rows, oldest first, of one basis (and unit) or one model, one author, and/or written at or after
+    `since`."""
     if author is not None and "\x00" in author:
         return []
-    stmt = _labels(basis_id=basis_id, index=index, author=author, since=_since(session, since),
+    stmt = _labels(basis_id=basis_id, index=index, author=author, since=_since(session, since), model_id=model_id,
                    columns=(Label.id, Model.name, Basis.name, Label.unit_index, Label.text, Label.note, User.name,
                             Label.created))
     stmt = stmt.order_by(Label.id).offset(offset).limit(limit)
@@ -100,11 +105,11 @@ def list_labels(session: Session, *, basis_id: int | None = None, index: int | N
 
 
 def count_labels(session: Session, *, basis_id: int | None = None, author: str | None = None,
-                 since: datetime | None = None) -> int:
+                 since: datetime | None = None, model_id: int | None = None) -> int:
     """Return how many labels `list_labels` would list without a limit."""
     if author is not None and "\x00" in author:
         return 0
-    stmt = _labels(basis_id=basis_id, index=None, author=author, since=_since(session, since),
+    stmt = _labels(basis_id=basis_id, index=None, author=author, since=_since(session, since), model_id=model_id,
                    columns=(func.count(Label.id),))
     return session.scalar(stmt) or 0
 

@@ -30,7 +30,11 @@ MAX_INTERVAL_SCORE = 3
 
 
 class Conflict(MonoscopeError):
-    """The request is valid but the review's state forbids it (closed; not the creator)."""
+    """The request is valid but the review's state forbids it (closed, or your scores are final)."""
+
+
+class Forbidden(MonoscopeError):
+    """This user may not do or see this (not the review's creator; results not open yet): the web answers 403."""
 
 
 @dataclass(frozen=True)
@@ -207,7 +211,7 @@ def close_review(session: Session, review: Review, user: User | None) -> None:
     """Close the review: scores freeze and the results open to everyone. In the app only its creator may; user
     None is the command line, run by whoever holds the database."""
     if user is not None and review.created_by != user.id:
-        raise Conflict("only the review's creator can close it" + (
+        raise Forbidden("only the review's creator can close it" + (
             "" if review.created_by else ": it was created from the command line, so close it there "
                                          "(`monoscope review close ID`)"))
     review.state = "closed"

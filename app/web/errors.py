@@ -12,10 +12,9 @@ from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
-from app.store.reviews import Conflict
+from app.store.reviews import Conflict, Forbidden
 from app.web.infer import Unavailable
 from app.web.queries import NotFound
-from app.web.queries.reviews import Forbidden
 from app.web.render import is_fragment_request, render
 from sae.errors import MonoscopeError
 

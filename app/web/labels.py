@@ -30,8 +30,11 @@ BasisFilter = Annotated[str | None, Query(max_length=200, description="Only labe
 AuthorFilter = Annotated[str | None, Query(max_length=100, description="Only labels by this user")]
 
 
-def _not_a_number(value):
-    """Refuse a number for `since`: pydantic would read it as a Unix time, which the API does not take."""
+def _since(value):
+    """Read an empty `since` (the labels page's empty box) as no filter, and refuse a number: pydantic would read it as
+    a Unix time, which the API does not take."""
+    if isinstance(value, str) and not value.strip():
+        return None
     if isinstance(value, (str, int, float)):
         try:
             float(value)
@@ -43,7 +46,7 @@ def _not_a_number(value):
 
 SinceFilter = Annotated[datetime | None, Query(description="Only labels written at or after this time (ISO 8601; "
                                                            "UTC when no offset is given)"),
-                        BeforeValidator(_not_a_number)]
+                        BeforeValidator(_since)]
 Limit = Annotated[int, Query(ge=1, le=10_000, description="Labels per page")]
 Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="Labels to skip (oldest first)")]
 WRITE_ERRORS = errors(WRITE, UNKNOWN_UNIT, BODY, {422: "Bad label or parameter (the message says what)"})

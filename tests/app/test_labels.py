@@ -67,6 +67,14 @@ def test_label_history_is_append_only_and_newest_first(writable_site):
     assert all(l["author"] == "alice" for l in by_alice["labels"])
     later = site.get("/api/v1/labels", params={"since": second.json()["created"]}).json()["labels"]
     assert [l["id"] for l in later if l["index"] == 2] == [second.json()["id"]]
+    everything = site.get("/api/v1/labels").json()
+    assert site.get("/api/v1/labels", params={"since": ""}).json() == everything  # the labels page's empty box
+    page = site.get("/labels", params={"since": "", "author": "", "basis": ""})
+    assert page.status_code == 200 and "closing brackets in dict literals" in page.text
+    model = second.json()["model"]
+    assert site.get("/api/v1/labels", params={"model": model}).json()["total"] == everything["total"]
+    unknown = site.get("/api/v1/labels", params={"model": "no-such-model"})
+    assert unknown.status_code == 404 and "no-such-model" in unknown.json()["detail"]
 
 
 @pytest.mark.parametrize("body, status, fragment", [

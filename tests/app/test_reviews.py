@@ -63,7 +63,7 @@ def test_the_command_draws_live_units_from_each_basis(writable_site):
     assert all(firing > 0 and density >= 1e-5 for _, firing, density in rows)
     # Made from the command line: only the command line closes it.
     refused = site.post(f"/api/v1/reviews/{review_id}/close", headers=writable_site.auth("alice"))
-    assert refused.status_code == 409 and "monoscope review close" in refused.json()["detail"]
+    assert refused.status_code == 403 and "monoscope review close" in refused.json()["detail"]
     closed = monoscope("review", "close", str(review_id), "--db", site.db_url)
     assert closed.returncode == 0 and site.get(f"/api/v1/reviews/{review_id}").json()["state"] == "closed"
     for args, message in ((("neurons,nope",), "no ready basis named 'nope'"),
@@ -160,7 +160,8 @@ def test_skip_resume_results_gate_and_close(writable_site):
     assert results["agreement"] is None  # one rater
     assert all(i["unit_url"] == f"/bases/{i['basis']}/units/{i['index']}" for i in results["items"])
     # Only the creator closes; closing freezes scores and opens the results to everyone.
-    assert site.post(f"{base}/close", headers=ws.auth("bob")).status_code == 409
+    not_creator = site.post(f"{base}/close", headers=ws.auth("bob"))
+    assert not_creator.status_code == 403 and "creator" in not_creator.json()["detail"]
     assert site.post(f"{base}/close", headers=ws.auth("alice")).json()["state"] == "closed"
     frozen = site.post(f"{base}/items/{first}/score", json=RUBRIC, headers=ws.auth("alice"))
     assert frozen.status_code == 409 and "closed" in frozen.json()["detail"]

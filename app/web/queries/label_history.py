@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.store.labels import LabelRow, count_labels, list_labels
+from app.store.models import Model
 from app.web.label_schemas import LabelHistory, LabelListing, LabelOut
-from app.web.queries.bases import check_unit, model_param, resolve
+from app.web.queries.bases import NotFound, check_unit, model_param, resolve
 from app.web.urls import unit_url
 
 
@@ -29,11 +31,17 @@ def label_history(*, session: Session, basis: str, index: int, model: str | None
 
 def label_listing(*, session: Session, basis: str | None, author: str | None, since: datetime | None,
                   model: str | None, limit: int, offset: int) -> LabelListing:
-    """Return one page of the labels of one basis (or all), one author (or all), written since a time (or ever)."""
-    basis_id = None
+    """Return one page of the labels of one basis (or of one model, or all), one author (or all), written since a time
+    (or ever)."""
+    basis_id = model_id = None
     if basis is not None:
         basis_id = resolve(session, basis, model)[0].id
-    rows = list_labels(session, basis_id=basis_id, author=author, since=since, limit=limit, offset=offset)
+    elif model is not None:
+        model_id = session.scalar(select(Model.id).where(Model.name == model)) if "\x00" not in model else None
+        if model_id is None:
+            raise NotFound(f"no model named {model!r}")
+    rows = list_labels(session, basis_id=basis_id, model_id=model_id, author=author, since=since, limit=limit,
+                       offset=offset)
     return LabelListing(basis=basis, author=author, since=since,
-                        total=count_labels(session, basis_id=basis_id, author=author, since=since),
+                        total=count_labels(session, basis_id=basis_id, model_id=model_id, author=author, since=since),
                         offset=offset, labels=[label_out(session, r) for r in rows])

@@ -30,10 +30,6 @@ from app.web.schemas import Example, Histogram
 from app.web.urls import unit_url
 
 
-class Forbidden(PermissionError):
-    """The user may not see this yet (the web answers 403 with the message)."""
-
-
 def review_url(review: Review) -> str:
     return f"/reviews/{review.id}"
 
@@ -148,10 +144,10 @@ def review_results(*, session: Session, review_id: int, user: User | None, force
     review = get_review(session, review_id)
     if review.state != "closed" and not force:
         if user is None:
-            raise Forbidden("the results open when the review is closed, or to a rater who has finished it: "
+            raise store.Forbidden("the results open when the review is closed, or to a rater who has finished it: "
                             "sign in")
         if not store.progress(session, review, user).finished:
-            raise Forbidden("finish rating every item first (scored or skipped): the results stay hidden until "
+            raise store.Forbidden("finish rating every item first (scored or skipped): the results stay hidden until "
                             "then, so other raters' scores cannot sway yours")
     rows = store.scores(session, review)
     kinds = dict(session.execute(select(Basis.name, Basis.kind).where(Basis.name.in_(review.config["bases"]))).all())
