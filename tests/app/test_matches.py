@@ -12,8 +12,13 @@ import numpy as np
 import pytest
 from webapp_fixtures import QUIET, SAE_NAME, SMALL, add_small_dictionary, start_server, stop_server
 
-from app.store.db import upgrade
+from sqlalchemy import select
+
+from app.store.db import session_factory, upgrade, write_transaction
 from app.store.ingest import ingest_run
+from app.store.labels import add_label
+from app.store.models import Basis, Model
+from app.store.users import add_user
 from sae.analysis.matching import match_bases
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -100,3 +105,13 @@ def test_feature_splitting_family_and_split_counts(matched):
     assert '<svg id="family"' in page and page.count(f"{SAE_NAME} #") >= len(kids)
     for k in kids:  # every node links to its unit
         assert f'href="{html.escape(k["url"])}"' in page
+    listed = httpx.get(f"{site.url}/api/v1/bases/{SAE_NAME}?model=alpha&per_page=500", timeout=30).json()["units"]
+    assert kids[0]["top_tokens"] == listed[kids[0]["index"]]["top_tokens"][:3] and kids[0]["label"] is None
+    with write_transaction(session_factory(site.db_url)) as session:  # a label on the child shows in the family
+        basis = session.scalar(select(Basis).join(Model).where(Basis.name == SAE_NAME, Model.name == "alpha"))
+        add_label(session, basis=basis, index=kids[0]["index"], author=add_user(session, "famtester")[0],
+                  text="a <child> label", note=None)
+    again = httpx.get(f"{site.url}/api/v1/bases/{SMALL}/units/{parent}?model=alpha", timeout=30).json()
+    assert again["family"]["children"][0]["label"] == "a <child> label"
+    page = httpx.get(f"{site.url}/bases/{SMALL}/units/{parent}?model=alpha", timeout=30).text
+    assert "a &lt;child&gt; label" in page and "a <child>" not in page

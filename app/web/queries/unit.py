@@ -9,6 +9,7 @@ from app.store.models import Basis, Example, Label, Model, Token, Unit, UnitLink
 from app.web.cache import Memo
 from app.web.queries.bases import NotFound, check_unit, resolve, summary
 from app.web.queries.family import family
+from app.web.queries.labels import newest_label
 from app.web.schemas import UnitDetail
 from app.web.schemas import UnitLink as UnitLinkSchema
 from app.web.unit_detail import PageWindows, build_unit_detail, live_windows, stored_windows
@@ -59,24 +60,18 @@ def unit_page(*, session: Session, basis: str, index: int, model: str | None) ->
 
 # Statements built once (building one costs more than SQLite takes to run it); a first render makes: the cache
 # key's one (unit_version), the unit with its label, its windows, its links with their labels, and its family's.
-def _newest_label(basis_id, unit_index):
-    """The newest label text of unit (basis_id, unit_index), as a correlated scalar subquery (index ix_label_unit)."""
-    return (select(Label.text).where(Label.basis_id == basis_id, Label.unit_index == unit_index)
-            .order_by(Label.id.desc()).limit(1).scalar_subquery())
-
-
 _VERSION = select(func.sum(Basis.version), func.count(Basis.id),  # every ingest, and the newest label anywhere
                   select(func.max(Label.id)).scalar_subquery())
 PAGE_ORDER = (Example.kind.desc(), Example.bucket, Example.rank)  # top windows by rank, then samples by interval
-_UNIT = select(Unit, _newest_label(Unit.basis_id, Unit.index)).where(Unit.basis_id == bindparam("basis_id"),
-                                                                     Unit.index == bindparam("index"))
+_UNIT = select(Unit, newest_label(Unit.basis_id, Unit.index)).where(Unit.basis_id == bindparam("basis_id"),
+                                                                    Unit.index == bindparam("index"))
 _WINDOWS = (select(Example.kind, Example.bucket, Example.value, Example.token_ids, Example.activations,
                    Example.effects).where(Example.unit_id == bindparam("unit_id")).order_by(*PAGE_ORDER))
 _TOP_WINDOWS = _WINDOWS.where(Example.kind == "top")
 _STORED_WINDOWS = (select(Example.kind, Example.bucket, Example.html).where(Example.unit_id == bindparam("unit_id"))
                    .order_by(*PAGE_ORDER))
 _LINKS = (select(UnitLink.kind, Basis.name, UnitLink.target_index, UnitLink.weight, Basis.model_id,
-                 Model.name.label("model"), _newest_label(UnitLink.target_basis_id, UnitLink.target_index).label("label"))
+                 Model.name.label("model"), newest_label(UnitLink.target_basis_id, UnitLink.target_index).label("label"))
           .join(Basis, Basis.id == UnitLink.target_basis_id).join(Model, Model.id == Basis.model_id)
           .where(UnitLink.unit_id == bindparam("unit_id")).order_by(UnitLink.kind, Basis.name, UnitLink.rank))
 
