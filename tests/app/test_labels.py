@@ -189,6 +189,10 @@ def test_unit_list_searches_filters_and_sorts_by_label(writable_site):
     assert texts == sorted(texts, key=str.lower) and ordered[-1]["label"] is None  # unlabelled units last
     position = [u["index"] for u in ordered]
     assert position.index(21) < position.index(22) < position.index(20)  # aardvark, ZEBRA crossings, Zebra stripes
+    assert site.post(LABELS.format(index=22), json={"text": "pedestrian crossings"},
+                     headers=writable_site.auth("alice")).status_code == 201
+    searched = site.get(f"/api/v1/bases/{SAE_NAME}", params={"q": "zebra"}).json()["units"]  # no labelled filter
+    assert [(u["index"], u["label"]) for u in searched if u["index"] in (20, 21, 22)] == [(20, "Zebra stripes")]
 
 
 def test_export_labels_writes_the_whole_history(writable_site, tmp_path):
