@@ -1,9 +1,12 @@
 """Web speed: p50/p99 latency and requests/s of the unit page, its JSON twin, a searched unit list and a static file.
 
-    .venv/bin/python bench/web.py [--db sqlite:///monoscope.db] [--seconds 10] [--concurrency 16] [--no-append]
+    .venv/bin/python bench/web.py [--db sqlite:///monoscope.db] [--rounds 3] [--seconds 5] [--concurrency 16]
+                                  [--no-append]
 
 Starts `monoscope serve` on a free loopback port (a separate process, as users run it), then for each target runs
-`concurrency` client threads with keep-alive connections for a bounded time, on the largest basis. Two regimes: first
+`concurrency` client threads with keep-alive connections for a bounded time, on the largest basis, in `rounds`
+interleaved rounds (requests/s and the ratio to the static file are medians over the rounds: the machines here are
+shared, and a slow spell then hits every target alike). Two regimes: first
 render (every request a different live unit, so the response cache never hits) and cached (64 units after a warm
 pass: the common case of people browsing). The unit list with a search (`?q=` matches labels and top tokens: the
 label search) is never cached; each request searches a different top-token word. The static file
@@ -19,6 +22,7 @@ import http.client
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -85,10 +89,20 @@ def load(port: int, paths: list[str], seconds: float, concurrency: int, once: bo
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - start
-    latencies.sort()
+    return {"latencies": latencies, "errors": errors[0], "rps": len(latencies) / elapsed}
+
+
+STATIC = "static file (monoscope.css)"
+
+
+def merged(runs: list[dict], static_runs: list[dict]) -> dict:
+    """Pool the rounds of one target: latency percentiles over every request, requests/s and the ratio to the
+    static file as medians of the rounds (each ratio against the static file's run of the same round)."""
+    latencies = sorted(x for r in runs for x in r["latencies"])
     pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
-    return {"requests": len(latencies), "errors": errors[0], "rps": len(latencies) / elapsed,
-            "p50_ms": pick(0.50), "p99_ms": pick(0.99)}
+    return {"requests": len(latencies), "errors": sum(r["errors"] for r in runs), "p50_ms": pick(0.50),
+            "p99_ms": pick(0.99), "rps": statistics.median(r["rps"] for r in runs),
+            "vs_static": statistics.median(r["rps"] / s["rps"] for r, s in zip(runs, static_runs))}
 
 
 def infer_latency(port: int, n_tokens: int = 200, repeats: int = 20) -> dict:
@@ -114,7 +128,8 @@ def infer_latency(port: int, n_tokens: int = 200, repeats: int = 20) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--db", default=os.environ.get("MONOSCOPE_DATABASE_URL", "sqlite:///monoscope.db"))
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per target and round")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1, help="`monoscope serve --workers`")
     parser.add_argument("--no-append", action="store_true")
@@ -149,42 +164,44 @@ def main() -> None:
         static = ["/static/monoscope.css"]
         load(port, static, 1.0, args.concurrency)  # warm-up: imports, connections
         load(port, hot + ["/api/v1" + u for u in hot], 2.0, args.concurrency)  # and the response cache for `hot`
-        results = {
-            "unit page, first render (distinct units)": load(port, cold_pages, args.seconds, args.concurrency,
-                                                             once=True),
-            "unit JSON twin, first render (distinct units)": load(port, ["/api/v1" + u for u in cold_twins],
-                                                                  args.seconds, args.concurrency, once=True),
-            f"unit list, label search (distinct terms of {len(searches)})": load(port, searches, args.seconds,
-                                                                                args.concurrency, once=True),
-            f"unit page, cached ({len(hot)} units)": load(port, hot, args.seconds, args.concurrency),
-            f"unit JSON twin, cached ({len(hot)} units)": load(port, ["/api/v1" + u for u in hot], args.seconds,
-                                                               args.concurrency),
-            "static file (monoscope.css)": load(port, static, args.seconds, args.concurrency),
+        targets = {  # name: (paths, each path once)
+            "unit page, first render (distinct units)": (cold_pages, True),
+            "unit JSON twin, first render (distinct units)": (["/api/v1" + u for u in cold_twins], True),
+            f"unit list, label search (distinct terms of {len(searches)})": (searches, True),
+            f"unit page, cached ({len(hot)} units)": (hot, False),
+            f"unit JSON twin, cached ({len(hot)} units)": (["/api/v1" + u for u in hot], False),
+            STATIC: (static, False),
         }
+        rounds = {name: [] for name in targets}
+        for r in range(args.rounds):  # interleaved, so a slow spell of the machine hits every target alike
+            for name, (paths, once) in targets.items():
+                share = paths[r::args.rounds] if once else paths  # first renders: fresh paths every round
+                rounds[name].append(load(port, share, args.seconds, args.concurrency, once=once))
+        results = {name: merged(runs, rounds[STATIC]) for name, runs in rounds.items()}
         infer = infer_latency(port)
     finally:
         server.terminate()
         server.wait(timeout=10)
 
-    static_rps = results["static file (monoscope.css)"]["rps"]
     lines = ["| target | requests | p50 ms | p99 ms | requests/s | vs static |", "|---|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         lines.append(f"| {name} | {r['requests']:,} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['rps']:.0f} | "
-                     f"{r['rps'] / static_rps:.0%} |" + (f" {r['errors']} errors" if r["errors"] else ""))
+                     f"{r['vs_static']:.0%} |" + (f" {r['errors']} errors" if r["errors"] else ""))
     table = "\n".join(lines)
     infer_line = (f"Live inference (`/api/v1/infer`, LM + every SAE, one client): {infer['tokens']} tokens, "
                   f"p50 {infer['p50_ms']:.0f} ms, max {infer['max_ms']:.0f} ms of 20 (target <= 200 ms)."
                   if "tokens" in infer else f"Live inference unavailable: {infer.get('error')}")
     table += "\n\n" + infer_line
     print(f"basis {basis['name']} ({basis['n_units']} units, {len(units)} live), "
-          f"concurrency {args.concurrency}, {args.seconds:g} s per target\n{table}")
+          f"concurrency {args.concurrency}, {args.rounds} rounds of at most {args.seconds:g} s per target\n{table}")
     if not args.no_append:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         section = (f"\n## Web: unit page, JSON twin, searched unit list and a static file ({stamp})\n\n"
                    f"`{' '.join(['.venv/bin/python', 'bench/web.py', *sys.argv[1:]])}` — one `monoscope serve` "
                    f"(uvicorn, {args.workers} worker process(es)) on loopback; {args.concurrency} keep-alive "
-                   f"client threads per target "
-                   f"for at most {args.seconds:g} s; basis `{basis['name']}` ({basis['n_units']} units, {len(units)} "
+                   f"client threads per target, {args.rounds} interleaved rounds of at most {args.seconds:g} s "
+                   f"(requests/s and the ratio to the static file: medians of the rounds, each ratio within its "
+                   f"round; p50/p99 over every request); basis `{basis['name']}` ({basis['n_units']} units, {len(units)} "
                    f"live). First render: each request a different unit (half the live units for the page, the "
                    f"other half for the twin), so the response cache never hits. Cached: {len(hot)} units after a "
                    f"warm pass (pages change only on re-ingest or labelling, both part of the cache key). Unit list: "
