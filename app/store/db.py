@@ -53,7 +53,9 @@ def make_engine(url: str) -> Engine:
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        # max_overflow=-1: a checkout never waits for a free connection (SQLite's are cheap). The web app reads on
+        # its event loop (app.web.deps.run_db), where a wait would stall the requests holding the others.
+        engine = create_engine(url, connect_args={"check_same_thread": False}, max_overflow=-1)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True)

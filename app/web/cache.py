@@ -1,7 +1,7 @@
 """The web app's in-process caches, each written once: rendered unit responses (ResponseCache, with
 `cached_unit_response` for the page and its JSON twin) and computed values kept a while (Memo).
 
-Unit pages are read-mostly: they change only on re-ingest or when a label is added, both part of the key
+Unit pages are read-mostly: they change only on re-ingest or when a label they show is added, both part of the key
 (queries.unit_version), so a hit is never stale beyond the basis-resolution TTL. Bounded by bytes, not entries:
 a unit page is ~50-100 kB.
 """
@@ -50,15 +50,15 @@ class ResponseCache:
 async def cached_unit_response(request: Request, kind: str, *, basis: str, index: int, model: str | None,
                                render: Callable[[Session], bytes]) -> bytes:
     """Return the body of unit (basis, index) as `kind` ("page", "json"), rendered by `render(session)` once per
-    (ingest, labels) state. A hit costs one indexed lookup on the event loop (no thread-pool hop)."""
+    (ingest, labels shown) state. On SQLite both the key's query and a render run on the event loop (run_db)."""
     from app.web import queries
 
-    with request.app.state.sessionmaker() as session:
-        key = (kind, queries.unit_version(session=session, basis=basis, index=index, model=model),
-               request.url.query)
+    key = (kind, await run_db(request, lambda session: queries.unit_version(session=session, basis=basis,
+                                                                            index=index, model=model), bounded=True),
+           request.url.query)
     body = request.app.state.cache.get(key)
     if body is None:
-        body = await run_db(request, render)
+        body = await run_db(request, render, bounded=True)
         request.app.state.cache.put(key, body)
     return body
 

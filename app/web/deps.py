@@ -20,13 +20,15 @@ def get_session(request: Request) -> Iterator[Session]:
 T = TypeVar("T")
 
 
-async def run_db(request: Request, work: Callable[[Session], T]) -> T:
-    """Return `work(session)` run in a read session of its own: inline on SQLite, in the thread pool otherwise.
+async def run_db(request: Request, work: Callable[[Session], T], *, bounded: bool = False) -> T:
+    """Return `work(session)` run in a read session of its own: inline when `bounded` (a handful of indexed lookups,
+    such as one unit's page) on SQLite, in the thread pool otherwise.
 
-    SQLite queries are in-process CPU work, so a worker thread adds only GIL hand-offs between it and the event
-    loop (a unit page's first render: 153 -> 205 requests/s at concurrency 16, BENCHMARKS.md); a server database's
-    round trips must not stall the event loop, so they wait in a worker thread."""
-    if request.app.state.inline_reads:
+    Python's sqlite3 releases the GIL while a statement runs, so a worker thread pays off for a long query (a search
+    over a large basis: the event loop serves other requests meanwhile) but for sub-millisecond lookups only adds
+    GIL hand-offs between it and the loop (a unit page's first render: 153 -> 205 requests/s at concurrency 16,
+    BENCHMARKS.md). A server database's round trips always wait in a worker thread."""
+    if bounded and request.app.state.inline_reads:
         return _in_session(request, work)
     return await run_in_threadpool(_in_session, request, work)
 

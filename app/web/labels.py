@@ -28,13 +28,12 @@ from sae.errors import MonoscopeError
 
 BasisFilter = Annotated[str | None, Query(max_length=200, description="Only labels of this basis")]
 AuthorFilter = Annotated[str | None, Query(max_length=100, description="Only labels by this user")]
+ModelFilter = Annotated[str | None, Query(max_length=200, description="Only labels of this model's bases (with "
+                                                                      "`basis`: the model whose basis it is)")]
 
 
-def _since(value):
-    """Read an empty `since` (the labels page's empty box) as no filter, and refuse a number: pydantic would read it as
-    a Unix time, which the API does not take."""
-    if isinstance(value, str) and not value.strip():
-        return None
+def _not_a_number(value):
+    """Refuse a number for `since`: pydantic would read it as a Unix time, which the API does not take."""
     if isinstance(value, (str, int, float)):
         try:
             float(value)
@@ -46,7 +45,9 @@ def _since(value):
 
 SinceFilter = Annotated[datetime | None, Query(description="Only labels written at or after this time (ISO 8601; "
                                                            "UTC when no offset is given)"),
-                        BeforeValidator(_since)]
+                        BeforeValidator(_not_a_number)]
+SinceBox = Annotated[SinceFilter, BeforeValidator(lambda v: None if isinstance(v, str) and not v.strip() else v)]
+"""`since` from the labels page's form, whose empty box means no filter (the API keeps to its schema: a 422)."""
 Limit = Annotated[int, Query(ge=1, le=10_000, description="Labels per page")]
 Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="Labels to skip (oldest first)")]
 WRITE_ERRORS = errors(WRITE, UNKNOWN_UNIT, BODY, {422: "Bad label or parameter (the message says what)"})
@@ -86,7 +87,7 @@ def post_label(request: Request, user: CurrentUser, basis: str, index: UnitIndex
          responses=errors(BAD_TOKEN, {404: "Unknown model or basis"}, BAD_PARAMETER),
          summary="Labels of every unit (oldest first), by basis, author and time")
 def labels(session: SessionDep, basis: BasisFilter = None, author: AuthorFilter = None, since: SinceFilter = None,
-           model: ModelParam = None, limit: Limit = 1000, offset: Offset = 0):
+           model: ModelFilter = None, limit: Limit = 1000, offset: Offset = 0):
     return label_listing(session=session, basis=basis, author=author, since=since, model=model, limit=limit,
                          offset=offset)
 
@@ -135,9 +136,9 @@ def unit_labels_post(request: Request, user: CurrentUser, basis: str, index: Uni
 
 @pages.get("/labels", dependencies=[Depends(read_access)])
 def labels_page(request: Request, session: SessionDep, basis: BasisFilter = None, author: AuthorFilter = None,
-                since: SinceFilter = None, model: ModelParam = None, limit: Limit = 1000, offset: Offset = 0):
-    listing = label_listing(session=session, basis=basis or None, author=author or None, since=since, model=model,
-                            limit=limit, offset=offset)
+                since: SinceBox = None, model: ModelFilter = None, limit: Limit = 1000, offset: Offset = 0):
+    listing = label_listing(session=session, basis=basis or None, author=author or None, since=since,
+                            model=model or None, limit=limit, offset=offset)
     return render(request, "labels.html", {"listing": listing}, api_url=twin_url(request))
 
 

@@ -108,7 +108,7 @@ def post_skip(request: Request, user: CurrentUser, review_id: ReviewId, position
 
 
 @api.post("/reviews/{review_id}/close", response_model=ReviewSummary,
-          responses=errors(WRITE, UNKNOWN, {403: "Only the review's creator can close it"}, BAD_PARAMETER),
+          responses=errors(WRITE, UNKNOWN, {403: "Only the review's creator can close it (or, from a browser, the CSRF token is missing)"}, BAD_PARAMETER),
           summary="Close a review (its creator): scores freeze, results open to all")
 def post_close(request: Request, user: CurrentUser, review_id: ReviewId):
     return close(request, user, review_id)

@@ -24,7 +24,7 @@ ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429"]  # schemathesis's d
 STATEFUL = {("post", "/api/v1/reviews"): {409},  # two creators racing for one name
             ("post", "/api/v1/reviews/{review_id}/items/{position}/score"): {409},  # closed, or scores final
             ("post", "/api/v1/reviews/{review_id}/items/{position}/skip"): {409},
-            ("post", "/api/v1/reviews/{review_id}/close"): {409},  # not its creator
+            ("post", "/api/v1/reviews/{review_id}/close"): {403},  # not its creator
             ("get", "/api/v1/reviews/{review_id}/results"): {403},  # not finished rating it
             ("get", "/api/v1/infer"): {503}}  # the run folder is elsewhere
 KNOWN = {"basis": "neurons", "index": 0, "review_id": 1, "position": 1, "text": "def f(x):"}

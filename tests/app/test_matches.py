@@ -115,3 +115,36 @@ def test_feature_splitting_family_and_split_counts(matched):
     assert again["family"]["children"][0]["label"] == "a <child> label"
     page = httpx.get(f"{site.url}/bases/{SMALL}/units/{parent}?model=alpha", timeout=30).text
     assert "a &lt;child&gt; label" in page and "a <child>" not in page
+
+
+def test_a_label_changes_the_cache_key_of_exactly_the_pages_showing_it(matched):
+    """A unit page's cached copy is keyed on the labels it shows: its own, its links' targets', its family children's;
+    labelling any other unit leaves it cached."""
+    from app.web.queries.unit import unit_version
+
+    site, *_ = matched
+    sessions = session_factory(site.db_url)
+    parent = next(i for i in range(32) if httpx.get(f"{site.url}/api/v1/bases/{SMALL}/units/{i}?model=alpha",
+                                                     timeout=30).json()["family"])
+    page = httpx.get(f"{site.url}/api/v1/bases/{SMALL}/units/{parent}?model=alpha", timeout=30).json()
+    shown = {(link["basis"], link["index"]) for link in page["links"] if link["model"] is None}
+    shown |= {(c["basis"], c["index"]) for c in page["family"]["children"]} | {(SMALL, parent)}
+    unrelated = next((SAE_NAME, i) for i in range(64) if (SAE_NAME, i) not in shown)
+
+    def key() -> tuple:
+        with sessions() as session:
+            return unit_version(session=session, basis=SMALL, index=parent, model="alpha")
+
+    def label(basis: str, index: int) -> None:
+        with write_transaction(sessions) as session:
+            b = session.scalar(select(Basis).join(Model).where(Basis.name == basis, Model.name == "alpha"))
+            add_label(session, basis=b, index=index, author=add_user(session, f"keytester{basis}{index}")[0],
+                      text=f"label of {basis} #{index}", note=None)
+
+    before = key()
+    label(*unrelated)
+    assert key() == before  # another unit's label: the cached page stays
+    for shown_unit in sorted(shown):  # the unit itself, each linked unit, each child: the page must re-render
+        label(*shown_unit)
+        assert key() != before, shown_unit
+        before = key()

@@ -18,12 +18,13 @@ from app.web.urls import compare_url, labels_url, unit_url
 
 def unit_version(*, session: Session, basis: str, index: int, model: str | None) -> tuple:
     """Return a key that changes whenever the page of unit (basis, index) would: the basis's ingest and version,
-    every other basis's (best matches and families link across bases), and the newest label anywhere (the page shows
-    labels of linked units too). For the rendered-page cache."""
+    every other basis's (best matches and families link across bases), and the newest label of the units the page
+    shows labels of (itself, its links' targets, the larger features whose best match it is: its family's children),
+    so labelling one unit leaves every other cached page alone. For the rendered-page cache."""
     b, m, model_param = resolve(session, basis, model)
-    ingests, n_bases, newest_label = session.execute(_VERSION).one()
-    return (b.id, getattr(b, "version", None), str(getattr(b, "ingested_at", "")), index, newest_label or 0,
-            model_param, (ingests, n_bases))
+    stmt = _VERSION if b.kind == "sae" else _VERSION_NO_FAMILY  # a neuron is the target of hundreds of links
+    version = tuple(session.execute(stmt, {"basis_id": b.id, "index": index}).one())
+    return (b.id, getattr(b, "version", None), str(getattr(b, "ingested_at", "")), index, model_param, version)
 
 
 def unit_detail(*, session: Session, basis: str, index: int, model: str | None, n_top: int | None = None,
@@ -60,8 +61,18 @@ def unit_page(*, session: Session, basis: str, index: int, model: str | None) ->
 
 # Statements built once (building one costs more than SQLite takes to run it); a first render makes: the cache
 # key's one (unit_version), the unit with its label, its windows, its links with their labels, and its family's.
-_VERSION = select(func.sum(Basis.version), func.count(Basis.id),  # every ingest, and the newest label anywhere
-                  select(func.max(Label.id)).scalar_subquery())
+_ME = (bindparam("basis_id"), bindparam("index"))
+_VERSION_NO_FAMILY = select(  # every ingest; the newest label of the unit and of its links' targets
+    select(func.sum(Basis.version)).scalar_subquery(), select(func.count(Basis.id)).scalar_subquery(),
+    select(func.max(Label.id)).where(Label.basis_id == _ME[0], Label.unit_index == _ME[1]).scalar_subquery(),
+    select(func.max(Label.id)).select_from(UnitLink).join(Unit, Unit.id == UnitLink.unit_id)
+    .join(Label, (Label.basis_id == UnitLink.target_basis_id) & (Label.unit_index == UnitLink.target_index))
+    .where(Unit.basis_id == _ME[0], Unit.index == _ME[1]).scalar_subquery())
+_VERSION = _VERSION_NO_FAMILY.add_columns(  # and of its family's children (larger features whose best match it is)
+    select(func.max(Label.id)).select_from(UnitLink).join(Unit, Unit.id == UnitLink.unit_id)
+    .join(Label, (Label.basis_id == Unit.basis_id) & (Label.unit_index == Unit.index))
+    .where(UnitLink.target_basis_id == _ME[0], UnitLink.target_index == _ME[1], UnitLink.kind == "best_match")
+    .scalar_subquery())
 PAGE_ORDER = (Example.kind.desc(), Example.bucket, Example.rank)  # top windows by rank, then samples by interval
 _UNIT = select(Unit, newest_label(Unit.basis_id, Unit.index)).where(Unit.basis_id == bindparam("basis_id"),
                                                                     Unit.index == bindparam("index"))

@@ -82,6 +82,6 @@ def unit_list(*, session: Session, basis: str, model: str | None, params: UnitLi
                     top_tokens=split_top_tokens(top_tokens), label=text or None,
                     url=unit_url(b.name, index, model_param))
             for index, firing, density, log10_density, max_act, mean_act, entropy, top_tokens, text
-            in (found[unit_id] for unit_id, _ in page)]
+            in (found[unit_id] for unit_id, _ in page if unit_id in found)]  # a re-ingest committed in between
     return UnitList(basis=summary(b, m, model_param), params=params, total=total,
                     pages=max(1, math.ceil(total / params.per_page)), units=rows)
