@@ -19,13 +19,14 @@ import math
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.store.bulk import insert_rows
+from app.store.example_rows import EXAMPLE_COLUMNS, rendered_windows
 from app.store.db import session_factory
 from app.store.models import (
     TOP_TOKENS_SEPARATOR,
@@ -37,7 +38,6 @@ from app.store.models import (
     UnitLink,
 )
 from app.store.npz import load_npz
-from app.windows import pack_html, render_unit_windows
 from sae.conventions import NEURON_BASIS
 from sae.errors import MonoscopeError
 from sae.rundir import read_manifest
@@ -101,44 +101,6 @@ def _unit_rows(basis_id: int, a: dict[str, np.ndarray], strings: list[str], star
     return rows
 
 
-EXAMPLE_COLUMNS = ("unit_id", "kind", "bucket", "rank", "value", "token_ids", "activations", "effects", "html")
-
-
-def _unit_windows(a: dict[str, np.ndarray], u: int) -> Iterator[tuple]:
-    """Yield (kind, bucket, rank, value, token ids, activations, effects) of unit u's windows: top contexts, then
-    interval samples. Effects are None for an analysis made before they existed."""
-    has_effects = "top_effects" in a
-    n_top = int(a["top_count"][u])
-    if not 0 <= n_top <= a["top_values"].shape[1]:
-        raise ValueError(f"unit {u} says it has {n_top} top contexts")
-    ids, acts = a["top_token_ids"][u, :n_top].astype("<i4"), a["top_acts"][u, :n_top].astype("<f4")
-    effects = a["top_effects"][u, :n_top].astype("<f4") if has_effects else None
-    for rank, value in enumerate(a["top_values"][u, :n_top].tolist()):
-        yield ("top", None, rank, value, ids[rank].tobytes(), acts[rank].tobytes(),
-               None if effects is None else effects[rank].tobytes())
-    for bucket, count in enumerate(a["interval_sample_count"][u].tolist()):
-        if not 0 <= count <= a["interval_values"].shape[2]:
-            raise ValueError(f"unit {u} says interval {bucket} has {count} samples")
-        ids = a["interval_token_ids"][u, bucket, :count].astype("<i4")
-        acts = a["interval_acts"][u, bucket, :count].astype("<f4")
-        effects = a["interval_effects"][u, bucket, :count].astype("<f4") if has_effects else None
-        for rank, value in enumerate(a["interval_values"][u, bucket, :count].tolist()):
-            yield ("interval", bucket, rank, value, ids[rank].tobytes(), acts[rank].tobytes(),
-                   None if effects is None else effects[rank].tobytes())
-
-
-def _rendered_windows(a: dict[str, np.ndarray], strings: list[str], start: int, stop: int, before: int
-                      ) -> dict[int, tuple[float | None, list[tuple]]]:
-    """Return {unit: (effect scale, its windows' rows with their rendered HTML last)} for units [start, stop): the
-    unit page's windows, rendered once here instead of on every first view (they change only on re-ingest)."""
-    out = {}
-    for u in range(start, stop):
-        rows = list(_unit_windows(a, u))
-        effect_scale, html = render_unit_windows([r[3:] for r in rows], strings, before, float(a["max_activation"][u]))
-        out[u] = effect_scale, [(*r, pack_html(h)) for r, h in zip(rows, html)]
-    return out
-
-
 def _upsert_model(session: Session, run_dir: Path) -> Model:
     lm_dir, corpus_dir = run_dir / "lm", run_dir / "corpus"
     config = _read_json(lm_dir / "config.json")
@@ -196,7 +158,7 @@ def ingest_basis(session: Session, model: Model, basis_dir: Path, strings: list[
     before = int(meta["context_before"])
     for start in range(0, n_units, CHUNK):
         stop = min(start + CHUNK, n_units)
-        windows = _rendered_windows(arrays, strings, start, stop, before)
+        windows = rendered_windows(arrays, strings, start, stop, before)
         session.execute(insert(Unit), [dict(row, max_abs_effect=windows[row["index"]][0])
                                        for row in _unit_rows(basis.id, arrays, strings, start, stop, before)])
         unit_ids = dict(session.execute(select(Unit.index, Unit.id).where(
