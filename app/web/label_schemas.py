@@ -44,6 +44,7 @@ class LabelHistory(Schema):
 class LabelListing(Schema):
     """Labels matching a filter, oldest first: `labels` is the page from `offset`; `total` counts them all."""
 
+    model: str | None
     basis: str | None
     author: str | None
     since: datetime | None

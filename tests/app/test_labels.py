@@ -72,7 +72,9 @@ def test_label_history_is_append_only_and_newest_first(writable_site):
     page = site.get("/labels", params={"since": "", "author": "", "basis": "", "model": ""})  # the page's empty boxes
     assert page.status_code == 200 and "closing brackets in dict literals" in page.text
     model = second.json()["model"]
-    assert site.get("/api/v1/labels", params={"model": model}).json()["total"] == everything["total"]
+    by_model = site.get("/api/v1/labels", params={"model": model}).json()
+    assert by_model["total"] == everything["total"] and by_model["model"] == model and everything["model"] is None
+    assert f'name="model" value="{model}"' in site.get("/labels", params={"model": model}).text  # the form keeps it
     unknown = site.get("/api/v1/labels", params={"model": "no-such-model"})
     assert unknown.status_code == 404 and "no-such-model" in unknown.json()["detail"]
 

@@ -42,6 +42,6 @@ def label_listing(*, session: Session, basis: str | None, author: str | None, si
             raise NotFound(f"no model named {model!r}")
     rows = list_labels(session, basis_id=basis_id, model_id=model_id, author=author, since=since, limit=limit,
                        offset=offset)
-    return LabelListing(basis=basis, author=author, since=since,
+    return LabelListing(model=model, basis=basis, author=author, since=since,
                         total=count_labels(session, basis_id=basis_id, model_id=model_id, author=author, since=since),
                         offset=offset, labels=[label_out(session, r) for r in rows])
