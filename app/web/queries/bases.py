@@ -47,12 +47,20 @@ def model_param(session: Session, model: Model | str) -> str | None:
         else None
 
 
+def find_model_id(session: Session, name: str) -> int:
+    """Return the id of the model named `name`, or raise NotFound."""
+    found = None if "\x00" in name else session.scalar(select(Model.id).where(Model.name == name))
+    if found is None:
+        raise NotFound(f"no model named {name!r}")
+    return found
+
+
 def resolve_basis(session: Session, name: str, model: str | None) -> tuple[Basis, Model]:
     """Return the ready basis `name` (of `model`, or of the newest model having it), or raise NotFound."""
     if "\x00" in name or (model is not None and "\x00" in model):
         raise NotFound("names cannot contain NUL characters")
-    if model is not None and session.scalar(select(Model.id).where(Model.name == model)) is None:
-        raise NotFound(f"no model named {model!r}")
+    if model is not None:
+        find_model_id(session, model)
     row = session.execute(ready_bases(name=name, model=model).limit(1)).first()
     if row is None:
         raise NotFound(f"no basis named {name!r}" + (f" in model {model!r}" if model else ""))

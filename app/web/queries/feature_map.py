@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.store.models import Basis, Model, Unit
-from app.web.queries.bases import NEWEST_MODEL_FIRST, NotFound, model_bases, model_param
+from app.web.queries.bases import NEWEST_MODEL_FIRST, find_model_id, model_bases, model_param
 from app.web.queries.labels import labels
 from app.web.match_schemas import FeatureMap, MapPoint
 from app.web.unit_detail import split_top_tokens
@@ -18,8 +18,7 @@ def feature_map(*, session: Session, model: str | None) -> FeatureMap:
     stmt = select(Model).join(Basis, Basis.model_id == Model.id).join(Unit, Unit.basis_id == Basis.id).where(
         Unit.map_x.is_not(None), Basis.status == "ready")
     if model is not None:
-        if "\x00" in model or session.scalar(select(Model.id).where(Model.name == model)) is None:
-            raise NotFound(f"no model named {model!r}")
+        find_model_id(session, model)
         stmt = stmt.where(Model.name == model)
     m = session.scalar(stmt.order_by(*NEWEST_MODEL_FIRST).limit(1))
     if m is None:

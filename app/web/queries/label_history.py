@@ -5,13 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.store.labels import LabelRow, count_labels, list_labels
-from app.store.models import Model
 from app.web.label_schemas import LabelHistory, LabelListing, LabelOut
-from app.web.queries.bases import NotFound, check_unit, model_param, resolve
+from app.web.queries.bases import check_unit, find_model_id, model_param, resolve
 from app.web.urls import unit_url
 
 
@@ -37,9 +35,7 @@ def label_listing(*, session: Session, basis: str | None, author: str | None, si
     if basis is not None:
         basis_id = resolve(session, basis, model)[0].id
     elif model is not None:
-        model_id = session.scalar(select(Model.id).where(Model.name == model)) if "\x00" not in model else None
-        if model_id is None:
-            raise NotFound(f"no model named {model!r}")
+        model_id = find_model_id(session, model)
     rows = list_labels(session, basis_id=basis_id, model_id=model_id, author=author, since=since, limit=limit,
                        offset=offset)
     return LabelListing(model=model, basis=basis, author=author, since=since,
