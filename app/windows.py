@@ -1,6 +1,6 @@
 """Example windows: decode the stored arrays and render one window as escaped, coloured token spans.
 
-Shared by ingest (app/store/ingest.py renders every window of a unit once, into `example.html`) and the web app
+Shared by ingest (app/unit_sections.py renders every window of a unit once, for its page) and the web app
 (pages that colour windows on another scale render them live), so a stored window and a live one are the same bytes.
 Plain functions of plain values: no database, no web framework.
 """
@@ -8,7 +8,6 @@ Plain functions of plain values: no database, no web framework.
 from __future__ import annotations
 
 import html
-import zlib
 from functools import lru_cache
 from typing import NamedTuple, Sequence
 
@@ -114,17 +113,6 @@ def window_html(value: float, shown: Sequence[str], acts: Sequence[float], effec
         parts.append(f'<span class="{cls}"{attrs}>{_escape(text)}</span>')
     parts.append("</div>")
     return "".join(parts)
-
-
-def pack_html(text: str) -> bytes:
-    """Return the stored form of a window's HTML: zlib of its UTF-8 (~5x smaller; 480 MB of markup for the demo's
-    320k windows otherwise), unpacked in microseconds per window."""
-    return zlib.compress(text.encode(), 6)
-
-
-def unpack_html(blob: bytes) -> str:
-    """Return the HTML that `pack_html` stored."""
-    return zlib.decompress(blob).decode()
 
 
 def render_unit_windows(windows: Sequence[tuple[float, bytes, bytes, bytes | None]], strings: Sequence[str],

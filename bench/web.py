@@ -158,8 +158,8 @@ def main() -> None:
             if page >= listing["pages"]:
                 break
             page += 1
-        hot = units[:64]
-        cold_pages, cold_twins = units[: len(units) // 2], units[len(units) // 2:]
+        hot, rest = units[:64], units[64:]  # the cached targets' units; first renders never meet them
+        cold_pages, cold_twins = rest[: len(rest) // 2], rest[len(rest) // 2:]
         sep = "&" if "?" in basis["url"] else "?"
         searches = [f"{basis['url']}{sep}{urlencode({'q': t, 'dead': 'exclude'})}" for t in terms]
         static = ["/static/monoscope.css"]
@@ -205,7 +205,7 @@ def main() -> None:
                    f"(requests/s and the ratio to the static file: medians of the rounds, each ratio within its "
                    f"round; p50/p99 over every request); basis `{basis['name']}` ({basis['n_units']} units, {len(units)} "
                    f"live). First render: each request a different unit (half the live units for the page, the "
-                   f"other half for the twin), so the response cache never hits. Cached: {len(hot)} units after a "
+                   f"other half for the twin, none of the cached ones), so the response cache never hits. Cached: {len(hot)} units after a "
                    f"warm pass (pages change only on re-ingest or labelling, both part of the cache key). Unit list: "
                    f"`?q=` with a different top-token word per request (a label search; never cached). Targets: "
                    f"p99 < 50 ms; first-render unit page and searched list >= 50% of the static file's "

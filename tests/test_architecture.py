@@ -1,4 +1,5 @@
-"""Data flows one way: the research library sae/ never imports the product layer (app/, the web and database stack);
+"""Data flows one way: the research library sae/ never imports the product layer (app/, the web and database stack),
+and ingest (app/store/) never imports the web app;
 within app/, only the command line and live inference use torch, so the web path starts without it; only the LM
 package sae/lm/ uses transformer_lens."""
 
@@ -75,3 +76,13 @@ def test_the_web_and_store_layers_load_without_torch():
 def test_transformer_lens_only_in_the_lm_package():
     users = {rel(p) for p in SAE_FILES + APP_FILES if "transformer_lens" in imported_modules(p)}
     assert users and all(u.startswith(TRANSFORMER_LENS_ALLOWED) for u in users), users
+
+
+@pytest.mark.parametrize("path", [p for p in APP_FILES if rel(p).startswith("app/store/")
+                                  or rel(p) in ("app/unit_sections.py", "app/templating.py", "app/windows.py")], ids=rel)
+def test_ingest_and_its_renderers_never_import_the_web_layer(path):
+    """Ingest renders unit page sections through app/unit_sections.py, which the web app reads: never the reverse."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in modules if m == "app.web" or m.startswith("app.web.")}

@@ -136,3 +136,16 @@ def db_upgrade(db: DbOpt = None) -> None:
     url = load_settings(database_url=db).database_url
     upgrade(url)
     print(f"database: {url} at the newest schema")
+
+
+@db_cli.command("render")
+def db_render(db: DbOpt = None) -> None:
+    """Render again every unit page's stored sections that another version of Monoscope made (pages render those
+    live, slower, until then); reads only the database, no run folder."""
+    from app.settings import load_settings
+    from app.store.db import upgrade
+    from app.store.rerender import render_stale_sections
+
+    url = load_settings(database_url=db).database_url
+    upgrade(url)
+    print(f"database: {url}: {render_stale_sections(url):,} units rendered")

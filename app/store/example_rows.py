@@ -1,16 +1,19 @@
 """A unit's example rows for the `example` table, from a basis's analysis arrays (units.npz): the top contexts and the
-interval samples, each with its window rendered once as HTML (app/windows.py), so a unit page's first view only
-unpacks it. Used by ingest (app/store/ingest.py), chunk by chunk."""
+interval samples. Used by ingest (app/store/ingest.py), chunk by chunk, which renders the unit page's sections from
+them once (app/unit_sections.py)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Iterator
 
 import numpy as np
 
-from app.windows import pack_html, render_unit_windows
+from app.store.models import Example
+from app.unit_sections import pack, render_sections
 
-EXAMPLE_COLUMNS = ("unit_id", "kind", "bucket", "rank", "value", "token_ids", "activations", "effects", "html")
+EXAMPLE_COLUMNS = ("unit_id", "kind", "bucket", "rank", "value", "token_ids", "activations", "effects")
+PAGE_ORDER = (Example.kind.desc(), Example.bucket, Example.rank)  # top windows by rank, then samples by interval
 
 
 def unit_windows(a: dict[str, np.ndarray], u: int) -> Iterator[tuple]:
@@ -36,13 +39,14 @@ def unit_windows(a: dict[str, np.ndarray], u: int) -> Iterator[tuple]:
                    None if effects is None else effects[rank].tobytes())
 
 
-def rendered_windows(a: dict[str, np.ndarray], strings: list[str], start: int, stop: int, before: int
-                      ) -> dict[int, tuple[float | None, list[tuple]]]:
-    """Return {unit: (effect scale, its windows' rows with their rendered HTML last)} for units [start, stop): the
-    unit page's windows, rendered once here instead of on every first view (they change only on re-ingest)."""
-    out = {}
-    for u in range(start, stop):
-        rows = list(unit_windows(a, u))
-        effect_scale, html = render_unit_windows([r[3:] for r in rows], strings, before, float(a["max_activation"][u]))
-        out[u] = effect_scale, [(*r, pack_html(h)) for r, h in zip(rows, html)]
-    return out
+def add_sections(units: list[dict], a: dict[str, np.ndarray], strings: list[str], model_name: str,
+                 before: int) -> dict[int, list[tuple]]:
+    """Render each unit row's page sections once (app/unit_sections.py) into `sections`; return {unit: its example
+    rows}. A page's first view then only unpacks them."""
+    examples = {}
+    for row in units:
+        rows = examples[row["index"]] = list(unit_windows(a, row["index"]))
+        sections = render_sections(SimpleNamespace(**row), model_name, strings,
+                                   [(kind, bucket, *rest) for kind, bucket, _, *rest in rows], before)
+        row["sections"] = pack(sections)
+    return examples

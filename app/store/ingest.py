@@ -26,7 +26,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.store.bulk import insert_rows
-from app.store.example_rows import EXAMPLE_COLUMNS, rendered_windows
+from app.store.example_rows import EXAMPLE_COLUMNS, add_sections
 from app.store.db import session_factory
 from app.store.models import (
     TOP_TOKENS_SEPARATOR,
@@ -158,13 +158,13 @@ def ingest_basis(session: Session, model: Model, basis_dir: Path, strings: list[
     before = int(meta["context_before"])
     for start in range(0, n_units, CHUNK):
         stop = min(start + CHUNK, n_units)
-        windows = rendered_windows(arrays, strings, start, stop, before)
-        session.execute(insert(Unit), [dict(row, max_abs_effect=windows[row["index"]][0])
-                                       for row in _unit_rows(basis.id, arrays, strings, start, stop, before)])
+        units = _unit_rows(basis.id, arrays, strings, start, stop, before)
+        examples = add_sections(units, arrays, strings, model.name, before)
+        session.execute(insert(Unit), units)
         unit_ids = dict(session.execute(select(Unit.index, Unit.id).where(
             Unit.basis_id == basis.id, Unit.index >= start, Unit.index < stop)).all())
         insert_rows(session.connection(), Example.__table__, EXAMPLE_COLUMNS,
-                    ((unit_ids[u], *row) for u, (_, rows) in windows.items() for row in rows))
+                    ((unit_ids[u], *row) for u, rows in examples.items() for row in rows))
     if carried:
         unit_ids = dict(session.execute(select(Unit.index, Unit.id).where(Unit.basis_id == basis.id)).all())
         insert_rows(session.connection(), UnitLink.__table__, ("unit_id", *(f.key for f in LINK_FIELDS)),

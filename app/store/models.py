@@ -110,9 +110,9 @@ class Unit(Base):
     interval_counts: Mapped[list] = mapped_column(JSON)
     map_x: Mapped[float | None] = mapped_column(Float)  # feature map (`monoscope map`); None: not on the map
     map_y: Mapped[float | None] = mapped_column(Float)
-    # the largest |ablation effect| over its windows, their effect colour scale; None: no effects (or not ingested
-    # since revision 0005, when example.html is None too)
-    max_abs_effect: Mapped[float | None] = mapped_column(Float)
+    # its page's ingest-only HTML (app.unit_sections.pack); None: ingested before revision 0006. Deferred: only the
+    # unit page reads it.
+    sections: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
 
 class Example(Base):
@@ -130,7 +130,6 @@ class Example(Base):
     token_ids: Mapped[bytes] = mapped_column(LargeBinary)  # int32 little-endian, -1 outside the sequence
     activations: Mapped[bytes] = mapped_column(LargeBinary)  # float32 little-endian
     effects: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32 little-endian; None: not analysed
-    html: Mapped[bytes | None] = mapped_column(LargeBinary)  # app.windows.pack_html of the unit page's window
 
 
 class UnitLink(Base):

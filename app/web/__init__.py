@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+from contextlib import asynccontextmanager
 from importlib.resources import files
 from pathlib import Path
 
@@ -42,7 +44,7 @@ def create_app(settings=None, *, engine=None) -> FastAPI:
     from app.store.db import check_schema
 
     check_schema(engine)  # serve upgrades first; an app started any other way must not meet an older schema
-    app = FastAPI(title="Monoscope", version="1", docs_url=None, redoc_url=None,
+    app = FastAPI(title="Monoscope", version="1", docs_url=None, redoc_url=None, lifespan=_lifespan,
                   description="Neurons and sparse-autoencoder features of a one-layer transformer's MLP. Every page "
                               "of the web app has its JSON twin here (the page's path under /api/v1; `/` is "
                               "/api/v1/overview), built from the same query. A basis is named in paths by its name "
@@ -75,6 +77,17 @@ def create_app(settings=None, *, engine=None) -> FastAPI:
     for name, path in VENDOR.items():
         app.add_api_route(f"/vendor/{name}", _file_route(path), include_in_schema=False)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    """Move every object alive once the app is up (modules, templates, the ORM's registries: ~170k) out of the
+    collector's reach: a full collection then takes microseconds instead of ~100 ms, a pause every in-flight request
+    would wait through (gc.freeze, as servers that preload their app do)."""
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
 
 
 def _file_route(path: Path):

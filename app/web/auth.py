@@ -123,7 +123,7 @@ async def optional_user(request: Request,
     reader (no token, no signed-in cookie: most requests) costs no database query and no thread-pool hop."""
     if credentials is None and not isinstance(request.session.get("user_id"), int):
         return None
-    return await run_db(request, lambda session: request_user(request, session, credentials), bounded=True)
+    return await run_db(request, lambda session: request_user(request, session, credentials))
 
 
 def _sign_in_first() -> HTTPException:

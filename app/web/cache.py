@@ -50,17 +50,20 @@ class ResponseCache:
 async def cached_unit_response(request: Request, kind: str, *, basis: str, index: int, model: str | None,
                                render: Callable[[Session], bytes]) -> bytes:
     """Return the body of unit (basis, index) as `kind` ("page", "json"), rendered by `render(session)` once per
-    (ingest, labels shown) state. On SQLite both the key's query and a render run on the event loop (run_db)."""
+    (ingest, labels shown) state: the key's query and, on a miss, the render in one session (run_db)."""
     from app.web import queries
 
-    key = (kind, await run_db(request, lambda session: queries.unit_version(session=session, basis=basis,
-                                                                            index=index, model=model), bounded=True),
-           request.url.query)
-    body = request.app.state.cache.get(key)
-    if body is None:
-        body = await run_db(request, render, bounded=True)
-        request.app.state.cache.put(key, body)
-    return body
+    cache = request.app.state.cache
+
+    def lookup(session: Session) -> bytes:
+        key = (kind, queries.unit_version(session=session, basis=basis, index=index, model=model), request.url.query)
+        body = cache.get(key)
+        if body is None:
+            body = render(session)
+            cache.put(key, body)
+        return body
+
+    return await run_db(request, lookup)
 
 
 class Memo:

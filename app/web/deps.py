@@ -20,15 +20,14 @@ def get_session(request: Request) -> Iterator[Session]:
 T = TypeVar("T")
 
 
-async def run_db(request: Request, work: Callable[[Session], T], *, bounded: bool = False) -> T:
-    """Return `work(session)` run in a read session of its own: inline when `bounded` (a handful of indexed lookups,
-    such as one unit's page) on SQLite, in the thread pool otherwise.
+async def run_db(request: Request, work: Callable[[Session], T]) -> T:
+    """Return `work(session)` run in a read session of its own: on the event loop on SQLite, in the thread pool on a
+    server database. Callers pass bounded work only (a handful of indexed lookups, an in-memory filter).
 
-    Python's sqlite3 releases the GIL while a statement runs, so a worker thread pays off for a long query (a search
-    over a large basis: the event loop serves other requests meanwhile) but for sub-millisecond lookups only adds
-    GIL hand-offs between it and the loop (a unit page's first render: 153 -> 205 requests/s at concurrency 16,
-    BENCHMARKS.md). A server database's round trips always wait in a worker thread."""
-    if bounded and request.app.state.inline_reads:
+    Python's sqlite3 releases the GIL while a statement runs, so a worker thread pays off only for long queries; for
+    sub-millisecond lookups it only adds GIL hand-offs between it and the loop (a unit page's first render: 153 -> 205
+    requests/s at concurrency 16, BENCHMARKS.md). A server database's round trips always wait in a worker thread."""
+    if request.app.state.inline_reads:
         return _in_session(request, work)
     return await run_in_threadpool(_in_session, request, work)
 

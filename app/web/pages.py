@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
+from app import unit_sections
 from app.web import plots, queries
 from app.web.cache import cached_unit_response
 from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep, run_db
@@ -50,11 +51,9 @@ async def unit_page(request: Request, basis: str, index: UnitIndex, model: Model
 
 
 def _render_unit(request: Request, session: Session, basis: str, index: int, model: str | None) -> bytes:
-    unit, windows = queries.unit_page(session=session, basis=basis, index=index, model=model)
-    context = {"unit": unit, "windows": windows, "plots": True, "compare_url": unit.compare_url,
-               "act_plot": plots.step_plot(unit.act_hist, x_title="activation", log_x=True),
-               "logit_plot": plots.step_plot(unit.logit_hist, x_title="logit weight", log_x=False)}
-    return render(request, "unit.html", context, api_url=twin_url(request)).body
+    page = queries.unit_page(session=session, basis=basis, index=index, model=model)
+    context = {"unit": page, "sections": unit_sections.PLACEHOLDERS, "plots": True, "compare_url": page.compare_url}
+    return unit_sections.splice(render(request, "unit.html", context, api_url=twin_url(request)).body, page.sections)
 
 
 @router.get("/compare")

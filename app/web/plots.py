@@ -9,9 +9,8 @@ from __future__ import annotations
 import html
 import math
 
-from app.web.schemas import BasisDistribution, DensityHistogram, Histogram
-
-HOT = "rgb(235,110,20)"
+from app.unit_sections import HOT
+from app.web.schemas import BasisDistribution, DensityHistogram
 
 
 def _region(x0: float, x1: float, text: str, colour: str) -> tuple[dict, dict]:
@@ -45,17 +44,6 @@ def density_plot(hist: DensityHistogram, n_tokens: int | None = None) -> dict:
                       "hovertemplate": "log10 density %{x:.2f}<br>%{y} units<extra></extra>"}],
             "layout": {"xaxis": {"title": {"text": "log10 density"}, "range": [left, right]},
                        "yaxis": {"title": {"text": "units"}}, "shapes": shapes, "annotations": notes}}
-
-
-def step_plot(hist: Histogram, *, x_title: str, log_x: bool) -> dict:
-    """A filled step histogram (works on a log x axis, where bars of varying width do not)."""
-    edges, counts = hist.edges, hist.counts
-    log_x = log_x and bool(edges) and min(edges) > 0
-    y = list(counts) + ([counts[-1]] if counts else [])
-    return {"data": [{"type": "scatter", "mode": "lines", "x": edges, "y": y, "line": {"shape": "hv", "color": HOT},
-                      "fill": "tozeroy", "hovertemplate": "%{x:.3g}: %{y}<extra></extra>"}],
-            "layout": {"xaxis": {"title": {"text": x_title}, "type": "log" if log_x else "linear"},
-                       "yaxis": {"title": {"text": "count"}}}}
 
 
 def distribution_plots(dists: list[BasisDistribution]) -> tuple[dict, dict]:

@@ -10,36 +10,22 @@ from jinja2_fragments.fastapi import Jinja2Blocks
 from markupsafe import Markup
 
 from app.resources import resource
-from app.web.schemas import visible_whitespace
+from app.templating import configure
 from app.windows import window_html
 
 TEMPLATES = resource("templates")
-templates = Jinja2Blocks(directory=str(TEMPLATES))  # Starlette turns autoescape on for .html templates
-templates.env.autoescape = True  # and we want it for every template, whatever its extension
+templates = Jinja2Blocks(directory=str(TEMPLATES))
+configure(templates.env)  # autoescape everywhere, format_number, |visible (app/templating.py)
 
 
 def context_html(example, scale: float, effect_scale: float | None = None) -> Markup:
     """Return one context window (an Example) as coloured, escaped token spans, coloured on `scale` (and
-    `effect_scale`): app.windows.window_html, the renderer ingest uses for the unit page's stored windows."""
+    `effect_scale`): app.windows.window_html, the renderer of the unit page's windows too."""
     return Markup(window_html(example.value, example.shown, example.acts, example.effects, example.max_position,
                               scale, effect_scale))
 
 
-def format_number(x, digits: int = 3) -> str:
-    """Return a number as pages show it: "–" for None, an integer with thousands separators, anything else to
-    `digits` significant digits. The `fmt` of templates/_macros.html; pages that show many numbers call it directly,
-    since a Jinja macro call costs ~30 µs (the unit page has ~70, a unit list page ~250)."""
-    if x is None:
-        return "–"
-    if isinstance(x, int) and not isinstance(x, bool):  # Jinja's `integer` test
-        return f"{x:,}"
-    return f"%.{digits}g" % x
-
-
 templates.env.globals["context_html"] = context_html
-templates.env.globals["format_number"] = format_number
-# a lone token string with its whitespace visible (·, →, ↵): returns plain text, still autoescaped on output
-templates.env.filters["visible"] = lambda text: visible_whitespace([text], at_line_start=True)[0].replace("\n", "")
 
 
 def is_fragment_request(request: Request) -> bool:

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from app.store import reviews as store
 from app.store.db import write_transaction
 from app.store.export import write_csv
+from app.unit_sections import step_plot
 from app.web import plots
 from app.web.auth import CurrentUser, OptionalUser, csrf_token, read_access
 from app.web.deps import SessionDep
@@ -164,7 +165,7 @@ def next_page(request: Request, user: CurrentUser, review_id: ReviewId):
 def item_page(request: Request, session: SessionDep, user: CurrentUser, review_id: ReviewId, position: Position):
     item = queries.review_item(session=session, review_id=review_id, position=position, user=user)
     context = {"it": item, "csrftoken": csrf_token(request), "plots": True, "rubric": store.RUBRIC,
-               "act_plot": plots.step_plot(item.act_hist, x_title="activation", log_x=True),
+               "act_plot": step_plot(item.act_hist.edges, item.act_hist.counts, x_title="activation", log_x=True),
                "action": f"/reviews/{review_id}/items/{position}"}
     return render(request, "review_item.html", context, api_url=twin_url(request))
 

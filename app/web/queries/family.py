@@ -36,13 +36,13 @@ _NODES = select(Unit.index, Unit.top_tokens, newest_label(Unit.basis_id, Unit.in
     Unit.basis_id == bindparam("basis_id"), Unit.index.in_(bindparam("indices", expanding=True)))
 
 
-def family(session: Session, b: Basis, unit: Unit, model_param: str | None) -> Family | None:
+def family(session: Session, b: Basis, unit_id: int, index: int, model_param: str | None) -> Family | None:
     """Return the family of an SAE unit, or None when no dictionary of another size is matched with its own."""
     size = {"model_id": b.model_id, "n_units": b.n_units}
-    if b.kind != "sae" or not session.scalar(_OTHER_SIZES, size):
+    if b.kind != "sae" or not session.connection().scalar(_OTHER_SIZES, size):
         return None  # one query where the model has one dictionary size
-    smaller = session.execute(_SMALLER, {"unit_id": unit.id, **size}).first()
-    larger = session.execute(_LARGER, {"basis_id": b.id, "index": unit.index, **size}).all()
+    smaller = session.connection().execute(_SMALLER, {"unit_id": unit_id, **size}).first()
+    larger = session.connection().execute(_LARGER, {"basis_id": b.id, "index": index, **size}).all()
     larger = [r for r in larger if r.n_units == larger[0].n_units] if larger else []  # the next size up only
     if smaller is None and not larger:
         return None
@@ -50,7 +50,7 @@ def family(session: Session, b: Basis, unit: Unit, model_param: str | None) -> F
     for basis_id, _, _, index, _ in ([smaller] if smaller else []) + larger:
         wanted.setdefault(basis_id, []).append(index)
     nodes = {(basis_id, i): (split_top_tokens(tokens), label or None) for basis_id, indices in wanted.items()
-             for i, tokens, label in session.execute(_NODES, {"basis_id": basis_id, "indices": indices})}
+             for i, tokens, label in session.connection().execute(_NODES, {"basis_id": basis_id, "indices": indices})}
 
     def node(basis_id: int, name: str, n_units: int, index: int, weight: float) -> FamilyNode:
         tokens, label = nodes.get((basis_id, index), ([], None))

@@ -1,87 +1,166 @@
-"""The unit list of a basis: filtered, searched, sorted and paginated in SQL."""
+"""The unit list of a basis: filtered, searched, sorted and paginated in memory.
+
+A basis's unit rows change only when it is ingested again, so the columns the list shows, filters and sorts by are
+read once per basis version (`BasisUnits`), and a request only tests arrays and strings: no unit query at all, where
+a search in SQL scanned every unit row of the basis (LIKE '%text%' uses no index) and its page's labels took a
+subquery per row. Labels change at any time: a basis's newest labels are read again when their count or newest id
+does (one indexed aggregate per request). The search ignores case (str.lower, as PostgreSQL's ILIKE; SQLite's LIKE
+folded only ASCII), and matches a label or one of the top tokens. Labels sort by their lowercased code points (SQL
+sorted by the database's collation).
+"""
 
 from __future__ import annotations
 
 import math
+import threading
 
-from sqlalchemy import func, or_, select
+import numpy as np
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from app.store.models import Unit
+from app.store.models import Basis, Label, Unit
 from app.web.queries.bases import resolve, summary
-from app.web.queries.labels import latest_labels, newest_label
+from app.web.queries.labels import latest_labels
 from app.web.schemas import UnitList, UnitListParams, UnitRow
 from app.web.unit_detail import split_top_tokens
 from app.web.urls import unit_url
 
+_ROWS = (select(Unit.index, Unit.firing_count, Unit.density, Unit.log10_density, Unit.max_activation,
+                Unit.mean_activation, Unit.top_token_entropy, Unit.top_tokens)
+         .where(Unit.basis_id == bindparam("basis_id")).order_by(Unit.index))
+_LABELS_STATE = select(func.count(Label.id), func.max(Label.id)).where(Label.basis_id == bindparam("basis_id"))
 
-def _like(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+class BasisUnits:
+    """A basis's unit rows in index order, as the list needs them: numeric columns as arrays, each unit's top tokens
+    lowercased for the search, and the orders of the sortable columns (ties by index), computed once."""
+
+    def __init__(self, rows: list[tuple]):
+        self.rows = rows
+        self.position = {row[0]: p for p, row in enumerate(rows)}
+        self.firing = np.array([r[1] for r in rows], dtype=np.int64)
+        self.density = np.array([r[2] for r in rows], dtype=np.float64)
+        self.tokens = [split_top_tokens(r[7]) for r in rows]
+        self.search_text = [(r[7] or "").lower() for r in rows]
+        # the same, joined by NUL (which no stored token string holds) with each unit's offset: a rare term is found
+        # by str.find in one C scan, instead of a Python test per unit
+        self.joined = "\x00".join(self.search_text)
+        self.starts = np.cumsum([0] + [len(t) + 1 for t in self.search_text[:-1]])
+        index = np.array([r[0] for r in rows], dtype=np.int64)
+        max_activation = np.array([r[4] for r in rows], dtype=np.float64)
+        self.orders = {}
+        for key, values in (("index", index), ("density", self.density), ("max_activation", max_activation)):
+            self.orders[key, False] = np.lexsort((index, values))
+            self.orders[key, True] = np.lexsort((index, -values))
 
 
-def _filtered(stmt, labels, params: UnitListParams, dialect: str):
-    """Return `stmt` with the density, label, dead and search filters of `params` applied (`labels`: the basis's
-    newest labels, joined into `stmt` when params.labelled asks about them). The search ignores case: ILIKE on
-    PostgreSQL; plain LIKE on SQLite, which already folds ASCII case (as far as its lower() does) at ~60% of the cost of
-    SQLAlchemy's lower(x) LIKE lower(p). A label match is an IN over the few labelled units, not a join per unit."""
+class _PerBasis:
+    """Values computed per (database, basis) and kept while their `state` is unchanged; one entry per basis, never
+    evicted (a few MB for the largest bases). A miss computes under the key's lock, so concurrent requests after a
+    re-ingest read the basis once."""
+
+    def __init__(self):
+        self._items: dict[tuple, tuple] = {}
+        self._locks: dict[tuple, threading.Lock] = {}
+
+    def get(self, key: tuple, state: tuple, compute):
+        hit = self._items.get(key)
+        if hit is not None and hit[0] == state:
+            return hit[1]
+        with self._locks.setdefault(key, threading.Lock()):
+            hit = self._items.get(key)
+            if hit is None or hit[0] != state:
+                hit = self._items[key] = (state, compute())
+        return hit[1]
+
+
+_UNITS = _PerBasis()  # state: the basis's version and ingest time
+# state: the count and newest id of the basis's labels. Labels are append-only (a label is never deleted or
+# rewritten; a basis's go only with the basis, whose id then goes too), so any new label changes both, even one
+# committed after a newer id on PostgreSQL.
+_LABELS = _PerBasis()
+
+
+def basis_units(session: Session, b: Basis) -> BasisUnits:
+    """Return the BasisUnits of a resolved basis, read once per ingest of it."""
+    def read() -> BasisUnits:
+        return BasisUnits([tuple(r) for r in session.connection().execute(_ROWS, {"basis_id": b.id})])
+
+    return _UNITS.get((str(session.get_bind().url), b.id), (b.version, str(b.ingested_at)), read)
+
+
+def current_labels(session: Session, basis_id: int) -> dict[int, str]:
+    """Return {unit index: newest label} of a basis ("" where the newest label cleared the older ones)."""
+    def read() -> dict[int, str]:
+        newest = latest_labels(basis_id)
+        return dict(session.connection().execute(select(newest.c.unit_index, newest.c.text)).all())
+
+    state = tuple(session.connection().execute(_LABELS_STATE, {"basis_id": basis_id}).one())
+    return _LABELS.get((str(session.get_bind().url), basis_id), state, read)
+
+
+def _mask(units: BasisUnits, labels: dict[int, str], params: UnitListParams) -> np.ndarray:
+    """Return which units (by position) pass the density, label, dead and search filters of `params`."""
+    mask = np.ones(len(units.rows), dtype=bool)
     if params.min_density is not None:
-        stmt = stmt.where(Unit.density >= params.min_density)
+        mask &= units.density >= params.min_density
     if params.max_density is not None:
-        stmt = stmt.where(Unit.density <= params.max_density)
+        mask &= units.density <= params.max_density
     if params.labelled != "any":
-        has = (labels.c.text.is_not(None)) & (labels.c.text != "")
-        stmt = stmt.where(has if params.labelled == "yes" else ~has)
+        labelled = np.zeros_like(mask)
+        labelled[[units.position[i] for i, t in labels.items() if t and i in units.position]] = True
+        mask &= labelled if params.labelled == "yes" else ~labelled
     if params.dead != "any":
-        stmt = stmt.where(Unit.firing_count == 0 if params.dead == "only" else Unit.firing_count > 0)
-    if params.q.strip():
-        pattern = _like(params.q.strip())
-        match = (lambda c: c.like(pattern, escape="\\")) if dialect == "sqlite" else \
-            (lambda c: c.ilike(pattern, escape="\\"))
-        stmt = stmt.where(or_(match(Unit.top_tokens),
-                              Unit.index.in_(select(labels.c.unit_index).where(match(labels.c.text)))))
-    return stmt
+        mask &= units.firing == 0 if params.dead == "only" else units.firing > 0
+    needle = params.q.strip().lower()
+    if needle:
+        found = _top_token_matches(units, needle)
+        found[[units.position[i] for i, t in labels.items() if needle in t.lower() and i in units.position]] = True
+        mask &= found
+    return mask
 
 
-ROW_COLUMNS = (Unit.index, Unit.firing_count, Unit.density, Unit.log10_density, Unit.max_activation,
-               Unit.mean_activation, Unit.top_token_entropy, Unit.top_tokens,
-               newest_label(Unit.basis_id, Unit.index))  # not the unit's JSON documents
+def _top_token_matches(units: BasisUnits, needle: str) -> np.ndarray:
+    """Return which units (by position) have `needle` in their lowercased top tokens."""
+    n = len(units.rows)
+    if units.joined.count(needle) > n // 8:  # common: one test per unit beats one find per match
+        return np.fromiter((needle in text for text in units.search_text), dtype=bool, count=n)
+    found = np.zeros(n, dtype=bool)
+    at = units.joined.find(needle)
+    while at != -1:
+        p = int(np.searchsorted(units.starts, at, side="right")) - 1
+        found[p] = True
+        at = units.joined.find(needle, int(units.starts[p + 1]) if p + 1 < n else len(units.joined))
+    return found
+
+
+def _ordered(units: BasisUnits, labels: dict[int, str], params: UnitListParams, mask: np.ndarray) -> np.ndarray:
+    """Return the positions of the units in `mask`, in the order `params` sorts by (ties by index)."""
+    if params.sort != "label":
+        order = units.orders[params.sort, params.desc]
+        return order[mask[order]]
+    text = {units.position[i]: t for i, t in labels.items() if i in units.position}
+    chosen = np.flatnonzero(mask).tolist()  # index order
+    named = sorted((p for p in chosen if text.get(p)), key=lambda p: text[p].lower(), reverse=params.desc)
+    cleared = [p for p in chosen if text.get(p) == ""]  # then units whose label was cleared, then the unlabelled
+    return np.array(named + cleared + [p for p in chosen if p not in text], dtype=np.int64)
 
 
 def unit_list(*, session: Session, basis: str, model: str | None, params: UnitListParams) -> UnitList:
-    """Return one page of a basis's units, filtered, searched and sorted as `params` says.
-
-    Two queries: the page's unit ids with the filtered total (a window count), found in the covering index
-    ix_unit_search on SQLite (a search scans ~4k short index rows instead of ~4k unit rows of ~3 kB each), the newest
-    labels joined only when they filter or sort; then those units' columns and labels by id. A page past the end
-    counts apart."""
+    """Return one page of a basis's units, filtered, searched and sorted as `params` says."""
     b, m, model_param = resolve(session, basis, model)
-    labels = latest_labels(b.id)
-    by_label = params.labelled != "any" or params.sort == "label"
-    dialect = session.get_bind().dialect.name
-
-    def matching(*columns):
-        stmt = select(*columns).where(Unit.basis_id == b.id)
-        if by_label:
-            stmt = stmt.outerjoin(labels, labels.c.unit_index == Unit.index)
-        return _filtered(stmt, labels, params, dialect)
-
-    label = labels.c.text
-    columns = {"index": Unit.index, "density": Unit.density, "max_activation": Unit.max_activation,
-               "label": func.lower(label)}  # as a reader sorts: "aardvark" before "Zebra"
-    key = columns[params.sort]
-    order = [key.desc() if params.desc else key.asc()]
-    if params.sort == "label":  # unlabelled units last, whatever the direction
-        order = [label.is_(None), (label == ""), *order]
-    page = session.execute(matching(Unit.id, func.count().over()).order_by(*order, Unit.index)
-                           .offset((params.page - 1) * params.per_page).limit(params.per_page)).all()
-    total = page[0][1] if page else session.scalar(select(func.count()).select_from(matching(Unit.id).subquery()))
-    found = {r[0]: r[1:] for r in session.execute(select(Unit.id, *ROW_COLUMNS)
-                                                  .where(Unit.id.in_([unit_id for unit_id, _ in page])))}
-    rows = [UnitRow(index=index, firing_count=firing, density=density, log10_density=log10_density,
-                    max_activation=max_act, mean_activation=mean_act, top_token_entropy=entropy,
-                    top_tokens=split_top_tokens(top_tokens), label=text or None,
-                    url=unit_url(b.name, index, model_param))
-            for index, firing, density, log10_density, max_act, mean_act, entropy, top_tokens, text
-            in (found[unit_id] for unit_id, _ in page if unit_id in found)]  # a re-ingest committed in between
+    units = basis_units(session, b)
+    labels = current_labels(session, b.id)
+    chosen = _ordered(units, labels, params, _mask(units, labels, params))
+    start = (params.page - 1) * params.per_page
+    rows = []
+    for p in chosen[start:start + params.per_page].tolist():
+        index, firing, density, log10_density, max_act, mean_act, entropy, _ = units.rows[p]
+        # model_construct: values read from our own database; validating 50 rows costs as much as the search
+        rows.append(UnitRow.model_construct(
+            index=index, firing_count=firing, density=density, log10_density=log10_density, max_activation=max_act,
+            mean_activation=mean_act, top_token_entropy=entropy, top_tokens=list(units.tokens[p]),
+            label=labels.get(index) or None, url=unit_url(b.name, index, model_param)))
+    total = len(chosen)
     return UnitList(basis=summary(b, m, model_param), params=params, total=total,
                     pages=max(1, math.ceil(total / params.per_page)), units=rows)

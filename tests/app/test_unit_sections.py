@@ -1,35 +1,43 @@
-"""Example windows rendered at ingest (example.html): the unit page built from them is the page the live renderer
-builds, shows the JSON twin's tokens and values, escapes awkward token strings, and a re-ingest replaces them."""
+"""A unit page's sections rendered at ingest (unit.sections): the page built from them is the page the live renderer
+builds (also for sections another version of the code stored), its windows show the JSON twin's tokens and values,
+awkward token strings are escaped, a re-ingest replaces them, and `monoscope db render` makes stale ones current."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import sqlite3
+import subprocess
+import sys
 from html.parser import HTMLParser
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+import zstandard
 from sqlalchemy import create_engine, select
 from webapp_fixtures import SAE_NAME, ingest_run, start_server, stop_server
 
-from app.store.models import Basis, Example, Unit
-from app.windows import unpack_html
+from app import unit_sections
+from app.store.models import Basis, Unit
 
 AWKWARD = "<b>\"x\"&'y'</b>"
 
 
 @pytest.fixture(scope="module")
 def two_sites(analysed_run, tmp_path_factory):
-    """The same ingest served twice: with its stored windows, and with them wiped (a basis ingested before they
-    were stored, rendered live)."""
+    """The same ingest served twice: with its stored sections, and with them wiped (a basis ingested before they
+    were stored), stored by another version of the code, or damaged, so rendered live."""
     folder = tmp_path_factory.mktemp("window_html")
     stored, live = folder / "stored.db", folder / "live.db"
     ingest_run(analysed_run, f"sqlite:///{stored}")
     shutil.copy(stored, live)
     with sqlite3.connect(live) as c:
-        c.execute("UPDATE example SET html = NULL")
+        stale = zstandard.ZstdCompressor().compress(
+            unit_sections.SEPARATOR.join(["0" * 16, "stats", "body", "examples"]).encode())
+        c.execute("UPDATE unit SET sections = CASE \"index\" % 3 WHEN 1 THEN ? WHEN 2 THEN ? END",
+                  (stale, b"damaged"))
     sites = [start_server(f"sqlite:///{path}", analysed_run) for path in (stored, live)]
     yield sites
     for site in sites:
@@ -40,13 +48,14 @@ def _units(site, basis: str, n: int) -> list[int]:
     return [u["index"] for u in httpx.get(f"{site.url}/api/v1/bases/{basis}?dead=exclude&per_page={n}").json()["units"]]
 
 
-def test_stored_windows_make_the_page_the_live_renderer_makes(two_sites):
+def test_stored_sections_make_the_page_the_live_renderer_makes(two_sites):
     stored, live = two_sites
     for basis in ("neurons", SAE_NAME):
         for index in _units(stored, basis, 8):
             path = f"/bases/{basis}/units/{index}"
             page = httpx.get(stored.url + path)
             assert page.status_code == 200 and page.text.count('<div class="ctx">') > 0
+            assert page.text.count('<div class="stats">') == 1 and 'id="act-hist"' in page.text
             assert page.text == httpx.get(live.url + path).text, path
             assert httpx.get(stored.url + "/api/v1" + path).json() == httpx.get(live.url + "/api/v1" + path).json()
 
@@ -98,30 +107,31 @@ def test_page_shows_the_json_twins_tokens_and_values(two_sites):
                         assert title == f"{act:.4g}" and sign is None
 
 
-def _stored_html(url: str, basis: str, index: int) -> list[str]:
+def _stored_windows(url: str, basis: str, index: int) -> list[str]:
+    """Return the windows of a unit's stored sections, each as its HTML."""
     engine = create_engine(url)
     with engine.connect() as c:
-        rows = c.execute(select(Example.html).join(Unit, Unit.id == Example.unit_id).join(Basis)
-                         .where(Basis.name == basis, Unit.index == index)
-                         .order_by(Example.kind.desc(), Example.bucket, Example.rank)).scalars().all()
+        blob = c.execute(select(Unit.sections).join(Basis).where(Basis.name == basis, Unit.index == index)).scalar()
     engine.dispose()
-    return [unpack_html(h) for h in rows]
+    sections = unit_sections.unpack(blob)
+    assert sections is not None  # stored by this version of the code
+    return ['<div class="ctx">' + w for w in sections[2].decode().split('<div class="ctx">')[1:]]
 
 
-def test_reingest_replaces_the_rendered_windows_and_escapes_awkward_tokens(analysed_run, database_url, tmp_path):
+def test_reingest_replaces_the_stored_sections_and_escapes_awkward_tokens(analysed_run, database_url, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(analysed_run, run_dir)
     with np.load(run_dir / "analysis" / "neurons" / "units.npz") as z:
         unit = int(np.argmax(z["firing_count"]))
         max_token = int(z["top_token_ids"][unit, 0][z["top_token_ids"].shape[2] - 1 - 8])  # 8 tokens follow the max
     ingest_run(run_dir, database_url)
-    before = _stored_html(database_url, "neurons", unit)
+    before = _stored_windows(database_url, "neurons", unit)
     strings_file = run_dir / "corpus" / "token_strings.json"
     strings = json.loads(strings_file.read_text())
     strings[max_token] = AWKWARD
     strings_file.write_text(json.dumps(strings, ensure_ascii=False))
     ingest_run(run_dir, database_url)
-    after = _stored_html(database_url, "neurons", unit)
+    after = _stored_windows(database_url, "neurons", unit)
     assert len(after) == len(before) > 0  # replaced, not added to
     assert _max_token_text(before[0]) != AWKWARD  # the old string until the re-ingest
     assert _max_token_text(after[0]) == AWKWARD  # the browser shows the string itself...
@@ -133,3 +143,28 @@ def _max_token_text(window: str) -> str:
     parser = _Windows()
     parser.feed(window)
     return next(text for cls, _, _, text in parser.windows[0] if cls == "tok max")
+
+
+def _sections(db_url: str) -> dict[tuple[str, int], tuple | None]:
+    engine = create_engine(db_url)
+    with engine.connect() as c:
+        rows = c.execute(select(Basis.name, Unit.index, Unit.sections).join(Basis)).all()
+    engine.dispose()
+    return {(name, index): unit_sections.unpack(blob) for name, index, blob in rows}
+
+
+def test_db_render_makes_stale_sections_current_from_the_database_alone(two_sites, tmp_path):
+    stored, live = two_sites
+    copy = tmp_path / "render.db"
+    with sqlite3.connect(live.db_url.removeprefix("sqlite:///")) as source, sqlite3.connect(copy) as target:
+        source.backup(target)  # with what the server's WAL holds
+    url = f"sqlite:///{copy}"
+    stale = sum(s is None for s in _sections(url).values())
+    assert stale > 0
+    command = [str(Path(sys.executable).with_name("monoscope")), "db", "render", "--db", url]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"{stale:,} units rendered" in done.stdout
+    assert _sections(url) == _sections(stored.db_url)  # what ingest stored, every unit
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and ": 0 units rendered" in again.stdout
