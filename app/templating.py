@@ -1,5 +1,5 @@
-"""What every Jinja environment of Monoscope shares: autoescaping, `format_number`, `token_codes` and the `visible`
-filter. The web app's (app/web/render.py) and the one ingest renders unit page sections with
+"""What every Jinja environment of Monoscope shares: autoescaping, `format_number` and the `visible` filter; and
+`token_codes`, the unit list's token chips. The web app's (app/web/render.py) and the one ingest renders unit page sections with
 (app/unit_sections.py), so a section rendered at ingest and one rendered live are the same bytes."""
 
 from __future__ import annotations
@@ -23,14 +23,17 @@ def format_number(x, digits: int = 3) -> str:
     return f"%.{digits}g" % x
 
 
+@lru_cache(maxsize=1 << 16)
 def visible_token(text: str) -> str:
-    """Return a lone token string with its whitespace visible (·, →, ↵): plain text, still autoescaped on output."""
+    """Return a lone token string with its whitespace visible (·, →, ↵): plain text, still autoescaped on output.
+    Memoised: a page shows hundreds, of a vocabulary's few thousand strings."""
     return visible_whitespace([text], at_line_start=True)[0].replace("\n", "")
 
 
 def token_codes(tokens) -> Markup:
-    """Return token strings as `<code>` chips (whitespace visible, escaped), each followed by a space; memoised: a
-    unit list page shows ~50 rows of up to 8, the same rows again and again."""
+    """Return token strings as `<code>` chips (whitespace visible, escaped), each followed by a space
+    (app.web.render.unit_row); memoised: a unit list page shows up to 500 rows of up to 8, the same rows again and
+    again."""
     return _token_codes(tuple(tokens))
 
 
@@ -42,7 +45,7 @@ def _token_codes(tokens: tuple[str, ...]) -> Markup:
 def configure(env: Environment) -> Environment:
     """Set up `env` as every Monoscope template expects, and return it."""
     env.autoescape = True  # for every template, whatever its extension
+    env.auto_reload = False  # templates ship with the package: no stat of the file on every render
     env.globals["format_number"] = format_number
-    env.globals["token_codes"] = token_codes
     env.filters["visible"] = visible_token
     return env

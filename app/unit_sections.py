@@ -65,6 +65,11 @@ class LogitRow(NamedTuple):
     value: float
 
 
+def context_before(basis_config: dict | None) -> int:
+    """Return how many tokens precede the max token in a basis's windows (its analysis's setting)."""
+    return int((basis_config or {}).get("context_before", 24))
+
+
 def interval_rows(edges: Sequence[float], counts: Sequence[int], firing_count: int,
                   sampled: set[int]) -> list[IntervalRow]:
     """Return the intervals a unit's page shows: those with firing tokens or with samples."""

@@ -19,13 +19,13 @@ def ingest(
 ) -> None:
     """Load every analysed basis of a run into the database, one transaction per basis."""
     from app.settings import load_settings
-    from app.store.db import upgrade
+    from app.store.db import shown_url, upgrade
     from app.store.ingest import ingest_run
 
     url = load_settings(database_url=db).database_url
     upgrade(url)
     ingest_run(run, url=url)
-    print(f"database: {url}")
+    print(f"database: {shown_url(url)}")
 
 
 @cli.command()
@@ -131,11 +131,11 @@ cli.add_typer(db_cli, name="db")
 def db_upgrade(db: DbOpt = None) -> None:
     """Bring the database to the newest schema (ingest and serve do this themselves)."""
     from app.settings import load_settings
-    from app.store.db import upgrade
+    from app.store.db import shown_url, upgrade
 
     url = load_settings(database_url=db).database_url
     upgrade(url)
-    print(f"database: {url} at the newest schema")
+    print(f"database: {shown_url(url)} at the newest schema")
 
 
 @db_cli.command("render")
@@ -143,9 +143,9 @@ def db_render(db: DbOpt = None) -> None:
     """Render again every unit page's stored sections that another version of Monoscope made (pages render those
     live, slower, until then); reads only the database, no run folder."""
     from app.settings import load_settings
-    from app.store.db import upgrade
+    from app.store.db import shown_url, upgrade
     from app.store.rerender import render_stale_sections
 
     url = load_settings(database_url=db).database_url
     upgrade(url)
-    print(f"database: {url}: {render_stale_sections(url):,} units rendered")
+    print(f"database: {shown_url(url)}: {render_stale_sections(url):,} units rendered")

@@ -6,47 +6,63 @@ from __future__ import annotations
 
 from typing import Callable
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 
 from app.store.db import session_factory, write_transaction
 from app.store.example_rows import PAGE_ORDER
 from app.store.models import Basis, Example, Model, Unit
 from app.store.vocabulary import token_strings
-from app.unit_sections import pack, render_sections, unpack
+from app.unit_sections import context_before, pack, render_sections, unpack
 
-CHUNK = 512  # units per transaction: bounded memory, and readers never wait long for the write lock
+CHUNK = 512  # units a transaction: bounded memory, and label writers never wait long for the write lock
+_WRITE = update(Unit).where(Unit.id == bindparam("unit_id")).values(sections=bindparam("sections"))
 
 
 def render_stale_sections(url: str, log: Callable[[str], None] = print) -> int:
     """Render the sections of every unit of every ready basis whose stored ones are missing or stale, CHUNK units a
-    transaction; return how many were rendered."""
+    transaction; return how many were written. Each chunk is read and rendered outside the write transaction, which
+    then writes it only if its basis is still the same ingest (a concurrent re-ingest wins; the basis is skipped)."""
     sessions = session_factory(url)
     with sessions() as session:
-        bases = session.execute(select(Basis.id, Basis.name, Basis.config, Model.id, Model.name).join(Model)
-                                .where(Basis.status == "ready").order_by(Basis.id)).all()
+        bases = session.execute(select(Basis.id, Basis.name, Basis.version, Basis.config, Model.id, Model.name)
+                                .join(Model).where(Basis.status == "ready").order_by(Basis.id)).all()
     total = 0
-    for basis_id, name, config, model_id, model_name in bases:
+    for basis_id, name, version, config, model_id, model_name in bases:
         with sessions() as session:
             strings = token_strings(session, model_id)
             ids = session.scalars(select(Unit.id).where(Unit.basis_id == basis_id).order_by(Unit.index)).all()
-        before = int((config or {}).get("context_before", 24))
-        done = 0
+        done, skipped = 0, False
         for start in range(0, len(ids), CHUNK):
+            rendered = _render_chunk(sessions, ids[start:start + CHUNK], model_name, strings, context_before(config))
+            if not rendered:
+                continue
             with write_transaction(sessions) as session:
-                stale = [i for i, blob in session.execute(select(Unit.id, Unit.sections)
-                                                          .where(Unit.id.in_(ids[start:start + CHUNK])))
-                         if unpack(blob) is None]
-                if not stale:
-                    continue
-                windows: dict[int, list] = {i: [] for i in stale}
-                for unit_id, *row in session.execute(
-                        select(Example.unit_id, Example.kind, Example.bucket, Example.value, Example.token_ids,
-                               Example.activations, Example.effects)
-                        .where(Example.unit_id.in_(stale)).order_by(Example.unit_id, *PAGE_ORDER)):
-                    windows[unit_id].append(row)
-                for unit in session.scalars(select(Unit).where(Unit.id.in_(stale))):
-                    unit.sections = pack(render_sections(unit, model_name, strings, windows[unit.id], before))
-                done += len(stale)
-        log(f"{name} (model {model_name}): {done} of {len(ids)} units rendered")
+                now = session.execute(select(Basis.status, Basis.version).where(Basis.id == basis_id)
+                                      .with_for_update()).first()
+                if now is None or tuple(now) != ("ready", version):
+                    skipped = True
+                    break
+                written = session.connection().execute(_WRITE, rendered).rowcount  # units deleted since: not counted
+                done += written if written >= 0 else len(rendered)
+        log(f"{name} (model {model_name}): {done} of {len(ids)} units rendered"
+            + (" (it is being ingested again: skipped the rest)" if skipped else ""))
         total += done
     return total
+
+
+def _render_chunk(sessions, ids: list[int], model_name: str, strings: list[str], before: int) -> list[dict]:
+    """Return [{unit_id, sections}] for the units of `ids` whose stored sections are missing or stale."""
+    with sessions() as session:
+        stale = [i for i, blob in session.execute(select(Unit.id, Unit.sections).where(Unit.id.in_(ids)))
+                 if unpack(blob) is None]
+        if not stale:
+            return []
+        windows: dict[int, list] = {i: [] for i in stale}
+        for unit_id, *row in session.execute(
+                select(Example.unit_id, Example.kind, Example.bucket, Example.value, Example.token_ids,
+                       Example.activations, Example.effects)
+                .where(Example.unit_id.in_(stale)).order_by(Example.unit_id, *PAGE_ORDER)):
+            windows[unit_id].append(row)
+        return [{"unit_id": unit.id,
+                 "sections": pack(render_sections(unit, model_name, strings, windows[unit.id], before))}
+                for unit in session.scalars(select(Unit).where(Unit.id.in_(stale)))]

@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2_fragments.fastapi import Jinja2Blocks
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from app.resources import resource
-from app.templating import configure
+from app.templating import configure, format_number, token_codes
 from app.windows import window_html
 
 TEMPLATES = resource("templates")
@@ -25,7 +25,20 @@ def context_html(example, scale: float, effect_scale: float | None = None) -> Ma
                               scale, effect_scale))
 
 
+def unit_row(u) -> Markup:
+    """Return one row of the unit list's table (templates/basis.html) for a UnitRow, escaped: written here rather
+    than in the template, where its ~10 expressions cost ~25 µs a row and a page shows up to 500 rows."""
+    label = escape(u.label or "")
+    return Markup(f'<tr><td class="num"><a href="{escape(u.url)}">{u.index}</a></td><td>{label}</td>'
+                  f'<td class="num">{format_number(u.density)}</td>\n'
+                  f'<td class="num">{format_number(u.max_activation)}</td>'
+                  f'<td class="num">{format_number(u.mean_activation)}</td>'
+                  f'<td class="num">{format_number(u.top_token_entropy)}</td>\n'
+                  f'<td class="topk">{token_codes(u.top_tokens[:8])}</td></tr>')
+
+
 templates.env.globals["context_html"] = context_html
+templates.env.globals["unit_row"] = unit_row
 
 
 def is_fragment_request(request: Request) -> bool:

@@ -81,7 +81,7 @@ def unit_page(*, session: Session, basis: str, index: int, model: str | None) ->
         unit, _ = _unit_row(session, b, index)
         windows = session.execute(_WINDOWS, {"unit_id": unit_id}).all()
         rendered = unit_sections.render_sections(unit, m.name, _token_strings(session, m), windows,
-                                                 int((b.config or {}).get("context_before", 24)))
+                                                 unit_sections.context_before(b.config))
         sections = tuple(part.encode() for part in rendered)
     return UnitPage(**_around(session, b, m, unit_id, index, label or None, model_param), sections=sections)
 
@@ -126,7 +126,7 @@ def _unit_row(session: Session, b: Basis, index: int) -> tuple[Unit, str | None]
 def _build(session: Session, b: Basis, m: Model, unit: Unit, label: str | None, model_param: str | None,
            examples: list) -> UnitDetail:
     return build_unit_detail(unit=unit, examples=examples, strings=_token_strings(session, m),
-                             context_before=int((b.config or {}).get("context_before", 24)),
+                             context_before=unit_sections.context_before(b.config),
                              url=unit_url(b.name, unit.index, model_param),
                              **_around(session, b, m, unit.id, unit.index, label, model_param))
 
