@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from webapp_fixtures import SAE_NAME, ingest_run, start_server, stop_server
 
 from app import unit_sections
 from app.store.models import Basis, Unit
+from app.web.queries.bases import RESOLVE_TTL_S
 
 AWKWARD = "<b>\"x\"&'y'</b>"
 
@@ -126,17 +128,30 @@ def test_reingest_replaces_the_stored_sections_and_escapes_awkward_tokens(analys
         max_token = int(z["top_token_ids"][unit, 0][z["top_token_ids"].shape[2] - 1 - 8])  # 8 tokens follow the max
     ingest_run(run_dir, database_url)
     before = _stored_windows(database_url, "neurons", unit)
-    strings_file = run_dir / "corpus" / "token_strings.json"
-    strings = json.loads(strings_file.read_text())
-    strings[max_token] = AWKWARD
-    strings_file.write_text(json.dumps(strings, ensure_ascii=False))
-    ingest_run(run_dir, database_url)
+    site = start_server(database_url, run_dir)  # a server that read the old vocabulary for the JSON twin
+    try:
+        twin = f"{site.url}/api/v1/bases/neurons/units/{unit}"
+        assert _twin_max_token(httpx.get(twin).json()) != AWKWARD
+        strings_file = run_dir / "corpus" / "token_strings.json"
+        strings = json.loads(strings_file.read_text())
+        strings[max_token] = AWKWARD
+        strings_file.write_text(json.dumps(strings, ensure_ascii=False))
+        ingest_run(run_dir, database_url)
+        time.sleep(RESOLVE_TTL_S + 0.5)  # the server then resolves the basis's new ingest
+        assert _twin_max_token(httpx.get(twin).json()) == AWKWARD  # not the old vocabulary it had read
+    finally:
+        stop_server(site)
     after = _stored_windows(database_url, "neurons", unit)
     assert len(after) == len(before) > 0  # replaced, not added to
     assert _max_token_text(before[0]) != AWKWARD  # the old string until the re-ingest
     assert _max_token_text(after[0]) == AWKWARD  # the browser shows the string itself...
     assert "&lt;b&gt;&quot;x&quot;&amp;&#x27;y&#x27;&lt;/b&gt;" in after[0]  # ...because the markup escapes it
     assert "<b>" not in "".join(after)
+
+
+def _twin_max_token(detail: dict) -> str:
+    first = detail["top_examples"][0]
+    return first["texts"][first["max_position"]]
 
 
 def _max_token_text(window: str) -> str:

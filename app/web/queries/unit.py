@@ -80,7 +80,7 @@ def unit_page(*, session: Session, basis: str, index: int, model: str | None) ->
     if sections is None:
         unit, _ = _unit_row(session, b, index)
         windows = session.execute(_WINDOWS, {"unit_id": unit_id}).all()
-        rendered = unit_sections.render_sections(unit, m.name, _token_strings(session, m), windows,
+        rendered = unit_sections.render_sections(unit, m.name, _token_strings(session, m, b), windows,
                                                  unit_sections.context_before(b.config))
         sections = tuple(part.encode() for part in rendered)
     return UnitPage(**_around(session, b, m, unit_id, index, label or None, model_param), sections=sections)
@@ -125,7 +125,7 @@ def _unit_row(session: Session, b: Basis, index: int) -> tuple[Unit, str | None]
 
 def _build(session: Session, b: Basis, m: Model, unit: Unit, label: str | None, model_param: str | None,
            examples: list) -> UnitDetail:
-    return build_unit_detail(unit=unit, examples=examples, strings=_token_strings(session, m),
+    return build_unit_detail(unit=unit, examples=examples, strings=_token_strings(session, m, b),
                              context_before=unit_sections.context_before(b.config),
                              url=unit_url(b.name, unit.index, model_param),
                              **_around(session, b, m, unit.id, unit.index, label, model_param))
@@ -150,12 +150,14 @@ def _compare_url(b: Basis, index: int, links: list[UnitLinkSchema], model_param:
     return compare_url(sae, index, model_param) if sae else None
 
 
-_STRINGS = Memo()  # a vocabulary never changes for a given model row and creation time
+_STRINGS = Memo()
 
 
-def _token_strings(session: Session, model: Model) -> list[str]:
-    """Return the display string of every token id of a model (cached per process)."""
-    return _STRINGS.get((str(session.get_bind().url), model.id, str(model.created)),
+def _token_strings(session: Session, model: Model, b: Basis) -> list[str]:
+    """Return the display string of every token id of a model, as basis `b`'s current ingest saw them (cached per
+    process). Keyed by the basis's ingest: a re-ingest that brings a new vocabulary replaces the model's token rows
+    in place and hides every basis of the model until each is ingested again with it."""
+    return _STRINGS.get((str(session.get_bind().url), model.id, b.id, b.version, str(b.ingested_at)),
                         lambda: token_strings(session, model.id))
 
 
