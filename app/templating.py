@@ -1,6 +1,7 @@
-"""What every Jinja environment of Monoscope shares: autoescaping, `format_number` and the `visible` filter; and
-`token_codes`, the unit list's token chips. The web app's (app/web/render.py) and the one ingest renders unit page sections with
-(app/unit_sections.py), so a section rendered at ingest and one rendered live are the same bytes."""
+"""What every Jinja environment of Monoscope shares (autoescaping, `format_number`, the `visible` filter), and
+`token_codes`, the unit list's token chips. Used by the web app's environment (app/web/render.py) and by the one
+ingest renders unit page sections with (app/unit_sections.py), so a section rendered at ingest and one rendered live
+are the same bytes."""
 
 from __future__ import annotations
 
