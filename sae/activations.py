@@ -100,13 +100,13 @@ class LMActivations:
 
     def __init__(self, run_dir: Path, *, seed: int = 0, buffer_tokens: int = 131_072, lm_batch_rows: int = 64,
                  device: str | torch.device = "cpu") -> None:
-        from sae.corpus.build import load_tokens
+        from sae.corpus.build import load_heldout, load_tokens
         from sae.lm.model import load_lm
 
         self.run_dir = Path(run_dir)
         self.model = load_lm(self.run_dir, device)
         self.train = load_tokens(self.run_dir, "train")  # [n_rows, n_ctx] memory-mapped
-        self.heldout = load_tokens(self.run_dir, "heldout")
+        self.heldout = load_heldout(self.run_dir)  # [n_rows, n_ctx] memory-mapped
         self.d_in = int(self.model.cfg.d_mlp)
         self.n_ctx = int(self.train.shape[1])
         if self.n_ctx < 2:
@@ -174,5 +174,6 @@ class LMActivations:
 
     def heldout_tokens(self, n: int) -> torch.Tensor:
         """Return the first held-out token rows [ceil(n / n_ctx), n_ctx] int64 (for loss recovered)."""
-        rows = min(len(self.heldout), max(1, -(-n // self.n_ctx)))
-        return torch.from_numpy(np.asarray(self.heldout[:rows], dtype=np.int64))
+        from sae.corpus.build import first_rows
+
+        return torch.from_numpy(np.asarray(first_rows(self.heldout, max(1, n)), dtype=np.int64))

@@ -37,3 +37,18 @@ def load_token_rows(path, what: str):
         raise MonoscopeError(f"{what} {path}: expected a non-empty [n_sequences, n_ctx] integer array, got shape "
                              f"{rows.shape} and dtype {rows.dtype}")
     return rows
+
+
+def load_json(path, make: str):
+    """Return the JSON document at `path`, or refuse a missing or malformed one in one line naming the command that
+    `make`s it (e.g. "run `monoscope corpus` first")."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MonoscopeError(f"missing {path}: {make}") from None
+    except ValueError as e:
+        raise MonoscopeError(f"{path} is not valid JSON ({e}): {make}") from None

@@ -1,5 +1,6 @@
 """Data flows one way: the research library sae/ never imports the product layer (app/, the web and database stack),
-and ingest (app/store/) never imports the web app;
+app/'s layers import only downward (store and presentation below the read model, all below the web app), no module
+imports itself back;
 within app/, only the command line and live inference use torch, so the web path starts without it; only the LM
 package sae/lm/ uses transformer_lens."""
 
@@ -78,11 +79,52 @@ def test_transformer_lens_only_in_the_lm_package():
     assert users and all(u.startswith(TRANSFORMER_LENS_ALLOWED) for u in users), users
 
 
-@pytest.mark.parametrize("path", [p for p in APP_FILES if rel(p).startswith("app/store/")
-                                  or rel(p) in ("app/unit_sections.py", "app/templating.py", "app/windows.py")], ids=rel)
-def test_ingest_and_its_renderers_never_import_the_web_layer(path):
-    """Ingest renders unit page sections through app/unit_sections.py, which the web app reads: never the reverse."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | {
-        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert not {m for m in modules if m == "app.web" or m.startswith("app.web.")}
+def module_name(path: Path) -> str:
+    return ".".join(Path(rel(path)).with_suffix("").parts).removesuffix(".__init__")
+
+
+def imported_names(path: Path) -> set[str]:
+    """Return the dotted names of the modules a file imports (anywhere in it), `from a import b` as both a and a.b."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+# Who may import whom inside app/: the read model (queries and view models) and the presentation code never import
+# the web app; the store never imports the web app or the read model's queries (it builds view models at ingest).
+LAYERS = {"app.store": ("app.web", "app.read.queries", "app.cli"), "app.read": ("app.web", "app.cli"),
+          "app.present": ("app.web", "app.store", "app.read.queries", "app.cli"), "app.web": ("app.cli",)}
+
+
+@pytest.mark.parametrize("path", [p for p in APP_FILES if any(module_name(p).startswith(layer) for layer in LAYERS)],
+                         ids=rel)
+def test_each_layer_imports_only_what_is_below_it(path):
+    layer = next(layer for layer in LAYERS if module_name(path).startswith(layer))
+    banned = {name for name in imported_names(path) for below in LAYERS[layer]
+              if name == below or name.startswith(below + ".")}
+    assert not banned, f"{rel(path)} ({layer}) imports {sorted(banned)}"
+
+
+def test_no_import_cycle():
+    """No module of app/ or sae/ imports, directly or through others, a module that imports it back (lazy imports
+    inside functions included: a cycle is a cycle whenever it is taken)."""
+    modules = {module_name(p): p for p in APP_FILES + SAE_FILES}
+    graph = {m: {n for n in imported_names(p) if n in modules and n != m} for m, p in modules.items()}
+    state: dict[str, int] = {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(n):] + [m, n]))
+            if n not in state:
+                visit(n, path + [m])
+        state[m] = 2
+
+    for m in sorted(modules):
+        if m not in state:
+            visit(m, [])

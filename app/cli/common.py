@@ -1,9 +1,10 @@
-"""What every `monoscope` command shares: the typer app, the common options, list parsing."""
+"""What every `monoscope` command shares: the typer app, the common options, config defaults, list parsing."""
 
 from __future__ import annotations
 
+from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -16,6 +17,14 @@ RunOpt = Annotated[Path, typer.Option("--run", help="Run folder (runs/<name>) ho
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo the stage even if it is up to date.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 DbOpt = Annotated[Optional[str], typer.Option("--db", help="Database URL (default: MONOSCOPE_DATABASE_URL, else sqlite:///monoscope.db).")]
+
+
+def default(config: type, name: str) -> Any:
+    """Return the default of field `name` of a config dataclass, so an option's default lives in the config only."""
+    found = {f.name: f for f in fields(config)}[name]
+    if found.default is MISSING:
+        raise TypeError(f"{config.__name__}.{name} has no plain default")
+    return found.default
 
 
 def limit_cpu_threads() -> None:

@@ -17,7 +17,7 @@ from app.cli.common import number_list
 def full_stages(run: Path, sae_cfg, sizes: str, tokens: int, analysis_tokens: int, db: str, device: str,
                 force: bool) -> list[tuple[str, Callable[[], None]]]:
     """Return the extra (name, stage) pairs, in order; `sae_cfg` is the demo SAE's config (its size included)."""
-    from app.cli.product import ingest
+    from app.cli.database import ingest
     from app.cli.stages import analyze, feature_map, fit_sae, match, train_lm
 
     def name(d_sae: int) -> str:

@@ -28,10 +28,10 @@ def export_basis(
     Plain columns: unit statistics, top logits with their tokens and the current label; every example window with
     its token strings, activations and ablation effects as lists; the label history; every rater's scores.
     """
+    from app.read.queries.bases import NotFound, resolve_basis
     from app.store.basis_export import TABLES, basis_tables
     from app.store.db import read_snapshot
     from app.store.table_files import check_format, out_folder, write_tables
-    from app.web.queries.bases import NotFound, resolve_basis
 
     check_format(format)
     with read_snapshot(sessions(db)) as session:

@@ -27,11 +27,11 @@ def review_create(
     """Draw live units (not dead, not ultralow) at random from each basis, shuffle them and fix the items."""
     from sqlalchemy import select
 
+    from app.read.queries.bases import NotFound
+    from app.read.queries.reviews import resolve_bases, summary
     from app.store.db import write_transaction
     from app.store.models import User
     from app.store.reviews import create_review
-    from app.web.queries.bases import NotFound
-    from app.web.queries.reviews import resolve_bases, summary
 
     names = [b.strip() for b in bases.split(",") if b.strip()]
     with write_transaction(sessions(db)) as session:
@@ -53,7 +53,7 @@ def review_create(
 @review_cli.command("list")
 def review_list(db: DbOpt = None) -> None:
     """List reviews: id, name, state, items."""
-    from app.web.queries.reviews import review_list as reviews
+    from app.read.queries.reviews import review_list as reviews
 
     with sessions(db)() as session:
         listing = reviews(session=session, user=None)
@@ -87,8 +87,8 @@ def review_export(
     db: DbOpt = None,
 ) -> None:
     """Print a review's results as JSON: every item revealed with every score (the results page's twin)."""
-    from app.web.queries.bases import NotFound
-    from app.web.queries.reviews import review_results
+    from app.read.queries.bases import NotFound
+    from app.read.queries.reviews import review_results
 
     with sessions(db)() as session:
         try:

@@ -1,69 +1,76 @@
-"""Pipeline stages of the `monoscope` command: corpus, train-lm, train-sae, analyze (each a thin wrapper of sae/)."""
+"""Pipeline stages of the `monoscope` command: corpus, train-lm, train-sae, analyze (each a thin wrapper of sae/).
+
+Option defaults are the stage configs' field defaults (read through `default`), and the configs validate what the
+options give; the configs are torch-free modules, so reading them here keeps `monoscope --help` fast.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from app.cli.common import DeviceOpt, ForceOpt, RunOpt, cli, limit_cpu_threads
+from app.cli.common import DeviceOpt, ForceOpt, RunOpt, cli, default, limit_cpu_threads
+from sae.analysis.config import AnalysisConfig
+from sae.corpus.config import CorpusConfig
+from sae.dictionary import architectures
+from sae.dictionary.config import SAETrainConfig
 from sae.errors import MonoscopeError
+from sae.lm.config import ACT_FNS, LMConfig, TrainLMConfig
 
 
 @cli.command()
 def corpus(
     run: RunOpt,
-    source: Annotated[str, typer.Option("--source", help="stdlib, a folder of text files, or a .jsonl with `text`.")] = "stdlib",
-    vocab_size: Annotated[int, typer.Option("--vocab-size", help="BPE vocabulary size (with end-of-text).")] = 4096,
-    n_ctx: Annotated[int, typer.Option("--n-ctx", help="Tokens per row (the first is BOS).")] = 128,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Cap on training tokens.")] = None,
-    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Existing HF tokenizer (local folder or cached name) instead of training a BPE.")] = None,
-    heldout_fraction: Annotated[float, typer.Option("--heldout-fraction", help="Share of files held out for evaluation (and analysis).")] = 0.2,
+    source: Annotated[str, typer.Option("--source", help="stdlib, a folder of text files, or a .jsonl with `text`.")] = default(CorpusConfig, "source"),
+    vocab_size: Annotated[int, typer.Option("--vocab-size", help="BPE vocabulary size (with end-of-text).")] = default(CorpusConfig, "vocab_size"),
+    n_ctx: Annotated[int, typer.Option("--n-ctx", help="Tokens per row (the first is BOS).")] = default(CorpusConfig, "n_ctx"),
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Cap on training tokens.")] = default(CorpusConfig, "max_tokens"),
+    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Existing HF tokenizer (local folder or cached name) instead of training a BPE.")] = default(CorpusConfig, "tokenizer"),
+    heldout_fraction: Annotated[float, typer.Option("--heldout-fraction", help="Share of files held out for evaluation (and analysis).")] = default(CorpusConfig, "heldout_fraction"),
     force: ForceOpt = False,
 ) -> None:
     """Tokenize a text source into runs/<run>/corpus (tokenizer, train / held-out token rows split by file)."""
-    from sae.corpus.build import CorpusConfig, build_corpus
+    from sae.corpus.build import build_corpus
 
-    if not 0.0 < heldout_fraction < 1.0:
-        raise MonoscopeError(f"--heldout-fraction must be between 0 and 1, got {heldout_fraction}")
-
+    cfg = CorpusConfig(source=source, vocab_size=vocab_size, n_ctx=n_ctx, max_tokens=max_tokens,
+                       heldout_fraction=heldout_fraction, tokenizer=tokenizer)
     if tokenizer is not None and not Path(tokenizer).is_dir():
         from sae.lm.model import pretrained_tokenizer_name
 
-        tokenizer = pretrained_tokenizer_name(tokenizer)  # a transformer_lens name means its tokenizer repo
-    build_corpus(run, CorpusConfig(source=source, vocab_size=vocab_size, n_ctx=n_ctx, max_tokens=max_tokens,
-                                   heldout_fraction=heldout_fraction, tokenizer=tokenizer), force=force)
+        cfg = replace(cfg, tokenizer=pretrained_tokenizer_name(tokenizer))  # a transformer_lens name: its tokenizer
+    build_corpus(run, cfg, force=force)
 
 
 @cli.command("train-lm")
 def train_lm(
     run: RunOpt,
-    tokens: Annotated[int, typer.Option("--tokens", help="Training tokens.")] = 2_500_000,
-    d_model: Annotated[int, typer.Option("--d-model")] = 128,
-    d_mlp: Annotated[int, typer.Option("--d-mlp", help="MLP width (512 as in the paper).")] = 512,
-    n_heads: Annotated[int, typer.Option("--n-heads", help="Attention heads (d_head = d_model / n_heads).")] = 4,
-    act_fn: Annotated[str, typer.Option("--act-fn", help="relu (paper) or gelu.")] = "relu",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per step.")] = 32,
-    lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate.")] = 3e-3,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    tokens: Annotated[int, typer.Option("--tokens", help="Training tokens.")] = default(TrainLMConfig, "tokens"),
+    d_model: Annotated[int, typer.Option("--d-model")] = default(LMConfig, "d_model"),
+    d_mlp: Annotated[int, typer.Option("--d-mlp", help="MLP width (512 as in the paper).")] = default(LMConfig, "d_mlp"),
+    n_heads: Annotated[int, typer.Option("--n-heads", help="Attention heads (d_head = d_model / n_heads).")] = default(LMConfig, "n_heads"),
+    act_fn: Annotated[str, typer.Option("--act-fn", help=f"{' or '.join(ACT_FNS)} (the paper: relu).")] = default(LMConfig, "act_fn"),
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per step.")] = default(TrainLMConfig, "batch_size"),
+    lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate.")] = default(TrainLMConfig, "lr"),
+    seed: Annotated[int, typer.Option("--seed")] = default(LMConfig, "seed"),
     pretrained: Annotated[Optional[str], typer.Option("--pretrained", help="transformer_lens model name from the local HF cache (e.g. gelu-1l) instead of training.")] = None,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
 ) -> None:
     """Train the one-layer transformer on the corpus into runs/<run>/lm (or point it at a cached pretrained one)."""
     from sae.device import resolve_device
-    from sae.lm.model import LMConfig
-    from sae.lm.train import TrainLMConfig, use_pretrained
     from sae.lm.train import train_lm as train
+    from sae.lm.train import use_pretrained
 
     resolve_device(device)  # a bad --device is reported before any work
     if pretrained is not None:
         use_pretrained(run, pretrained, device=device, force=force)
         return
-    if min(tokens, d_model, d_mlp, n_heads, batch_size) <= 0 or lr <= 0 or d_model % n_heads:
-        raise MonoscopeError("--tokens, --d-model, --d-mlp, --n-heads, --batch-size, --lr must be positive, "
-                             "and --d-model a multiple of --n-heads")
+    if n_heads <= 0 or d_model % n_heads:  # how this command derives d_head; the configs check the rest
+        raise MonoscopeError(f"--n-heads must be positive and --d-model a multiple of --n-heads, got {d_model} "
+                             f"and {n_heads}")
     lm_cfg = LMConfig(d_model=d_model, d_mlp=d_mlp, n_heads=n_heads, d_head=d_model // n_heads,
                       act_fn=act_fn, seed=seed)
     train(run, lm_cfg, TrainLMConfig(tokens=tokens, batch_size=batch_size, lr=lr), device=device, force=force)
@@ -75,20 +82,21 @@ def train_sae(
     name: Annotated[Optional[str], typer.Option("--name", help="SAE name: written to runs/<run>/saes/<name>.")] = None,
     activations: Annotated[Optional[Path], typer.Option("--activations", help="Instead of --run: a [N, d_in] float .npy array.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder with --activations.")] = None,
-    architecture: Annotated[str, typer.Option("--architecture", help="relu (paper: L1 + resampling), topk or batchtopk (AuxK).")] = "relu",
-    d_sae: Annotated[int, typer.Option("--d-sae", help="Dictionary size.")] = 4096,
-    l1: Annotated[Optional[float], typer.Option("--l1", help="L1 coefficient λ (relu; activations scaled to mean norm sqrt(d_in)).")] = None,
-    k: Annotated[Optional[int], typer.Option("--k", help="Active latents per token (topk, batchtopk).")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Adam learning rate.")] = None,
-    tokens: Annotated[Optional[int], typer.Option("--tokens", help="Training activations (tokens).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Activations per step.")] = 4096,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    precision: Annotated[str, typer.Option("--precision", help="auto, fp32 or bf16 (bf16 matmuls, fp32 weights).")] = "auto",
+    architecture: Annotated[str, typer.Option("--architecture", help=f"{', '.join(architectures.TRAINABLE)} (the paper: relu, L1 + resampling; topk and batchtopk: AuxK).")] = default(SAETrainConfig, "architecture"),
+    d_sae: Annotated[int, typer.Option("--d-sae", help="Dictionary size.")] = default(SAETrainConfig, "d_sae"),
+    l1: Annotated[float, typer.Option("--l1", help="L1 coefficient λ (relu; activations scaled to mean norm sqrt(d_in)).")] = default(SAETrainConfig, "l1_coefficient"),
+    # None, unlike the config's meaning (no k): an architecture that needs k gets the demo's (the sweep's pick).
+    k: Annotated[Optional[int], typer.Option("--k", help="Active latents per token (topk, batchtopk; default: the demo's).")] = None,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = default(SAETrainConfig, "lr"),
+    tokens: Annotated[int, typer.Option("--tokens", help="Training activations (tokens).")] = default(SAETrainConfig, "tokens"),
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Activations per step.")] = default(SAETrainConfig, "batch_size"),
+    seed: Annotated[int, typer.Option("--seed")] = default(SAETrainConfig, "seed"),
+    precision: Annotated[str, typer.Option("--precision", help="auto, fp32 or bf16 (bf16 matmuls, fp32 weights).")] = default(SAETrainConfig, "precision"),
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
 ) -> None:
     """Train a sparse autoencoder (the paper's recipe by default) into runs/<run>/saes/<name>, resumable."""
-    from sae.dictionary.config import SAETrainConfig, demo_config
+    from sae.dictionary.config import demo_config
 
     if (run is None) == (activations is None):
         raise MonoscopeError("give either --run DIR --name NAME or --activations FILE.npy --out DIR")
@@ -96,11 +104,10 @@ def train_sae(
         raise MonoscopeError("--run needs --name (and takes no --out)")
     if activations is not None and (out is None or name is not None):
         raise MonoscopeError("--activations needs --out (and takes no --name)")
-    if architecture != "relu" and k is None:
+    if k is None and architectures.architecture(architecture, trainable=True).uses_k:
         k = demo_config().k  # the sweep's pick for TopK-style SAEs
-    given = dict(l1_coefficient=l1, lr=lr, tokens=tokens)
-    cfg = SAETrainConfig(architecture=architecture, d_sae=d_sae, k=k, batch_size=batch_size, seed=seed,
-                         precision=precision, **{key: value for key, value in given.items() if value is not None})
+    cfg = SAETrainConfig(architecture=architecture, d_sae=d_sae, l1_coefficient=l1, k=k, lr=lr, tokens=tokens,
+                         batch_size=batch_size, seed=seed, precision=precision)
     fit_sae(cfg, run=run, name=name, activations=activations, out=out, device=device, force=force)
 
 
@@ -144,9 +151,9 @@ def add_sae(
 def analyze(
     run: RunOpt,
     sae: Annotated[Optional[list[str]], typer.Option("--sae", help="SAE name under saes/ (repeatable; default: all).")] = None,
-    tokens: Annotated[int, typer.Option("--tokens", help="Held-out tokens to analyse (all of them when fewer).")] = 1 << 20,
-    batch: Annotated[int, typer.Option("--batch", help="Sequences per LM forward.")] = 64,
-    loss_tokens: Annotated[int, typer.Option("--loss-tokens", help="Tokens for the LM-loss metrics (0: all).")] = 1 << 15,
+    tokens: Annotated[int, typer.Option("--tokens", help="Held-out tokens to analyse (all of them when fewer).")] = default(AnalysisConfig, "n_tokens"),
+    batch: Annotated[int, typer.Option("--batch", help="Sequences per LM forward.")] = default(AnalysisConfig, "batch_sequences"),
+    loss_tokens: Annotated[int, typer.Option("--loss-tokens", help="Tokens for the LM-loss metrics (0: all).")] = default(AnalysisConfig, "loss_tokens"),
     force: ForceOpt = False,
     device: DeviceOpt = "auto",
     executor: Annotated[str, typer.Option("--executor", help="Where pass 1 runs: local (this process) or ray (needs pip install 'monoscope[ray]').")] = "local",
@@ -161,15 +168,12 @@ def analyze(
 
     from sae.analysis.executor import make_executor
     from sae.analysis.run import run_analysis
-    from sae.analysis.shard import AnalysisConfig
 
-    if tokens <= 0 or batch <= 0 or loss_tokens < 0:
-        raise MonoscopeError("--tokens and --batch must be positive, --loss-tokens >= 0")
+    cfg = AnalysisConfig(n_tokens=tokens, batch_sequences=batch, loss_tokens=loss_tokens or None)  # 0 means all
     if not run.is_dir():
         raise MonoscopeError(f"no run folder at {run}: run `monoscope corpus` first")
     ex = make_executor(executor, address, shards, device)  # bad options and a missing Ray fail before any work
     limit_cpu_threads()
-    cfg = AnalysisConfig(n_tokens=tokens, batch_sequences=batch, loss_tokens=loss_tokens or None)
     with ex:
         metrics = run_analysis(run, sae_names=sae, cfg=cfg, force=force, device=device, executor=ex)
     for name, m in metrics.items():
@@ -198,8 +202,8 @@ def match(
     basis: Annotated[str, typer.Option("--basis", help="Basis of --run: `neurons` or an SAE name.")],
     other_basis: Annotated[str, typer.Option("--other-basis", help="Basis to match against (of --other-run).")],
     other_run: Annotated[Optional[Path], typer.Option("--other-run", help="Second run (same corpus, e.g. another LM seed); default: --run.")] = None,
-    tokens: Annotated[int, typer.Option("--tokens", help="Held-out tokens to correlate over.")] = 1 << 20,
-    batch: Annotated[int, typer.Option("--batch", help="Sequences per LM forward.")] = 64,
+    tokens: Annotated[int, typer.Option("--tokens", help="Held-out tokens to correlate over.")] = default(AnalysisConfig, "n_tokens"),
+    batch: Annotated[int, typer.Option("--batch", help="Sequences per LM forward.")] = default(AnalysisConfig, "batch_sequences"),
     force: ForceOpt = False,
     device: DeviceOpt = "auto",
 ) -> None:

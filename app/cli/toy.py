@@ -6,11 +6,8 @@ from typing import Annotated
 
 import typer
 
-from app.cli.common import (
-    cli,
-    limit_cpu_threads,
-    number_list,
-)
+from app.cli.common import cli, default, limit_cpu_threads, number_list
+from sae.dictionary.config import ToyConfig
 from sae.errors import MonoscopeError
 
 
@@ -21,26 +18,19 @@ def toy(
                   ] = "1,3,10",
     d_sae: Annotated[str, typer.Option("--d-sae", help="Comma-separated dictionary sizes.")] = "512,1024",
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the samples per SAE.")] = 2,
-    group_size: Annotated[int, typer.Option("--group-size", help="> 1: correlated feature groups of this size.")] = 1,
+    group_size: Annotated[int, typer.Option("--group-size", help="> 1: correlated feature groups of this size.")] = default(ToyConfig, "group_size"),
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
     """Train SAEs on synthetic data with known features (Sharkey et al.) and print how well they recover them."""
     from tqdm import tqdm
 
-    from sae.dictionary.toy import (
-        ToyConfig,
-        ToyData,
-        format_table,
-        mmcs,
-        random_dictionary,
-        sweep,
-    )
+    from sae.dictionary.toy import ToyData, format_table, mmcs, random_dictionary, sweep
 
-    if samples < 1000 or epochs < 1 or group_size < 1:
-        raise MonoscopeError("--samples must be >= 1000, --epochs and --group-size >= 1")
+    cfg = ToyConfig(group_size=group_size)
+    if samples < 1000 or epochs < 1:
+        raise MonoscopeError("--samples must be >= 1000, --epochs >= 1")
     l1s, sizes = number_list(l1, float, "--l1"), number_list(d_sae, int, "--d-sae")
     limit_cpu_threads()
-    cfg = ToyConfig(group_size=group_size)
     print(f"toy data: d {cfg.d}, {cfg.n_features} true features, ~{cfg.mean_active:g} active per sample, "
           f"group size {cfg.group_size}; {samples} samples x {epochs} epochs")
     with tqdm(total=len(l1s) * len(sizes), desc="toy SAEs") as bar:

@@ -13,10 +13,23 @@ from typing import Iterator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.store.labels import list_labels, utc
-from app.store.models import TOP_TOKENS_SEPARATOR, Basis, Example, Label, Model, Review, ReviewScore, ReviewUnit, \
-    Token, Unit, User
-from app.windows import decode_window
+from app.read.unit_data import context_before
+from app.read.windows import decode_window
+from app.store import rubric
+from app.store.labels import list_labels, newest_labels, utc
+from app.store.models import (
+    TOP_TOKENS_SEPARATOR,
+    Basis,
+    Example,
+    Label,
+    Model,
+    Review,
+    ReviewScore,
+    ReviewUnit,
+    Unit,
+    User,
+)
+from app.store.vocabulary import token_strings
 
 UNIT_CHUNK = 256  # units per batch of unit rows and of example rows
 
@@ -38,19 +51,9 @@ TABLES: dict[str, dict[str, str]] = {
                    created="time"),
     "review_scores": dict(
         review_id="int", review="str", review_state="str", item="int", model="str", basis="str", index="int",
-        rater="str", skipped="bool", hypothesis="str", confidence="int", token_consistency="int",
-        logit_consistency="int", effect_gap="int", specificity="int", total="int", interval_scores="list<int>",
-        updated="time"),
+        rater="str", skipped="bool", hypothesis="str", **{name: "int" for name in rubric.NAMES}, total="int",
+        interval_scores="list<int>", updated="time"),
 }
-
-
-def vocabulary(session: Session, model: Model) -> list[str]:
-    """Return the display string of every token id of the model."""
-    rows = session.execute(select(Token.token_id, Token.text).where(Token.model_id == model.id)).all()
-    strings = [""] * (max((r[0] for r in rows), default=-1) + 1)
-    for token_id, text in rows:
-        strings[token_id] = text
-    return strings
 
 
 def _finite(x: float | None) -> float | None:
@@ -63,12 +66,6 @@ def _logits(pairs: list, strings: list[str], side: str) -> dict:
             f"{side}_logit_ids": ids, f"{side}_logit_values": [float(v) for _, v in pairs]}
 
 
-def _current_labels(session: Session, basis: Basis) -> dict[int, str]:
-    """Return each labelled unit's current label (its newest)."""
-    rows = session.execute(select(Label.unit_index, Label.text).where(Label.basis_id == basis.id).order_by(Label.id))
-    return dict(rows.all())
-
-
 UNIT_COLUMNS = [getattr(Unit, c) for c in (
     "index", "firing_count", "density", "log10_density", "max_activation", "mean_activation", "top_token_entropy",
     "top_tokens", "top_logits", "bottom_logits", "act_hist", "logit_hist", "interval_edges", "interval_counts",
@@ -77,7 +74,7 @@ UNIT_COLUMNS = [getattr(Unit, c) for c in (
 
 def unit_batches(session: Session, basis: Basis, model: Model, strings: list[str]) -> Iterator[list[dict]]:
     """Yield the unit rows, by index, UNIT_CHUNK at a time."""
-    labels = _current_labels(session, basis)
+    labels = {i: label for _, i, label in session.execute(newest_labels(Label.basis_id == basis.id))}
     for start in range(0, basis.n_units, UNIT_CHUNK):
         units = session.execute(select(*UNIT_COLUMNS).where(
             Unit.basis_id == basis.id, Unit.index >= start, Unit.index < start + UNIT_CHUNK).order_by(Unit.index))
@@ -96,7 +93,7 @@ def unit_batches(session: Session, basis: Basis, model: Model, strings: list[str
 def example_batches(session: Session, basis: Basis, model: Model, strings: list[str]) -> Iterator[list[dict]]:
     """Yield the example rows of UNIT_CHUNK units at a time: per unit its top contexts by rank, then its interval
     samples by interval and rank; padding dropped, token strings spelled out."""
-    context_before = int((basis.config or {}).get("context_before", 24))
+    before = context_before(basis.config)
     for start in range(0, basis.n_units, UNIT_CHUNK):
         rows = session.execute(
             select(Unit.index, Example.kind, Example.bucket, Example.rank, Example.value, Example.token_ids,
@@ -106,7 +103,7 @@ def example_batches(session: Session, basis: Basis, model: Model, strings: list[
             .order_by(Unit.index, Example.kind.desc(), Example.bucket, Example.rank))
         batch = []
         for index, kind, bucket, rank, value, token_ids, activations, effects in rows:
-            window = decode_window(token_ids, activations, effects, strings, context_before)
+            window = decode_window(token_ids, activations, effects, strings, before)
             batch.append(dict(model=model.name, basis=basis.name, index=index, kind=kind, interval=bucket, rank=rank,
                               value=value, max_position=window.max_position, text="".join(window.texts),
                               tokens=window.texts, token_ids=window.ids, activations=window.acts,
@@ -115,7 +112,7 @@ def example_batches(session: Session, basis: Basis, model: Model, strings: list[
 
 
 def label_batches(session: Session, basis: Basis, model: Model) -> Iterator[list[dict]]:
-    """Yield the basis's whole label history, oldest first (the newest per unit is its current label)."""
+    """Yield the basis's whole label history, oldest first, as written (the units table holds each current label)."""
     yield [dict(id=row.id, model=row.model, basis=row.basis, index=row.index, text=row.text, note=row.note,
                 author=row.author, created=row.created) for row in list_labels(session, basis_id=basis.id)]
 
@@ -132,15 +129,13 @@ def review_score_batches(session: Session, basis: Basis, model: Model) -> Iterat
         .order_by(Review.id, ReviewUnit.position, User.name)).all()
     yield [dict(review_id=review_id, review=name, review_state=state, item=position, model=model.name,
                 basis=basis.name, index=index, rater=rater, skipped=s.skipped, hypothesis=s.hypothesis,
-                confidence=s.confidence, token_consistency=s.token_consistency,
-                logit_consistency=s.logit_consistency, effect_gap=s.effect_gap, specificity=s.specificity,
-                total=s.total, interval_scores=s.interval_scores, updated=utc(s.updated))
+                **rubric.scores_of(s), total=s.total, interval_scores=s.interval_scores, updated=utc(s.updated))
            for review_id, name, state, position, index, rater, s in rows]
 
 
 def basis_tables(session: Session, basis: Basis, model: Model) -> dict[str, Iterator[list[dict]]]:
     """Return each table of TABLES as a lazy stream of row batches, read in the caller's session."""
-    strings = vocabulary(session, model)
+    strings = token_strings(session, model.id)
     return {"units": unit_batches(session, basis, model, strings),
             "examples": example_batches(session, basis, model, strings),
             "labels": label_batches(session, basis, model),

@@ -1,6 +1,6 @@
 """A unit's example rows for the `example` table, from a basis's analysis arrays (units.npz): the top contexts and the
-interval samples. Used by ingest (app/store/ingest.py), chunk by chunk, which renders the unit page's sections from
-them once (app/unit_sections.py)."""
+interval samples. Used by ingest (app/store/ingest.py), chunk by chunk, which builds each unit's UnitData from them
+once and stores it with the page sections rendered from it (app/present/unit_sections.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Iterator
 
 import numpy as np
 
+from app.present.unit_sections import pack
+from app.read.unit_data import analysis_fields, unit_data
 from app.store.models import Example
-from app.unit_sections import pack, render_sections
 
 EXAMPLE_COLUMNS = ("unit_id", "kind", "bucket", "rank", "value", "token_ids", "activations", "effects")
 PAGE_ORDER = (Example.kind.desc(), Example.bucket, Example.rank)  # top windows by rank, then samples by interval
@@ -41,12 +42,12 @@ def unit_windows(a: dict[str, np.ndarray], u: int) -> Iterator[tuple]:
 
 def add_sections(units: list[dict], a: dict[str, np.ndarray], strings: list[str], model_name: str,
                  before: int) -> dict[int, list[tuple]]:
-    """Render each unit row's page sections once (app/unit_sections.py) into `sections`; return {unit: its example
-    rows}. A page's first view then only unpacks them."""
+    """Store each unit row's UnitData and the page sections rendered from it (app/present/unit_sections.pack) in
+    `sections`; return {unit: its example rows}. A page's first view and its twin's then only unpack them."""
     examples = {}
     for row in units:
         rows = examples[row["index"]] = list(unit_windows(a, row["index"]))
-        sections = render_sections(SimpleNamespace(**row), model_name, strings,
-                                   [(kind, bucket, *rest) for kind, bucket, _, *rest in rows], before)
-        row["sections"] = pack(sections)
+        data = unit_data(SimpleNamespace(**row), [(kind, bucket, *rest) for kind, bucket, _, *rest in rows], strings,
+                         before, analysis_fields(a, row["index"]))
+        row["sections"] = pack(data, model_name)
     return examples

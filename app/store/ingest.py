@@ -14,10 +14,6 @@ read as the wrong strings). Folders whose names start with a dot are a killed an
 
 from __future__ import annotations
 
-import json
-import math
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -26,8 +22,9 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.store.bulk import insert_rows
-from app.store.example_rows import EXAMPLE_COLUMNS, add_sections
+from app.store.chunks import Chunks
 from app.store.db import session_factory
+from app.store.example_rows import EXAMPLE_COLUMNS
 from app.store.models import (
     TOP_TOKENS_SEPARATOR,
     Basis,
@@ -37,12 +34,13 @@ from app.store.models import (
     Unit,
     UnitLink,
 )
-from app.store.npz import load_npz
+from app.store.npz import read_npz
 from sae.conventions import NEURON_BASIS
-from sae.errors import MonoscopeError
+from sae.corpus.build import read_token_strings
+from sae.errors import MonoscopeError, load_json
+from sae.lm.config import read_lm_config
 from sae.rundir import read_manifest
 
-CHUNK = 512  # units per executemany batch: bounded memory whatever the basis size
 LINK_FIELDS = (UnitLink.kind, UnitLink.rank, UnitLink.target_basis_id, UnitLink.target_index, UnitLink.weight)
 LINK_KINDS = {  # links.npz arrays -> (kind, source basis is the SAE?, ids array, weights array)
     "feature_neuron": (True, "feature_neuron_ids", "feature_neuron_weights"),
@@ -52,21 +50,7 @@ LINK_KINDS = {  # links.npz arrays -> (kind, source basis is the SAE?, ids array
 
 
 def _read_json(path: Path) -> dict | list:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MonoscopeError(f"missing {path}: run the earlier stages first") from None
-    except ValueError as e:
-        raise MonoscopeError(f"{path} is not valid JSON ({e})") from None
-
-
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    try:
-        return load_npz(path)  # memory-mapped: chunks of units read only their own pages
-    except FileNotFoundError:
-        raise MonoscopeError(f"missing {path}: run `monoscope analyze` first") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # truncated or overwritten file
-        raise MonoscopeError(f"{path} is unreadable ({e}): run `monoscope analyze --force`") from None
+    return load_json(path, "run the earlier stages first")
 
 
 def _db_text(text: str) -> str:
@@ -75,37 +59,10 @@ def _db_text(text: str) -> str:
     return text.replace("\x00", "\u2400").replace(TOP_TOKENS_SEPARATOR, "\u241f")
 
 
-def _finite(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
-
-
-def _unit_rows(basis_id: int, a: dict[str, np.ndarray], strings: list[str], start: int, stop: int,
-               before: int) -> list[dict]:
-    rows = []
-    for u in range(start, stop):
-        n_top = int(a["top_count"][u])
-        max_tokens = {int(t) for t in a["top_token_ids"][u, :n_top, before] if t >= 0}
-        density = float(a["density"][u])
-        rows.append(dict(
-            basis_id=basis_id, index=u, firing_count=int(a["firing_count"][u]), density=density,
-            log10_density=math.log10(density) if density > 0 else None,
-            max_activation=float(a["max_activation"][u]), mean_activation=float(a["mean_activation"][u]),
-            top_token_entropy=_finite(float(a["top_token_entropy"][u])),
-            top_tokens=TOP_TOKENS_SEPARATOR.join(sorted(strings[t] for t in max_tokens if t < len(strings))),
-            act_hist={"edges": a["act_hist_edges"][u].tolist(), "counts": a["act_hist_counts"][u].tolist()},
-            logit_hist={"edges": a["logit_hist_edges"][u].tolist(), "counts": a["logit_hist_counts"][u].tolist()},
-            top_logits=[[int(i), float(v)] for i, v in zip(a["logit_top_ids"][u], a["logit_top_values"][u])],
-            bottom_logits=[[int(i), float(v)] for i, v in zip(a["logit_bottom_ids"][u], a["logit_bottom_values"][u])],
-            interval_edges=a["interval_edges"][u].tolist(), interval_counts=a["interval_counts"][u].tolist(),
-        ))
-    return rows
-
-
-def _upsert_model(session: Session, run_dir: Path) -> Model:
-    lm_dir, corpus_dir = run_dir / "lm", run_dir / "corpus"
-    config = _read_json(lm_dir / "config.json")
+def _upsert_model(session: Session, run_dir: Path, strings: list[str]) -> Model:
+    lm_dir = run_dir / "lm"
+    config = read_lm_config(run_dir)
     metrics = _read_json(lm_dir / "metrics.json") if (lm_dir / "metrics.json").is_file() else {}
-    strings = [_db_text(t) for t in _read_json(corpus_dir / "token_strings.json")]
     model = session.scalar(select(Model).where(Model.name == run_dir.name))
     if model is None:
         model = Model(name=run_dir.name, run_dir=str(run_dir.resolve()), config=config, metrics=metrics)
@@ -124,10 +81,10 @@ def _upsert_model(session: Session, run_dir: Path) -> Model:
     return model
 
 
-def ingest_basis(session: Session, model: Model, basis_dir: Path, strings: list[str]) -> Basis:
+def ingest_basis(session: Session, model: Model, basis_dir: Path, chunks: Chunks) -> Basis:
     """Replace one basis's units and examples inside the caller's transaction; return the ready basis row."""
     meta = _read_json(basis_dir / "basis.json")
-    arrays = _load_npz(basis_dir / "units.npz")
+    arrays = read_npz(basis_dir / "units.npz")
     n_units = int(meta["n_units"])
     if len(arrays.get("firing_count", ())) != n_units:
         raise MonoscopeError(f"{basis_dir}/units.npz does not hold {n_units} units: run `monoscope analyze --force`")
@@ -156,26 +113,27 @@ def ingest_basis(session: Session, model: Model, basis_dir: Path, strings: list[
         session.execute(delete(Unit).where(Unit.basis_id == basis.id))  # examples and links cascade
     session.flush()
     before = int(meta["context_before"])
-    for start in range(0, n_units, CHUNK):
-        stop = min(start + CHUNK, n_units)
-        units = _unit_rows(basis.id, arrays, strings, start, stop, before)
-        examples = add_sections(units, arrays, strings, model.name, before)
+    for units, examples in chunks.of(basis_dir / "units.npz", basis.id, model.name, before, n_units):
         session.execute(insert(Unit), units)
-        unit_ids = dict(session.execute(select(Unit.index, Unit.id).where(
-            Unit.basis_id == basis.id, Unit.index >= start, Unit.index < stop)).all())
+        unit_ids = _unit_ids(session, basis.id, units[0]["index"], units[-1]["index"] + 1)
         insert_rows(session.connection(), Example.__table__, EXAMPLE_COLUMNS,
                     ((unit_ids[u], *row) for u, rows in examples.items() for row in rows))
     if carried:
-        unit_ids = dict(session.execute(select(Unit.index, Unit.id).where(Unit.basis_id == basis.id)).all())
+        unit_ids = _unit_ids(session, basis.id)
         insert_rows(session.connection(), UnitLink.__table__, ("unit_id", *(f.key for f in LINK_FIELDS)),
                     [(unit_ids[index], *rest) for index, *rest in carried if index in unit_ids])
     return basis
 
 
+def _unit_ids(session: Session, basis_id: int, start: int = 0, stop: int | None = None) -> dict[int, int]:
+    """Return {unit index: unit row id} of a basis's units (those with index in [start, stop))."""
+    stmt = select(Unit.index, Unit.id).where(Unit.basis_id == basis_id, Unit.index >= start)
+    return dict(session.execute(stmt if stop is None else stmt.where(Unit.index < stop)).all())
+
+
 def _ingest_links(session: Session, sae_basis: Basis, neuron_basis: Basis, links: dict[str, np.ndarray]) -> None:
     """Insert an SAE's links (both directions) between it and the neuron basis of its hook."""
-    ids = {b.id: dict(session.execute(select(Unit.index, Unit.id).where(Unit.basis_id == b.id)).all())
-           for b in (sae_basis, neuron_basis)}
+    ids = {b.id: _unit_ids(session, b.id) for b in (sae_basis, neuron_basis)}
     rows = []
     for kind, (from_sae, ids_key, weights_key) in LINK_KINDS.items():
         source, target = (sae_basis, neuron_basis) if from_sae else (neuron_basis, sae_basis)
@@ -190,8 +148,10 @@ def _ingest_links(session: Session, sae_basis: Basis, neuron_basis: Basis, links
                 ("unit_id", "kind", "rank", "target_basis_id", "target_index", "weight"), rows)
 
 
-def ingest_run(run_dir: Path, *, url: str, log: Callable[[str], None] = print) -> list[str]:
-    """Ingest every analysed basis of a run (neurons first); return the basis names now ready."""
+def ingest_run(run_dir: Path, *, url: str, log: Callable[[str], None] = print,
+               workers: int | None = None) -> list[str]:
+    """Ingest every analysed basis of a run (neurons first); return the basis names now ready. `workers` processes
+    (default: one a core, at most 8) build the units of a large basis while this one writes them."""
     run_dir = Path(run_dir)
     analysis = run_dir / "analysis"
     # Dot-folders are a killed analysis's leftovers (.<basis>.tmp-*, .<basis>.old-*, .spill-*), never a stage.
@@ -200,23 +160,14 @@ def ingest_run(run_dir: Path, *, url: str, log: Callable[[str], None] = print) -
     if not basis_dirs:
         raise MonoscopeError(f"no analysed bases under {analysis}: run `monoscope analyze --run {run_dir}` first")
     factory = session_factory(url)
-    strings = [_db_text(t) for t in _read_json(run_dir / "corpus" / "token_strings.json")]
+    strings = [_db_text(t) for t in read_token_strings(run_dir)]
     with factory.begin() as session:
-        model_id = _upsert_model(session, run_dir).id
+        model_id = _upsert_model(session, run_dir, strings).id
     done: dict[str, Basis] = {}
-    for basis_dir in basis_dirs:
-        try:
-            with factory.begin() as session:  # one transaction per basis: all of it or none of it
-                model = session.get(Model, model_id)
-                basis = ingest_basis(session, model, basis_dir, strings)
-                if basis.kind == "sae" and NEURON_BASIS in done and (basis_dir / "links.npz").is_file():
-                    _ingest_links(session, basis, session.merge(done[NEURON_BASIS]), _load_npz(basis_dir / "links.npz"))
-                session.execute(update(Basis).where(Basis.id == basis.id).values(status="ready"))
-                done[basis.name] = basis
-        except (KeyError, IndexError, ValueError, TypeError) as e:  # a malformed analysis file, found mid-way
-            raise MonoscopeError(f"ingest of {basis_dir.name} failed ({type(e).__name__}: {e}); "
-                                 "the database keeps its previous version: run `monoscope analyze --force`") from None
-        log(f"ingested {basis.name}: {basis.n_units} units ({basis.kind})")
+    with Chunks(strings, workers) as chunks:
+        for basis_dir in basis_dirs:
+            basis = _ingest_one(factory, model_id, basis_dir, chunks, done)
+            log(f"ingested {basis.name}: {basis.n_units} units ({basis.kind})")
     for folder in sorted((analysis / "matches").glob("*/match.json")) if (analysis / "matches").is_dir() else []:
         with factory.begin() as session:
             log(_ingest_matches(session, session.get(Model, model_id), folder.parent))
@@ -226,9 +177,24 @@ def ingest_run(run_dir: Path, *, url: str, log: Callable[[str], None] = print) -
     return list(done)
 
 
+def _ingest_one(factory, model_id: int, basis_dir: Path, chunks: Chunks, done: dict[str, Basis]) -> Basis:
+    """Ingest one basis (and an SAE's links) in one transaction: all of it or none of it; add it to `done`."""
+    try:
+        with factory.begin() as session:
+            basis = ingest_basis(session, session.get(Model, model_id), basis_dir, chunks)
+            if basis.kind == "sae" and NEURON_BASIS in done and (basis_dir / "links.npz").is_file():
+                _ingest_links(session, basis, session.merge(done[NEURON_BASIS]), read_npz(basis_dir / "links.npz"))
+            session.execute(update(Basis).where(Basis.id == basis.id).values(status="ready"))
+            done[basis.name] = basis
+            return basis
+    except (KeyError, IndexError, ValueError, TypeError) as e:  # a malformed analysis file, found mid-way
+        raise MonoscopeError(f"ingest of {basis_dir.name} failed ({type(e).__name__}: {e}); "
+                             "the database keeps its previous version: run `monoscope analyze --force`") from None
+
+
 def _ingest_map(session: Session, model_id: int, folder: Path) -> str:
     """Set the feature-map coordinates of the mapped dictionaries' units; return a line for the log."""
-    arrays = _load_npz(folder / "map.npz")
+    arrays = read_npz(folder / "map.npz")
     done = 0
     for name in _read_json(folder / "map.json")["saes"]:
         basis = session.scalar(select(Basis).where(Basis.model_id == model_id, Basis.name == name))
@@ -257,12 +223,12 @@ def _ingest_matches(session: Session, model: Model, folder: Path) -> str:
     if a is None or b is None:
         return (f"match {folder.name} left out: ingest the run at {summary['run_b']} (and analyse both bases) "
                 "first, then this run again")
-    m = _load_npz(folder / "matches.npz")
+    m = read_npz(folder / "matches.npz")
     rows = []
     for source, target, best, corr in ((a, b, m["a_best"], m["a_corr"]), (b, a, m["b_best"], m["b_corr"])):
         session.execute(delete(UnitLink).where(UnitLink.kind == "best_match", UnitLink.target_basis_id == target.id,
                                                UnitLink.unit_id.in_(select(Unit.id).where(Unit.basis_id == source.id))))
-        ids = dict(session.execute(select(Unit.index, Unit.id).where(Unit.basis_id == source.id)).all())
+        ids = _unit_ids(session, source.id)
         rows.extend((ids[i], "best_match", 0, target.id, int(t), float(w))
                     for i, (t, w) in enumerate(zip(best.tolist(), corr.tolist())) if t >= 0 and i in ids)
     insert_rows(session.connection(), UnitLink.__table__,

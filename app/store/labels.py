@@ -1,7 +1,9 @@
 """Label writes and label listings: append-only rows keyed by (basis, unit index), so a re-ingest keeps them.
 
-The current label of a unit is its newest row. The page, the JSON API and `monoscope export labels` all list
-labels through `list_labels`.
+A unit's current label, the one rule: its newest row wins, and an empty text there means the unit has no label (it
+was cleared): None in Python, null in JSON, an empty cell in CSV. Every read of current labels goes through
+`newest_label` (one unit, a correlated scalar subquery) or `newest_labels` (a set of units), both selecting
+CURRENT_LABEL. Label histories (the page, the JSON API and `monoscope export labels`) go through `list_labels`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, Text, func, select
 from sqlalchemy.orm import Session
 
 from app.store.models import Basis, Label, Model, User
@@ -17,6 +19,30 @@ from sae.errors import MonoscopeError
 
 MAX_LABEL_CHARS = 200
 MAX_NOTE_CHARS = 2000
+
+
+CURRENT_LABEL = func.nullif(Label.text, "", type_=Text)  # an empty text is no label: NULL
+
+
+def current_text(newest_text: str | None) -> str | None:
+    """The same rule for a unit's newest label text already read (e.g. from its history): None where it cleared."""
+    return newest_text or None
+
+
+def newest_label(basis_id, unit_index):
+    """The current label of unit (basis_id, unit_index) (NULL: none, or cleared), as a correlated scalar subquery
+    (index ix_label_unit): for statements built once that read it beside each row."""
+    return (select(CURRENT_LABEL).where(Label.basis_id == basis_id, Label.unit_index == unit_index)
+            .order_by(Label.id.desc()).limit(1).scalar_subquery())
+
+
+def newest_labels(*where) -> Select:
+    """(basis_id, unit_index, label) of every unit having label rows that match `where`: its newest row's text, NULL
+    where that row cleared the label (a unit never labelled has no row)."""
+    newest = (select(func.max(Label.id).label("id")).where(*where).group_by(Label.basis_id, Label.unit_index)
+              .subquery())
+    return (select(Label.basis_id, Label.unit_index, CURRENT_LABEL.label("label"))
+            .join(newest, Label.id == newest.c.id))
 
 
 @dataclass(frozen=True)

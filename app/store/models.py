@@ -101,7 +101,7 @@ class Unit(Base):
     max_activation: Mapped[float] = mapped_column(Float)
     mean_activation: Mapped[float] = mapped_column(Float)
     top_token_entropy: Mapped[float | None] = mapped_column(Float)
-    top_tokens: Mapped[str] = mapped_column(Text, default="")  # distinct max-token strings, one per line
+    top_tokens: Mapped[str] = mapped_column(Text, default="")  # distinct max tokens, TOP_TOKENS_SEPARATOR-joined
     act_hist: Mapped[dict] = mapped_column(JSON)  # {"edges": [...], "counts": [...]}
     logit_hist: Mapped[dict] = mapped_column(JSON)
     top_logits: Mapped[list] = mapped_column(JSON)  # [[token_id, weight], ...] largest first
@@ -110,8 +110,8 @@ class Unit(Base):
     interval_counts: Mapped[list] = mapped_column(JSON)
     map_x: Mapped[float | None] = mapped_column(Float)  # feature map (`monoscope map`); None: not on the map
     map_y: Mapped[float | None] = mapped_column(Float)
-    # its page's ingest-only HTML (app.unit_sections.pack); None: ingested before revision 0006. Deferred: only the
-    # unit page reads it.
+    # its UnitData and the page sections rendered from it (app.present.unit_sections.pack); None: ingested before
+    # revision 0006. Deferred: only the unit page and its twin read it.
     sections: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
 

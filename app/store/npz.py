@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
+
+from sae.errors import MonoscopeError
 
 _LOCAL_HEADER = 30  # bytes of a zip local file header before its name and extra field
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -47,3 +50,13 @@ def _mapped(path: Path, raw, info: zipfile.ZipInfo) -> np.ndarray | None:
         return None
     data = np.memmap(path, dtype=dtype, mode="r", offset=raw.tell(), shape=shape, order="F" if fortran_order else "C")
     return np.asarray(data)  # a plain ndarray view: indexing a np.memmap subclass costs more per call
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Return load_npz(path), or raise a one-line MonoscopeError naming the command that makes the file again."""
+    try:
+        return load_npz(path)
+    except FileNotFoundError:
+        raise MonoscopeError(f"missing {path}: run `monoscope analyze` first") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # truncated or overwritten file
+        raise MonoscopeError(f"{path} is unreadable ({e}): run `monoscope analyze --force`") from None

@@ -1,6 +1,7 @@
-"""`monoscope db render`: render again the unit page sections another version of Monoscope stored (or none stored),
-from the database alone. After an upgrade changes how sections look (app.unit_sections.VERSION), pages render them
-live, ~10x slower, until their basis is ingested again; this makes them current without the run folders."""
+"""`monoscope db render`: build again the stored UnitData and page sections that another version of Monoscope stored
+(or none stored), from the database alone. After an upgrade changes them (app.present.unit_sections.FORMAT, or the
+templates), pages make them live, several times slower, until their basis is ingested again; this makes them current
+without the run folders."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from typing import Callable
 
 from sqlalchemy import bindparam, select, update
 
+from app.present.unit_sections import pack, unpack
+from app.read.unit_data import context_before, unit_data
 from app.store.db import session_factory, write_transaction
 from app.store.example_rows import PAGE_ORDER
 from app.store.models import Basis, Example, Model, Unit
 from app.store.vocabulary import token_strings
-from app.unit_sections import context_before, pack, render_sections, unpack
 
 CHUNK = 512  # units a transaction: bounded memory, and label writers never wait long for the write lock
 _WRITE = update(Unit).where(Unit.id == bindparam("unit_id")).values(sections=bindparam("sections"))
@@ -54,7 +56,7 @@ def _render_chunk(sessions, ids: list[int], model_name: str, strings: list[str],
     """Return [{unit_id, sections}] for the units of `ids` whose stored sections are missing or stale."""
     with sessions() as session:
         stale = [i for i, blob in session.execute(select(Unit.id, Unit.sections).where(Unit.id.in_(ids)))
-                 if unpack(blob) is None]
+                 if unpack(blob).sections is None]
         if not stale:
             return []
         windows: dict[int, list] = {i: [] for i in stale}
@@ -64,5 +66,5 @@ def _render_chunk(sessions, ids: list[int], model_name: str, strings: list[str],
                 .where(Example.unit_id.in_(stale)).order_by(Example.unit_id, *PAGE_ORDER)):
             windows[unit_id].append(row)
         return [{"unit_id": unit.id,
-                 "sections": pack(render_sections(unit, model_name, strings, windows[unit.id], before))}
+                 "sections": pack(unit_data(unit, windows[unit.id], strings, before), model_name)}
                 for unit in session.scalars(select(Unit).where(Unit.id.in_(stale)))]

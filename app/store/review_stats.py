@@ -1,10 +1,10 @@
 """Statistics of a blind monosemanticity review: medians with confidence intervals, group tests, rater agreement.
 
-"Towards Monosemanticity" has raters score units blind on a rubric (total 0-14) and reports the median score of
-features (12) against neurons (0). A bare median hides how sure we are, so this module adds a bootstrap CI of the
-median, a Mann-Whitney U test with its effect size for features vs neurons, Krippendorff's alpha for how well the
-raters agree, a histogram of totals and mean score per activation interval. Pure functions over plain lists and
-dicts: the database and the web pages gather the scores, this module only computes.
+"Towards Monosemanticity" has raters score units blind on a rubric (app/store/rubric.py: total 0-14) and reports
+the median score of features (12) against neurons (0). A bare median hides how sure we are, so this module adds a
+bootstrap CI of the median, a Mann-Whitney U test with its effect size for features vs neurons, Krippendorff's alpha
+for how well the raters agree, a histogram of totals and mean score per activation interval. Pure functions over
+plain lists and dicts: the database and the web pages gather the scores, this module only computes.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import warnings
 import krippendorff
 import numpy as np
 from scipy.stats import mannwhitneyu
+
+from app.store.rubric import MAX_TOTAL
 
 
 def median_ci(
@@ -82,7 +84,7 @@ def krippendorff_alpha(ratings: dict[str, dict[int, float]], level: str = "inter
     return None if math.isnan(alpha) else alpha
 
 
-def total_histogram(totals: list[int], max_total: int = 14) -> list[int]:
+def total_histogram(totals: list[int], max_total: int = MAX_TOTAL) -> list[int]:
     """Counts of each rubric total 0..max_total (list of length max_total + 1); totals outside the range raise."""
     counts = [0] * (max_total + 1)
     for total in totals:

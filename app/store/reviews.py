@@ -10,23 +10,20 @@ Scores refer to the review's items, which refer to (basis, unit index): a re-ing
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.store import rubric
 from app.store.models import Basis, Model, Review, ReviewScore, ReviewUnit, Unit, User, utc_now
 from sae.conventions import ULTRALOW_DENSITY
 from sae.errors import MonoscopeError
 
 MAX_PER_BASIS = 500
 MAX_HYPOTHESIS_CHARS = 500
-# The paper's rubric: criterion -> highest score. The effect-size gap (0/1) applies only when the logit
-# consistency is below its maximum, so the total is out of 14 either way.
-RUBRIC = {"confidence": 3, "token_consistency": 5, "logit_consistency": 3, "effect_gap": 1, "specificity": 3}
-MAX_TOTAL = 14
-MAX_INTERVAL_SCORE = 3
 
 
 class Conflict(MonoscopeError):
@@ -38,41 +35,30 @@ class Forbidden(MonoscopeError):
 
 
 @dataclass(frozen=True)
-class Rubric:
-    """One rater's scores of one item."""
+class Answer:
+    """One rater's answer for one item: the hypothesis, a score per component of the rubric (app/store/rubric.py;
+    None where a component does not apply), and optionally one score per activation interval."""
 
     hypothesis: str
-    confidence: int
-    token_consistency: int
-    logit_consistency: int
-    effect_gap: int | None  # None: not applicable (logit consistency at its maximum)
-    specificity: int
+    scores: Mapping[str, int | None]
     interval_scores: list[int | None] | None = None
 
-    def checked(self, n_intervals: int) -> "Rubric":
-        """Return the rubric with the hypothesis trimmed, or raise with what is out of range."""
+    @classmethod
+    def from_fields(cls, fields: Mapping) -> Answer:
+        """The answer from a flat mapping (the API's body): `hypothesis`, each component's name, `interval_scores`."""
+        return cls(fields.get("hypothesis"), {name: fields.get(name) for name in rubric.NAMES},
+                   fields.get("interval_scores"))
+
+    def checked(self, n_intervals: int) -> Answer:
+        """Return the answer with the hypothesis trimmed, or raise with what is out of range."""
         hypothesis = (self.hypothesis or "").strip()
         if not hypothesis or len(hypothesis) > MAX_HYPOTHESIS_CHARS or "\x00" in hypothesis:
             raise MonoscopeError(f"the hypothesis is 1 to {MAX_HYPOTHESIS_CHARS} characters, got {len(hypothesis)}")
-        for name, top in RUBRIC.items():
-            value = getattr(self, name)
-            if name == "effect_gap" and self.logit_consistency == RUBRIC["logit_consistency"]:
-                if value is not None:
-                    raise MonoscopeError("effect_gap does not apply when logit_consistency is 3: leave it empty")
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
-                raise MonoscopeError(f"{name} is an integer from 0 to {top}, got {value!r}")
-        if self.interval_scores is not None:
-            scores = self.interval_scores
-            if len(scores) != n_intervals or any(s is not None and not 0 <= s <= MAX_INTERVAL_SCORE for s in scores):
-                raise MonoscopeError(f"interval_scores has one score 0-{MAX_INTERVAL_SCORE} (or null) for each of the "
-                                     f"{n_intervals} intervals")
-        return Rubric(hypothesis, self.confidence, self.token_consistency, self.logit_consistency, self.effect_gap,
-                      self.specificity, self.interval_scores)
+        return Answer(hypothesis, rubric.check(self.scores), rubric.check_intervals(self.interval_scores, n_intervals))
 
     @property
     def total(self) -> int:
-        return sum(getattr(self, name) or 0 for name in RUBRIC)
+        return rubric.total(self.scores)
 
 
 def create_review(session: Session, *, name: str, bases: list[Basis], per_basis: int, creator: User | None,
@@ -183,15 +169,15 @@ def _answer(session: Session, review: Review, item: ReviewUnit, rater: User) -> 
     return row
 
 
-def save_score(session: Session, review: Review, item: ReviewUnit, rater: User, rubric: Rubric,
+def save_score(session: Session, review: Review, item: ReviewUnit, rater: User, answer: Answer,
                n_intervals: int) -> ReviewScore:
-    """Store (or replace) the rater's rubric for the item."""
-    rubric = rubric.checked(n_intervals)
+    """Store (or replace) the rater's answer for the item."""
+    answer = answer.checked(n_intervals)
     row = _answer(session, review, item, rater)
-    row.skipped, row.hypothesis, row.total = False, rubric.hypothesis, rubric.total
-    for name in RUBRIC:
-        setattr(row, name, getattr(rubric, name))
-    row.interval_scores = rubric.interval_scores
+    row.skipped, row.hypothesis, row.total = False, answer.hypothesis, answer.total
+    for name, value in answer.scores.items():
+        setattr(row, name, value)  # one column per component
+    row.interval_scores = answer.interval_scores
     row.updated = utc_now()
     session.flush()
     return row

@@ -32,9 +32,10 @@ def create_app(settings=None, *, engine=None) -> FastAPI:
     """Return the app reading the database of `settings` (app.settings.Settings; default from the environment)."""
     from fastapi import Depends
 
+    from app.read.cache import Cache
     from app.settings import Settings
     from app.web import api, auth, errors, labels, pages, reviews
-    from app.web.cache import ResponseCache
+    from app.web.deps import RESPONSE_CACHE_BYTES
 
     settings = settings if settings is not None else Settings()
     if engine is None:
@@ -57,7 +58,7 @@ def create_app(settings=None, *, engine=None) -> FastAPI:
                               "NAME` (401 without one).")
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker(engine, expire_on_commit=False)
-    app.state.cache = ResponseCache()
+    app.state.cache = Cache(max_size=RESPONSE_CACHE_BYTES, size=len)
     app.state.inline_reads = engine.dialect.name == "sqlite"  # app.web.deps.run_db
     errors.install(app)
     auth.install(app, settings)

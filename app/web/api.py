@@ -7,19 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from app.web import queries
-from app.web.cache import cached_unit_response
-from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep, run_db
+from app.read import queries
+from app.read.infer_schemas import InferResult
+from app.read.match_schemas import FeatureMap, Matches
+from app.read.schemas import BasisSummary, Comparison, Overview, UnitDetail, UnitList
+from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep, cached_unit_response, run_db
 from app.web.error_docs import BAD_PARAMETER, BAD_TOKEN, OPTIONAL_AUTH, UNKNOWN_UNIT, errors
-from app.web.match_schemas import FeatureMap, Matches
-from app.web.schemas import (
-    BasisSummary,
-    Comparison,
-    InferResult,
-    Overview,
-    UnitDetail,
-    UnitList,
-)
 
 READ = errors(BAD_TOKEN)
 LOOKUP = errors(BAD_TOKEN, UNKNOWN_UNIT, BAD_PARAMETER)
@@ -55,10 +48,8 @@ async def basis_units(request: Request, basis: str, params: UnitListParamsDep, m
 @router.get("/bases/{basis}/units/{index}", openapi_extra=OPTIONAL_AUTH, response_model=UnitDetail,
             responses=LOOKUP, summary="One neuron or feature")
 async def unit_detail(request: Request, basis: str, index: UnitIndex, model: ModelParam = None):
-    def render(session) -> bytes:  # serialised once per (ingest, labels) state, like the page
-        return queries.unit_detail(session=session, basis=basis, index=index, model=model).model_dump_json().encode()
-
-    body = await cached_unit_response(request, "json", basis=basis, index=index, model=model, render=render)
+    body = await cached_unit_response(request, "json", basis=basis, index=index, model=model,
+                                      render=queries.UnitView.json)  # the page renders the same UnitView
     return Response(body, media_type="application/json")
 
 
@@ -96,6 +87,6 @@ def infer(session: SessionDep, text: Annotated[str, Query(min_length=1)],
           strip: Annotated[str, Query(max_length=300,
                                       description="`basis:index` of the unit shown over the text")] = "",
           model: ModelParam = None):
-    from app.web import infer as live
+    import app.web.infer as live
 
     return live.infer_result(session=session, text=text, position=position, strip=strip, model=model)

@@ -8,7 +8,8 @@ from fastapi import Depends, Path, Query, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.web.schemas import UnitListParams
+from app.read import queries
+from app.read.schemas import UnitListParams
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -35,6 +36,21 @@ async def run_db(request: Request, work: Callable[[Session], T]) -> T:
 def _in_session(request: Request, work: Callable[[Session], T]) -> T:
     with request.app.state.sessionmaker() as session:
         return work(session)
+
+
+RESPONSE_CACHE_BYTES = 64 << 20  # rendered unit responses kept per process (a unit page is ~50-100 kB)
+
+
+async def cached_unit_response(request: Request, kind: str, *, basis: str, index: int, model: str | None,
+                               render: Callable[[queries.UnitView], bytes]) -> bytes:
+    """Return the body of unit (basis, index) as `kind` ("page", "json"): `render` of its UnitView, made once per
+    (ingest, labels shown) state (queries.unit_version, part of the key) and then kept in the app's cache."""
+    def lookup(session: Session) -> bytes:
+        key = (kind, queries.unit_version(session=session, basis=basis, index=index, model=model), request.url.query)
+        return request.app.state.cache.get(
+            key, lambda: render(queries.unit_view(session=session, basis=basis, index=index, model=model)))
+
+    return await run_db(request, lookup)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

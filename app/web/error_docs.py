@@ -4,7 +4,7 @@ declare the token optional."""
 
 from __future__ import annotations
 
-from app.web.schemas import ErrorBody
+from app.read.schemas import ErrorBody
 
 # Any route: a Bearer token that names no user is refused, even on a read (the caller meant to be someone).
 BAD_TOKEN = {401: "The API token is unknown or revoked, or none was sent to a server that sets "

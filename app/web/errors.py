@@ -12,9 +12,9 @@ from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
+from app.read.queries import NotFound
 from app.store.reviews import Conflict, Forbidden
 from app.web.infer import Unavailable
-from app.web.queries import NotFound
 from app.web.render import is_fragment_request, render
 from sae.errors import MonoscopeError
 

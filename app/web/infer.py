@@ -15,15 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from app.web import queries
-from app.web.schemas import (
-    MAX_INFER_CHARS,
-    ActiveUnit,
-    InferResult,
-    InferToken,
-    visible_whitespace,
-)
-from app.web.urls import unit_url
+from app.read import queries
+from app.read.infer_schemas import MAX_INFER_CHARS, ActiveUnit, InferResult, InferToken
+from app.read.urls import unit_url
+from app.read.windows import visible_whitespace
 from sae.conventions import NEURON_BASIS
 from sae.errors import MonoscopeError
 
@@ -49,6 +44,7 @@ class LiveModel:
     def load(self) -> "LiveModel":
         import torch
 
+        from sae.corpus.build import read_token_strings
         from sae.dictionary.saelens_format import load_sae
         from sae.lm.model import load_lm
 
@@ -62,7 +58,7 @@ class LiveModel:
             self.tokenizer = Tokenizer.from_file(str(corpus / "tokenizer.json"))
             self.bos_id = int(json.loads((corpus / "meta.json").read_text())["bos_id"])
             if (corpus / "token_strings.json").is_file():
-                self.strings = json.loads((corpus / "token_strings.json").read_text())
+                self.strings = read_token_strings(self.run_dir)
         else:  # a pretrained model: its own Hugging Face tokenizer
             self.tokenizer = self.model.tokenizer
             self.bos_id = int(self.tokenizer.bos_token_id)

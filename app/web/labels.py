@@ -14,15 +14,15 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BeforeValidator
 
+from app.read.label_schemas import LabelHistory, LabelIn, LabelListing, LabelOut, Me
+from app.read.queries.bases import check_unit, resolve
+from app.read.queries.label_history import label_history, label_listing, label_out
 from app.store.db import write_transaction
 from app.store.labels import add_label
 from app.store.users import user_for_token
 from app.web.auth import CurrentUser, OptionalUser, csrf_token, read_access
 from app.web.deps import ModelParam, SessionDep, UnitIndex
 from app.web.error_docs import BAD_PARAMETER, BAD_TOKEN, BODY, OPTIONAL_AUTH, UNKNOWN_UNIT, WRITE, errors
-from app.web.label_schemas import LabelHistory, LabelIn, LabelListing, LabelOut, Me
-from app.web.queries.bases import check_unit, resolve
-from app.web.queries.label_history import label_history, label_listing, label_out
 from app.web.render import render, twin_url
 from sae.errors import MonoscopeError
 

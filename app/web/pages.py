@@ -8,15 +8,13 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy.orm import Session
 
-from app import unit_sections
-from app.web import plots, queries
-from app.web.cache import cached_unit_response
-from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep, run_db
+from app.present import plots, unit_sections
+from app.read import queries
+from app.read.infer_schemas import MAX_INFER_CHARS
+from app.read.urls import with_query
+from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep, cached_unit_response, run_db
 from app.web.render import render, twin_url
-from app.web.schemas import MAX_INFER_CHARS
-from app.web.urls import with_query
 
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 
@@ -45,15 +43,13 @@ async def basis_page(request: Request, basis: str, params: UnitListParamsDep, mo
 @router.get("/bases/{basis}/units/{index}")
 async def unit_page(request: Request, basis: str, index: UnitIndex, model: ModelParam = None):
     """The unit page; rendered once per (ingest, labels) state and then served from the response cache."""
-    body = await cached_unit_response(request, "page", basis=basis, index=index, model=model,
-                                      render=lambda session: _render_unit(request, session, basis, index, model))
+    def page(unit: queries.UnitView) -> bytes:  # the twin renders the same UnitView (app/web/api.py)
+        context = {"unit": unit.around, "sections": unit_sections.PLACEHOLDERS, "plots": True}
+        return unit_sections.splice(render(request, "unit.html", context, api_url=twin_url(request)).body,
+                                    unit.sections)
+
+    body = await cached_unit_response(request, "page", basis=basis, index=index, model=model, render=page)
     return HTMLResponse(body, headers={"Vary": "HX-Request"})
-
-
-def _render_unit(request: Request, session: Session, basis: str, index: int, model: str | None) -> bytes:
-    page = queries.unit_page(session=session, basis=basis, index=index, model=model)
-    context = {"unit": page, "sections": unit_sections.PLACEHOLDERS, "plots": True, "compare_url": page.compare_url}
-    return unit_sections.splice(render(request, "unit.html", context, api_url=twin_url(request)).body, page.sections)
 
 
 @router.get("/compare")
@@ -89,7 +85,7 @@ def infer_page(request: Request, session: SessionDep, text: Annotated[str, Query
                show: Annotated[str, Query(max_length=300)] = "",
                run: Annotated[str, Query(max_length=5)] = "", model: ModelParam = None):
     """Live inference. Buttons of the form send `at` (a token) or `show` (a unit); `run` starts over."""
-    from app.web import infer
+    import app.web.infer as infer
     from sae.errors import MonoscopeError
 
     if run:

@@ -9,9 +9,9 @@ from fastapi.responses import HTMLResponse
 from jinja2_fragments.fastapi import Jinja2Blocks
 from markupsafe import Markup, escape
 
+from app.present.templating import configure, format_number, token_codes
+from app.present.windows import window_html
 from app.resources import resource
-from app.templating import configure, format_number, token_codes
-from app.windows import window_html
 
 TEMPLATES = resource("templates")
 templates = Jinja2Blocks(directory=str(TEMPLATES))
@@ -20,7 +20,7 @@ configure(templates.env)  # autoescape everywhere, format_number, |visible (app/
 
 def context_html(example, scale: float, effect_scale: float | None = None) -> Markup:
     """Return one context window (an Example) as coloured, escaped token spans, coloured on `scale` (and
-    `effect_scale`): app.windows.window_html, the renderer of the unit page's windows too."""
+    `effect_scale`): app.present.windows.window_html, the renderer of the unit page's windows too."""
     return Markup(window_html(example.value, example.shown, example.acts, example.effects, example.max_position,
                               scale, effect_scale))
 

@@ -13,21 +13,24 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from app.present import plots
+from app.present.unit_sections import step_plot
+from app.read.queries import reviews as queries
+from app.read.review_schemas import MyScore, ReviewIn, ReviewItem, ReviewList, ReviewResults, ReviewSummary, ScoreIn
 from app.store import reviews as store
+from app.store import rubric
 from app.store.db import write_transaction
 from app.store.export import write_csv
-from app.unit_sections import step_plot
-from app.web import plots
 from app.web.auth import CurrentUser, OptionalUser, csrf_token, read_access
 from app.web.deps import SessionDep
 from app.web.error_docs import BAD_PARAMETER, BAD_TOKEN, BODY, OPTIONAL_AUTH, SIGN_IN, WRITE, errors
-from app.web.queries import reviews as queries
 from app.web.render import render, twin_url
-from app.web.review_schemas import MyScore, ReviewIn, ReviewItem, ReviewList, ReviewResults, ReviewSummary, ScoreIn
 
 ReviewId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Position = Annotated[int, Path(ge=1, le=2**31 - 1, description="The review's own item number")]
 UNKNOWN = {404: "Unknown review or item"}
+CSV_FIELDS = ["item", "basis", "index", "rater", "hypothesis", "total", *rubric.NAMES, "interval_scores"]  # results.csv
+NOT_APPLICABLE = "na"  # the item form's answer for a component that does not apply (static/monoscope.js sends it too)
 CLOSED = {409: "The review is closed, your scores are final (you finished it), or a write of yours got there first"}
 
 pages = APIRouter(include_in_schema=False, default_response_class=HTMLResponse, dependencies=[Depends(read_access)])
@@ -52,8 +55,7 @@ def score(request: Request, user, review_id: int, position: int, body: ScoreIn |
         item = queries.get_item(session, review, position)
         if body is None:
             return queries.mine(store.skip_item(session, review, item, user))
-        rubric = store.Rubric(**body.model_dump())
-        return queries.mine(store.save_score(session, review, item, user, rubric,
+        return queries.mine(store.save_score(session, review, item, user, store.Answer.from_fields(body.model_dump()),
                                              queries.n_intervals(session, item)))
 
 
@@ -135,8 +137,8 @@ def _next(request: Request, user, review_id: int) -> RedirectResponse:
 @pages.get("/reviews")
 def reviews_page(request: Request, session: SessionDep, user: OptionalUser):
     listing = queries.review_list(session=session, user=user)
-    return render(request, "reviews.html", {"listing": listing, "user": user, "csrftoken": csrf_token(request)},
-                  api_url=twin_url(request))
+    return render(request, "reviews.html", {"listing": listing, "user": user, "csrftoken": csrf_token(request),
+                                            "rubric": rubric}, api_url=twin_url(request))
 
 
 @pages.post("/reviews")
@@ -161,13 +163,30 @@ def next_page(request: Request, user: CurrentUser, review_id: ReviewId):
     return _next(request, user, review_id)
 
 
+def item_context(item: ReviewItem, csrftoken: str, action: str) -> dict:
+    """What templates/review_item.html renders: the item, and the form of the rubric that posts to `action`."""
+    return {"it": item, "csrftoken": csrftoken, "plots": True, "rubric": rubric, "not_applicable": NOT_APPLICABLE,
+            "act_plot": step_plot(item.act_hist.edges, item.act_hist.counts, x_title="activation", log_x=True),
+            "action": action}
+
+
 @pages.get("/reviews/{review_id}/items/{position}")
 def item_page(request: Request, session: SessionDep, user: CurrentUser, review_id: ReviewId, position: Position):
     item = queries.review_item(session=session, review_id=review_id, position=position, user=user)
-    context = {"it": item, "csrftoken": csrf_token(request), "plots": True, "rubric": store.RUBRIC,
-               "act_plot": step_plot(item.act_hist.edges, item.act_hist.counts, x_title="activation", log_x=True),
-               "action": f"/reviews/{review_id}/items/{position}"}
+    context = item_context(item, csrf_token(request), f"/reviews/{review_id}/items/{position}")
     return render(request, "review_item.html", context, api_url=twin_url(request))
+
+
+def form_scores(form) -> dict:
+    """Each rubric component's radio value from the item's form (strings; ScoreIn checks them): a component that may
+    not apply is None when unanswered or answered n/a, any other is None only when missing."""
+    values = {}
+    for c in rubric.COMPONENTS:
+        value = form.get(c.name)
+        if c.not_applicable_when is not None and (value or NOT_APPLICABLE) == NOT_APPLICABLE:
+            value = None
+        values[c.name] = value
+    return values
 
 
 @pages.post("/reviews/{review_id}/items/{position}")
@@ -176,10 +195,7 @@ async def score_page(request: Request, user: CurrentUser, review_id: ReviewId, p
     form = await request.form()
     n = int(form.get("n_intervals", "0")) if str(form.get("n_intervals", "0")).isdigit() else 0
     intervals = [str(form.get(f"interval_{i}", "")) or None for i in range(min(n, 64))]
-    gap = str(form.get("effect_gap", "na"))
-    body = ScoreIn(hypothesis=str(form.get("hypothesis", "")), confidence=form.get("confidence"),
-                   token_consistency=form.get("token_consistency"), logit_consistency=form.get("logit_consistency"),
-                   effect_gap=None if gap in ("", "na") else gap, specificity=form.get("specificity"),
+    body = ScoreIn(hypothesis=str(form.get("hypothesis", "")), **form_scores(form),
                    interval_scores=intervals if any(v is not None for v in intervals) else None)
 
     def save_and_next():
@@ -204,8 +220,10 @@ def close_page(request: Request, user: CurrentUser, review_id: ReviewId):
 @pages.get("/reviews/{review_id}/results")
 def results_page(request: Request, session: SessionDep, user: OptionalUser, review_id: ReviewId):
     results = queries.review_results(session=session, review_id=review_id, user=user)
-    context = {"res": results, "plots": True, "totals_plot": plots.totals_plot(results.distributions),
-               "curves_plot": plots.interval_curves_plot(results.interval_curves) if results.interval_curves else None}
+    context = {"res": results, "plots": True, "rubric": rubric,
+               "totals_plot": plots.totals_plot(results.distributions, rubric.MAX_TOTAL),
+               "curves_plot": plots.interval_curves_plot(results.interval_curves, rubric.MAX_INTERVAL_SCORE)
+               if results.interval_curves else None}
     return render(request, "review_results.html", context, api_url=twin_url(request))
 
 
@@ -214,10 +232,9 @@ def results_csv(session: SessionDep, user: OptionalUser, review_id: ReviewId):
     """Every score with its item revealed, one row per (item, rater), for pandas and spreadsheets."""
     results = queries.review_results(session=session, review_id=review_id, user=user)
     out = io.StringIO()
-    fields = ["item", "basis", "index", "rater", "hypothesis", "total", *store.RUBRIC, "interval_scores"]
-    write_csv(out, fields, ({"item": item.item, "basis": item.basis, "index": item.index,
-                             **s.model_dump(exclude={"interval_scores"}),
-                             "interval_scores": " ".join("" if v is None else str(v) for v in s.interval_scores or [])}
-                            for item in results.items for s in item.scores))
+    write_csv(out, CSV_FIELDS, ({"item": item.item, "basis": item.basis, "index": item.index,
+                                 **s.model_dump(exclude={"interval_scores"}), "interval_scores": " ".join(
+                                     "" if v is None else str(v) for v in s.interval_scores or [])}
+                                for item in results.items for s in item.scores))
     return Response(out.getvalue(), media_type="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="review-{review_id}.csv"'})

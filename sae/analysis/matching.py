@@ -18,9 +18,11 @@ import numpy as np
 import torch
 
 from sae import rundir
+from sae.analysis.config import AnalysisConfig
 from sae.analysis.correlation import CorrelationSums
 from sae.conventions import NEURON_BASIS
 from sae.errors import MonoscopeError
+from sae.lm.config import read_lm_config
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]  # MLP post-activations [N, d_mlp] -> unit activations [N, U]
 
@@ -28,13 +30,6 @@ Encoder = Callable[[torch.Tensor], torch.Tensor]  # MLP post-activations [N, d_m
 def match_name(basis_a: str, run_b: Path, basis_b: str) -> str:
     """Return the folder name of a match under runs/<A>/analysis/matches/."""
     return f"{basis_a}--{Path(run_b).name}--{basis_b}"
-
-
-def _lm_config(run: Path) -> dict:
-    path = Path(run) / "lm" / "config.json"
-    if not path.is_file():
-        raise MonoscopeError(f"no trained LM at {path.parent}: run `monoscope train-lm --run {run}` first")
-    return json.loads(path.read_text())
 
 
 def check_compatible(run_a: Path, run_b: Path) -> None:
@@ -46,7 +41,7 @@ def check_compatible(run_a: Path, run_b: Path) -> None:
     if json.loads(vocabularies[0].read_text()) != json.loads(vocabularies[1].read_text()):
         raise MonoscopeError(f"{run_b} has a different tokenizer from {run_a}: matches need the same token ids "
                              "(build the second run's corpus from the same source and settings)")
-    d_a, d_b = (_lm_config(r).get("d_mlp") for r in (run_a, run_b))
+    d_a, d_b = (read_lm_config(r).get("d_mlp") for r in (run_a, run_b))
     if d_a != d_b:
         raise MonoscopeError(f"{run_a} has d_mlp {d_a} and {run_b} has d_mlp {d_b}: match LMs of the same width")
 
@@ -54,7 +49,7 @@ def check_compatible(run_a: Path, run_b: Path) -> None:
 def _encoder(run: Path, basis: str) -> tuple[int, Encoder, torch.Tensor | None, str | None]:
     """Return (units, encoder, decoder [U, d_in] or None, the SAE folder's fingerprint or None) of a basis."""
     if basis == NEURON_BASIS:
-        return int(_lm_config(run)["d_mlp"]), (lambda x: x), None, None
+        return int(read_lm_config(run)["d_mlp"]), (lambda x: x), None, None
     from sae.dictionary.saelens_format import load_sae
 
     folder = Path(run) / "saes" / basis
@@ -73,16 +68,17 @@ def _decoder_matches(w_a: torch.Tensor, w_b: torch.Tensor) -> dict[str, np.ndarr
             "b_decoder_cos": b_cos.numpy()}
 
 
-def match_bases(run_a: Path, basis_a: str, run_b: Path, basis_b: str, *, n_tokens: int = 1 << 20,
-                batch_sequences: int = 64, device: str = "auto", force: bool = False, progress: bool = True,
+def match_bases(run_a: Path, basis_a: str, run_b: Path, basis_b: str, *,
+                n_tokens: int = AnalysisConfig.n_tokens, batch_sequences: int = AnalysisConfig.batch_sequences,
+                device: str = "auto", force: bool = False, progress: bool = True,
                 log: Callable[[str], None] = print) -> dict:
     """Write the best matches of basis_a (run A) against basis_b (run B, may be A) over run A's first n_tokens
     held-out tokens; return match.json's summary (medians of the best-match correlations both ways)."""
     from tqdm import tqdm
 
     from sae import lm
-    from sae.analysis.run import load_heldout
     from sae.conventions import BOS_POSITION
+    from sae.corpus.build import load_heldout
     from sae.device import resolve_device
 
     run_a, run_b = Path(run_a), Path(run_b)

@@ -1,17 +1,16 @@
 """`monoscope analyze`: analyse the neuron basis and every SAE of a run over held-out tokens into analysis/<basis>/.
 
-Reads corpus/heldout.npy (the first `n_tokens`, rounded up to whole sequences, or all of them when fewer), the LM
-and the SAEs; writes basis.json, units.npz (and links.npz for an SAE) per basis through `write_stage`, with the
-fingerprints of corpus, lm (and sae) as inputs, so an unchanged basis is skipped. One pass-1 loop serves every basis
-that is out of date; it runs as shards of sequences on an executor (sae/analysis/executor.py: here, or Ray tasks that
-load everything from the run folder through `run_shard`), and the reduce runs here. The spills live in a temporary
-folder under analysis/ and are removed at the end.
+Reads corpus/heldout.npy (sae.corpus.build.load_heldout: the first `n_tokens`, rounded up to whole sequences, or
+all of them when fewer), the LM and the SAEs; writes basis.json, units.npz (and links.npz for an SAE) per basis
+through `write_stage`, with the fingerprints of corpus, lm (and sae) as inputs, so an unchanged basis is skipped.
+One pass-1 loop serves every basis that is out of date; it runs as shards of sequences on an executor
+(sae/analysis/executor.py: here, or Ray tasks that load everything from the run folder through `run_shard`), and the
+reduce runs here. The spills live in a temporary folder under analysis/ and are removed at the end.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import socket
 import tempfile
@@ -30,24 +29,14 @@ from sae.analysis.logits import links, logit_effects
 from sae.analysis.reduce import BasisResult, finish
 from sae.analysis.shard import ActsFn, AnalysisConfig, Basis, LossFn, ShardState, analyze_shard, loss_mean
 from sae.conventions import NEURON_BASIS
-from sae.errors import MonoscopeError, load_token_rows
+from sae.corpus.build import load_heldout
+from sae.errors import MonoscopeError
 
 
 def list_saes(run_dir: Path) -> list[str]:
     """Return the names of the completed SAEs in runs/<run>/saes/, sorted."""
     saes = Path(run_dir) / "saes"
     return sorted(p.name for p in saes.iterdir() if (p / rundir.MANIFEST).exists()) if saes.is_dir() else []
-
-
-def load_heldout(run_dir: Path, n_tokens: int) -> np.ndarray:
-    """Return the first ceil(n_tokens / T) held-out sequences [n_seq, T] (memory-mapped; all when fewer)."""
-    path = Path(run_dir) / "corpus" / "heldout.npy"
-    if not path.exists():
-        raise MonoscopeError(f"no held-out tokens at {path}: run `monoscope corpus` first")
-    if n_tokens <= 0:
-        raise MonoscopeError(f"--tokens must be positive, got {n_tokens}")
-    heldout = load_token_rows(path, "held-out tokens")
-    return heldout[: min(math.ceil(n_tokens / heldout.shape[1]), len(heldout))]
 
 
 @dataclass(frozen=True)

@@ -22,42 +22,16 @@ from typing import Callable
 import numpy as np
 import torch
 
+from sae.analysis.config import AnalysisConfig
 from sae.analysis.spill import Spill
 from sae.analysis.state import UnitStats
-from sae.conventions import BOS_POSITION, DENSE_DENSITY, ULTRALOW_DENSITY
+from sae.conventions import BOS_POSITION
+from sae.dictionary.architectures import Activation
 from sae.dictionary.metrics import LogitsFn, LossSums, ReconstructionSums, add_losses, mean_activation
 from sae.dictionary.model import sparse_decode
 
 ActsFn = Callable[[torch.Tensor], torch.Tensor]  # tokens [B, T] long -> MLP activations [B, T, d_in]
 LossFn = LogitsFn  # (tokens [B, T], replace_mlp_post or None) -> logits [B, T, d_vocab]
-
-
-@dataclass(frozen=True)
-class AnalysisConfig:
-    """What an analysis computes; defaults are the paper visualiser's where it has one."""
-
-    n_tokens: int = 1 << 20  # held-out tokens analysed (all of them when fewer)
-    batch_sequences: int = 64
-    top_k: int = 20
-    context_before: int = 24
-    context_after: int = 8
-    n_intervals: int = 11
-    samples_per_interval: int = 5
-    act_hist_bins: int = 50
-    logit_k: int = 10
-    logit_hist_bins: int = 50
-    # The conventions this analysis follows, in its config so that analyses made under older ones are redone.
-    # 2: BOS left out of every statistic and splice; logit effects through ln_final's gain with W_U centred.
-    # 3: per-token ablation effects of every stored window; mean ablation and KL divergence in the LM-loss metrics.
-    conventions: int = 3
-    n_links: int = 5
-    # LM-loss metrics (clean, zero- and mean-ablated, spliced: 3 + n_SAE full forwards per batch, 3x the cost of all
-    # else) use the first loss_tokens analysed tokens; None: all of them, 0: none.
-    loss_tokens: int | None = 1 << 15
-    loss_batch_sequences: int = 16  # sequences per loss forward
-    seed: int = 0  # of the reservoir keys
-    ultralow_threshold: float = ULTRALOW_DENSITY
-    dense_threshold: float = DENSE_DENSITY
 
 
 @dataclass
@@ -205,7 +179,7 @@ def _encode(basis: Basis, x: torch.Tensor, buffers: dict) -> torch.Tensor:
         return x
     pre = torch.matmul(x - sae.b_dec, sae.W_enc, out=_buffer(buffers, basis.name, (x.shape[0], basis.n_units), x.dtype))
     pre += sae.b_enc
-    if sae.cfg.architecture == "relu":
+    if sae.cfg.arch.activation is Activation.RELU:  # in place: the same maths as sae.activate, no new [N, U]
         return pre.relu_()
     return sae.activate(pre)
 

@@ -1,8 +1,14 @@
-"""Stage 1, corpus: a text source -> a byte-level BPE tokenizer -> fixed-length token rows (train / held-out)."""
+"""Stage 1, corpus: a text source -> a byte-level BPE tokenizer -> fixed-length token rows (train / held-out).
 
-from sae.corpus.build import CorpusConfig, build_corpus, load_corpus_meta, load_tokens
-from sae.corpus.sources import Document, read_source
-from sae.corpus.tokenizer import load_hf_tokenizer, token_strings, train_bpe
+`config` is light; the names below load their module on first use.
+"""
 
-__all__ = ["CorpusConfig", "Document", "build_corpus", "load_corpus_meta", "load_hf_tokenizer", "load_tokens",
-           "read_source", "token_strings", "train_bpe"]
+from sae.lazy import lazy_exports
+
+__all__, __getattr__ = lazy_exports(__name__, {
+    "sae.corpus.config": ["CorpusConfig"],
+    "sae.corpus.build": ["build_corpus", "load_corpus_meta", "load_heldout", "load_tokens",
+                         "read_token_strings"],
+    "sae.corpus.sources": ["Document", "read_source"],
+    "sae.corpus.tokenizer": ["load_hf_tokenizer", "token_strings", "train_bpe"],
+})

@@ -18,6 +18,7 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from sae import rundir
+from sae.corpus.config import CorpusConfig
 from sae.corpus.sources import Document, SourceStats, read_source
 from sae.corpus.tokenizer import (
     EOT,
@@ -27,21 +28,10 @@ from sae.corpus.tokenizer import (
     train_bpe,
     write_hf_folder,
 )
-from sae.errors import MonoscopeError, load_token_rows
+from sae.errors import MonoscopeError, load_json, load_token_rows
 
+HELDOUT_FILENAME = "heldout.npy"
 ENCODE_CHUNK = 64  # documents per encode_batch call: big enough for the Rust thread pool, small for the bar
-
-
-@dataclass(frozen=True)
-class CorpusConfig:
-    """What the corpus stage builds; every field is part of the manifest, so changing one rebuilds."""
-
-    source: str = "stdlib"  # "stdlib", a folder of text files, or a .jsonl with a `text` field
-    vocab_size: int = 4096
-    n_ctx: int = 128
-    max_tokens: int | None = None  # cap on training tokens (held-out gets heldout_fraction of it)
-    heldout_fraction: float = 0.2  # stdlib: about 1.3M held-out tokens, enough for a 1M-token analysis
-    tokenizer: str | None = None  # existing HF tokenizer (local dir or cached name) instead of training one
 
 
 @dataclass(frozen=True)
@@ -116,7 +106,6 @@ def build_corpus(
     log: Callable[[str], None] = print,
 ) -> Path:
     """Return runs/<run>/corpus, building it unless it is up to date with `cfg` (or `force`)."""
-    _check_config(cfg)
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         rundir.check_run_dir(run_dir)  # raises the one-line "is a file" error
@@ -143,16 +132,6 @@ def build_corpus(
         f"at {out_dir}"
     )
     return out_dir
-
-
-def _check_config(cfg: CorpusConfig) -> None:
-    """Refuse a config that cannot give a corpus, in one line, before any work."""
-    if cfg.n_ctx < 2:
-        raise MonoscopeError(f"--n-ctx must be at least 2, got {cfg.n_ctx}")
-    if cfg.tokenizer is None and cfg.vocab_size < 257 + 1:
-        raise MonoscopeError(f"--vocab-size must exceed 257 (256 bytes + end-of-text), got {cfg.vocab_size}")
-    if cfg.max_tokens is not None and cfg.max_tokens < cfg.n_ctx:
-        raise MonoscopeError(f"--max-tokens must be at least --n-ctx ({cfg.n_ctx}), got {cfg.max_tokens}")
 
 
 def _tokenizer(cfg: CorpusConfig, train_docs: list[Document], log: Callable[[str], None]) -> CorpusTokenizer:
@@ -201,7 +180,7 @@ def _write_files(folder: Path, tok: CorpusTokenizer, rows: TokenRows, meta: dict
     tok.tokenizer.save(str(folder / "tokenizer.json"))
     write_hf_folder(folder / "tokenizer.json", folder / "hf", bos_token=tok.bos_token, n_ctx=n_ctx)
     np.save(folder / "tokens.npy", rows.train)
-    np.save(folder / "heldout.npy", rows.heldout)
+    np.save(folder / HELDOUT_FILENAME, rows.heldout)
     (folder / "token_strings.json").write_text(json.dumps(token_strings(tok.tokenizer), ensure_ascii=False))
     (folder / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False))
 
@@ -215,9 +194,30 @@ def load_corpus_meta(run_dir: Path) -> dict:
 
 def load_tokens(run_dir: Path, split: str = "train") -> np.ndarray:
     """Return the memory-mapped token rows [n_seq, n_ctx] of `split` ("train" or "heldout")."""
-    name = {"train": "tokens.npy", "heldout": "heldout.npy"}[split]
+    name = {"train": "tokens.npy", "heldout": HELDOUT_FILENAME}[split]
     out_dir = Path(run_dir) / "corpus"
     rundir.fingerprint(out_dir, "corpus")
     return load_token_rows(out_dir / name, "token rows")
 
 
+def load_heldout(run_dir: Path, n_tokens: int | None = None) -> np.ndarray:
+    """Return the held-out rows [n_seq, T] that hold the first n_tokens (memory-mapped; all when fewer or None):
+    the one reader of the held-out split for every consumer (LM loss, SAE metrics, analysis, matches)."""
+    path = Path(run_dir) / "corpus" / HELDOUT_FILENAME
+    if not path.exists():
+        raise MonoscopeError(f"no held-out tokens at {path}: run `monoscope corpus` first")
+    if n_tokens is not None and n_tokens <= 0:
+        raise MonoscopeError(f"--tokens must be positive, got {n_tokens}")
+    heldout = load_token_rows(path, "held-out tokens")
+    return heldout if n_tokens is None else first_rows(heldout, n_tokens)
+
+
+def read_token_strings(run_dir: Path) -> list[str]:
+    """Return the display string of every token id of a run's corpus (corpus/token_strings.json, written by
+    `build_corpus`): the one reader for ingest, live inference and the export."""
+    return load_json(Path(run_dir) / "corpus" / "token_strings.json", "run `monoscope corpus` first")
+
+
+def first_rows(rows: np.ndarray, n_tokens: int) -> np.ndarray:
+    """Return the first ceil(n_tokens / T) rows of rows [n_seq, T] (all of them when fewer)."""
+    return rows[: min(-(-n_tokens // rows.shape[1]), len(rows))]

@@ -1,16 +1,22 @@
-"""The SAE training configuration (one frozen dataclass, validated) and the lr / λ schedules it implies."""
+"""The dictionary package's configs (SAE training, toy data), validated, and the lr / λ schedules training implies.
+
+Torch-free (torch is imported inside the functions that need it), so the command line reads these defaults without
+loading torch.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
-from sae.device import bf16_is_fast
-from sae.dictionary.losses import TRAIN_ARCHITECTURES
-from sae.dictionary.model import SAEConfig
+from sae.dictionary.architectures import RELU, TOPK, Architecture, architecture
 from sae.errors import MonoscopeError
+
+if TYPE_CHECKING:
+    import torch
+
+    from sae.dictionary.model import SAEConfig
 
 
 @dataclass(frozen=True)
@@ -19,7 +25,7 @@ class SAETrainConfig:
     resampling at 25k/50k/75k/100k of 1M steps with a 12.5k-step dead window is (0.025, 0.05, 0.075, 0.1), 0.0125;
     the default spreads resampling further because our runs are ~1,000 steps, not 1M)."""
 
-    architecture: str = "relu"  # relu (paper: ReLU + L1) | topk | batchtopk (saved as jumprelu)
+    architecture: str = RELU.name  # relu (paper: ReLU + L1) | topk | batchtopk (saved as jumprelu): architectures.py
     d_sae: int = 4096
     l1_coefficient: float = 2.0  # λ, on activations scaled to mean norm √d_in; relu only
     k: int | None = None  # topk / batchtopk: active latents per token (batchtopk: on average)
@@ -50,10 +56,11 @@ class SAETrainConfig:
 
     def __post_init__(self) -> None:
         bad = []
-        if self.architecture not in TRAIN_ARCHITECTURES:
-            bad.append(f"architecture must be one of {TRAIN_ARCHITECTURES}")
-        if self.architecture != "relu" and not (self.k and 0 < self.k <= self.d_sae):
-            bad.append(f"{self.architecture} needs --k between 1 and d_sae")
+        try:
+            if architecture(self.architecture, trainable=True).uses_k and not (self.k and 0 < self.k <= self.d_sae):
+                bad.append(f"{self.architecture} needs --k between 1 and d_sae")
+        except MonoscopeError as e:
+            bad.append(str(e))
         if min(self.d_sae, self.batch_size, self.tokens, self.log_every, self.checkpoint_every) <= 0:
             bad.append("d_sae, batch_size, tokens, log_every and checkpoint_every must be positive")
         if not (self.lr > 0 and math.isfinite(self.lr)) or self.l1_coefficient < 0:
@@ -73,14 +80,23 @@ class SAETrainConfig:
     def steps(self) -> int:
         return max(1, self.tokens // self.batch_size)
 
+    @property
+    def arch(self) -> Architecture:
+        """The record of `architecture` (sae/dictionary/architectures.py)."""
+        return architecture(self.architecture)
+
     def sae_config(self, d_in: int) -> SAEConfig:
         """Return the saved module's config: batchtopk is saved as jumprelu with a global threshold."""
-        arch = {"relu": "relu", "topk": "topk", "batchtopk": "jumprelu"}[self.architecture]
-        return SAEConfig(d_in=d_in, d_sae=self.d_sae, architecture=arch, k=self.k if arch == "topk" else None)
+        from sae.dictionary.model import SAEConfig
+
+        saved = self.arch.saved
+        return SAEConfig(d_in=d_in, d_sae=self.d_sae, architecture=saved.name, k=self.k if saved.uses_k else None)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """Return fp32 or bf16; "auto" takes bf16 where bf16 matmuls are fast (AVX-512/AMX CPUs, CUDA)."""
+    from sae.device import bf16_is_fast
+
     if precision != "auto":
         return precision
     return "bf16" if bf16_is_fast(device) else "fp32"
@@ -111,5 +127,24 @@ def demo_config(**overrides) -> SAETrainConfig:
     tokens (held-out FVU 0.1254 with, 0.1255 without; 4 against 0 latents dead on 1M held-out tokens), and a
     resampled latent leaves the AuxK set for a full window while its 0.2x encoder rarely reaches the top k.
     """
-    return SAETrainConfig(**{**dict(architecture="topk", k=32, d_sae=4096, lr=1e-3, tokens=4_000_000,
+    return SAETrainConfig(**{**dict(architecture=TOPK.name, k=32, d_sae=4096, lr=1e-3, tokens=4_000_000,
                                     batch_size=4096, resample_at=()), **overrides})
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """The shape of the toy data (sae/dictionary/toy.py); defaults are Sharkey et al.'s (d 256, 512 features,
+    about 5 active)."""
+
+    d: int = 256
+    n_features: int = 512
+    mean_active: float = 5.0
+    decay: float = 0.99  # p_i ∝ decay^i
+    group_size: int = 1  # > 1: correlated groups (see toy.py's docstring)
+    correlation: float = 0.8  # ρ between the latent Gaussians of one group
+
+    def __post_init__(self) -> None:
+        if not (self.d > 0 and self.n_features > 0 and 0 < self.mean_active <= self.n_features):
+            raise MonoscopeError(f"toy data needs d, n_features > 0 and 0 < mean_active <= n_features: {self}")
+        if not (0 < self.decay <= 1 and self.group_size >= 1 and 0 <= self.correlation < 1):
+            raise MonoscopeError(f"toy data needs 0 < decay <= 1, group_size >= 1 and 0 <= correlation < 1: {self}")

@@ -8,7 +8,7 @@ Shapes: x [B, d_in], pre / f [B, d_sae]. Conventions shared with sae/dictionary/
     "normalised" (OpenAI's): aux / mean_batch Σ_d e², a normalised MSE, added as aux_coefficient · aux, so its
     pull does not shrink with the residual as training goes on nor depend on how many latents are dead;
     loss = mse + λ·l1 + that aux term.
-"batchtopk" (Bussmann et al. 2024) keeps the k·B largest relu pre-activations of the whole batch, so k is the
+BatchTopK (Bussmann et al. 2024) keeps the k·B largest relu pre-activations of the whole batch, so k is the
 *mean* L0 per token; after training it is saved as a jumprelu with one global threshold (see train.py).
 """
 
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
+from sae.dictionary import architectures
+from sae.dictionary.architectures import Activation, Architecture
 from sae.dictionary.model import SparseAutoencoder, topk_activation
-
-TRAIN_ARCHITECTURES = ("relu", "topk", "batchtopk")
 
 
 def batch_top(flat: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,13 +46,13 @@ def batchtopk_activate(pre: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(flat).scatter_(0, indices, values).view_as(pre)
 
 
-def activate(sae: SparseAutoencoder, pre: torch.Tensor, architecture: str, k: int | None) -> torch.Tensor:
-    """Return training-time activations f [B, d_sae] from pre [B, d_sae] for a training architecture."""
-    if architecture == "batchtopk":
+def activate(pre: torch.Tensor, arch: Architecture, k: int | None) -> torch.Tensor:
+    """Return training-time activations f [B, d_sae] from pre [B, d_sae] for an architecture's record."""
+    if arch.activation is Activation.BATCHTOPK:
         return batchtopk_activate(pre, int(k))
-    if architecture == "topk":
+    if arch.activation is Activation.TOPK:
         return topk_activation(pre, int(k))
-    return torch.relu(pre)
+    return torch.relu(pre)  # relu; a load-only jumprelu module trains as relu (its threshold is not learned here)
 
 
 @dataclass(frozen=True)
@@ -95,17 +95,18 @@ def sae_loss(
     aux_k: int | None = None, precision: str = "fp32", aux_normalised: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Return (loss [] with its graph, detached parts: mse, l1, aux, l0 [], fired int64 [d_sae]) for x [B, d_in]."""
+    arch = architectures.architecture(architecture)
     autocast = torch.autocast(x.device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
     with autocast:
         pre = sae.pre_activations(x)  # [B, d_sae]
-        f = activate(sae, pre, architecture, k)
+        f = activate(pre, arch, k)
         x_hat = sae.decode(f)  # [B, d_in]
     pre, f, x_hat = pre.float(), f.float(), x_hat.float()
     mse = (x_hat - x).pow(2).sum(-1).mean()
     l1 = f.abs().sum(-1).mean()
     loss = mse + l1_coefficient * l1
     aux = x.new_zeros(())
-    term = auxk_term(dead if architecture != "relu" else None, aux_coefficient, aux_k or sae.cfg.d_in // 2,
+    term = auxk_term(dead if arch.auxk else None, aux_coefficient, aux_k or sae.cfg.d_in // 2,
                      aux_normalised)
     if term is not None:
         with autocast:
@@ -121,9 +122,10 @@ def sae_loss(
 def per_input_loss(sae: SparseAutoencoder, x: torch.Tensor, *, architecture: str, k: int | None,
                    l1_coefficient: float, chunk: int = 8192) -> torch.Tensor:
     """Return each input's loss [N] = Σ_d (x̂ − x)² + λ·Σ_j |f_j| (the quantity resampling weights by, squared)."""
+    arch = architectures.architecture(architecture)
     out = []
     for start in range(0, len(x), chunk):
         xb = x[start: start + chunk]
-        f = activate(sae, sae.pre_activations(xb), architecture, k)
+        f = activate(sae.pre_activations(xb), arch, k)
         out.append((sae.decode(f) - xb).pow(2).sum(-1) + l1_coefficient * f.abs().sum(-1))
     return torch.cat(out)

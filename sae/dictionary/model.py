@@ -1,10 +1,11 @@
 """The sparse autoencoder module: one small file, reloadable from its state dict alone.
 
 Shapes: x [..., d_in]; f [..., d_sae]. Weight layout follows SAELens (W_enc [d_in, d_sae], W_dec [d_sae, d_in]),
-so our files and theirs hold the same tensors. The paper's recipe (architecture "relu"):
+so our files and theirs hold the same tensors. The paper's recipe (architecture relu):
     x̄ = x − b_dec;  f = ReLU(x̄ W_enc + b_enc);  x̂ = f W_dec + b_dec,  with unit-norm decoder rows.
-"topk" keeps the k largest pre-activations (then ReLU); "jumprelu" keeps pre-activations above a learned
-per-feature threshold (BatchTopK SAEs are saved as jumprelu with their global threshold, as SAELens does).
+topk keeps the k largest pre-activations (then ReLU); jumprelu keeps pre-activations above a per-feature
+threshold (BatchTopK SAEs are saved as jumprelu with their global threshold, as SAELens does). What each
+architecture is lives in sae/dictionary/architectures.py; the maths of each activation is in `activate`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-ARCHITECTURES = ("relu", "topk", "jumprelu")
+from sae.dictionary.architectures import MODULES, RELU, Activation, Architecture, architecture
+from sae.errors import MonoscopeError
 
 
 @dataclass(frozen=True)
@@ -23,14 +25,20 @@ class SAEConfig:
 
     d_in: int
     d_sae: int
-    architecture: str = "relu"
+    architecture: str = RELU.name  # one of architectures.MODULES: relu | topk | jumprelu
     k: int | None = None  # active latents per token, topk only
 
     def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
-        if self.architecture == "topk" and not (self.k and 0 < self.k <= self.d_sae):
-            raise ValueError(f"topk needs 0 < k <= d_sae, got k={self.k}")
+        if self.architecture not in MODULES:
+            raise MonoscopeError(f"an SAE module's architecture is one of {', '.join(MODULES)}, "
+                                 f"got {self.architecture!r}")
+        if self.arch.uses_k and not (self.k and 0 < self.k <= self.d_sae):
+            raise MonoscopeError(f"{self.architecture} needs 0 < k <= d_sae, got k={self.k}")
+
+    @property
+    def arch(self) -> Architecture:
+        """The record of `architecture` (sae/dictionary/architectures.py)."""
+        return architecture(self.architecture)
 
 
 class SparseAutoencoder(nn.Module):
@@ -44,7 +52,7 @@ class SparseAutoencoder(nn.Module):
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, **kw))  # [d_sae]
         self.W_dec = nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in, **kw))  # [d_sae, d_in]
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, **kw))  # [d_in]
-        if cfg.architecture == "jumprelu":
+        if cfg.arch.has_threshold:
             self.threshold = nn.Parameter(torch.zeros(cfg.d_sae, **kw))  # [d_sae]
 
     @torch.no_grad()
@@ -64,12 +72,12 @@ class SparseAutoencoder(nn.Module):
 
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
         """Return feature activations [..., d_sae] from pre-activations, per the architecture."""
-        arch = self.cfg.architecture
-        if arch == "relu":
-            return torch.relu(pre)
-        if arch == "topk":
+        activation = self.cfg.arch.activation
+        if activation is Activation.TOPK:
             return topk_activation(pre, self.cfg.k)
-        return torch.relu(pre) * (pre > self.threshold)  # jumprelu, as SAELens computes it
+        if activation is Activation.JUMPRELU:
+            return torch.relu(pre) * (pre > self.threshold)  # as SAELens's JumpReLUSAE.encode computes it
+        return torch.relu(pre)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Return feature activations f [..., d_sae] for x [..., d_in]."""

@@ -1,9 +1,10 @@
 """SAELens-compatible SAE folders, both ways: cfg.json + sae_weights.safetensors (+ sparsity.safetensors).
 
 We write SAELens's flat v5 cfg.json (no `sae_lens_version` key), which SAELens 5 reads as is and SAELens 6
-converts on load (`handle_pre_6_0_config`). Our "relu" is SAELens's "standard"; topk is written as
-architecture "topk" with `activation_fn_str: "topk"`, `activation_fn_kwargs: {"k": k}` and a top-level `k`, the
-form both versions map to their TopK SAE. Keys SAELens does not know (run provenance, training config) go under
+converts on load (`handle_pre_6_0_config`). The names written are each architecture's record's
+(sae/dictionary/architectures.py): our relu is SAELens's standard; topk is written as architecture topk with
+`activation_fn_str` topk, `activation_fn_kwargs: {"k": k}` and a top-level `k`, the form both versions map to
+their TopK SAE. Keys SAELens does not know (run provenance, training config) go under
 `"monoscope"`; both versions drop unknown keys.
 
 Reading accepts our files and SAELens's own (v5 flat cfg or v6 nested `metadata` cfg; standard, topk, jumprelu)
@@ -24,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from sae.conventions import HOOK_POST
+from sae.dictionary.architectures import MODULES, Architecture, architecture, from_saelens
 from sae.dictionary.model import SAEConfig, SparseAutoencoder
 from sae.errors import MonoscopeError
 
@@ -46,8 +48,6 @@ DEFAULT_META: dict[str, Any] = {
     "seqpos_slice": [None],
     "sae_lens_training_version": None,
 }
-_TO_OURS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}
-_TO_SAELENS = {v: k for k, v in _TO_OURS.items()}
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
            "bfloat16": torch.bfloat16}
 
@@ -71,7 +71,7 @@ def save_sae(sae: SparseAutoencoder, out_dir: str | Path, *, meta: dict[str, Any
     density: fraction of tokens on which each feature fired, [d_sae]; written as log10 to sparsity.safetensors.
     Weights are written as they are: any activation scaling must already be folded in (DESIGN §2).
     """
-    cfg = sae.cfg
+    cfg, arch = sae.cfg, sae.cfg.arch
     meta = dict(meta or {})
     known = {k: meta.pop(k) for k in list(meta) if k in DEFAULT_META}
     described = {**DEFAULT_META, **known}
@@ -79,9 +79,9 @@ def save_sae(sae: SparseAutoencoder, out_dir: str | Path, *, meta: dict[str, Any
         json.dumps(meta)
     except TypeError as e:
         raise MonoscopeError(f"SAE meta must be JSON-serialisable: {e}") from None
-    activation_kwargs = {"k": cfg.k} if cfg.architecture == "topk" else {}
+    activation_kwargs = {"k": cfg.k} if arch.uses_k else {}
     out = {
-        "architecture": _TO_SAELENS[cfg.architecture],
+        "architecture": arch.saelens,
         "d_in": cfg.d_in,
         "d_sae": cfg.d_sae,
         "dtype": _dtype_name(sae.W_enc.dtype),
@@ -90,7 +90,7 @@ def save_sae(sae: SparseAutoencoder, out_dir: str | Path, *, meta: dict[str, Any
         "hook_name": str(described["hook_name"]),
         "hook_layer": _hook_layer(str(described["hook_name"])),
         "hook_head_index": described["hook_head_index"],
-        "activation_fn_str": "topk" if cfg.architecture == "topk" else "relu",
+        "activation_fn_str": arch.saelens_activation,
         "activation_fn_kwargs": activation_kwargs,
         "apply_b_dec_to_input": True,
         "finetuning_scaling_factor": False,
@@ -103,13 +103,14 @@ def save_sae(sae: SparseAutoencoder, out_dir: str | Path, *, meta: dict[str, Any
         "neuronpedia_id": described["neuronpedia_id"],
         "model_from_pretrained_kwargs": dict(described["model_from_pretrained_kwargs"]),
         "seqpos_slice": list(described["seqpos_slice"]),
-        **({"k": cfg.k} if cfg.architecture == "topk" else {}),
+        **({"k": cfg.k} if arch.uses_k else {}),
         "monoscope": meta,
     }
     tensors = {name: p.detach().cpu().contiguous() for name, p in sae.named_parameters()}
-    if cfg.architecture == "jumprelu":
-        # SAELens computes ReLU(pre) * (pre > threshold); ours pre * (pre > threshold). They agree for
-        # threshold >= 0, and a negative threshold acts as 0 in SAELens, so store what SAELens will compute.
+    if arch.has_threshold:
+        # Ours and SAELens's JumpReLUSAE both compute ReLU(pre) · [pre > θ], where a negative θ acts as 0; the
+        # paper's JumpReLU (SAELens's training SAE, Gemma Scope) computes pre · [pre > θ], which lets negative
+        # pre-activations through when θ < 0. Both agree for θ >= 0, so store max(θ, 0): every reader gets our forward.
         tensors["threshold"] = tensors["threshold"].clamp_min(0)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -150,25 +151,27 @@ def _flatten(cfg: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _architecture(flat: dict[str, Any], where: Path) -> tuple[str, int | None]:
-    """Return (our architecture name, k) for a flat cfg, or refuse what our module cannot express."""
-    arch = flat.get("architecture", "standard")
+def _architecture(flat: dict[str, Any], where: Path) -> tuple[Architecture, int | None]:
+    """Return (our module architecture's record, k) for a flat cfg, or refuse what our module cannot express."""
+    name = flat.get("architecture", "standard")
     act = flat.get("activation_fn_str", "relu") or "relu"
     kwargs = flat.get("activation_fn_kwargs") or {}
-    if arch == "standard" and act == "topk":  # SAELens 5 wrote TopK SAEs as a standard SAE with a topk activation
-        arch = "topk"
-    if arch not in _TO_OURS:
-        raise MonoscopeError(f"{where}: SAE architecture {arch!r} is not supported (standard, topk, jumprelu)")
-    if arch != "topk" and act != "relu":
-        raise MonoscopeError(f"{where}: activation function {act!r} is not supported (relu)")
-    k = flat.get("k", kwargs.get("k")) if arch == "topk" else None
-    if arch == "topk" and not isinstance(k, int):
-        raise MonoscopeError(f"{where}: topk SAE without an integer k in its cfg")
+    if name == "standard" and act == "topk":  # SAELens 5 wrote TopK SAEs as a standard SAE with a topk activation
+        name = "topk"
+    arch = from_saelens(name)
+    if arch is None:
+        known = ", ".join(ours.saelens for ours in map(architecture, MODULES))
+        raise MonoscopeError(f"{where}: SAE architecture {name!r} is not supported ({known})")
+    if not arch.uses_k and act != arch.saelens_activation:
+        raise MonoscopeError(f"{where}: activation function {act!r} is not supported ({arch.saelens_activation})")
+    k = flat.get("k", kwargs.get("k")) if arch.uses_k else None
+    if arch.uses_k and not isinstance(k, int):
+        raise MonoscopeError(f"{where}: {arch.name} SAE without an integer k in its cfg")
     norm = flat.get("normalize_activations", "none")
     # expected_average_only_in is a training-time scale that SAELens folds in before saving: inference ignores it.
     if norm not in (None, False, "none", "expected_average_only_in"):
         raise MonoscopeError(f"{where}: normalize_activations {norm!r} depends on each input; cannot load it")
-    return _TO_OURS[arch], k
+    return arch, k
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -196,7 +199,7 @@ def load_sae(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[S
         raise MonoscopeError(f"{path / CFG_FILENAME}: needs integer d_in and d_sae") from None
     weights = {name: t.float() for name, t in _read_weights(path).items()}
     shapes = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
-    if arch == "jumprelu":
+    if arch.has_threshold:
         shapes["threshold"] = (d_sae,)
     for name, shape in shapes.items():
         if name not in weights:
@@ -209,15 +212,15 @@ def load_sae(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[S
         b_enc = b_enc + b_dec @ W_enc  # ours always subtracts b_dec first: add it back through the encoder
     if flat.get("finetuning_scaling_factor") and "finetuning_scaling_factor" in weights:
         W_dec = W_dec * weights["finetuning_scaling_factor"][:, None]  # v5 scales activations before decoding
-    if arch == "topk" and flat.get("rescale_acts_by_decoder_norm"):
+    if arch.uses_k and flat.get("rescale_acts_by_decoder_norm"):
         norms = W_dec.norm(dim=1).clamp_min(1e-8)  # [d_sae]; what SAELens's own inference export folds
         W_enc, b_enc, W_dec = W_enc * norms, b_enc * norms, W_dec / norms[:, None]
-    sae = SparseAutoencoder(SAEConfig(d_in=d_in, d_sae=d_sae, architecture=arch, k=k))
+    sae = SparseAutoencoder(SAEConfig(d_in=d_in, d_sae=d_sae, architecture=arch.name, k=k))
     sae.W_enc.copy_(W_enc)
     sae.b_enc.copy_(b_enc)
     sae.W_dec.copy_(W_dec)
     sae.b_dec.copy_(b_dec)
-    if arch == "jumprelu":
+    if arch.has_threshold:
         sae.threshold.copy_(weights["threshold"].clamp_min(0))  # SAELens applies ReLU first: t < 0 acts as 0
     dtype = _DTYPES.get(str(flat.get("dtype", "float32")).removeprefix("torch."), torch.float32)
     extras = flat.get("monoscope") if isinstance(flat.get("monoscope"), dict) else {}

@@ -114,9 +114,12 @@ def train_sae_on_run(run_dir: Path, name: str, cfg: SAETrainConfig, *, device: s
 
 
 def _d_mlp(run_dir: Path) -> int:
+    """Return the run's MLP width, or -1 when its LM config is missing or unreadable."""
+    from sae.lm.config import read_lm_config
+
     try:
-        return int(json.loads((Path(run_dir) / "lm" / "config.json").read_text())["d_mlp"])
-    except (OSError, ValueError, KeyError):
+        return int(read_lm_config(run_dir)["d_mlp"])
+    except (MonoscopeError, KeyError, TypeError, ValueError):
         return -1
 
 

@@ -26,27 +26,10 @@ import numpy as np
 import torch
 
 from sae.activations import ArrayActivations
-from sae.dictionary.config import SAETrainConfig
+from sae.dictionary.architectures import RELU
+from sae.dictionary.config import SAETrainConfig, ToyConfig
 from sae.dictionary.model import SparseAutoencoder
 from sae.dictionary.train import fit_sae
-
-
-@dataclass(frozen=True)
-class ToyConfig:
-    """The generator's shape; defaults are Sharkey et al.'s (d 256, 512 features, about 5 active)."""
-
-    d: int = 256
-    n_features: int = 512
-    mean_active: float = 5.0
-    decay: float = 0.99  # p_i ∝ decay^i
-    group_size: int = 1  # > 1: correlated groups (see module docstring)
-    correlation: float = 0.8  # ρ between the latent Gaussians of one group
-
-    def __post_init__(self) -> None:
-        if not (self.d > 0 and self.n_features > 0 and 0 < self.mean_active <= self.n_features):
-            raise ValueError(f"bad toy sizes: {self}")
-        if not (0 < self.decay <= 1 and self.group_size >= 1 and 0 <= self.correlation < 1):
-            raise ValueError(f"bad toy parameters: {self}")
 
 
 class ToyData:
@@ -133,7 +116,7 @@ def fit_toy_sae(x: torch.Tensor, *, d_sae: int, l1: float, lr: float = 1e-3, bat
     So the toy judges the recipe every real SAE gets: inputs scaled to mean norm √d (λ is on that scale, as for
     `train-sae`), b_dec at the geometric median, unit-norm decoder rows, λ warm-up, resampling of dead latents.
     """
-    cfg = SAETrainConfig(architecture="relu", d_sae=d_sae, l1_coefficient=l1, lr=lr, batch_size=batch_size,
+    cfg = SAETrainConfig(architecture=RELU.name, d_sae=d_sae, l1_coefficient=l1, lr=lr, batch_size=batch_size,
                          tokens=len(x) * epochs, seed=seed, precision="fp32", log_every=10**9,
                          checkpoint_every=10**9, init_sample_tokens=min(len(x), 8192),
                          resample_sample_tokens=min(len(x), 8192))

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from sae.checkpoint import load_checkpoint, save_checkpoint
 from sae.device import resolve_device
 from sae.dictionary import fast, losses, metrics, resample
+from sae.dictionary.architectures import Activation
 from sae.dictionary.config import SAETrainConfig, resolve_precision, schedules  # noqa: F401 (re-exported)
 from sae.dictionary.model import SparseAutoencoder
 from sae.errors import MonoscopeError
@@ -45,7 +46,7 @@ def loss_and_grads(sae: SparseAutoencoder, x: torch.Tensor, cfg: SAETrainConfig,
     """Set the parameters' .grad for one batch x [B, d_in] and return the detached loss parts (cfg.grad_path
     "fast": the hand-written step; "reference": plain autograd through sae/dictionary/losses.py)."""
     p = fast.loss_and_grads(
-        sae, x, l1_coefficient=l1 if cfg.architecture == "relu" else 0.0, precision=precision,
+        sae, x, l1_coefficient=l1 if cfg.arch.l1_penalty else 0.0, precision=precision,
         method="auto" if cfg.grad_path == "fast" else "autograd", architecture=cfg.architecture, k=cfg.k,
         dead_mask=dead, aux_coefficient=cfg.aux_coefficient if dead is not None else 0.0, aux_k=cfg.aux_k,
         aux_normalised=cfg.aux_loss == "normalised")
@@ -61,7 +62,7 @@ def encoder_init_scale(cfg: SAETrainConfig, d_in: int) -> float:
     """
     if cfg.encoder_init_scale is not None:
         return cfg.encoder_init_scale
-    return min(1.0, 2 * d_in / cfg.d_sae) if cfg.architecture == "relu" else 1.0
+    return min(1.0, 2 * d_in / cfg.d_sae) if cfg.arch.activation is Activation.RELU else 1.0
 
 
 @torch.no_grad()
@@ -164,7 +165,7 @@ def fit_sae(
         live_log.write_text("".join(json.dumps(r) + "\n" for r in run.records))
     window = max(1, round(cfg.steps * cfg.dead_window_frac))
     resample_steps = {max(1, round(f * cfg.steps)) for f in cfg.resample_at}
-    needs_dead = cfg.architecture != "relu" and cfg.aux_coefficient > 0
+    needs_dead = cfg.arch.auxk and cfg.aux_coefficient > 0
     key = _checkpoint_key(cfg, source)
 
     bar = tqdm(total=cfg.steps, initial=run.step, desc="train-sae", unit="step", disable=not progress)
@@ -243,7 +244,7 @@ def _resample(run: _Training, cfg: SAETrainConfig, source, l1: float, window: in
         seed = cfg.seed * 7919 + run.step
         sample = source.sample(cfg.resample_sample_tokens, seed=seed).to(run.sae.W_enc.device) * run.scale
         input_loss = losses.per_input_loss(run.sae, sample, architecture=cfg.architecture, k=cfg.k,
-                                           l1_coefficient=l1 if cfg.architecture == "relu" else 0.0)
+                                           l1_coefficient=l1 if cfg.arch.l1_penalty else 0.0)
         index = resample.resample_dead(run.sae, run.optimizer, dead, sample, input_loss,
                                        torch.Generator().manual_seed(seed),
                                        centre=run.sae.b_dec.detach() if cfg.resample_from == "x_minus_b_dec" else None)
@@ -269,7 +270,7 @@ def _finish(run: _Training, cfg: SAETrainConfig, source, dev: torch.device, prec
             window: int) -> tuple[SparseAutoencoder, dict[str, Any], list[dict]]:
     """Set a batchtopk SAE's global threshold, fold the scaling into the weights; return (SAE, summary, records)."""
     sae, scale = run.sae, run.scale
-    if cfg.architecture == "batchtopk":
+    if cfg.arch.fits_threshold:
         sample = source.sample(min(cfg.init_sample_tokens, 16 * cfg.batch_size), seed=cfg.seed + 1).to(dev) * scale
         with torch.no_grad():
             sae.threshold.fill_(batchtopk_threshold(sae, sample, cfg.k, cfg.batch_size))

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from sae.corpus.tokenizer import hub_offline, load_hf_tokenizer
 from sae.errors import MonoscopeError
+from sae.lm.config import CONFIG_FILENAME, LMConfig, lm_dir, read_lm_config
 
 warnings.filterwarnings("ignore", message=r".*HookedTransformer.* deprecated", category=DeprecationWarning)
 warnings.filterwarnings("ignore", message=r".*TransformerBridge", category=DeprecationWarning)
@@ -27,20 +28,6 @@ warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformer_l
 from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
 
 from sae.conventions import HOOK_POST  # noqa: E402
-
-
-@dataclass(frozen=True)
-class LMConfig:
-    """Shape of the one-layer model; d_mlp = 512 and a ReLU MLP as in the paper."""
-
-    d_model: int = 128
-    d_mlp: int = 512
-    n_heads: int = 4
-    d_head: int = 32
-    act_fn: str = "relu"  # or "gelu"
-    n_ctx: int = 128
-    d_vocab: int = 4096
-    seed: int = 0
 
 
 def _tokenizer_folder(tokenizer_dir: Path | None) -> Path | None:
@@ -52,8 +39,6 @@ def _tokenizer_folder(tokenizer_dir: Path | None) -> Path | None:
 
 
 def _hooked_config(cfg: LMConfig, device: str) -> HookedTransformerConfig:
-    if cfg.act_fn not in ("relu", "gelu"):
-        raise MonoscopeError(f"--act-fn must be relu or gelu, got {cfg.act_fn!r}")
     return HookedTransformerConfig(
         n_layers=1, d_model=cfg.d_model, d_head=cfg.d_head, n_heads=cfg.n_heads, d_mlp=cfg.d_mlp,
         d_vocab=cfg.d_vocab, n_ctx=cfg.n_ctx, act_fn=cfg.act_fn, normalization_type="LN",
@@ -93,36 +78,27 @@ def save_lm(model, out_dir: Path, *, pretrained: str | None = None) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = {**_config_json(model), "pretrained": pretrained}
-    (out_dir / "config.json").write_text(json.dumps(config, indent=1))
+    (out_dir / CONFIG_FILENAME).write_text(json.dumps(config, indent=1))
     if pretrained is None:
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(out_dir / "weights.safetensors"))
 
 
-def _lm_dir(run_dir_or_lm_dir: Path) -> Path:
-    path = Path(run_dir_or_lm_dir)
-    if (path / "lm" / "config.json").is_file() or not (path / "config.json").is_file():
-        path = path / "lm"
-    if not (path / "config.json").is_file():
-        raise MonoscopeError(f"no trained LM at {path}: run `monoscope train-lm` first")
-    return path
-
-
 def load_lm(run_dir_or_lm_dir: Path, device: str | torch.device = "cpu"):
     """Return the saved model in eval mode, with the run's tokenizer (corpus/hf) attached when present."""
-    lm_dir = _lm_dir(run_dir_or_lm_dir)
-    saved = json.loads((lm_dir / "config.json").read_text())
+    folder = lm_dir(run_dir_or_lm_dir)
+    saved = read_lm_config(folder)
     if saved.get("pretrained"):
         return load_pretrained(saved["pretrained"], device)
     names = {f.name for f in fields(HookedTransformerConfig) if f.init}
     kwargs = {k: v for k, v in saved.items() if k in names and k not in ("n_params", "device")}
     kwargs["dtype"] = getattr(torch, kwargs.get("dtype", "float32"))
     cfg = HookedTransformerConfig(**kwargs, device=str(device))
-    tokenizer_dir = lm_dir.parent / "corpus" / "hf"
+    tokenizer_dir = folder.parent / "corpus" / "hf"
     tokenizer = load_hf_tokenizer(tokenizer_dir) if tokenizer_dir.is_dir() else None
     with hub_offline():
         model = HookedTransformer(cfg, tokenizer=tokenizer)
-    model.load_state_dict(load_file(str(lm_dir / "weights.safetensors"), device=str(device)))
+    model.load_state_dict(load_file(str(folder / "weights.safetensors"), device=str(device)))
     return model.eval()
 
 

@@ -21,27 +21,13 @@ from tqdm.auto import tqdm
 
 from sae import rundir
 from sae.checkpoint import load_checkpoint, save_checkpoint
-from sae.corpus.build import load_corpus_meta, load_tokens
+from sae.corpus.build import load_corpus_meta, load_heldout, load_tokens
 from sae.device import bf16_is_fast, resolve_device
 from sae.errors import MonoscopeError
-from sae.lm.model import LMConfig, build_model, lm_loss, save_lm
+from sae.lm.config import AUTOCASTS, LMConfig, TrainLMConfig
+from sae.lm.model import build_model, lm_loss, save_lm
 
 CHECKPOINT = "checkpoint.pt"
-
-
-@dataclass(frozen=True)
-class TrainLMConfig:
-    """Optimisation settings; the defaults train the demo model in about 2 minutes on 2 CPU cores."""
-
-    tokens: int = 2_500_000  # training tokens (rows are re-used in a new order when the corpus is shorter)
-    batch_size: int = 32
-    lr: float = 3e-3
-    warmup_frac: float = 0.05
-    min_lr_frac: float = 0.1  # cosine decays to lr * min_lr_frac
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    heldout_tokens: int = 131_072  # held-out tokens used for the reported loss
-    autocast: str = "auto"  # auto | bf16 | fp32
 
 
 def use_bf16(device: torch.device, autocast: str, d_model: int = 128) -> bool:
@@ -50,7 +36,7 @@ def use_bf16(device: torch.device, autocast: str, d_model: int = 128) -> bool:
     On CPU, bf16 pays off only with fast bf16 matmuls (AVX-512/AMX) and matrices big enough to amortise the
     casts: at d_model 32 it was slower than fp32 here.
     """
-    if autocast not in ("auto", "bf16", "fp32"):
+    if autocast not in AUTOCASTS:
         raise MonoscopeError(f"autocast must be auto, bf16 or fp32, got {autocast!r}")
     if autocast != "auto":
         return autocast == "bf16"
@@ -148,7 +134,7 @@ def train_lm(
     if force:
         ckpt_path.unlink(missing_ok=True)
     metrics = _optimise(model, train, plan, dev, ckpt_path, checkpoint_every_s, progress, log, on_step)
-    heldout = load_tokens(run_dir, "heldout")[: max(1, cfg.heldout_tokens // plan.lm_cfg.n_ctx)]
+    heldout = load_heldout(run_dir, cfg.heldout_tokens)
     metrics = {"heldout_loss": heldout_loss(model, heldout),
                "unigram_loss": unigram_loss(train, heldout, plan.lm_cfg.d_vocab),
                **metrics, "heldout_tokens_evaluated": int(heldout.size), "device": str(dev)}
@@ -241,8 +227,7 @@ def use_pretrained(
                 f"corpus vocabulary ({meta['vocab_size']}) does not fit {name} ({model.cfg.d_vocab}): "
                 f"rebuild it with `monoscope corpus --tokenizer` set to the model's tokenizer"
             )
-        train, heldout = load_tokens(run_dir, "train"), load_tokens(run_dir, "heldout")
-        heldout = heldout[: max(1, TrainLMConfig.heldout_tokens // heldout.shape[1])]
+        train, heldout = load_tokens(run_dir, "train"), load_heldout(run_dir, TrainLMConfig.heldout_tokens)
         metrics |= {"heldout_loss": heldout_loss(model, heldout),
                     "unigram_loss": unigram_loss(train, heldout, model.cfg.d_vocab)}
     with rundir.write_stage(out_dir, stage="lm", config=config, inputs=inputs) as tmp:

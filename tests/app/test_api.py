@@ -1,5 +1,6 @@
-"""The web app and its JSON API against a real `monoscope serve` process and a database ingested from a tiny run:
-every page and its twin, the numbers they show against the analysis arrays, filters, 404/422, assets, htmx blocks."""
+"""The web app and its JSON API against a real `monoscope serve` process and a database ingested from a tiny run: the
+numbers pages and twins show against the analysis arrays, filters, 404/422, assets, htmx blocks (every page having
+its twin: tests/app/test_twins.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ import pytest
 from markupsafe import escape
 from webapp_fixtures import SAE_NAME, ingest_run, start_server, stop_server
 
-from app.web.match_schemas import Matches
-from app.web.schemas import Comparison, InferResult, Overview, UnitDetail, UnitList
+from app.read.infer_schemas import InferResult
 
 INFER_TEXT = "def add(a, b):\n    return a + b\n"
 
@@ -19,32 +19,6 @@ INFER_TEXT = "def add(a, b):\n    return a + b\n"
 def live_unit(site, basis: str) -> int:
     """Index of the unit with the most firing tokens (it has top contexts and interval samples)."""
     return int(np.argmax(site.units(basis)["firing_count"]))
-
-
-PAGES = {  # name -> (page path, schema of its JSON twin, text the page must show)
-    "overview": (lambda s: "/", Overview, "Feature density"),
-    "neuron list": (lambda s: "/bases/neurons", UnitList, "units · page 1"),
-    "feature list": (lambda s: f"/bases/{SAE_NAME}?sort=density&desc=true", UnitList, "units · page 1"),
-    "neuron": (lambda s: f"/bases/neurons/units/{live_unit(s, 'neurons')}", UnitDetail, "Top activations"),
-    "feature": (lambda s: f"/bases/{SAE_NAME}/units/{live_unit(s, SAE_NAME)}", UnitDetail, "Top activations"),
-    "compare": (lambda s: "/compare", Comparison, "Polysemantic neurons"),
-    "infer": (lambda s: "/infer?text=def+f%28x%29%3A+return+x", InferResult, "Units most active on token"),
-    "matches": (lambda s: "/matches", Matches, "No matches yet"),  # tests/app/test_matches.py fills one
-}
-
-
-@pytest.mark.parametrize("name", PAGES)
-def test_every_page_has_a_json_twin(site, name):
-    path_of, schema, marker = PAGES[name]
-    path = path_of(site)
-    page = site.get(path)
-    assert page.status_code == 200, page.text
-    assert page.headers["content-type"].startswith("text/html")
-    assert marker in page.text
-    twin = site.get("/api/v1/overview" if path == "/" else "/api/v1" + path)
-    assert twin.status_code == 200, twin.text
-    schema.model_validate(twin.json())
-    assert ('href="/api/v1/overview"' if path == "/" else 'href="/api/v1' + path.split("?")[0]) in page.text
 
 
 def test_overview_metrics_match_the_analysis(site):
@@ -249,7 +223,7 @@ def test_serve_refuses_a_busy_port_in_one_line(site):
 
 
 def test_code_whitespace_is_made_visible_across_tokens():
-    from app.web.schemas import visible_whitespace
+    from app.read.windows import visible_whitespace
 
     tokens = ["def", " f", "():", "\n", "  ", "  return", " x", "\r\n", "\tpass"]
     assert visible_whitespace(tokens) == ["def", " f", "():", "↵\n", "··", "··return", " x", "␍↵\n",
@@ -270,12 +244,13 @@ def test_every_page_and_twin_on_postgresql(request, site, analysed_run):
     ingest_run(analysed_run, url)
     pg = start_server(url, analysed_run)
     try:
-        for name, (path_of, schema, marker) in PAGES.items():
-            path = path_of(site)
-            page = pg.get(path)
-            assert page.status_code == 200 and marker in page.text, name
+        paths = ["/", "/bases/neurons", f"/bases/{SAE_NAME}?sort=density&desc=true", "/compare", "/matches", "/map",
+                 "/infer?text=def+f%28x%29%3A+return+x",
+                 *(f"/bases/{basis}/units/{live_unit(site, basis)}" for basis in ("neurons", SAE_NAME))]
+        for path in paths:
+            assert pg.get(path).status_code == 200, path
             twin = pg.get("/api/v1/overview" if path == "/" else "/api/v1" + path)
-            assert twin.json() == site.get(twin.url.raw_path.decode()).json(), name
+            assert twin.json() == site.get(twin.url.raw_path.decode()).json(), path
         for query in ("?sort=label&desc=true", "?q=%25_x&labelled=no&dead=exclude", "?sort=max_activation"):
             assert pg.get("/api/v1/bases/neurons" + query).json() == site.get("/api/v1/bases/neurons" + query).json()
     finally:

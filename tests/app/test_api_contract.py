@@ -237,8 +237,7 @@ def test_fuzzed_requests_get_documented_answers(case):
 
 
 def test_the_fuzz_got_past_the_token_and_the_lookups(spec):
-    if not STATUSES:
-        pytest.skip("the fuzz did not run in this session")
+    assert STATUSES, "the fuzz did not run: select its test too (this test checks what it got)"
     for method, path, _ in operations(spec):
         label = f"{method.upper()} {path}"
         assert any(200 <= s < 300 for s in STATUSES.get(label, ())), (label, STATUSES.get(label))

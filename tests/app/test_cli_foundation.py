@@ -149,3 +149,38 @@ def test_serve_flags_beat_the_environment_and_bad_settings_are_one_line(monkeypa
     assert_one_line_error(monoscope(monkeypatch, capsys, "serve", "--db", db), "70001")
     monkeypatch.setenv("MONOSCOPE_PORT", "eighty")
     assert_one_line_error(monoscope(monkeypatch, capsys, "serve", "--db", db), "MONOSCOPE_PORT")
+
+
+def test_option_defaults_are_the_configs_defaults_and_bad_values_are_the_configs_one_line(monkeypatch, capsys,
+                                                                                          tmp_path):
+    """A default lives in its config dataclass only; the CLI refuses what the config refuses, before any work."""
+    import inspect
+
+    from app.cli import stages
+    from sae.analysis.config import AnalysisConfig
+    from sae.corpus.config import CorpusConfig
+    from sae.dictionary.config import SAETrainConfig
+    from sae.lm.config import LMConfig, TrainLMConfig
+
+    def defaults(command) -> dict:
+        return {name: p.default for name, p in inspect.signature(command).parameters.items()}
+
+    assert {k: v for k, v in defaults(stages.corpus).items() if k not in ("run", "force")} == asdict(CorpusConfig())
+    lm, train = defaults(stages.train_lm), asdict(TrainLMConfig())
+    assert all(lm[k] == v for k, v in asdict(LMConfig()).items() if k in lm) and lm["d_model"] == 128
+    assert all(lm[k] == train[k] for k in ("tokens", "batch_size", "lr"))
+    sae, cfg = defaults(stages.train_sae), asdict(SAETrainConfig())
+    assert (sae["architecture"], sae["d_sae"], sae["l1"], sae["lr"], sae["tokens"], sae["batch_size"]) == (
+        cfg["architecture"], cfg["d_sae"], cfg["l1_coefficient"], cfg["lr"], cfg["tokens"], cfg["batch_size"])
+    analyze, analysis = defaults(stages.analyze), AnalysisConfig()
+    assert (analyze["tokens"], analyze["batch"], analyze["loss_tokens"]) == (
+        analysis.n_tokens, analysis.batch_sequences, analysis.loss_tokens)
+    run = tmp_path / "run"
+    assert_one_line_error(monoscope(monkeypatch, capsys, "corpus", "--run", run, "--heldout-fraction", "1.5"),
+                          "--heldout-fraction must be between 0 and 1")
+    assert_one_line_error(monoscope(monkeypatch, capsys, "train-lm", "--run", run, "--lr", "0"), "lr")
+    assert_one_line_error(monoscope(monkeypatch, capsys, "train-lm", "--run", run, "--act-fn", "tanh"), "--act-fn")
+    assert_one_line_error(monoscope(monkeypatch, capsys, "analyze", "--run", run, "--tokens", "0"), "n_tokens")
+    assert_one_line_error(monoscope(monkeypatch, capsys, "train-sae", "--run", run, "--name", "x", "--architecture",
+                                    "jumprelu"), "relu, topk, batchtopk")
+    assert not run.exists()

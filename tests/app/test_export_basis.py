@@ -11,23 +11,23 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq  # noqa: E402
 import pytest
 from sqlalchemy import func, select, text
 from webapp_fixtures import SAE_NAME, ingest_run
 
+from app.store import rubric
 from app.store.db import read_snapshot, session_factory, write_transaction
 from app.store.labels import add_label
 from app.store.models import Basis, Example, Token, Unit
-from app.store.reviews import Rubric, create_review, find_item, save_score
+from app.store.reviews import Answer, create_review, find_item, save_score
 from app.store.users import add_user
-
-pa = pytest.importorskip("pyarrow")
-import pyarrow.parquet as pq  # noqa: E402
 
 EXE = Path(sys.executable).with_name("monoscope")
 TABLES = ("units", "examples", "labels", "review_scores")
 AWKWARD_LABEL = "closes <b> & \"quotes\" 'too'\nsecond line \u2028 \U0001f642"
 AWKWARD_CHARS = set("<>&\"'\n")
+SCORES = {"confidence": 2, "token_consistency": 3, "logit_consistency": 1, "effect_gap": 1, "specificity": 2}  # 9
 
 
 ONE_BACKEND = pytest.mark.parametrize("labelled_db", ["sqlite"], indirect=True)  # the same checks on either
@@ -63,7 +63,7 @@ def labelled_db(request, tmp_path_factory, analysed_run) -> str:
         review = create_review(session, name="export", bases=[neurons, sae], per_basis=2, creator=alice, seed=7)
         for position in (1, 2, 3, 4):
             save_score(session, review, find_item(session, review, position), alice,
-                       Rubric("a <hypothesis> & \"more\"", 2, 3, 1, 1, 2), n_intervals=11)
+                       Answer("a <hypothesis> & \"more\"", SCORES), n_intervals=11)
     return url
 
 
@@ -132,6 +132,7 @@ def test_export_matches_the_database(exported, labelled_db):
         scores = tables["review_scores"]
         assert len(scores) == 2 and {s["basis"] for s in scores} == {SAE_NAME}  # the neuron items stay out
         assert all(s["rater"] == "alice" and s["total"] == 9 and s["review"] == "export" for s in scores)
+        assert all({name: s[name] for name in rubric.NAMES} == SCORES for s in scores)  # a column per component
 
 
 def test_both_formats_hold_the_same_rows_and_awkward_strings_byte_for_byte(exported):
@@ -148,7 +149,8 @@ def test_both_formats_hold_the_same_rows_and_awkward_strings_byte_for_byte(expor
 
 
 def test_pandas_reads_both_formats(exported):
-    pd = pytest.importorskip("pandas")
+    import pandas as pd  # comes with sae-lens (dev)
+
     from_parquet = pd.read_parquet(exported["parquet"]["folder"] / "examples.parquet")
     from_jsonl = pd.read_json(exported["jsonl"]["folder"] / "examples.jsonl", lines=True)
     assert len(from_parquet) == len(from_jsonl) == len(exported["jsonl"]["examples"])

@@ -151,3 +151,31 @@ def test_cli_ingest_and_bad_input(analysed_run, tmp_path):
     wrong = subprocess.run([*exe, "ingest", "--run", str(analysed_run), "--db", "mysql://x"], capture_output=True,
                            text=True)
     assert wrong.returncode == 2 and "unsupported database" in wrong.stderr
+
+
+def _stored(url: str) -> tuple[list, list]:
+    with session_factory(url)() as session:
+        units = session.execute(select(Basis.name, Unit.index, Unit.sections, Unit.top_tokens, Unit.act_hist)
+                                .join(Basis).order_by(Basis.name, Unit.index)).all()
+        examples = session.execute(select(Basis.name, Unit.index, Example.kind, Example.bucket, Example.rank,
+                                          Example.value, Example.token_ids, Example.activations, Example.effects)
+                                   .join(Unit, Unit.id == Example.unit_id).join(Basis)
+                                   .order_by(Basis.name, Unit.index, Example.kind, Example.bucket, Example.rank)).all()
+    return [tuple(u) for u in units], [tuple(e) for e in examples]
+
+
+def test_chunks_made_by_worker_processes_are_the_ones_this_process_makes(analysed_run, tmp_path, monkeypatch):
+    """A basis of several chunks is built in spawned workers (app/store/chunks.py): the database is the same, byte for
+    byte, as the one built in this process, in unit order."""
+    import app.store.chunks as chunks
+
+    monkeypatch.setattr(chunks, "CHUNK", 16)  # the tiny run's bases become several chunks each
+    urls = {}
+    for workers in (1, 2):
+        urls[workers] = f"sqlite:///{tmp_path / f'w{workers}.db'}"
+        upgrade(urls[workers])
+        ingest_run(analysed_run, url=urls[workers], log=QUIET, workers=workers)
+    serial, parallel = _stored(urls[1]), _stored(urls[2])
+    n_units = sum(len(load_units(analysed_run, b)["density"]) for b in ("neurons", SAE_NAME))
+    assert len(serial[0]) == n_units > 2 * 16 and len(serial[1]) > 0
+    assert parallel == serial

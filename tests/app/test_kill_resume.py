@@ -231,8 +231,8 @@ def test_a_killed_ingest_shows_the_old_basis_or_none_and_a_rerun_equals_an_unint
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # one transaction's logic: one backend is enough
 def test_a_new_vocabulary_hides_the_old_bases_until_each_is_ingested_again(database_url, analysed_run, tmp_path):
     """The same run rebuilt with another vocabulary: an old basis must not show its token ids as the new strings."""
+    from app.read.queries.bases import NotFound, resolve_basis
     from app.store.db import session_factory
-    from app.web.queries.bases import NotFound, resolve_basis
 
     renamed = fresh_run(analysed_run, tmp_path)
     shutil.copytree(analysed_run / "analysis", renamed / "analysis")

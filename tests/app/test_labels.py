@@ -14,7 +14,7 @@ import httpx
 import pytest
 from webapp_fixtures import SAE_NAME
 
-from app.web.queries.bases import RESOLVE_TTL_S
+from app.read.queries.bases import RESOLVE_TTL_S
 
 LABELS = f"/api/v1/bases/{SAE_NAME}/units/{{index}}/labels"
 

@@ -10,9 +10,8 @@ import shutil
 import httpx
 import numpy as np
 import pytest
-from webapp_fixtures import QUIET, SAE_NAME, SMALL, add_small_dictionary, start_server, stop_server
-
 from sqlalchemy import select
+from webapp_fixtures import QUIET, SAE_NAME, SMALL, add_small_dictionary, start_server, stop_server
 
 from app.store.db import session_factory, upgrade, write_transaction
 from app.store.ingest import ingest_run
@@ -120,7 +119,7 @@ def test_feature_splitting_family_and_split_counts(matched):
 def test_a_label_changes_the_cache_key_of_exactly_the_pages_showing_it(matched):
     """A unit page's cached copy is keyed on the labels it shows: its own, its links' targets', its family children's;
     labelling any other unit leaves it cached."""
-    from app.web.queries.unit import unit_version
+    from app.read.queries.unit import unit_version
 
     site, *_ = matched
     sessions = session_factory(site.db_url)

@@ -14,6 +14,7 @@ from app.store.review_stats import (
     median_ci,
     total_histogram,
 )
+from app.store.rubric import MAX_TOTAL
 
 
 def test_median_ci_brackets_the_median_and_is_deterministic() -> None:
@@ -104,12 +105,12 @@ def test_krippendorff_alpha_degenerate_cases() -> None:
 
 def test_total_histogram() -> None:
     counts = total_histogram([0, 0, 12, 12, 12, 14, 3])
-    assert len(counts) == 15
+    assert len(counts) == MAX_TOTAL + 1 == 15  # the rubric's totals 0..14
     assert counts[0] == 2 and counts[3] == 1 and counts[12] == 3 and counts[14] == 1
     assert sum(counts) == 7
     assert total_histogram([], max_total=3) == [0, 0, 0, 0]
     with pytest.raises(ValueError):
-        total_histogram([15])
+        total_histogram([MAX_TOTAL + 1])
 
 
 def test_interval_curves_with_missing_scores() -> None:

@@ -1,10 +1,12 @@
-"""A unit page's sections rendered at ingest (unit.sections): the page built from them is the page the live renderer
-builds (also for sections another version of the code stored), its windows show the JSON twin's tokens and values,
-awkward token strings are escaped, a re-ingest replaces them, and `monoscope db render` makes stale ones current."""
+"""A unit's UnitData and page sections stored at ingest (unit.sections): the page and twin built from them are those
+the live renderer builds (also for a copy another version of the code stored), the page shows the twin's numbers,
+tokens and values, awkward token strings are escaped, a re-ingest replaces them, and `monoscope db render` makes stale
+ones current."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -20,9 +22,10 @@ import zstandard
 from sqlalchemy import create_engine, select
 from webapp_fixtures import SAE_NAME, ingest_run, start_server, stop_server
 
-from app import unit_sections
+from app.present import unit_sections
+from app.present.templating import format_number
+from app.read.queries.bases import RESOLVE_TTL_S
 from app.store.models import Basis, Unit
-from app.web.queries.bases import RESOLVE_TTL_S
 
 AWKWARD = "<b>\"x\"&'y'</b>"
 
@@ -35,15 +38,28 @@ def two_sites(analysed_run, tmp_path_factory):
     stored, live = folder / "stored.db", folder / "live.db"
     ingest_run(analysed_run, f"sqlite:///{stored}")
     shutil.copy(stored, live)
+    older = zstandard.ZstdCompressor().compress(  # the layout of FORMAT 1
+        unit_sections.SEPARATOR.join(["0" * 16, "stats", "body", "examples"]).encode())
     with sqlite3.connect(live) as c:
-        stale = zstandard.ZstdCompressor().compress(
-            unit_sections.SEPARATOR.join(["0" * 16, "stats", "body", "examples"]).encode())
-        c.execute("UPDATE unit SET sections = CASE \"index\" % 3 WHEN 1 THEN ? WHEN 2 THEN ? END",
-                  (stale, b"damaged"))
+        rows = c.execute('SELECT id, "index", sections FROM unit').fetchall()
+        c.executemany("UPDATE unit SET sections = ? WHERE id = ?",
+                      [(_stale(blob, index % 4, older), unit_id) for unit_id, index, blob in rows if index % 4])
     sites = [start_server(f"sqlite:///{path}", analysed_run) for path in (stored, live)]
     yield sites
     for site in sites:
         stop_server(site)
+
+
+def _stale(blob: bytes, how: int, older: bytes) -> bytes | None:
+    """Return a unit's stored blob as another version of the code left it: an older FORMAT (1), damaged (2), or the
+    current UnitData with sections rendered by other templates (3)."""
+    if how != 3:
+        return older if how == 1 else b"damaged"
+    raw = zstandard.ZstdDecompressor().decompress(blob)
+    head, _, rest = raw.partition(b"\n")
+    fmt, templates, *lengths = head.split(b" ")
+    assert templates == unit_sections.TEMPLATES_HASH.encode()
+    return zstandard.ZstdCompressor().compress(b" ".join([fmt, b"0" * 16, *lengths]) + b"\n" + rest)
 
 
 def _units(site, basis: str, n: int) -> list[int]:
@@ -87,6 +103,30 @@ class _Windows(HTMLParser):
             self.token[3] += data
 
 
+def test_page_and_twin_show_the_same_numbers(two_sites):
+    """One read, one view model: every statistic, logit weight and interval the page prints is the twin's number,
+    formatted, for stored, stale and re-rendered units alike."""
+    for site in two_sites:
+        for basis in ("neurons", SAE_NAME):
+            for index in _units(site, basis, 6):
+                path = f"/bases/{basis}/units/{index}"
+                twin, page = httpx.get(site.url + "/api/v1" + path).json(), httpx.get(site.url + path).text
+                stats = dict(re.findall(r"<div><b>([^<]+)</b>([^<]*)</div>", page))
+                assert stats["density"] == format_number(twin["density"])
+                assert stats["firing tokens"] == format_number(twin["firing_count"])
+                assert stats["max activation"] == format_number(twin["max_activation"])
+                assert stats["mean activation (when firing)"] == format_number(twin["mean_activation"])
+                assert stats["top-token entropy (bits)"] == format_number(twin["top_token_entropy"])
+                assert stats["model"] == twin["basis"]["model"]
+                logits = [format_number(t["value"]) for t in twin["top_logits"] + twin["bottom_logits"]]
+                tables = page.split('<div class="logits">')[1].split("</div>")[0]
+                assert re.findall(r'<td class="num">([^<]*)</td>', tables) == logits  # both tables, in order
+                headings = re.findall(r"<h3>Interval (\d+): activation ([^ ]+) – ([^ ]+) · contains ([\d.]+)%", page)
+                assert headings == [(str(iv["index"] + 1), format_number(iv["low"]), format_number(iv["high"]),
+                                     "%.1f" % iv["contains_pct"]) for iv in reversed(twin["intervals"])]
+                assert f'id="label">{"· " + twin["label"] if twin["label"] else ""}</span>' in page
+
+
 def test_page_shows_the_json_twins_tokens_and_values(two_sites):
     stored, _ = two_sites
     for basis in ("neurons", SAE_NAME):
@@ -115,7 +155,7 @@ def _stored_windows(url: str, basis: str, index: int) -> list[str]:
     with engine.connect() as c:
         blob = c.execute(select(Unit.sections).join(Basis).where(Basis.name == basis, Unit.index == index)).scalar()
     engine.dispose()
-    sections = unit_sections.unpack(blob)
+    sections = unit_sections.unpack(blob).sections
     assert sections is not None  # stored by this version of the code
     return ['<div class="ctx">' + w for w in sections[2].decode().split('<div class="ctx">')[1:]]
 
@@ -160,7 +200,7 @@ def _max_token_text(window: str) -> str:
     return next(text for cls, _, _, text in parser.windows[0] if cls == "tok max")
 
 
-def _sections(db_url: str) -> dict[tuple[str, int], tuple | None]:
+def _sections(db_url: str) -> dict[tuple[str, int], unit_sections.Stored]:
     engine = create_engine(db_url)
     with engine.connect() as c:
         rows = c.execute(select(Basis.name, Unit.index, Unit.sections).join(Basis)).all()
@@ -174,7 +214,7 @@ def test_db_render_makes_stale_sections_current_from_the_database_alone(two_site
     with sqlite3.connect(live.db_url.removeprefix("sqlite:///")) as source, sqlite3.connect(copy) as target:
         source.backup(target)  # with what the server's WAL holds
     url = f"sqlite:///{copy}"
-    stale = sum(s is None for s in _sections(url).values())
+    stale = sum(s.sections is None for s in _sections(url).values())
     assert stale > 0
     command = [str(Path(sys.executable).with_name("monoscope")), "db", "render", "--db", url]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)

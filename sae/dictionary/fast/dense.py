@@ -1,24 +1,20 @@
 """Dense hand-written SAE backprop (the path for high L0, e.g. early ReLU training); see sae/dictionary/fast/step.py.
 
-Same notation as sae/dictionary/fast/gradients.py. Five [B, d] x [d, S]-sized matmuls (bf16 or fp32) into reused buffers.
+Same notation as sae/dictionary/fast/gradients.py. Five [B, d] x [d, S]-sized matmuls (bf16 or fp32) into reused
+buffers; the AuxK term and b_dec's gradient come from the tail both steps share (gradients.auxk_and_b_dec_grads).
 """
 
 from __future__ import annotations
 
 import torch
 
+from sae.dictionary.architectures import Activation
+from sae.dictionary.fast.gradients import Workspace, attach_grads, auxk_and_b_dec_grads, encoder_pre
 from sae.dictionary.losses import AuxK, batch_top
-from sae.dictionary.model import topk_activation
-from sae.dictionary.fast.gradients import (
-    Workspace,
-    attach_grads,
-    aux_term,
-    backprop_entries,
-    encoder_pre,
-)
+from sae.dictionary.model import SparseAutoencoder, topk_activation
 
 
-def block_ones(ws: Workspace, B: int, dt: torch.dtype, device) -> torch.Tensor:
+def block_ones(ws: Workspace, B: int, dt: torch.dtype, device: torch.device) -> torch.Tensor:
     """Return [⌈B/256⌉, B] with ones on row i over columns 256i..256i+255: its product with a [B, S] matrix gives
     column sums over blocks of 256 rows, each exact in bf16 for 0/1 entries (integers ≤ 256 are exact)."""
     n = -(-B // 256)
@@ -31,9 +27,10 @@ def block_ones(ws: Workspace, B: int, dt: torch.dtype, device) -> torch.Tensor:
     return ones
 
 
-def dense_step(sae, x, ws, *, activation: str, k: int | None, l1_coefficient: float,
-               aux: AuxK | None) -> dict[str, torch.Tensor]:
-    """Fill .grad by dense hand-written backprop (bf16 or fp32 matmuls into reused buffers); return the loss parts.
+def dense_step(sae: SparseAutoencoder, x: torch.Tensor, ws: Workspace, *, activation: Activation, k: int | None,
+               l1_coefficient: float, aux: AuxK | None) -> dict[str, torch.Tensor]:
+    """Fill .grad by dense hand-written backprop for x [B, d] (bf16 or fp32 matmuls into reused buffers); return
+    the loss parts.
 
     Masks are kept as 0/1 in the matmul dtype and column sums are done by a matmul: here, bool masks and
     reductions with a dtype change copy the whole [B, S] tensor first (measured 150-330 ms each against 4-8 ms).
@@ -41,12 +38,12 @@ def dense_step(sae, x, ws, *, activation: str, k: int | None, l1_coefficient: fl
     B, d, S = x.shape[0], sae.cfg.d_in, sae.cfg.d_sae
     dt = torch.bfloat16 if ws.bf16 else torch.float32
     grads = attach_grads(sae, ws)
-    W_enc, W_dec, b_dec = sae.W_enc.detach(), sae.W_dec.detach(), sae.b_dec.detach()
+    W_dec, b_dec = sae.W_dec.detach(), sae.b_dec.detach()
     xc, pre = encoder_pre(sae, x, ws)  # [B, d], [B, S]
     f = ws.get("f", (B, S), dt, x.device)
-    if activation == "topk":
+    if activation is Activation.TOPK:
         topk_activation(pre, k, out=f)
-    elif activation == "batchtopk":
+    elif activation is Activation.BATCHTOPK:
         flat = torch.clamp(pre, min=0, out=f).view(-1)
         values, index = batch_top(flat.clone(), min(k * B, flat.numel()))
         flat.zero_().scatter_(0, index, values)
@@ -67,9 +64,5 @@ def dense_step(sae, x, ws, *, activation: str, k: int | None, l1_coefficient: fl
     ones = block_ones(ws, B, dt, x.device)
     fired = torch.mm(ones, gate).float().sum(0).round_().long()  # [S]
     l1 = torch.mm(ones, f).float().sum() / B
-    aux_loss = x.new_zeros(())
-    if aux is not None:
-        aux_loss, e_aux, g_aux = aux_term(pre, err, aux, W_dec, ws)
-        backprop_entries(e_aux, g_aux, xc, W_dec, 0.0, grads, add=True)
-    torch.sub(g.sum(0), W_enc @ grads["b_enc"], out=grads["b_dec"])
+    aux_loss = auxk_and_b_dec_grads(sae, xc, pre, err, g, grads, aux, ws)
     return dict(mse=mse, l1=l1, aux=aux_loss, l0=fired.sum() / B, fired=fired)

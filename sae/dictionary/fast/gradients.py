@@ -1,4 +1,5 @@
-"""Hand-written SAE gradients (dense and sparse) with buffers reused across steps; see sae/dictionary/fast/step.py for the contract.
+"""Hand-written SAE gradients (dense and sparse) with buffers reused across steps; sae/dictionary/fast/step.py has
+the contract.
 
 Notation for one batch: xc = x − b_dec [B, d]; pre = xc W_enc + b_enc [B, S]; f = act(pre) [B, S];
 x̂ = f W_dec + b_dec [B, d]; g = dL/dx̂ = 2 (x̂ − x) / B [B, d]; dpre = (g W_decᵀ + λ/B) ⊙ [f > 0] [B, S].
@@ -21,8 +22,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from sae.dictionary.architectures import Activation
 from sae.dictionary.losses import AuxK, aux_normaliser, batch_top
-from sae.dictionary.model import SparseAutoencoder, sparse_decode as decode_entries
+from sae.dictionary.model import SparseAutoencoder
+from sae.dictionary.model import sparse_decode as decode_entries
 
 _WORKSPACES: "weakref.WeakKeyDictionary[SparseAutoencoder, Workspace]" = weakref.WeakKeyDictionary()
 
@@ -37,7 +40,9 @@ class Workspace:
     last_l0: float | None = None  # the previous batch's L0, for choosing sparse vs dense
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def get(self, name: str, shape: tuple[int, ...], dtype=torch.float32, device=None) -> torch.Tensor:
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32,
+            device: torch.device | None = None) -> torch.Tensor:
+        """Return the buffer `name` of this shape and dtype (uninitialised when new; reused otherwise)."""
         t = self.tensors.get(name)
         if t is None or t.shape != torch.Size(shape) or t.dtype != dtype:
             t = self.tensors[name] = torch.empty(shape, dtype=dtype, device=device)
@@ -145,14 +150,14 @@ def topk_select(pre: torch.Tensor, k: int, ws: Workspace) -> tuple[torch.Tensor,
     return values, cand_cols.gather(1, picked)
 
 
-def active_entries(activation: str, k: int | None, pre: torch.Tensor, ws: Workspace) -> Entries:
+def active_entries(activation: Activation, k: int | None, pre: torch.Tensor, ws: Workspace) -> Entries:
     """Return the Entries of f = act(pre) for pre [B, S] (fp32 or bf16); activation relu | topk | batchtopk."""
     B, S = pre.shape
-    if activation == "topk":
+    if activation is Activation.TOPK:
         top, cols = topk_select(pre, k, ws)  # [B, k]
         return fixed_k_entries(cols, torch.relu(top.float()), S, ws)
-    if activation == "batchtopk":
-        flat = torch.clamp(pre, min=0, out=ws.get("relu", (B, S), pre.dtype, pre.device)).view(-1)  # [B·S]
+    if activation is Activation.BATCHTOPK:
+        flat = torch.clamp(pre, min=0, out=ws.get("relu_pre", (B, S), pre.dtype, pre.device)).view(-1)  # [B·S]
         values, index = batch_top(flat, min(k * B, flat.numel()))
         index, order = index.sort()  # by row
         return make_entries(index // S, index % S, values[order].float(), B, S)
@@ -183,9 +188,10 @@ def latent_sums(e: Entries, offsets: torch.Tensor, weights: torch.Tensor, table:
     return F.embedding_bag(e.lat_rows, table, offsets, mode="sum", per_sample_weights=weights)
 
 
-def backprop_entries(e: Entries, g: torch.Tensor, xc: torch.Tensor, W_dec: torch.Tensor, l1_over_b: float, grads,
-                     *, add: bool) -> torch.Tensor:
-    """Write (or add) the W_dec, W_enc, b_enc grads of a term whose dL/dx̂ is g [B, d]; return dpre [nnz]."""
+def backprop_entries(e: Entries, g: torch.Tensor, xc: torch.Tensor, W_dec: torch.Tensor, l1_over_b: float,
+                     grads: dict[str, torch.Tensor], *, add: bool) -> torch.Tensor:
+    """Write (or add) the W_dec, W_enc, b_enc grads of a term whose dL/dx̂ is g [B, d] (xc [B, d], W_dec [S, d]);
+    return dpre [nnz]."""
     offsets = e.lat_offsets()
     dpre = sddmm_by_latent(e, W_dec, g)
     if l1_over_b:
@@ -204,8 +210,10 @@ def backprop_entries(e: Entries, g: torch.Tensor, xc: torch.Tensor, W_dec: torch
     return dpre
 
 
-def aux_term(pre, err, aux: AuxK, W_dec, ws) -> tuple[torch.Tensor, Entries, torch.Tensor]:
-    """AuxK: return (aux loss [], its Entries, its dL/dê [B, d]) for the top aux.k dead latents of each row.
+def aux_term(pre: torch.Tensor, err: torch.Tensor, aux: AuxK, W_dec: torch.Tensor,
+             ws: Workspace) -> tuple[torch.Tensor, Entries, torch.Tensor]:
+    """AuxK: return (aux loss [], its Entries, its dL/dê [B, d]) for the top aux.k dead latents of each row of
+    pre [B, S], with err = x̂ − x [B, d] and W_dec [S, d].
 
     err = x̂ − x, so the (detached) residual x − x̂ is −err and ê − residual = ê + err. The normalised form
     divides loss and gradient by the constant mean_batch ‖err‖² (the residual is detached).
@@ -219,23 +227,37 @@ def aux_term(pre, err, aux: AuxK, W_dec, ws) -> tuple[torch.Tensor, Entries, tor
     return loss / norm, e, diff.mul_(2.0 * aux.weight / (pre.shape[0] * norm))
 
 
-def sparse_step(sae, x, ws, *, activation: str, k: int | None, l1_coefficient: float,
-                aux: AuxK | None) -> dict[str, torch.Tensor]:
-    """Fill .grad by sparse backprop over the active latents; return the detached loss parts."""
+def auxk_and_b_dec_grads(sae: SparseAutoencoder, xc: torch.Tensor, pre: torch.Tensor, err: torch.Tensor,
+                         g: torch.Tensor, grads: dict[str, torch.Tensor], aux: AuxK | None,
+                         ws: Workspace) -> torch.Tensor:
+    """The tail both steps share: add the AuxK term's W_dec, W_enc, b_enc grads (when `aux` is on), then write
+    b_dec's, which needs the final b_enc grad; return the aux loss [] (0 when off).
+
+    xc [B, d], pre [B, S] (fp32 or bf16), err = x̂ − x [B, d], g = dL/dx̂ of the main term [B, d]. The AuxK
+    residual is detached and ê has no bias, so b_dec gets the aux term only through the encoder (via db_enc).
+    """
+    W_enc, W_dec = sae.W_enc.detach(), sae.W_dec.detach()
+    aux_loss = err.new_zeros(())
+    if aux is not None:
+        aux_loss, e_aux, g_aux = aux_term(pre, err, aux, W_dec, ws)
+        backprop_entries(e_aux, g_aux, xc, W_dec, 0.0, grads, add=True)
+    torch.sub(g.sum(0), W_enc @ grads["b_enc"], out=grads["b_dec"])  # b_dec enters the encoder as −b_dec
+    return aux_loss
+
+
+def sparse_step(sae: SparseAutoencoder, x: torch.Tensor, ws: Workspace, *, activation: Activation, k: int | None,
+                l1_coefficient: float, aux: AuxK | None) -> dict[str, torch.Tensor]:
+    """Fill .grad by sparse backprop over the active latents for x [B, d]; return the detached loss parts."""
     B, S = x.shape[0], sae.cfg.d_sae
     grads = attach_grads(sae, ws)
-    W_enc, W_dec, b_dec = sae.W_enc.detach(), sae.W_dec.detach(), sae.b_dec.detach()
+    W_dec, b_dec = sae.W_dec.detach(), sae.b_dec.detach()
     xc, pre = encoder_pre(sae, x, ws)  # [B, d], [B, S]
     e = active_entries(activation, k, pre, ws)
     err = sparse_decode(e, W_dec).add_(b_dec).sub_(x)  # [B, d]  x̂ − x
     mse = err.pow(2).sum(-1).mean()
     g = err.mul(2.0 / B)  # [B, d]  dL/dx̂
     backprop_entries(e, g, xc, W_dec, l1_coefficient / B, grads, add=False)
-    aux_loss = x.new_zeros(())
-    if aux is not None:
-        aux_loss, e_aux, g_aux = aux_term(pre, err, aux, W_dec, ws)
-        backprop_entries(e_aux, g_aux, xc, W_dec, 0.0, grads, add=True)
-    torch.sub(g.sum(0), W_enc @ grads["b_enc"], out=grads["b_dec"])  # b_dec enters the encoder as −b_dec
+    aux_loss = auxk_and_b_dec_grads(sae, xc, pre, err, g, grads, aux, ws)
     fired_mask = e.lat_values > 0
     fired = torch.bincount(e.lat_cols[fired_mask], minlength=S)
     return dict(mse=mse, l1=e.row_values.sum() / B, aux=aux_loss, l0=fired_mask.sum() / B, fired=fired)

@@ -8,7 +8,8 @@ Interface (what the training loop calls once per step, before its decoder-gradie
     parts.method                                           # "sparse" | "dense" | "autograd": which path ran
 
 Training BatchTopK (an SAE module saved as jumprelu): pass architecture="batchtopk", k=mean L0 (the k·B largest
-relu pre-activations of the batch are kept); the default architecture is the module's own (relu | topk).
+relu pre-activations of the batch are kept); the default architecture is the module's own (relu | topk). Which
+architectures have a fast path and AuxK is their record's (sae/dictionary/architectures.py).
 It sets every parameter's `.grad` to what `loss.backward()` after `zero_grad()` would give with dense autograd
 (the grads are overwritten, not accumulated, and live in buffers reused across steps: don't keep references).
 Losses, as in the paper and SAELens: mse = Σ_d (x̂ − x)² averaged over the batch; l1 = Σ_j |f_j| averaged over the
@@ -31,17 +32,17 @@ win (SPARSE_MAX_L0_FRACTION, measured), else dense. `adam(params, lr=...)` retur
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 
-from sae.dictionary import losses
-from sae.dictionary.fast import dense, gradients
+from sae.dictionary import architectures, losses
+from sae.dictionary.fast.dense import dense_step
+from sae.dictionary.fast.gradients import sparse_step, workspace
 from sae.dictionary.model import SparseAutoencoder
 from sae.errors import MonoscopeError
 
 PRECISIONS = ("fp32", "bf16")
-FAST_ACTIVATIONS = ("relu", "topk", "batchtopk")  # jumprelu (inference form of batchtopk) trains by autograd
-AUXK_ACTIVATIONS = ("topk", "batchtopk")
 METHODS = ("auto", "sparse", "dense", "autograd")
 # "auto" goes sparse while L0 (the last batch's, for relu; k for topk) is at most this fraction of d_sae: the
 # crossovers measured here (512 -> 4096, batch 4096, 1 thread; BENCHMARKS.md) were L0 ~260 with bf16 matmuls and
@@ -87,28 +88,28 @@ def loss_and_grads(
 ) -> LossParts:
     """Return the step's LossParts and set every parameter's .grad (see the module docstring)."""
     _check(sae, x, precision, method)
-    activation, k = architecture or sae.cfg.architecture, k or sae.cfg.k
-    if activation == "batchtopk" and not k:
-        raise MonoscopeError("batchtopk needs k (mean active latents per token)")
-    if method == "autograd" or activation not in FAST_ACTIVATIONS:
+    arch, k = architectures.architecture(architecture or sae.cfg.architecture), k or sae.cfg.k
+    if arch.uses_k and not k:
+        raise MonoscopeError(f"{arch.name} needs k (active latents per token)")
+    if method == "autograd" or not arch.fast_path:
         for p in sae.parameters():
             p.grad = None
         loss, parts = losses.sae_loss(  # the plain-autograd reference
-            sae, x, architecture=activation, k=k, l1_coefficient=l1_coefficient, dead=dead_mask,
+            sae, x, architecture=arch.name, k=k, l1_coefficient=l1_coefficient, dead=dead_mask,
             aux_coefficient=aux_coefficient, aux_k=aux_k, precision=precision, aux_normalised=aux_normalised,
         )
         loss.backward()
         return LossParts(loss=loss.detach(), method="autograd", **parts)
-    aux = losses.auxk_term(dead_mask if activation in AUXK_ACTIVATIONS else None, aux_coefficient,
-                           aux_k or sae.cfg.d_in // 2, aux_normalised)
-    ws = gradients.workspace(sae, x.shape[0], precision == "bf16", x.device)
+    aux = losses.auxk_term(dead_mask if arch.auxk else None, aux_coefficient, aux_k or sae.cfg.d_in // 2,
+                           aux_normalised)
+    ws = workspace(sae, x.shape[0], precision == "bf16", x.device)
     if method == "auto":
         last_l0 = ws.last_l0 if ws.last_l0 is not None else sae.cfg.d_sae  # relu: first step assumed dense
-        expected_l0 = k if activation != "relu" else last_l0
+        expected_l0 = k if arch.uses_k else last_l0
         method = "sparse" if expected_l0 <= SPARSE_MAX_L0_FRACTION[precision] * sae.cfg.d_sae else "dense"
-    run = gradients.sparse_step if method == "sparse" else dense.dense_step
+    run = sparse_step if method == "sparse" else dense_step
     with torch.no_grad():
-        parts = run(sae, x, ws, activation=activation, k=k, l1_coefficient=l1_coefficient, aux=aux)
+        parts = run(sae, x, ws, activation=arch.activation, k=k, l1_coefficient=l1_coefficient, aux=aux)
     ws.last_l0 = float(parts["l0"])
     loss = parts["mse"] + l1_coefficient * parts["l1"]
     if aux is not None:
@@ -116,7 +117,8 @@ def loss_and_grads(
     return LossParts(loss=loss, method=method, **parts)
 
 
-def adam(params, *, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
+def adam(params: Iterable[torch.nn.Parameter], *, lr: float,
+         betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
     """Return torch's fused Adam where this torch has it (same update; measured here 4.4 ms against 18.6 ms for the
     default on 4.2M parameters, 1 thread), else the default implementation."""
     params = list(params)

@@ -1,0 +1,36 @@
+"""The view model of live inference (/infer and its twin): a typed text's tokens and the units active on them."""
+
+from __future__ import annotations
+
+from app.read.schemas import Schema
+
+MAX_INFER_CHARS = 2000
+
+
+class InferToken(Schema):
+    position: int
+    id: int
+    text: str
+    shown: str
+
+
+class ActiveUnit(Schema):
+    basis: str
+    index: int
+    activation: float
+    label: str | None
+    url: str
+
+
+class InferResult(Schema):
+    """Tokens of a typed text, the units most active on the selected token, and one unit's activation per token."""
+
+    model: str
+    text: str
+    tokens: list[InferToken]
+    position: int | None
+    active_units: list[ActiveUnit]
+    strip_basis: str | None
+    strip_index: int | None
+    strip: list[float]
+    strip_max: float

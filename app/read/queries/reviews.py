@@ -1,0 +1,208 @@
+"""Reads of blind reviews: the list, one rater's view of an item (anonymous), and the results once they open."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.read.queries.bases import (
+    BasisRecord,
+    ModelRecord,
+    NotFound,
+    model_bases,
+    model_param,
+    ready_bases,
+)
+from app.read.queries.unit import detail
+from app.read.review_schemas import (
+    BlindInterval,
+    Distribution,
+    IntervalCurve,
+    MyScore,
+    RaterRow,
+    RevealedItem,
+    RevealedScore,
+    ReviewItem,
+    ReviewList,
+    ReviewResults,
+    ReviewSummary,
+    Test,
+)
+from app.read.schemas import Example, Histogram
+from app.read.unit_data import analysis_setting
+from app.read.urls import unit_url
+from app.store import review_stats as stats
+from app.store import reviews as store
+from app.store.labels import utc
+from app.store.models import Basis, Model, Review, ReviewScore, ReviewUnit, User
+from app.store.rubric import scores_of
+
+
+def review_url(review: Review) -> str:
+    return f"/reviews/{review.id}"
+
+
+def item_url(review: Review, position: int) -> str:
+    return f"/reviews/{review.id}/items/{position}"
+
+
+def get_review(session: Session, review_id: int, *, lock: bool = False) -> Review:
+    try:
+        return store.find_review(session, review_id, lock=lock)
+    except LookupError as e:
+        raise NotFound(str(e)) from None
+
+
+def get_item(session: Session, review: Review, position: int):
+    try:
+        return store.find_item(session, review, position)
+    except LookupError as e:
+        raise NotFound(str(e)) from None
+
+
+def summary(session: Session, review: Review, user: User | None) -> ReviewSummary:
+    """Return the review's summary, with the user's progress when signed in."""
+    creator = session.get(User, review.created_by) if review.created_by else None
+    fields = dict(id=review.id, name=review.name, state=review.state, per_basis=review.per_basis,
+                  n_items=store.item_count(session, review), created=utc(review.created),
+                  created_by=creator.name if creator else None, url=review_url(review))
+    if user is not None:
+        p = store.progress(session, review, user)
+        nxt = p.next_item
+        fields |= dict(scored=len(p.scored), skipped=len(p.skipped), finished=p.finished,
+                       next_url=item_url(review, nxt) if nxt is not None and review.state == "open" else None,
+                       results_open=p.finished or review.state == "closed")
+    return ReviewSummary(**fields)
+
+
+def review_list(*, session: Session, user: User | None) -> ReviewList:
+    """Return every review, newest first, and the bases of the newest model a new one can draw from."""
+    reviews = session.scalars(select(Review).order_by(Review.id.desc())).all()
+    newest = session.execute(ready_bases().limit(1)).first()
+    bases = [] if newest is None else [b.name for b in model_bases(session, newest[1])]
+    return ReviewList(reviews=[summary(session, r, user) for r in reviews], bases=bases)
+
+
+def resolve_bases(session: Session, names: list[str], model: str | None) -> list[Basis]:
+    """Return the named ready bases of one model (the given one, else the newest having the first)."""
+    if any("\x00" in n for n in [*names, model or ""]):
+        raise NotFound("names cannot contain NUL characters")
+    found: dict[str, Basis] = {}
+    for basis, _ in session.execute(ready_bases(model=model).where(Basis.name.in_(names))):
+        found.setdefault(basis.name, basis)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise NotFound(f"no ready basis named {', '.join(map(repr, missing))}")
+    return [found[n] for n in names]
+
+
+def mine(row: ReviewScore | None) -> MyScore | None:
+    if row is None:
+        return None
+    return MyScore(hypothesis=row.hypothesis, **scores_of(row), total=row.total, interval_scores=row.interval_scores,
+                   skipped=row.skipped)
+
+
+def review_item(*, session: Session, review_id: int, position: int, user: User) -> ReviewItem:
+    """Return item `position` as the rater sees it: its unit's evidence without anything that names the unit.
+
+    Activations are shown relative to the unit's max (1 = its max): exact values such as the max or an interval's
+    token count would let a rater look the unit up in the open unit lists.
+    """
+    review = get_review(session, review_id)
+    item = get_item(session, review, position)
+    basis = session.get(Basis, item.basis_id)
+    try:
+        unit = detail(session, BasisRecord.of(basis), ModelRecord.of(session.get(Model, basis.model_id)),
+                      item.unit_index, None)
+    except NotFound:  # the basis was re-ingested smaller: say so without naming it
+        raise NotFound(f"item {position} is no longer in the database (its basis was re-ingested)") from None
+    p = store.progress(session, review, user)
+    row = session.scalar(select(ReviewScore).where(ReviewScore.review_unit_id == item.id,
+                                                   ReviewScore.rater_id == user.id))
+    scale = unit.max_activation or 1.0
+    relative = lambda v: v / scale  # noqa: E731
+    examples = [_relative_example(e, relative) for e in unit.top_examples]
+    intervals = [BlindInterval(index=iv.index, low=relative(iv.low), high=relative(iv.high),
+                               contains_pct=round(iv.contains_pct, 1),
+                               samples=[_relative_example(e, relative) for e in iv.samples]) for iv in unit.intervals]
+    firing = max(sum(unit.act_hist.counts), 1)  # the shape, per 10,000 firing tokens: no count to look up
+    hist = Histogram(edges=[relative(e) for e in unit.act_hist.edges],
+                     counts=[round(c * 10_000 / firing) for c in unit.act_hist.counts])
+    return ReviewItem(review=review.name, review_url=review_url(review), item=position, step=p.step(position),
+                      of=len(p.order), n_intervals=n_intervals(session, item), act_hist=hist,
+                      top_logits=unit.top_logits, bottom_logits=unit.bottom_logits, top_examples=examples,
+                      intervals=intervals, mine=mine(row), state=review.state, finished=p.finished)
+
+
+def _relative_example(example: Example, relative) -> Example:
+    return Example.model_construct(value=relative(example.value), max_position=example.max_position,
+                                   token_ids=example.token_ids, texts=example.texts, shown=example.shown,
+                                   acts=[relative(a) for a in example.acts])
+
+
+def n_intervals(session: Session, item) -> int:
+    """The number of activation intervals an item's interval scores cover (the analysis's, 11 by default)."""
+    return analysis_setting(session.get(Basis, item.basis_id).config, "n_intervals")
+
+
+def review_results(*, session: Session, review_id: int, user: User | None, force: bool = False) -> ReviewResults:
+    """Return the results: open to a rater who has finished, and to everyone once the review is closed (`force`:
+    the command line, run by whoever holds the database)."""
+    review = get_review(session, review_id)
+    if review.state != "closed" and not force:
+        if user is None:
+            raise store.Forbidden("the results open when the review is closed, or to a rater who has finished it: "
+                            "sign in")
+        if not store.progress(session, review, user).finished:
+            raise store.Forbidden("finish rating every item first (scored or skipped): the results stay hidden until "
+                            "then, so other raters' scores cannot sway yours")
+    rows = store.scores(session, review)
+    kinds = dict(session.execute(select(Basis.name, Basis.kind).where(Basis.name.in_(review.config["bases"]))).all())
+    bases = list(review.config["bases"])
+    # Items are the independent units: the medians, their intervals and the test use each item's mean over its
+    # raters; the histogram counts every score.
+    item_totals: dict[int, list[int]] = {}
+    for item, _, s, _ in rows:
+        item_totals.setdefault(item.position, []).append(s.total)
+    basis_of = {item.position: name for item, name, _, _ in rows}
+    item_means = {b: [sum(t) / len(t) for p, t in item_totals.items() if basis_of[p] == b] for b in bases}
+    distributions = []
+    for b in bases:
+        median, low, high = stats.median_ci(item_means[b])
+        distributions.append(Distribution(
+            basis=b, kind=kinds.get(b, "sae"), n_items=len(item_means[b]),
+            histogram=stats.total_histogram([s.total for _, name, s, _ in rows if name == b]),
+            median=median, ci_low=low, ci_high=high))
+    tests = []
+    for i, a in enumerate(bases):
+        for b in bases[i + 1:]:
+            result = stats.mann_whitney(item_means[a], item_means[b])
+            if result is not None:
+                tests.append(Test(a=a, b=b, u=result["u"], p=result["p"], effect_size=result["effect_size"]))
+    by_rater: dict[str, dict[int, float]] = {}
+    for item, _, s, rater in rows:
+        by_rater.setdefault(rater, {})[item.position] = s.total
+    raters = [RaterRow(rater=r, scored=len(given), medians={
+        b: _median([s.total for _, name, s, who in rows if who == r and name == b]) for b in bases})
+        for r, given in sorted(by_rater.items())]
+    curves = stats.interval_curves([(name, s.interval_scores) for _, name, s, _ in rows if s.interval_scores])
+    param = model_param(session, review.config.get("model", ""))
+    items: dict[int, RevealedItem] = {}
+    for item, name in session.execute(select(ReviewUnit, Basis.name).join(Basis, Basis.id == ReviewUnit.basis_id)
+                                      .where(ReviewUnit.review_id == review.id).order_by(ReviewUnit.position)):
+        items[item.position] = RevealedItem(item=item.position, basis=name, index=item.unit_index,
+                                            unit_url=unit_url(name, item.unit_index, param), scores=[])
+    for item, _, s, rater in rows:
+        items[item.position].scores.append(RevealedScore(
+            rater=rater, hypothesis=s.hypothesis, total=s.total, **scores_of(s), interval_scores=s.interval_scores))
+    return ReviewResults(review=summary(session, review, user), distributions=distributions, tests=tests,
+                         raters=raters, agreement=stats.krippendorff_alpha(by_rater),
+                         interval_curves=[IntervalCurve(basis=b, mean=curves[b]["mean"], n=curves[b]["n"])
+                                          for b in bases if b in curves],
+                         items=list(items.values()))
+
+
+def _median(values: list[int]) -> float | None:
+    return float(np.median(values)) if values else None

@@ -1,0 +1,271 @@
+"""Pydantic models shared by the HTML pages and their JSON twins under /api/v1.
+
+A page and its twin are built from the same query function returning one of these models, so what a browser shows
+and what a script reads cannot drift apart (datasette's rule). Field names follow the analysis contract.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sae.conventions import DENSE_DENSITY, ULTRALOW_DENSITY
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Histogram(Schema):
+    """Bin edges (len = len(counts) + 1) and counts."""
+
+    edges: list[float]
+    counts: list[int]
+
+
+class DensityHistogram(Histogram):
+    """log10-density histogram of a basis's live units; dead units are counted apart (log10 0 is -inf)."""
+
+    dead: int = 0
+    ultralow_threshold: float = ULTRALOW_DENSITY
+    dense_threshold: float = DENSE_DENSITY
+
+
+class BasisMetrics(Schema):
+    """Per-basis metrics on held-out tokens; None where they do not apply (the neuron basis is exact)."""
+
+    l0: float | None = None
+    mse: float | None = None
+    fvu: float | None = None
+    # SAELens's names: 1 − fvu; mean ‖x‖, ‖x̂‖ and ‖x̂‖/‖x‖; mean ‖x̂‖² / mean x·x̂ (< 1: shrinkage); mean cos(x, x̂)
+    explained_variance: float | None = None
+    l2_norm_in: float | None = None
+    l2_norm_out: float | None = None
+    l2_ratio: float | None = None
+    relative_reconstruction_bias: float | None = None
+    cossim: float | None = None
+    loss_clean: float | None = None
+    loss_zero_ablation: float | None = None
+    loss_reconstructed: float | None = None
+    loss_recovered: float | None = None
+    loss_mean_ablation: float | None = None
+    loss_recovered_mean_ablation: float | None = None
+    # SAELens's run_evals names: KL(clean || replaced) of the next-token distribution, its score, and its ce_loss_*
+    # names for the four losses above (ce_loss_score = loss_recovered against zero ablation)
+    kl_div_with_sae: float | None = None
+    kl_div_with_ablation: float | None = None
+    kl_div_with_mean_ablation: float | None = None
+    kl_div_score: float | None = None
+    ce_loss_without_sae: float | None = None
+    ce_loss_with_ablation: float | None = None
+    ce_loss_with_sae: float | None = None
+    ce_loss_score: float | None = None
+    dead: int | None = None
+    ultralow: int | None = None
+    dense: int | None = None
+    n_units: int | None = None
+    n_tokens: int | None = None
+
+
+class BasisSummary(Schema):
+    model: str
+    name: str
+    kind: Literal["neuron", "sae"]
+    hook_name: str
+    n_units: int
+    d_in: int
+    architecture: str | None
+    metrics: BasisMetrics
+    density_histogram: DensityHistogram
+    url: str = Field(description="Page of the basis's unit list; its JSON twin is the same path under /api/v1.")
+
+
+class Overview(Schema):
+    bases: list[BasisSummary]
+
+
+class UnitRow(Schema):
+    index: int
+    firing_count: int
+    density: float
+    log10_density: float | None
+    max_activation: float
+    mean_activation: float
+    top_token_entropy: float | None
+    top_tokens: list[str]
+    label: str | None
+    url: str
+
+
+SortKey = Literal["index", "density", "max_activation", "label"]
+Labelled = Literal["any", "yes", "no"]
+Dead = Literal["any", "only", "exclude"]
+
+
+class UnitListParams(Schema):
+    """The state of a unit list view; every field is a query parameter, so a URL reproduces the view."""
+
+    sort: SortKey = "index"
+    desc: bool = False
+    min_density: float | None = Field(None, ge=0, le=1)
+    max_density: float | None = Field(None, ge=0, le=1)
+    labelled: Labelled = "any"
+    dead: Dead = "any"
+    q: str = Field("", max_length=200, description="Text in the unit's label or one of its top tokens.")
+    page: int = Field(1, ge=1, le=1_000_000)
+    per_page: int = Field(50, ge=1, le=500)
+
+    @field_validator("min_density", "max_density", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value):  # an empty number box in the filter form submits "" (and only that)
+        return None if value == "" else value
+
+    @field_validator("q")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:  # PostgreSQL text cannot hold NUL
+        return value.replace("\x00", "")
+
+
+class UnitList(Schema):
+    basis: BasisSummary
+    params: UnitListParams
+    total: int
+    pages: int
+    units: list[UnitRow]
+
+
+class Example(Schema):
+    """A token window around one activating token, as parallel lists (one entry per token; compact in JSON):
+    token ids, raw texts, texts with whitespace made visible, activations, ablation effects. The max token is at
+    `max_position`."""
+
+    value: float
+    max_position: int
+    token_ids: list[int]
+    texts: list[str]
+    shown: list[str]
+    acts: list[float]
+    effects: list[float | None] | None = Field(
+        None, description="Per token: the change in log-probability of the actual next token when this unit is "
+        "ablated at that token (0 where it does not fire; null where there is no next token or at BOS). Null for "
+        "the whole window when the analysis has no ablation effects.")
+
+
+class Interval(Schema):
+    """Samples from one activation-quantile interval; `contains_pct` = share of the unit's firing tokens in it."""
+
+    index: int
+    low: float
+    high: float
+    count: int
+    contains_pct: float
+    samples: list[Example]
+
+
+class LogitToken(Schema):
+    id: int
+    text: str
+    shown: str
+    value: float
+
+
+class UnitLink(Schema):
+    """A related unit: a neuron a feature loads on, a nearby feature, a feature loading on a neuron, or the most
+    correlated unit of another basis (`monoscope match`: another dictionary, or the same basis in another LM)."""
+
+    kind: Literal["feature_neuron", "feature_feature", "neuron_feature", "best_match"]
+    basis: str
+    model: str | None = Field(None, description="The linked unit's model when it is another one than this unit's.")
+    index: int
+    weight: float = Field(description="Decoder loading or cosine; for best_match, the activation correlation.")
+    label: str | None
+    url: str
+
+
+class FamilyNode(Schema):
+    """A related feature in another dictionary size: where it sits and what it fires on."""
+
+    basis: str
+    n_units: int
+    index: int
+    correlation: float = Field(description="Activation correlation of the best-match link that relates the two.")
+    top_tokens: list[str]
+    label: str | None
+    url: str
+
+
+class Family(Schema):
+    """Feature splitting around one feature: the feature of the next smaller dictionary it best matches, and the
+    features of the next larger dictionary that best match it at a correlation of at least `threshold`."""
+
+    parent: FamilyNode | None
+    children: list[FamilyNode]
+    threshold: float
+
+
+class UnitData(Schema):
+    """What the analysis says of one unit: it changes only when its basis is ingested again, so ingest builds it once
+    (app.read.unit_data) and stores it with the page sections rendered from it (app.present.unit_sections)."""
+
+    firing_count: int
+    density: float
+    max_activation: float
+    mean_activation: float
+    top_token_entropy: float | None
+    act_hist: Histogram
+    logit_hist: Histogram
+    top_logits: list[LogitToken]
+    bottom_logits: list[LogitToken]
+    top_examples: list[Example]
+    intervals: list[Interval]
+    max_abs_effect: float | None = Field(None, description="The largest |ablation effect| over the unit's windows "
+                                         "(the colour scale of the effect view); null without effects.")
+
+
+class UnitAround(Schema):
+    """What a unit's page shows besides its UnitData: where it sits, its label, and its links to other units, which
+    labelling or another basis's ingest change at any time."""
+
+    basis: BasisSummary
+    index: int
+    url: str
+    labels_url: str = Field(description="The label panel: history and the form to label this unit.")
+    label: str | None
+    links: list[UnitLink]
+    prev_url: str | None
+    next_url: str | None
+    compare_url: str | None = Field(None, description="For a neuron with feature links: /compare with it.")
+    family: Family | None = Field(None, description="Feature splitting across dictionary sizes (`monoscope match`).")
+
+
+class UnitDetail(UnitAround, UnitData):
+    """One unit, neuron or feature alike: the unit page's view model and its JSON twin."""
+
+
+class BasisDistribution(Schema):
+    """Per-unit log10 density and top-token entropy of one basis (dead units left out: their log10 is -inf)."""
+
+    model: str
+    name: str
+    kind: Literal["neuron", "sae"]
+    log10_density: list[float]
+    top_token_entropy: list[float]
+
+
+class Comparison(Schema):
+    """A neuron beside the features that load on it most, and every basis's distributions on one plot."""
+
+    model: str | None
+    basis: str | None = Field(description="The SAE basis whose features are shown beside the neuron.")
+    sae_bases: list[str]
+    neuron: UnitDetail | None
+    features: list[UnitDetail]
+    weights: list[float]
+    distributions: list[BasisDistribution]
+
+
+class ErrorBody(Schema):
+    """Every error of the JSON API (4xx and 503): one line saying what is wrong."""
+
+    detail: str = Field(min_length=1)

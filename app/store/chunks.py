@@ -1,0 +1,110 @@
+"""Ingest's CPU work, CHUNK units at a time: a chunk's unit rows, their UnitData and page sections, and their example
+rows, from a basis's analysis arrays. Building UnitData and rendering sections is ~90% of an ingest's time, so
+`Chunks` makes the chunks of a large basis in worker processes while the ingest's own process writes the earlier ones;
+a chunk comes out the same bytes whichever process made it.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from app.store.example_rows import add_sections
+from app.store.models import TOP_TOKENS_SEPARATOR
+from app.store.npz import read_npz
+
+CHUNK = 512  # units per executemany batch: bounded memory whatever the basis size
+MAX_WORKERS = 8
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def unit_rows(basis_id: int, a: dict[str, np.ndarray], strings: list[str], start: int, stop: int,
+              before: int) -> list[dict]:
+    """Return the `unit` table's rows of units [start, stop) of a basis from its units.npz arrays."""
+    rows = []
+    for u in range(start, stop):
+        n_top = int(a["top_count"][u])
+        max_tokens = {int(t) for t in a["top_token_ids"][u, :n_top, before] if t >= 0}
+        density = float(a["density"][u])
+        rows.append(dict(
+            basis_id=basis_id, index=u, firing_count=int(a["firing_count"][u]), density=density,
+            log10_density=math.log10(density) if density > 0 else None,
+            max_activation=float(a["max_activation"][u]), mean_activation=float(a["mean_activation"][u]),
+            top_token_entropy=_finite(float(a["top_token_entropy"][u])),
+            top_tokens=TOP_TOKENS_SEPARATOR.join(sorted(strings[t] for t in max_tokens if t < len(strings))),
+            act_hist={"edges": a["act_hist_edges"][u].tolist(), "counts": a["act_hist_counts"][u].tolist()},
+            logit_hist={"edges": a["logit_hist_edges"][u].tolist(), "counts": a["logit_hist_counts"][u].tolist()},
+            top_logits=[[int(i), float(v)] for i, v in zip(a["logit_top_ids"][u], a["logit_top_values"][u])],
+            bottom_logits=[[int(i), float(v)] for i, v in zip(a["logit_bottom_ids"][u], a["logit_bottom_values"][u])],
+            interval_edges=a["interval_edges"][u].tolist(), interval_counts=a["interval_counts"][u].tolist(),
+        ))
+    return rows
+
+
+_STRINGS: list[str] = []  # a worker's copy of the vocabulary (its initializer sets it)
+
+
+def _set_strings(strings: list[str]) -> None:
+    _STRINGS[:] = strings
+
+
+@lru_cache(maxsize=2)
+def _arrays(units_npz: Path) -> dict[str, np.ndarray]:
+    return read_npz(units_npz)  # memory-mapped: each chunk reads only its own pages
+
+
+def make_chunk(units_npz: Path, basis_id: int, model_name: str, before: int, start: int,
+               stop: int) -> tuple[list[dict], dict[int, list[tuple]]]:
+    """Return (the unit rows of units [start, stop), each with its packed `sections`; {unit: its example rows})."""
+    a = _arrays(units_npz)
+    units = unit_rows(basis_id, a, _STRINGS, start, stop, before)
+    return units, add_sections(units, a, _STRINGS, model_name, before)
+
+
+class Chunks:
+    """Makes the chunks of every basis of one ingest: in this process for a basis of one chunk, else in up to
+    `workers` processes (started at the first large basis and kept for the others), at most `workers` + 1 chunks
+    ahead of the writer, so memory stays bounded."""
+
+    def __init__(self, strings: list[str], workers: int | None = None):
+        self.strings = strings
+        self.workers = workers if workers is not None else min(os.cpu_count() or 1, MAX_WORKERS)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> Chunks:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def of(self, units_npz: Path, basis_id: int, model_name: str, before: int,
+           n_units: int) -> Iterator[tuple[list[dict], dict[int, list[tuple]]]]:
+        """Yield the chunks of a basis in unit order."""
+        bounds = [(start, min(start + CHUNK, n_units)) for start in range(0, n_units, CHUNK)]
+        if self.workers <= 1 or len(bounds) <= 1:
+            _set_strings(self.strings)
+            for start, stop in bounds:
+                yield make_chunk(units_npz, basis_id, model_name, before, start, stop)
+            return
+        if self._pool is None:  # spawn: a fork could inherit a lock another thread of this process holds
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_set_strings, initargs=(self.strings,))
+        ahead: deque[Future] = deque()
+        for start, stop in bounds:
+            ahead.append(self._pool.submit(make_chunk, units_npz, basis_id, model_name, before, start, stop))
+            if len(ahead) > self.workers:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()

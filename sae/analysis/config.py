@@ -1,0 +1,41 @@
+"""What an analysis computes: its config, validated; torch-free, so the command line reads its defaults cheaply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sae.conventions import DENSE_DENSITY, ULTRALOW_DENSITY
+from sae.errors import MonoscopeError
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """What an analysis computes; defaults are the paper visualiser's where it has one."""
+
+    n_tokens: int = 1 << 20  # held-out tokens analysed (all of them when fewer)
+    batch_sequences: int = 64
+    top_k: int = 20
+    context_before: int = 24
+    context_after: int = 8
+    n_intervals: int = 11
+    samples_per_interval: int = 5
+    act_hist_bins: int = 50
+    logit_k: int = 10
+    logit_hist_bins: int = 50
+    # The conventions this analysis follows, in its config so that analyses made under older ones are redone.
+    # 2: BOS left out of every statistic and splice; logit effects through ln_final's gain with W_U centred.
+    # 3: per-token ablation effects of every stored window; mean ablation and KL divergence in the LM-loss metrics.
+    conventions: int = 3
+    n_links: int = 5
+    # LM-loss metrics (clean, zero- and mean-ablated, spliced: 3 + n_SAE full forwards per batch, 3x the cost of all
+    # else) use the first loss_tokens analysed tokens; None: all of them, 0: none.
+    loss_tokens: int | None = 1 << 15
+    loss_batch_sequences: int = 16  # sequences per loss forward
+    seed: int = 0  # of the reservoir keys
+    ultralow_threshold: float = ULTRALOW_DENSITY
+    dense_threshold: float = DENSE_DENSITY
+
+    def __post_init__(self) -> None:
+        if self.n_tokens <= 0 or self.batch_sequences <= 0 or (self.loss_tokens is not None and self.loss_tokens < 0):
+            raise MonoscopeError(f"analysis needs n_tokens and batch_sequences positive and loss_tokens >= 0 (or "
+                                 f"None), got {self.n_tokens}, {self.batch_sequences} and {self.loss_tokens}")
