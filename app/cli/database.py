@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Optional
+
 import typer
 
 from app.cli.common import DbOpt, RunOpt, cli
+from sae.errors import MonoscopeError
 
 
 @cli.command()
 def ingest(
     run: RunOpt,
     db: DbOpt = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Processes that build a large basis's units while this one writes them (default: one a core, at most 8; 1: none).")] = None,
 ) -> None:
     """Load every analysed basis of a run into the database, one transaction per basis."""
     from app.settings import load_settings
     from app.store.db import shown_url, upgrade
     from app.store.ingest import ingest_run
 
+    if workers is not None and workers < 1:
+        raise MonoscopeError(f"--workers must be at least 1, got {workers}")
     url = load_settings(database_url=db).database_url
     upgrade(url)
-    ingest_run(run, url=url)
+    ingest_run(run, url=url, workers=workers)
     print(f"database: {shown_url(url)}")
 
 

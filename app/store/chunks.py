@@ -11,6 +11,7 @@ import multiprocessing
 import os
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
@@ -20,6 +21,7 @@ import numpy as np
 from app.store.example_rows import add_sections
 from app.store.models import TOP_TOKENS_SEPARATOR
 from app.store.npz import read_npz
+from sae.errors import MonoscopeError
 
 CHUNK = 512  # units per executemany batch: bounded memory whatever the basis size
 MAX_WORKERS = 8
@@ -102,9 +104,13 @@ class Chunks:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_set_strings, initargs=(self.strings,))
         ahead: deque[Future] = deque()
-        for start, stop in bounds:
-            ahead.append(self._pool.submit(make_chunk, units_npz, basis_id, model_name, before, start, stop))
-            if len(ahead) > self.workers:
+        try:
+            for start, stop in bounds:
+                ahead.append(self._pool.submit(make_chunk, units_npz, basis_id, model_name, before, start, stop))
+                if len(ahead) > self.workers:
+                    yield ahead.popleft().result()
+            while ahead:
                 yield ahead.popleft().result()
-        while ahead:
-            yield ahead.popleft().result()
+        except BrokenProcessPool:  # a worker killed (out of memory, say): the basis rolls back
+            raise MonoscopeError("an ingest worker process died (out of memory?); the database keeps its previous "
+                                 "version: run `monoscope ingest --workers 1`") from None

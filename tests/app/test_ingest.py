@@ -179,3 +179,13 @@ def test_chunks_made_by_worker_processes_are_the_ones_this_process_makes(analyse
     n_units = sum(len(load_units(analysed_run, b)["density"]) for b in ("neurons", SAE_NAME))
     assert len(serial[0]) == n_units > 2 * 16 and len(serial[1]) > 0
     assert parallel == serial
+
+
+def test_ingest_refuses_no_workers_in_one_line(monkeypatch, capsys, analysed_run, tmp_path):
+    from webapp_fixtures import assert_one_line_error, monoscope
+
+    result = monoscope(monkeypatch, capsys, "ingest", "--run", analysed_run, "--db", f"sqlite:///{tmp_path / 'x.db'}",
+                       "--workers", "0")
+    assert_one_line_error(result, "--workers must be at least 1")
+    assert not (tmp_path / "x.db").exists()  # refused before anything was written
+
