@@ -11,3 +11,10 @@ DENSE_DENSITY = 1e-2  # a unit firing on more than this share of tokens is dense
 # of every metric and statistic (density, L0, MSE, FVU, histograms, loss-recovered splices) and can never be an
 # example's max token; context windows still show it.
 BOS_POSITION = 0
+# Held-out rows are taken in one seeded permutation of the held-out split, made once per corpus
+# (corpus/heldout_order.npy): every consumer (LM loss, SAE metrics, analysis, matches, reviews) reads rows in that
+# order, so a sample of any size spreads over the whole split instead of its first files (sorted by path).
+HELDOUT_ORDER_SEED = 0
+# Bumped when a convention changes what an analysis computes (2: held-out rows in the seeded order), so analyses
+# made under an older one are redone once.
+CONVENTIONS_VERSION = 2

@@ -9,7 +9,8 @@
 
 Treat `tiny_run` as read-only (it is shared by every test of the session). To add stages (saes/, analysis/),
 use `tiny_run_copy`, a fresh copy in the test's own tmp folder (cheap: well under 1 MB).
-Load the model with `sae.lm.load_lm(tiny_run)`; tokens with `sae.corpus.load_tokens(tiny_run, "heldout")`.
+Load the model with `sae.lm.load_lm(tiny_run)`; held-out rows, in the corpus's seeded order every consumer uses, with
+`sae.corpus.load_heldout(tiny_run, n_tokens)` (`load_tokens(tiny_run, "heldout")` is the file's own order).
 The sizes are in the `tiny_spec` fixture (test modules cannot import this file: `tests/` is not a package).
 """
 

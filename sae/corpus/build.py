@@ -28,9 +28,11 @@ from sae.corpus.tokenizer import (
     train_bpe,
     write_hf_folder,
 )
-from sae.errors import MonoscopeError, load_json, load_token_rows
+from sae.conventions import HELDOUT_ORDER_SEED
+from sae.errors import MonoscopeError, load_json, load_npy, load_token_rows
 
 HELDOUT_FILENAME = "heldout.npy"
+HELDOUT_ORDER_FILENAME = "heldout_order.npy"
 ENCODE_CHUNK = 64  # documents per encode_batch call: big enough for the Rust thread pool, small for the bar
 
 
@@ -181,6 +183,7 @@ def _write_files(folder: Path, tok: CorpusTokenizer, rows: TokenRows, meta: dict
     write_hf_folder(folder / "tokenizer.json", folder / "hf", bos_token=tok.bos_token, n_ctx=n_ctx)
     np.save(folder / "tokens.npy", rows.train)
     np.save(folder / HELDOUT_FILENAME, rows.heldout)
+    np.save(folder / HELDOUT_ORDER_FILENAME, heldout_permutation(len(rows.heldout)))
     (folder / "token_strings.json").write_text(json.dumps(token_strings(tok.tokenizer), ensure_ascii=False))
     (folder / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False))
 
@@ -200,16 +203,38 @@ def load_tokens(run_dir: Path, split: str = "train") -> np.ndarray:
     return load_token_rows(out_dir / name, "token rows")
 
 
+def heldout_permutation(n_rows: int) -> np.ndarray:
+    """Return the held-out row order [n_rows]: the permutation seeded by HELDOUT_ORDER_SEED."""
+    return np.random.default_rng(HELDOUT_ORDER_SEED).permutation(n_rows).astype(np.int64)
+
+
+def heldout_order(run_dir: Path, n_rows: int) -> np.ndarray:
+    """Return the corpus's held-out row order [n_rows]: corpus/heldout_order.npy, written with the corpus (a corpus
+    built before it existed gets the same permutation, computed)."""
+    path = Path(run_dir) / "corpus" / HELDOUT_ORDER_FILENAME
+    if path.is_file():
+        order = load_npy(path, "held-out row order")
+        if order.shape != (n_rows,) or not np.array_equal(np.sort(order), np.arange(n_rows)):
+            raise MonoscopeError(f"{path} is not a permutation of the {n_rows:,} held-out rows: run "
+                                 "`monoscope corpus --force`")
+        return np.asarray(order, dtype=np.int64)
+    return heldout_permutation(n_rows)
+
+
 def load_heldout(run_dir: Path, n_tokens: int | None = None) -> np.ndarray:
-    """Return the held-out rows [n_seq, T] that hold the first n_tokens (memory-mapped; all when fewer or None):
-    the one reader of the held-out split for every consumer (LM loss, SAE metrics, analysis, matches)."""
+    """Return the held-out rows [n_seq, T] that hold the first n_tokens in the corpus's seeded row order (all rows,
+    in that order, when fewer or None): the one reader of the held-out split for every consumer (LM loss, SAE
+    metrics, analysis, matches), so every sample spreads over the whole split. Rows taken are copied into memory."""
     path = Path(run_dir) / "corpus" / HELDOUT_FILENAME
     if not path.exists():
         raise MonoscopeError(f"no held-out tokens at {path}: run `monoscope corpus` first")
     if n_tokens is not None and n_tokens <= 0:
         raise MonoscopeError(f"--tokens must be positive, got {n_tokens}")
     heldout = load_token_rows(path, "held-out tokens")
-    return heldout if n_tokens is None else first_rows(heldout, n_tokens)
+    order = heldout_order(run_dir, len(heldout))
+    if n_tokens is not None:
+        order = order[:len(first_rows(heldout, n_tokens))]
+    return heldout[order]
 
 
 def read_token_strings(run_dir: Path) -> list[str]:

@@ -10,6 +10,7 @@ import torch
 
 from sae import lm, rundir
 from sae.analysis.run import run_analysis
+from sae.corpus.build import load_heldout
 from sae.analysis.shard import AnalysisConfig
 from sae.dictionary.metrics import keep_bos
 from sae.dictionary.model import SAEConfig, SparseAutoencoder
@@ -63,9 +64,7 @@ def test_writes_the_contract_files_and_matches_brute_force(analysed):
     run_dir, sae, metrics = analysed
     assert set(metrics) == {"neurons", "tiny"}
     model = lm.load_lm(run_dir)
-    tokens = np.load(run_dir / "corpus" / "heldout.npy")
-    n_seq = -(-CFG.n_tokens // tokens.shape[1])
-    tokens = torch.from_numpy(tokens[:n_seq].astype(np.int64))
+    tokens = torch.from_numpy(load_heldout(run_dir, CFG.n_tokens).astype(np.int64))  # the analysed rows, in order
     x = lm.mlp_activations(model, tokens)[:, 1:].reshape(-1, 64)  # statistics leave BOS (position 0) out
     for name, f, kind in (("neurons", x, "neuron"), ("tiny", sae.encode(x).detach(), "sae")):
         meta, units = load(run_dir, name)
@@ -129,7 +128,7 @@ def _ablated_logprob_change(model, tokens, seq, pos, ablate) -> float:
 def test_ablation_effects_equal_ablating_one_position_in_the_full_model(analysed):
     run_dir, sae, _ = analysed
     model = lm.load_lm(run_dir)
-    tokens = torch.from_numpy(np.load(run_dir / "corpus" / "heldout.npy").astype(np.int64))
+    tokens = torch.from_numpy(load_heldout(run_dir).astype(np.int64))  # top_sequence indexes these rows
     n_ctx, before = tokens.shape[1], CFG.context_before
     checked = 0
     for name in ("neurons", "tiny"):

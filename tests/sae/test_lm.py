@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sae.corpus.build import load_tokens
+from sae.corpus.build import load_heldout, load_tokens
 from sae.errors import MonoscopeError
 from sae.lm.model import (
     HOOK_POST,
@@ -48,7 +48,7 @@ def test_tiny_lm_beats_the_unigram_baseline_on_heldout_text(tiny_run):
 
 def test_saved_model_reloads_to_the_same_heldout_loss(tiny_run, model, single_thread):
     metrics = json.loads((tiny_run / "lm" / "metrics.json").read_text())
-    heldout = load_tokens(tiny_run, "heldout")[: metrics["heldout_tokens_evaluated"] // 32]
+    heldout = load_heldout(tiny_run, metrics["heldout_tokens_evaluated"])
     assert heldout_loss(model, heldout) == pytest.approx(metrics["heldout_loss"], abs=1e-5)
     config = json.loads((tiny_run / "lm" / "config.json").read_text())
     assert (config["n_layers"], config["d_model"], config["d_mlp"], config["act_fn"]) == (1, 32, 64, "relu")

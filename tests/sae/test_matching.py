@@ -13,6 +13,7 @@ import torch
 
 from sae import lm, rundir
 from sae.analysis.matching import match_bases
+from sae.corpus.build import load_heldout
 from sae.dictionary.model import SAEConfig, SparseAutoencoder
 from sae.dictionary.saelens_format import save_sae
 
@@ -64,7 +65,7 @@ def test_universality_matches_equal_brute_force(two_runs, basis):
     summary = match_bases(run_a, basis, run_b, basis, n_tokens=1500, batch_sequences=7, device="cpu", **QUIET)
     folder = run_a / "analysis" / "matches" / f"{basis}--b--{basis}"
     m = dict(np.load(folder / "matches.npz"))
-    tokens = torch.from_numpy(np.load(run_a / "corpus" / "heldout.npy")[: -(-1500 // 32)].astype(np.int64))
+    tokens = torch.from_numpy(load_heldout(run_a, 1500).astype(np.int64))
     a, b = activations(run_a, tokens, basis), activations(run_b, tokens, basis)
     corr = np.corrcoef(a.T.astype(np.float64), b.T.astype(np.float64))[: a.shape[1], a.shape[1]:]
     for i in range(a.shape[1]):
