@@ -18,6 +18,7 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from sae import rundir
+from sae.conventions import HELDOUT_ORDER_SEED
 from sae.corpus.config import CorpusConfig
 from sae.corpus.sources import Document, SourceStats, read_source
 from sae.corpus.tokenizer import (
@@ -28,7 +29,6 @@ from sae.corpus.tokenizer import (
     train_bpe,
     write_hf_folder,
 )
-from sae.conventions import HELDOUT_ORDER_SEED
 from sae.errors import MonoscopeError, load_json, load_npy, load_token_rows
 
 HELDOUT_FILENAME = "heldout.npy"
