@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     require_login: bool = Field(False, description="`true`: reading pages and the API needs a signed-in user too")
     secure_cookies: bool = Field(False, description="`true` behind HTTPS: session and CSRF cookies are sent over "
                                  "HTTPS only")
+    max_body_bytes: int = Field(1 << 20, ge=1, description="the largest request body the server takes (bytes): a "
+                                "larger one gets 413, unread when its Content-Length says so")
 
 
 def settings_table() -> str:

@@ -156,7 +156,7 @@ def analyze(
     loss_tokens: Annotated[int, typer.Option("--loss-tokens", help="Tokens for the LM-loss metrics (0: all).")] = default(AnalysisConfig, "loss_tokens"),
     force: ForceOpt = False,
     device: DeviceOpt = "auto",
-    executor: Annotated[str, typer.Option("--executor", help="Where pass 1 runs: local (this process) or ray (needs pip install 'monoscope[ray]').")] = "local",
+    executor: Annotated[str, typer.Option("--executor", help="Where pass 1 runs: local (this process) or ray (needs pip install 'monoscope\\[ray]').")] = "local",
     address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: start a local Ray).")] = None,
     shards: Annotated[Optional[int], typer.Option("--shards", help="Shards of sequences (default: 1 locally, one per Ray CPU or GPU); the result does not depend on it.")] = None,
 ) -> None:
@@ -188,7 +188,7 @@ def feature_map(
     force: ForceOpt = False,
 ) -> None:
     """The feature map: a 2-D UMAP of the decoder directions of the run's dictionaries, all in one embedding (needs
-    the `map` extra: pip install 'monoscope[map]'); `monoscope ingest` brings it to the /map page."""
+    the `map` extra: pip install 'monoscope\\[map]'); `monoscope ingest` brings it to the /map page."""
     from sae.analysis.feature_map import build_feature_map
 
     limit_cpu_threads()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from app.read.schemas import Schema
+from app.read.text_rules import BLANK
 
 MAX_INFER_CHARS = 2000
+STRIP_PATTERN = rf"^(?:{BLANK}|[\s\S]*:[0-9]+)$"  # `basis:index`, or blank for the most active unit
 
 
 class InferToken(Schema):

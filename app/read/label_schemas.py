@@ -7,14 +7,19 @@ from datetime import datetime
 from pydantic import Field
 
 from app.read.schemas import Schema
+from app.read.text_rules import Text
 from app.store.labels import MAX_LABEL_CHARS, MAX_NOTE_CHARS
+
+REQUEST_KEY_PATTERN = r"^[!-~]+$"  # an Idempotency-Key: visible ASCII
 
 
 class LabelIn(Schema):
-    """A new label for a unit: 1-200 characters once trimmed, with an optional note."""
+    """A new label for a unit: 1-200 characters, not blank (it is stored trimmed), with an optional note of at
+    most 2,000; neither may contain NUL."""
 
-    text: str = Field(min_length=1, max_length=MAX_LABEL_CHARS + 100, description="Trimmed, then 1-200 characters.")
-    note: str | None = Field(None, max_length=MAX_NOTE_CHARS + 100, description="Optional, at most 2,000 characters.")
+    text: Text(MAX_LABEL_CHARS) = Field(description="1-200 characters, not only whitespace; stored trimmed.")
+    note: Text(MAX_NOTE_CHARS, blank_ok=True) | None = Field(None, description="Optional, at most 2,000 "
+                                                                                 "characters; blank is none.")
 
 
 class LabelOut(Schema):
@@ -58,3 +63,9 @@ class Me(Schema):
     """The signed-in user."""
 
     name: str
+
+
+class SessionsEnded(Schema):
+    """What "sign out everywhere" did."""
+
+    ended: int = Field(description="Browser sessions of the user that were open and are now ended")

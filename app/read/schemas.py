@@ -116,15 +116,20 @@ class UnitListParams(Schema):
     page: int = Field(1, ge=1, le=1_000_000)
     per_page: int = Field(50, ge=1, le=500)
 
-    @field_validator("min_density", "max_density", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value):  # an empty number box in the filter form submits "" (and only that)
-        return None if value == "" else value
-
     @field_validator("q")
     @classmethod
     def _no_nul(cls, value: str) -> str:  # PostgreSQL text cannot hold NUL
         return value.replace("\x00", "")
+
+
+class UnitListForm(UnitListParams):
+    """The unit list page's filter form: an empty number box submits "" (and only that), meaning no bound. The
+    API's parameters keep to their schema (a number), so there "" is a 422."""
+
+    @field_validator("min_density", "max_density", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value):
+        return None if value == "" else value
 
 
 class UnitList(Schema):

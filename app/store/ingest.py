@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from app.store.bulk import insert_rows
 from app.store.chunks import Chunks
-from app.store.db import session_factory
+from app.store.db import checkpoint, session_factory
 from app.store.example_rows import EXAMPLE_COLUMNS
 from app.store.models import (
     TOP_TOKENS_SEPARATOR,
@@ -174,6 +174,7 @@ def ingest_run(run_dir: Path, *, url: str, log: Callable[[str], None] = print,
     if (analysis / "map" / "map.json").is_file():
         with factory.begin() as session:
             log(_ingest_map(session, model_id, analysis / "map"))
+    checkpoint(url)
     return list(done)
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import Select, Text, func, select
 from sqlalchemy.orm import Session
 
 from app.store.models import Basis, Label, Model, User
+from app.store.reviews import Conflict
 from sae.errors import MonoscopeError
 
 MAX_LABEL_CHARS = 200
@@ -60,28 +61,42 @@ class LabelRow:
 
 
 def clean_label(text: str, note: str | None) -> tuple[str, str | None]:
-    """Return (text, note) trimmed, or raise with what is wrong: a label is 1-200 characters, a note at most 2,000."""
+    """Return (text, note) trimmed, or raise with what is wrong: a label is 1-200 characters, a note at most 2,000,
+    neither with a NUL (PostgreSQL text cannot hold one)."""
     text, note = (text or "").strip(), (note or "").strip() or None
+    if "\x00" in text or (note and "\x00" in note):
+        raise MonoscopeError("labels and notes cannot contain NUL characters")
     if not text or len(text) > MAX_LABEL_CHARS:
         raise MonoscopeError(f"a label is 1 to {MAX_LABEL_CHARS} characters after trimming, got {len(text)}")
     if note is not None and len(note) > MAX_NOTE_CHARS:
         raise MonoscopeError(f"a note is at most {MAX_NOTE_CHARS} characters, got {len(note)}")
-    if "\x00" in text or (note and "\x00" in note):
-        raise MonoscopeError("labels and notes cannot contain NUL characters")
     return text, note
 
 
-def add_label(session: Session, *, basis: Basis, index: int, author: User, text: str, note: str | None) -> LabelRow:
-    """Append a label to unit (basis, index) in the caller's transaction; return it as stored."""
+def add_label(session: Session, *, basis: Basis, index: int, author: User, text: str, note: str | None,
+              request_key: str | None = None) -> LabelRow:
+    """Append a label to unit (basis, index) in the caller's transaction; return it as stored. With a
+    `request_key` (the client's Idempotency-Key) already used by this author for this same label, return that
+    label instead of adding another (a retried write); used for another label, refuse it (Conflict: 409)."""
     text, note = clean_label(text, note)
     if not 0 <= index < basis.n_units:
         raise MonoscopeError(f"basis {basis.name!r} has units 0 to {basis.n_units - 1}; there is no unit {index}")
     # Writers of one basis take turns (a row lock on PostgreSQL; SQLite's write lock already does), so a history in
-    # id order is in time order too and the newest row is the last one committed.
+    # id order is in time order too and the newest row is the last one committed; a retry waits here for the write
+    # it repeats, then finds it.
     session.execute(select(Basis.id).where(Basis.id == basis.id).with_for_update())
-    label = Label(basis_id=basis.id, unit_index=index, author_id=author.id, text=text, note=note)
-    session.add(label)
-    session.flush()
+    label = None
+    if request_key is not None:
+        label = session.scalar(select(Label).where(Label.author_id == author.id, Label.request_key == request_key))
+        if label is not None and (label.basis_id, label.unit_index, label.text, label.note) != (basis.id, index,
+                                                                                                 text, note):
+            raise Conflict(f"Idempotency-Key {request_key!r} was used for another label: send a new key with a new "
+                           "label")
+    if label is None:
+        label = Label(basis_id=basis.id, unit_index=index, author_id=author.id, text=text, note=note,
+                      request_key=request_key)
+        session.add(label)
+        session.flush()
     model = session.get(Model, basis.model_id)
     return LabelRow(label.id, model.name, basis.name, index, text, note, author.name, utc(label.created))
 

@@ -160,6 +160,18 @@ class User(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class BrowserSession(Base):
+    """A signed-in browser: its cookie holds a random key, this row its SHA-256. Signing out deletes the row, so a
+    copy of the cookie stops working too; "sign out everywhere" deletes every row of the user."""
+
+    __tablename__ = "browser_session"
+    __table_args__ = (Index("ix_browser_session_user", "user_id"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"))
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, server_default=func.now())
+    expires: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class AppSecret(Base):
     """Secrets the server generates on first run when the settings give none (the session-signing key)."""
 
@@ -172,7 +184,8 @@ class Label(Base):
     """Append-only label history of a unit; the newest row is its current label."""
 
     __tablename__ = "label"
-    __table_args__ = (Index("ix_label_unit", "basis_id", "unit_index", "id"),)
+    __table_args__ = (Index("ix_label_unit", "basis_id", "unit_index", "id"),
+                      Index("uq_label_request_key", "author_id", "request_key", unique=True))
     id: Mapped[int] = mapped_column(primary_key=True)
     basis_id: Mapped[int] = mapped_column(ForeignKey("basis.id", ondelete="CASCADE"))
     unit_index: Mapped[int] = mapped_column(Integer)
@@ -181,6 +194,8 @@ class Label(Base):
     note: Mapped[str | None] = mapped_column(Text)
     # Set here, to the microsecond (SQLite's CURRENT_TIMESTAMP has whole seconds): histories order by time.
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, server_default=func.now())
+    # The writer's `Idempotency-Key`, if any: a retry with the same key finds this row instead of adding another.
+    request_key: Mapped[str | None] = mapped_column(String(100))
 
 
 class Review(Base):

@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, select, update
 
 from app.present.unit_sections import pack, unpack
 from app.read.unit_data import context_before, unit_data
-from app.store.db import session_factory, write_transaction
+from app.store.db import checkpoint, session_factory, write_transaction
 from app.store.example_rows import PAGE_ORDER
 from app.store.models import Basis, Example, Model, Unit
 from app.store.vocabulary import token_strings
@@ -49,6 +49,7 @@ def render_stale_sections(url: str, log: Callable[[str], None] = print) -> int:
         log(f"{name} (model {model_name}): {done} of {len(ids)} units rendered"
             + (" (it is being ingested again: skipped the rest)" if skipped else ""))
         total += done
+    checkpoint(url)
     return total
 
 

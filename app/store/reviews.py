@@ -19,15 +19,20 @@ from sqlalchemy.orm import Session
 
 from app.store import rubric
 from app.store.models import Basis, Model, Review, ReviewScore, ReviewUnit, Unit, User, utc_now
+from sae.analysis.config import AnalysisConfig
 from sae.conventions import ULTRALOW_DENSITY
 from sae.errors import MonoscopeError
 
 MAX_PER_BASIS = 500
 MAX_HYPOTHESIS_CHARS = 500
+# A score's interval_scores has one entry per activation interval: the analysis's default (the paper's 11), the same
+# for every item, so the API's schema can state the count. A basis analysed with another count is not reviewed.
+REVIEW_INTERVALS = AnalysisConfig.n_intervals
 
 
 class Conflict(MonoscopeError):
-    """The request is valid but the review's state forbids it (closed, or your scores are final)."""
+    """The request is well-formed but the data as it stands refuses it (the review is closed, your scores are
+    final, the name is taken, the bases have too few live units): the web answers 409."""
 
 
 class Forbidden(MonoscopeError):
@@ -52,7 +57,9 @@ class Answer:
     def checked(self, n_intervals: int) -> Answer:
         """Return the answer with the hypothesis trimmed, or raise with what is out of range."""
         hypothesis = (self.hypothesis or "").strip()
-        if not hypothesis or len(hypothesis) > MAX_HYPOTHESIS_CHARS or "\x00" in hypothesis:
+        if "\x00" in hypothesis:
+            raise MonoscopeError("the hypothesis cannot contain NUL characters")
+        if not hypothesis or len(hypothesis) > MAX_HYPOTHESIS_CHARS:
             raise MonoscopeError(f"the hypothesis is 1 to {MAX_HYPOTHESIS_CHARS} characters, got {len(hypothesis)}")
         return Answer(hypothesis, rubric.check(self.scores), rubric.check_intervals(self.interval_scores, n_intervals))
 
@@ -65,16 +72,22 @@ def create_review(session: Session, *, name: str, bases: list[Basis], per_basis:
                   seed: int | None = None) -> Review:
     """Draw `per_basis` live units of each basis, shuffle them into items 1..M, and store the review."""
     name = (name or "").strip()
-    if not name or len(name) > 200 or "\x00" in name:
+    if "\x00" in name:
+        raise MonoscopeError("a review name cannot contain NUL characters")
+    if not name or len(name) > 200:
         raise MonoscopeError(f"a review name is 1 to 200 characters, got {len(name)}")
-    if session.scalar(select(Review.id).where(Review.name == name)) is not None:
-        raise MonoscopeError(f"a review named {name!r} exists already")
     if not bases or len({b.id for b in bases}) != len(bases):
         raise MonoscopeError("choose one or more different bases")
-    if len({b.model_id for b in bases}) != 1:
-        raise MonoscopeError("the bases of a review belong to one model")
     if not 1 <= per_basis <= MAX_PER_BASIS:
         raise MonoscopeError(f"per-basis count is 1 to {MAX_PER_BASIS}, got {per_basis}")
+    if session.scalar(select(Review.id).where(Review.name == name)) is not None:
+        raise Conflict(f"a review named {name!r} exists already")
+    if len({b.model_id for b in bases}) != 1:
+        raise Conflict("the bases of a review belong to one model: these are of different models (name `model`)")
+    for basis in bases:
+        if int((basis.config or {}).get("n_intervals", REVIEW_INTERVALS)) != REVIEW_INTERVALS:
+            raise Conflict(f"basis {basis.name!r} was analysed with {basis.config['n_intervals']} activation "
+                           f"intervals; reviews score {REVIEW_INTERVALS}")
     seed = secrets.randbits(48) if seed is None else seed
     rng = np.random.default_rng(seed)
     drawn: list[tuple[int, int]] = []
@@ -82,8 +95,8 @@ def create_review(session: Session, *, name: str, bases: list[Basis], per_basis:
         live = session.scalars(select(Unit.index).where(Unit.basis_id == basis.id, Unit.firing_count > 0,
                                                         Unit.density >= ULTRALOW_DENSITY).order_by(Unit.index)).all()
         if len(live) < per_basis:
-            raise MonoscopeError(f"basis {basis.name!r} has {len(live)} live units (not dead, density at least "
-                                 f"{ULTRALOW_DENSITY:g}); asked for {per_basis}")
+            raise Conflict(f"basis {basis.name!r} has {len(live)} live units (not dead, density at least "
+                           f"{ULTRALOW_DENSITY:g}); asked for {per_basis}")
         drawn += [(basis.id, int(i)) for i in rng.choice(live, size=per_basis, replace=False)]
     order = rng.permutation(len(drawn))
     model = session.get(Model, bases[0].model_id)

@@ -62,8 +62,3 @@ def user_for_token(session: Session, token: str) -> User | None:
     user = session.scalar(select(User).where(User.token_hash == token_hash(token)))
     return user if user is not None and user.revoked_at is None else None
 
-
-def active_user(session: Session, user_id: int) -> User | None:
-    """Return user `user_id` unless revoked (a session cookie outlives nothing its user lost)."""
-    user = session.get(User, user_id)
-    return user if user is not None and user.revoked_at is None else None

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import swagger_ui_bundle
 from fastapi import FastAPI
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import sessionmaker
 
@@ -26,6 +25,14 @@ VENDOR = {
     "swagger-ui.css": SWAGGER / "swagger-ui.css",
 }
 CACHE = {"Cache-Control": "public, max-age=86400"}
+# Swagger UI with its start-up in static/docs.js, not inline (FastAPI's page has an inline script, which the
+# Content-Security-Policy of app.web.middleware forbids).
+DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Monoscope API</title><link rel="stylesheet" href="/vendor/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/vendor/swagger-ui-bundle.js"></script><script src="/static/docs.js"></script></body></html>
+"""
 
 
 def create_app(settings=None, *, engine=None) -> FastAPI:
@@ -34,8 +41,9 @@ def create_app(settings=None, *, engine=None) -> FastAPI:
 
     from app.read.cache import Cache
     from app.settings import Settings
-    from app.web import api, auth, errors, labels, pages, reviews
+    from app.web import account, api, auth, errors, labels, pages, reviews
     from app.web.deps import RESPONSE_CACHE_BYTES
+    from app.web.middleware import BodyLimit, HeadAsGet, SecurityHeaders
 
     settings = settings if settings is not None else Settings()
     if engine is None:
@@ -61,20 +69,23 @@ def create_app(settings=None, *, engine=None) -> FastAPI:
     app.state.cache = Cache(max_size=RESPONSE_CACHE_BYTES, size=len)
     app.state.inline_reads = engine.dialect.name == "sqlite"  # app.web.deps.run_db
     errors.install(app)
-    auth.install(app, settings)
+    auth.install(app, settings)  # the session and CSRF middlewares; those below wrap them (the last added is outermost)
+    app.add_middleware(HeadAsGet)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     reads = [Depends(auth.read_access)]
     app.include_router(pages.router, dependencies=reads)
     app.include_router(api.router, dependencies=reads)
     app.include_router(labels.pages)
     app.include_router(labels.api)
+    app.include_router(account.pages)
+    app.include_router(account.api)
     app.include_router(reviews.pages)
     app.include_router(reviews.api)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     app.add_api_route("/favicon.ico", lambda: Response(status_code=204), include_in_schema=False)
-    app.add_api_route("/docs", lambda: get_swagger_ui_html(
-        openapi_url="/openapi.json", title="Monoscope API", swagger_js_url="/vendor/swagger-ui-bundle.js",
-        swagger_css_url="/vendor/swagger-ui.css", swagger_favicon_url="/favicon.ico"), include_in_schema=False)
+    app.add_api_route("/docs", lambda: HTMLResponse(DOCS_PAGE), include_in_schema=False)
     for name, path in VENDOR.items():
         app.add_api_route(f"/vendor/{name}", _file_route(path), include_in_schema=False)
     return app

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from app.read import queries
-from app.read.infer_schemas import InferResult
+from app.read.infer_schemas import MAX_INFER_CHARS, STRIP_PATTERN, InferResult
 from app.read.match_schemas import FeatureMap, Matches
 from app.read.schemas import BasisSummary, Comparison, Overview, UnitDetail, UnitList
+from app.read.text_rules import Matching, Text
 from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep, cached_unit_response, run_db
 from app.web.error_docs import BAD_PARAMETER, BAD_TOKEN, OPTIONAL_AUTH, UNKNOWN_UNIT, errors
 
@@ -55,7 +56,8 @@ async def unit_detail(request: Request, basis: str, index: UnitIndex, model: Mod
 
 @router.get("/compare", openapi_extra=OPTIONAL_AUTH, response_model=Comparison,
             summary="A neuron beside its features; basis distributions",
-            responses=errors(BAD_TOKEN, UNKNOWN_UNIT, {422: "Bad parameter, or a neuron basis given as `basis`"}))
+            responses=errors(BAD_TOKEN, {404: "Unknown model, SAE basis (the neuron basis is none) or neuron"},
+                             BAD_PARAMETER))
 def compare(session: SessionDep, basis: Annotated[str | None, Query(max_length=200, description="SAE basis")] = None,
             neuron: Annotated[int | None, Query(ge=0, le=2**31 - 1,
                                                 description="Neuron index (default: the least specific)")] = None,
@@ -77,15 +79,16 @@ def feature_map(session: SessionDep, model: ModelParam = None):
 
 
 @router.get("/infer", openapi_extra=OPTIONAL_AUTH, response_model=InferResult,
-            summary="Run the model on a text (at most 2,000 characters)",
-            responses=errors(BAD_TOKEN, {404: "Unknown model, or none ingested yet"},
-                             {422: "Bad parameter, a text with no tokens, or a position or unit beyond it"},
+            summary=f"Run the model on a text (at most {MAX_INFER_CHARS:,} characters)",
+            responses=errors(BAD_TOKEN, {404: "Unknown model or none ingested yet, or no token at `position` or no "
+                                              "unit `strip` in the text's result"}, BAD_PARAMETER,
                              {503: "The run folder is not on this machine"}))
-def infer(session: SessionDep, text: Annotated[str, Query(min_length=1)],
+def infer(session: SessionDep, text: Annotated[Text(MAX_INFER_CHARS), Query(description="Not only whitespace")],
           position: Annotated[int | None, Query(ge=0, le=100_000,
-                                                description="Token whose most active units to list")] = None,
-          strip: Annotated[str, Query(max_length=300,
-                                      description="`basis:index` of the unit shown over the text")] = "",
+                                                description="Token whose most active units to list (default: the "
+                                                            "last; 0-based, beyond the text is a 404)")] = None,
+          strip: Annotated[Matching(STRIP_PATTERN, "strip is `basis:index` (or empty)"), Query(
+              max_length=300, description="`basis:index` of the unit shown over the text")] = "",
           model: ModelParam = None):
     import app.web.infer as live
 

@@ -1,34 +1,37 @@
-"""Who is asking: API tokens (`Authorization: Bearer`), browser sessions (signed cookie) and CSRF protection.
+"""Who is asking: API tokens (`Authorization: Bearer`), browser sessions (signed cookie + a row on the server) and
+CSRF protection.
 
 Writes need a user. The API takes the token as a Bearer header; the browser signs in once with the token and gets a
-signed, HTTP-only, SameSite=Lax session cookie (Starlette's SessionMiddleware, itsdangerous). Every browser write
-carries a CSRF token (asgi-csrf, double-submit cookie): form field `csrftoken` or header `x-csrftoken`. A request
-with a Bearer header skips the CSRF check (a cross-site page cannot set that header) and is then judged by its
-token alone, never by a cookie it may also carry.
+signed, HTTP-only, SameSite=Lax session cookie (Starlette's SessionMiddleware, itsdangerous) that carries the key
+of a server-side session (app/store/sessions.py): signing out deletes it, so a copied cookie dies with it. Every
+browser write carries a CSRF token (asgi-csrf, double-submit cookie): form field `csrftoken` or header
+`x-csrftoken`. A request with a Bearer header skips the CSRF check (a cross-site page cannot set that header) and
+is then judged by its token alone, never by a cookie it may also carry: `bearer_header` decides both, for every
+header shape (any case, any whitespace, several Authorization headers).
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Annotated
 
 from asgi_csrf import asgi_csrf
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from markupsafe import escape
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.middleware.sessions import SessionMiddleware
 
 from app.store.models import AppSecret, User
-from app.store.users import active_user, user_for_token
+from app.store.sessions import SESSION_DAYS, session_user
+from app.store.users import user_for_token
 from app.web.deps import run_db
+from app.web.middleware import send_error
 from sae.errors import MonoscopeError
 
 SESSION_COOKIE = "monoscope_session"
 CSRF_COOKIE = "monoscope_csrf"
-SESSION_DAYS = 14
+SESSION_KEY = "sid"  # the session cookie's one field: the key of the user's row in browser_session
 SIGN_IN_MESSAGE = "sign in first: send `Authorization: Bearer <token>` (from `monoscope user add NAME`), or sign in " \
                   "at /login in the browser"
 bearer = HTTPBearer(auto_error=False, description="The API token `monoscope user add NAME` printed.")
@@ -64,7 +67,7 @@ class CSRFMiddleware:
         self.inner = app
         self.app = asgi_csrf(self._entered, signing_secret=signing_secret, cookie_name=CSRF_COOKIE,
                              always_protect={"/login", "/logout"}, send_csrf_failed=_csrf_failed,
-                             cookie_secure=secure)
+                             cookie_secure=secure, skip_if_scope=_is_bearer_request)
 
     async def _entered(self, scope, receive, send):
         scope["monoscope.csrf_passed"][0] = True
@@ -73,6 +76,11 @@ class CSRFMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.inner(scope, receive, send)
+        if _is_multipart(scope) and not scope["path"].startswith("/api/"):
+            # asgi-csrf looks for the token in multipart bodies with rules of its own that python-multipart does not
+            # share (every such form failed its check with a 403 that named no reason), and no page takes a file.
+            return await send_error(scope, send, 415, "forms here are sent as application/x-www-form-urlencoded "
+                                                      "(this server takes no file uploads)")
         passed = [False]
         scope = {**scope, "monoscope.csrf_passed": passed}
         try:
@@ -84,14 +92,36 @@ class CSRFMiddleware:
 
 
 async def _csrf_failed(scope, send, message_id) -> None:
-    message = ("the CSRF token is missing or wrong: reload the page and try again (API clients: send "
-               "`Authorization: Bearer <token>` instead of cookies)")
-    if scope["path"].startswith("/api/"):
-        body, kind = json.dumps({"detail": message}).encode(), b"application/json"
-    else:
-        body, kind = f'<p class="error">{escape(message)}</p>'.encode(), b"text/html; charset=utf-8"
-    await send({"type": "http.response.start", "status": 403, "headers": [(b"content-type", kind)]})
-    await send({"type": "http.response.body", "body": body})
+    await send_error(scope, send, 403, "the CSRF token is missing or wrong: reload the page and try again (API "
+                                       "clients: send `Authorization: Bearer <token>` instead of cookies)")
+
+
+def _is_multipart(scope) -> bool:
+    return scope["method"] not in ("GET", "HEAD", "OPTIONS", "TRACE") and any(
+        name == b"content-type" and value.split(b";")[0].strip().lower() == b"multipart/form-data"
+        for name, value in scope.get("headers") or ())
+
+
+def bearer_header(headers) -> str | None:
+    """Return the Authorization value of a Bearer request, None when there is none. `headers` are the raw ASGI
+    (name, value) pairs. Bearer means any Authorization header whose first word is `bearer` in any case, before
+    any whitespace (Unicode's too: "Bearer\\xa0..."), or glued to the token: all of them skip the CSRF check, and
+    each is then judged by its token alone. Several Authorization headers are one Bearer request if any of them is
+    (a malformed one: 401), so the CSRF check and the user lookup cannot read different ones."""
+    values = [value.decode("latin-1") for name, value in headers if name.lower() == b"authorization"]
+    if not any(value.strip()[:6].lower() == "bearer" for value in values):
+        return None
+    return values[0] if len(values) == 1 else ""
+
+
+def _is_bearer_request(scope) -> bool:
+    return bearer_header(scope.get("headers") or ()) is not None
+
+
+def _token_of(header: str) -> str | None:
+    """The token of a well-formed `Bearer <token>` header, else None."""
+    parts = header.split()
+    return parts[1] if len(parts) == 2 and parts[0].lower() == "bearer" and header.isascii() else None
 
 
 def install(app, settings) -> None:
@@ -103,27 +133,31 @@ def install(app, settings) -> None:
                        max_age=SESSION_DAYS * 86400, https_only=settings.secure_cookies)
 
 
-def request_user(request: Request, session: Session,
-                 credentials: HTTPAuthorizationCredentials | None = None) -> User | None:
-    """Return the user behind the request's Bearer token or session cookie, None when anonymous; a bad token is a
-    401 (not anonymous: the caller meant to be someone)."""
-    if credentials is not None and credentials.scheme.lower() == "bearer":  # other schemes (a proxy's) are ignored
-        user = user_for_token(session, credentials.credentials)
+def request_user(request: Request, session: Session) -> User | None:
+    """Return the user behind the request's Bearer token or session cookie, None when anonymous; a Bearer request
+    with a bad or malformed token is a 401 (not anonymous: the caller meant to be someone), never its cookie's."""
+    header = bearer_header(request.scope["headers"])
+    if header is not None:  # other schemes (a proxy's Basic) are ignored, and the cookie decides
+        token = _token_of(header)
+        user = user_for_token(session, token) if token else None
         if user is None:
-            raise HTTPException(401, "the API token is unknown or revoked", headers={"WWW-Authenticate": "Bearer"})
+            message = ("the API token is unknown or revoked" if token else
+                       "malformed Authorization header: send `Authorization: Bearer <token>`")
+            raise HTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
         return user
-    user_id = request.session.get("user_id")
-    return active_user(session, user_id) if isinstance(user_id, int) else None
+    key = request.session.get(SESSION_KEY)
+    return session_user(session, key) if isinstance(key, str) else None
 
 
 async def optional_user(request: Request,
                         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> User | None:
     """The request's user, looked up in a session of its own that is closed at once: a dependency's session
     would hold a pooled connection for the whole request, and writes open their own. Async, so an anonymous
-    reader (no token, no signed-in cookie: most requests) costs no database query and no thread-pool hop."""
-    if credentials is None and not isinstance(request.session.get("user_id"), int):
+    reader (no token, no signed-in cookie: most requests) costs no database query and no thread-pool hop.
+    (`credentials` declares the Bearer scheme in OpenAPI; `request_user` reads the header itself.)"""
+    if bearer_header(request.scope["headers"]) is None and not isinstance(request.session.get(SESSION_KEY), str):
         return None
-    return await run_db(request, lambda session: request_user(request, session, credentials))
+    return await run_db(request, lambda session: request_user(request, session))
 
 
 def _sign_in_first() -> HTTPException:

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.read import queries
-from app.read.schemas import UnitListParams
+from app.read.schemas import UnitListForm, UnitListParams
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -60,4 +60,5 @@ ModelParam = Annotated[
                                       "Without it, the most recently ingested model that has the basis is used."),
 ]
 UnitListParamsDep = Annotated[UnitListParams, Query()]
+UnitListFormDep = Annotated[UnitListForm, Query()]  # the page's: an empty density box is no bound
 UnitIndex = Annotated[int, Path(ge=0, le=2**31 - 1, description="Unit index within its basis (0-based)")]

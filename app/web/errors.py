@@ -20,7 +20,7 @@ from sae.errors import MonoscopeError
 
 PROBED_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
 TITLES = {401: "Sign in", 403: "Not allowed", 404: "Not found", 405: "Method not allowed", 409: "Conflict",
-          422: "Bad request", 503: "Unavailable"}
+          413: "Too large", 415: "Unsupported form", 422: "Bad request", 503: "Unavailable"}
 
 
 def validation_message(errors: list[dict]) -> str:
@@ -83,8 +83,11 @@ def allowed_methods(request: Request) -> str | None:
     405 names only the first matching route's, so a GET-and-POST path said `Allow: GET`); None when no route
     answers the path (a mount's own 405)."""
     routes = [route for route in request.app.router.routes if not isinstance(route, Mount)]
-    allowed = [method for method in PROBED_METHODS
-               if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)]
+    allowed: list[str] = []
+    for method in PROBED_METHODS:  # GET comes before HEAD, which app.web.middleware.HeadAsGet answers as GET
+        if (method == "HEAD" and "GET" in allowed) or any(
+                route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes):
+            allowed.append(method)
     return ", ".join(allowed) or None
 
 

@@ -109,12 +109,15 @@ def live_model(run_dir: Path, sae_names: tuple[str, ...]) -> LiveModel:
 
 
 def _parse_strip(strip: str, sizes: dict[str, int]) -> tuple[str, int] | None:
-    """Return (basis, index) of a `basis:index` string checked against the bases' sizes; None for ""."""
+    """Return (basis, index) of a `basis:index` string (STRIP_PATTERN) checked against the bases' sizes; None for a
+    blank one. A malformed one is a 422, a unit the result does not have a 404."""
     if not strip.strip():
         return None
     name, _, index = strip.rpartition(":")
-    if name not in sizes or not index.isdigit() or int(index) >= sizes[name]:
-        raise MonoscopeError(f"strip must be basis:index of an ingested unit, got {strip!r}")
+    if not (index.isascii() and index.isdigit() and len(index) < 300):
+        raise MonoscopeError(f"strip is `basis:index` of an ingested unit, got {strip!r}")
+    if name not in sizes or int(index) >= sizes[name]:
+        raise queries.NotFound(f"strip: the text's result has no unit {strip!r}")
     return name, int(index)
 
 
@@ -140,7 +143,7 @@ def infer_result(session, *, text: str, position: int | None, strip: str, model:
     if position is None:
         position = len(ids) - 1
     if not 0 <= position < len(ids):
-        raise MonoscopeError(f"position {position} is beyond the text's {len(ids)} tokens (0 to {len(ids) - 1})")
+        raise queries.NotFound(f"position {position} is beyond the text's {len(ids)} tokens (0 to {len(ids) - 1})")
     bases = [b for b in ctx.bases if b.name in acts]
     active: list[ActiveUnit] = []
     for b in bases:

@@ -1,4 +1,5 @@
-"""Labels and sign-in: the label panel of every unit (htmx, in place), the label list, and their JSON twins.
+"""Labels: the label panel of every unit (htmx, in place), the label list, and their JSON twins (sign-in is
+app/web/account.py).
 
 Reads stay open (unless MONOSCOPE_REQUIRE_LOGIN); writes need a user (app/web/auth.py). A write is one short
 transaction: the label row and nothing else, so concurrent writers only wait for each other.
@@ -6,23 +7,23 @@ transaction: the label row and nothing else, so concurrent writers only wait for
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from typing import Annotated
-from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BeforeValidator
 
-from app.read.label_schemas import LabelHistory, LabelIn, LabelListing, LabelOut, Me
+from app.read.label_schemas import REQUEST_KEY_PATTERN, LabelHistory, LabelIn, LabelListing, LabelOut
 from app.read.queries.bases import check_unit, resolve
 from app.read.queries.label_history import label_history, label_listing, label_out
 from app.store.db import write_transaction
 from app.store.labels import add_label
-from app.store.users import user_for_token
 from app.web.auth import CurrentUser, OptionalUser, csrf_token, read_access
 from app.web.deps import ModelParam, SessionDep, UnitIndex
 from app.web.error_docs import BAD_PARAMETER, BAD_TOKEN, BODY, OPTIONAL_AUTH, UNKNOWN_UNIT, WRITE, errors
+from app.web.forms import LabelFields
 from app.web.render import render, twin_url
 from sae.errors import MonoscopeError
 
@@ -50,19 +51,25 @@ SinceBox = Annotated[SinceFilter, BeforeValidator(lambda v: None if isinstance(v
 """`since` from the labels page's form, whose empty box means no filter (the API keeps to its schema: a 422)."""
 Limit = Annotated[int, Query(ge=1, le=10_000, description="Labels per page")]
 Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="Labels to skip (oldest first)")]
-WRITE_ERRORS = errors(WRITE, UNKNOWN_UNIT, BODY, {422: "Bad label or parameter (the message says what)"})
+WRITE_ERRORS = errors(WRITE, UNKNOWN_UNIT, BODY, {409: "The Idempotency-Key was used before for another label"},
+                      {422: "Bad label or parameter (the message says what)"})
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", max_length=100, pattern=REQUEST_KEY_PATTERN,
+    description="Optional: a key of your choice (1-100 visible ASCII characters) that makes a retry safe: a second "
+                "write of the same label with the same key returns the first one instead of adding another.")]
 
 pages = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 api = APIRouter(prefix="/api/v1", tags=["labels"])
 
 
-def write_label(request: Request, basis: str, index: int, model: str | None, user, label: LabelIn) -> LabelOut:
-    """Append the label in one transaction and return it as stored."""
+def write_label(request: Request, basis: str, index: int, model: str | None, user, label: LabelIn,
+                request_key: str | None = None) -> LabelOut:
+    """Append the label in one transaction (once per request key) and return it as stored."""
     with write_transaction(request.app.state.sessionmaker) as session:
         b, _, _ = resolve(session, basis, model)
         check_unit(b, index)
         return label_out(session, add_label(session, basis=b, index=index, author=user, text=label.text,
-                                            note=label.note))
+                                            note=label.note, request_key=request_key))
 
 
 # --- JSON API ---------------------------------------------------------------------------------------------------
@@ -79,8 +86,8 @@ def unit_labels(session: SessionDep, basis: str, index: UnitIndex, model: ModelP
 @api.post("/bases/{basis}/units/{index}/labels", response_model=LabelOut, status_code=201, responses=WRITE_ERRORS,
           summary="Label a unit (appends to its history; the newest label is current)")
 def post_label(request: Request, user: CurrentUser, basis: str, index: UnitIndex, label: LabelIn,
-               model: ModelParam = None):
-    return write_label(request, basis, index, model, user, label)
+               model: ModelParam = None, idempotency_key: IdempotencyKey = None):
+    return write_label(request, basis, index, model, user, label, idempotency_key)
 
 
 @api.get("/labels", openapi_extra=OPTIONAL_AUTH, response_model=LabelListing, dependencies=[Depends(read_access)],
@@ -92,12 +99,6 @@ def labels(session: SessionDep, basis: BasisFilter = None, author: AuthorFilter 
                          offset=offset)
 
 
-@api.get("/me", response_model=Me, responses=errors({401: "Not signed in (no valid API token or session)"}),
-         summary="The signed-in user (checks a token)")
-def me(user: CurrentUser):
-    return Me(name=user.name)
-
-
 # --- pages ------------------------------------------------------------------------------------------------------
 
 
@@ -106,7 +107,8 @@ def _panel(request: Request, session, basis: str, index: int, model: str | None,
     history = label_history(session=session, basis=basis, index=index, model=model)
     form_url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     context = {"h": history, "user": user, "csrftoken": csrf_token(request), "form_url": form_url, "error": error,
-               "draft_text": draft.text if draft else None, "draft_note": draft.note if draft else None, "oob": oob}
+               "draft_text": draft.text if draft else None, "draft_note": draft.note if draft else None, "oob": oob,
+               "request_key": secrets.token_urlsafe(16)}  # a form sent twice (a retry, a double click) is one label
     return render(request, "unit_labels.html", context, block="panel", status_code=status_code,
                   api_url=twin_url(request))
 
@@ -118,13 +120,12 @@ def unit_labels_page(request: Request, session: SessionDep, user: OptionalUser, 
 
 
 @pages.post("/bases/{basis}/units/{index}/labels")
-def unit_labels_post(request: Request, user: CurrentUser, basis: str, index: UnitIndex,
-                     text: Annotated[str, Form(max_length=10_000)] = "",
-                     note: Annotated[str, Form(max_length=10_000)] = "", model: ModelParam = None):
+def unit_labels_post(request: Request, user: CurrentUser, basis: str, index: UnitIndex, form: LabelFields,
+                     model: ModelParam = None):
     """Save a label from the unit page's form: the panel again (htmx), or back to the unit page."""
-    draft = LabelIn.model_construct(text=text, note=note or None)
+    draft = LabelIn.model_construct(text=form.text, note=form.note or None)
     try:
-        saved = write_label(request, basis, index, model, user, draft)
+        saved = write_label(request, basis, index, model, user, draft, form.request_key or None)
     except MonoscopeError as e:
         with request.app.state.sessionmaker() as session:
             return _panel(request, session, basis, index, model, user, error=str(e), draft=draft, status_code=422)
@@ -140,33 +141,3 @@ def labels_page(request: Request, session: SessionDep, basis: BasisFilter = None
     listing = label_listing(session=session, basis=basis or None, author=author or None, since=since,
                             model=model or None, limit=limit, offset=offset)
     return render(request, "labels.html", {"listing": listing}, api_url=twin_url(request))
-
-
-def _safe_next(url: str) -> str:
-    """Return `url` if it is a path on this site, else "/" (no open redirect through ?next=)."""
-    parts = urlsplit(url or "/")
-    return url if url.startswith("/") and not url.startswith("//") and not parts.scheme and not parts.netloc else "/"
-
-
-@pages.get("/login")
-def login_page(request: Request, user: OptionalUser, next: Annotated[str, Query(max_length=2000)] = "/"):
-    return render(request, "login.html", {"user": user, "csrftoken": csrf_token(request),
-                                          "next_url": _safe_next(next), "error": None})
-
-
-@pages.post("/login")
-def login(request: Request, session: SessionDep, token: Annotated[str, Form(max_length=1000)] = "",
-          next: Annotated[str, Form(max_length=2000)] = "/"):
-    user = user_for_token(session, token.strip())
-    if user is None:
-        return render(request, "login.html", {"user": None, "csrftoken": csrf_token(request), "next_url": next,
-                                              "error": "That token is unknown or revoked."}, status_code=401)
-    request.session.clear()
-    request.session["user_id"] = user.id
-    return RedirectResponse(_safe_next(next), status_code=303)
-
-
-@pages.post("/logout")
-def logout(request: Request):
-    request.session.clear()
-    return RedirectResponse("/login", status_code=303)

@@ -13,7 +13,7 @@ from app.present import plots, unit_sections
 from app.read import queries
 from app.read.infer_schemas import MAX_INFER_CHARS
 from app.read.urls import with_query
-from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep, cached_unit_response, run_db
+from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListFormDep, cached_unit_response, run_db
 from app.web.render import render, twin_url
 
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
@@ -29,7 +29,7 @@ def overview_page(request: Request, session: SessionDep):
 
 
 @router.get("/bases/{basis}")
-async def basis_page(request: Request, basis: str, params: UnitListParamsDep, model: ModelParam = None):
+async def basis_page(request: Request, basis: str, params: UnitListFormDep, model: ModelParam = None):
     units = await run_db(request, lambda session: queries.unit_list(session=session, basis=basis, model=model,
                                                                     params=params))
     base = units.basis.url
@@ -80,7 +80,7 @@ def map_page(request: Request, session: SessionDep, model: ModelParam = None,
 
 @router.get("/infer")
 def infer_page(request: Request, session: SessionDep, text: Annotated[str, Query()] = "",
-               position: Annotated[str, Query()] = "", strip: Annotated[str, Query(max_length=300)] = "",
+               position: Annotated[str, Query(max_length=20)] = "", strip: Annotated[str, Query(max_length=300)] = "",
                at: Annotated[int | None, Query(ge=0, le=100_000)] = None,
                show: Annotated[str, Query(max_length=300)] = "",
                run: Annotated[str, Query(max_length=5)] = "", model: ModelParam = None):
@@ -90,7 +90,8 @@ def infer_page(request: Request, session: SessionDep, text: Annotated[str, Query
 
     if run:
         position, strip = "", ""
-    position_value = at if at is not None else (int(position) if position.strip().isdigit() else None)
+    digits = position.strip()
+    position_value = at if at is not None else (int(digits) if digits.isascii() and digits.isdigit() else None)
     context = {"text": text, "max_chars": MAX_INFER_CHARS, "model_param": model, "result": None, "error": None}
     status = 200
     if text.strip():
@@ -98,7 +99,8 @@ def infer_page(request: Request, session: SessionDep, text: Annotated[str, Query
             context["result"] = infer.infer_result(session=session, text=text, position=position_value,
                                                    strip=show or strip, model=model)
         except MonoscopeError as e:
-            context["error"], status = str(e), 503 if isinstance(e, infer.Unavailable) else 422
+            context["error"] = str(e)
+            status = 503 if isinstance(e, infer.Unavailable) else 404 if isinstance(e, queries.NotFound) else 422
     result = context["result"]
     query = {"text": text} if text else {}
     if result is not None:

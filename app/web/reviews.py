@@ -24,6 +24,7 @@ from app.store.export import write_csv
 from app.web.auth import CurrentUser, OptionalUser, csrf_token, read_access
 from app.web.deps import SessionDep
 from app.web.error_docs import BAD_PARAMETER, BAD_TOKEN, BODY, OPTIONAL_AUTH, SIGN_IN, WRITE, errors
+from app.web.forms import ScoreFields, form_fields
 from app.web.render import render, twin_url
 
 ReviewId = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -77,8 +78,9 @@ def list_reviews(session: SessionDep, user: OptionalUser):
 
 @api.post("/reviews", response_model=ReviewSummary, status_code=201, summary="Create a blind review",
           responses=errors(WRITE, {404: "Unknown model or basis"}, BODY,
-                           {409: "Another review of that name was created at the same moment"},
-                           {422: "Bad review (a name in use, too few live units, ...: the message says what)"}))
+                           {409: "A review of that name exists, a basis has fewer live units than asked, or the "
+                                 "bases are of different models (the message says which)"},
+                           {422: "Bad review (the message says what)"}))
 def post_review(request: Request, user: CurrentUser, body: ReviewIn):
     return create(request, user, body)
 
@@ -142,10 +144,7 @@ def reviews_page(request: Request, session: SessionDep, user: OptionalUser):
 
 
 @pages.post("/reviews")
-async def create_page(request: Request, user: CurrentUser):
-    form = await request.form()
-    body = ReviewIn(name=str(form.get("name", "")), bases=[str(b) for b in form.getlist("bases")],
-                    per_basis=str(form.get("per_basis", "")) or 0)
+async def create_page(request: Request, user: CurrentUser, body: Annotated[ReviewIn, form_fields(ReviewIn)]):
     summary = await run_in_threadpool(create, request, user, body)  # database work stays off the event loop
     return RedirectResponse(summary.url, status_code=303)
 
@@ -190,12 +189,12 @@ def form_scores(form) -> dict:
 
 
 @pages.post("/reviews/{review_id}/items/{position}")
-async def score_page(request: Request, user: CurrentUser, review_id: ReviewId, position: Position):
+async def score_page(request: Request, user: CurrentUser, review_id: ReviewId, position: Position,
+                     form: ScoreFields):
     """Save the rubric from the item's form (radio values as strings; pydantic checks them) and open the next item."""
-    form = await request.form()
-    n = int(form.get("n_intervals", "0")) if str(form.get("n_intervals", "0")).isdigit() else 0
-    intervals = [str(form.get(f"interval_{i}", "")) or None for i in range(min(n, 64))]
-    body = ScoreIn(hypothesis=str(form.get("hypothesis", "")), **form_scores(form),
+    fields = {name: form.value(name) for name in [*rubric.NAMES, *(f"interval_{i}" for i in range(form.n_intervals))]}
+    intervals = [fields[f"interval_{i}"] or None for i in range(form.n_intervals)]
+    body = ScoreIn(hypothesis=form.hypothesis, **form_scores(fields),
                    interval_scores=intervals if any(v is not None for v in intervals) else None)
 
     def save_and_next():

@@ -74,8 +74,8 @@ class CorrelationSums:
         n = self.n
         var_a = n * self.sumsq_a - self.sum_a ** 2  # [d_A], N² times the variance
         var_b = n * self.sumsq_b - self.sum_b ** 2
-        scale_a = np.where(var_a > 1e-12 * np.maximum(n * self.sumsq_a, 1e-300), 1 / np.sqrt(np.abs(var_a)), np.nan)
-        scale_b = np.where(var_b > 1e-12 * np.maximum(n * self.sumsq_b, 1e-300), 1 / np.sqrt(np.abs(var_b)), np.nan)
+        scale_a = _inverse_sd(var_a, n * self.sumsq_a)
+        scale_b = _inverse_sd(var_b, n * self.sumsq_b)
         corr = n * self.cross - np.outer(self.sum_a, self.sum_b)
         corr *= scale_a[:, None]
         corr *= scale_b[None, :]
@@ -87,6 +87,13 @@ class CorrelationSums:
         without any correlation (never varied, or nothing in the other set did)."""
         corr = self.correlation()
         return (*_best(corr), *_best(corr.T))
+
+
+def _inverse_sd(var: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """1 / sqrt(var) where the unit varied (var above rounding of `scale`), NaN elsewhere; computed only where it
+    varied, so a dead unit (var 0) divides nothing by zero (`monoscope match` printed numpy's warning)."""
+    varied = var > 1e-12 * np.maximum(scale, 1e-300)
+    return np.divide(1.0, np.sqrt(np.abs(var)), out=np.full(var.shape, np.nan), where=varied)
 
 
 def _best(corr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from webapp_fixtures import WritableSite, add_user, ingest_run, start_server, stop_server
-from webapp_fixtures import analysed_run, site  # noqa: F401  (the web tests' shared fixtures)
+from webapp_fixtures import analysed_run, browser, site  # noqa: F401  (the web tests' shared fixtures)
 
 
 def _pg_bin() -> Path | None:

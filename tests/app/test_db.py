@@ -6,7 +6,7 @@ from app.store.db import downgrade, make_engine, upgrade
 from app.store.models import Base
 
 TABLES = {"model", "token", "basis", "unit", "example", "unit_link", "label", "review", "review_unit", "review_score",
-          "user", "app_secret"}
+          "user", "app_secret", "browser_session"}
 
 
 def test_migrations_upgrade_from_empty_and_downgrade(database_url):
@@ -54,7 +54,11 @@ def test_an_app_refuses_a_schema_behind_the_code_and_names_the_command(database_
     import sys
 
     upgrade(database_url, "0002")
-    env = {"MONOSCOPE_DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"}
+    import os
+
+    # the code under test: a checkout run with PYTHONPATH (not the installed package) passes it on
+    env = {"MONOSCOPE_DATABASE_URL": database_url, "PATH": "/usr/bin:/bin",
+           **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}}
     code = "from app.web import create_app; create_app()"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode != 0 and "has schema 0002, this code needs 0" in out.stderr

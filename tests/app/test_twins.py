@@ -8,10 +8,10 @@ import pytest
 from pydantic import TypeAdapter
 from webapp_fixtures import SAE_NAME
 
-from app.web import api, labels, pages, reviews
+from app.web import account, api, labels, pages, reviews
 
-HTML_ROUTERS = (pages.router, labels.pages, reviews.pages)
-API_ROUTERS = (api.router, labels.api, reviews.api)
+HTML_ROUTERS = (pages.router, labels.pages, reviews.pages, account.pages)
+API_ROUTERS = (api.router, labels.api, reviews.api, account.api)
 NOT_PAGES = {  # GET routes of the HTML routers that are not pages, and why
     "/login": "the sign-in form; a script sends its token as `Authorization: Bearer` instead (/api/v1/me)",
     "/reviews/{review_id}/next": "a redirect to the next item to score",

@@ -23,6 +23,26 @@ import pytest
 
 SAE_NAME = "tiny-sae"
 QUIET = lambda message: None  # noqa: E731
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Debian's, through Playwright from PyPI: never `playwright install`); skipped with the
+    reason when missing, except in CI (CI=true), where that is a failure."""
+    if not CHROMIUM.exists():
+        message = "Chromium is missing: apt-get install -y --no-install-recommends chromium"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
 
 
 def add_sae(run_dir: Path) -> None:

@@ -17,7 +17,6 @@ from app.read.queries.bases import (
 from app.read.queries.unit import detail
 from app.read.schemas import BasisDistribution, Comparison
 from app.store.models import Basis, Model, Unit
-from sae.errors import MonoscopeError
 
 
 def _distributions(session: Session, m: Model, bases: list[Basis]) -> list[BasisDistribution]:
@@ -39,7 +38,8 @@ def comparison(*, session: Session, basis: str | None, neuron: int | None, model
     if basis is not None:
         sae, m = resolve_basis(session, basis, model)
         if sae.kind != "sae":
-            raise MonoscopeError(f"basis {basis!r} is a neuron basis; pick an SAE basis to compare with")
+            raise NotFound(f"no SAE basis named {basis!r} (that is the neuron basis): pick an SAE basis to compare "
+                           "its neurons with")
     else:
         row = session.execute(ready_bases(model=model).limit(1)).first()
         if row is None:

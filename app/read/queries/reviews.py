@@ -156,8 +156,8 @@ def review_results(*, session: Session, review_id: int, user: User | None, force
             raise store.Forbidden("the results open when the review is closed, or to a rater who has finished it: "
                             "sign in")
         if not store.progress(session, review, user).finished:
-            raise store.Forbidden("finish rating every item first (scored or skipped): the results stay hidden until "
-                            "then, so other raters' scores cannot sway yours")
+            raise store.Forbidden("score every item first (a skipped item still counts as unscored): the results "
+                                  "stay hidden until then, so other raters' scores cannot sway yours")
     rows = store.scores(session, review)
     kinds = dict(session.execute(select(Basis.name, Basis.kind).where(Basis.name.in_(review.config["bases"]))).all())
     bases = list(review.config["bases"])
