@@ -15,6 +15,3 @@ BOS_POSITION = 0
 # (corpus/heldout_order.npy): every consumer (LM loss, SAE metrics, analysis, matches, reviews) reads rows in that
 # order, so a sample of any size spreads over the whole split instead of its first files (sorted by path).
 HELDOUT_ORDER_SEED = 0
-# Bumped when a convention changes what an analysis computes (2: held-out rows in the seeded order), so analyses
-# made under an older one are redone once.
-CONVENTIONS_VERSION = 2

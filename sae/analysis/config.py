@@ -25,7 +25,8 @@ class AnalysisConfig:
     # The conventions this analysis follows, in its config so that analyses made under older ones are redone.
     # 2: BOS left out of every statistic and splice; logit effects through ln_final's gain with W_U centred.
     # 3: per-token ablation effects of every stored window; mean ablation and KL divergence in the LM-loss metrics.
-    conventions: int = 3
+    # 4: held-out rows in the corpus's seeded order (sae.corpus.build.load_heldout).
+    conventions: int = 4
     n_links: int = 5
     # LM-loss metrics (clean, zero- and mean-ablated, spliced: 3 + n_SAE full forwards per batch, 3x the cost of all
     # else) use the first loss_tokens analysed tokens; None: all of them, 0: none.

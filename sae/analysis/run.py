@@ -2,10 +2,10 @@
 
 Reads corpus/heldout.npy (sae.corpus.build.load_heldout: the first `n_tokens` of its rows in the corpus's seeded
 order, rounded up to whole sequences, or all of them when fewer), the LM and the SAEs; writes basis.json, units.npz
-(and links.npz for an SAE) per basis through `write_stage`, with the fingerprints of corpus, lm (and sae) and the
-CONVENTIONS_VERSION as inputs, so an unchanged basis is skipped. One pass-1 loop serves every basis that is out of date; it runs as shards of sequences on an executor
-(sae/analysis/executor.py: here, or Ray tasks that load everything from the run folder through `run_shard`), and the
-reduce runs here. The spills live in a temporary folder under analysis/ and are removed at the end.
+(and links.npz for an SAE) per basis through `write_stage`, with the fingerprints of corpus, lm (and sae) as inputs
+and the config (its `conventions` included), so an unchanged basis is skipped. One pass-1 loop serves every basis
+that is out of date; it runs as shards of sequences on an executor (sae/analysis/executor.py: here, or Ray tasks
+that load everything from the run folder through `run_shard`), and the reduce runs here. The spills live in a temporary folder under analysis/ and are removed at the end.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from sae.analysis.executor import LocalExecutor, shard_ranges
 from sae.analysis.logits import links, logit_effects
 from sae.analysis.reduce import BasisResult, finish
 from sae.analysis.shard import ActsFn, AnalysisConfig, Basis, LossFn, ShardState, analyze_shard, loss_mean
-from sae.conventions import CONVENTIONS_VERSION, NEURON_BASIS
+from sae.conventions import NEURON_BASIS
 from sae.corpus.build import load_heldout
 from sae.errors import MonoscopeError
 
@@ -76,7 +76,7 @@ def _plan(run_dir: Path, sae_names: list[str] | None, cfg: AnalysisConfig, force
     neurons = [(NEURON_BASIS, None)] if include_neurons else []
     for name, sae_dir in neurons + [(n, run_dir / "saes" / n) for n in names]:
         basis_inputs = dict(inputs, sae=rundir.fingerprint(sae_dir, "sae")) if sae_dir else inputs
-        config = {**asdict(cfg), "basis": name, "conventions": CONVENTIONS_VERSION}
+        config = {**asdict(cfg), "basis": name}
         out_dir = run_dir / "analysis" / name
         if force or not rundir.is_current(out_dir, config=config, inputs=basis_inputs):
             todo.append(PlannedBasis(name, sae_dir, out_dir, config, basis_inputs))
