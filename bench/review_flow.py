@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--db", default="sqlite:///monoscope.db")
     parser.add_argument("--per-basis", type=int, default=10)
     parser.add_argument("--sae", default="topk-4096")
+    parser.add_argument("--screenshots", type=Path, help="Keep screenshots of the first item, scrolled to its "
+                        "bottom, of the last and of the results in this folder")
     args = parser.parse_args()
     name = f"bench-{int(time.time())}"
     added = subprocess.run([str(MONOSCOPE), "user", "add", name, "--db", args.db], capture_output=True, text=True)
@@ -56,7 +58,7 @@ def run(url: str, token: str, name: str, args) -> None:
     n_items = 2 * args.per_basis
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
         page.goto(url + "/login")
         page.fill("#token", token)
         page.click("#sign-in")
@@ -75,6 +77,12 @@ def run(url: str, token: str, name: str, args) -> None:
             started = time.time()
             page.wait_for_selector("#score-form[data-keys-bound]")
             assert f"Item {step} of {n_items}" in page.inner_text("h1")
+            if args.screenshots and step in (1, n_items):
+                shoot(page, args.screenshots, f"item-{step}")
+                page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+                shoot(page, args.screenshots, f"item-{step}-bottom")
+                page.evaluate("window.scrollTo(0, 0)")
+                page.focus("#hypothesis")
             page.keyboard.type(f"hypothesis {step}")
             perfect = step % 3 == 0
             for key in (str(step % 4), str(step % 6), "3" if perfect else "1", None if perfect else "1", "2"):
@@ -87,12 +95,19 @@ def run(url: str, token: str, name: str, args) -> None:
         page.wait_for_selector("#results")
         page.click("#results")
         page.wait_for_selector("#totals-plot .main-svg")
+        if args.screenshots:
+            shoot(page, args.screenshots, "results", full_page=True)
         print(page.inner_text("#medians"))
         print(f"revealed items: {page.locator('#revealed tbody tr').count()} of {n_items}")
         times.sort()
         print(f"per item (type, five criteria, save, next page): median {times[len(times) // 2]:.2f} s, "
               f"max {times[-1]:.2f} s")
         browser.close()
+
+
+def shoot(page, folder: Path, name: str, full_page: bool = False) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=full_page)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@
     if ([401, 403, 404, 409, 422, 503].indexOf(status) >= 0) { evt.detail.shouldSwap = true; evt.detail.isError = false; }
   });
   // Blind review, keyboard first: a number key sets the criterion that has focus, Tab moves on (each radio group
-  // is one stop), Enter saves and opens the next item. The effect-size gap is n/a when logit consistency is 3.
+  // is one stop), Enter saves and opens the next item (on a disclosure's summary it opens the disclosure, on a link
+  // it follows it). The effect-size gap is n/a when logit consistency is 3.
   function rubricKeys(form) {
     if (form.dataset.keysBound) return;
     form.dataset.keysBound = "1";
@@ -46,7 +47,7 @@
     syncGap();
     form.addEventListener("keydown", function (evt) {
       var target = evt.target;
-      if (evt.key === "Enter" && target.type !== "submit") {
+      if (evt.key === "Enter" && target.type !== "submit" && !target.closest("summary, a")) {
         evt.preventDefault();
         form.requestSubmit(form.querySelector("#save"));
         return;

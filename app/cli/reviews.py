@@ -24,7 +24,8 @@ def review_create(
     by: Annotated[Optional[str], typer.Option("--by", help="User who creates (and may close) it.")] = None,
     db: DbOpt = None,
 ) -> None:
-    """Draw live units (not dead, not ultralow) at random from each basis, shuffle them and fix the items."""
+    """Draw live units (not dead, not ultralow, with a full review sample) at random from each basis, shuffle them and
+    fix the items."""
     from sqlalchemy import select
 
     from app.read.queries.bases import NotFound

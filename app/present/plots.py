@@ -59,21 +59,29 @@ def distribution_plots(dists: list[BasisDistribution]) -> tuple[dict, dict]:
 
 
 def totals_plot(dists, max_total: int) -> dict:
-    """Grouped bars: how many scores of each basis gave each rubric total 0..max_total, the medians as dashed
-    lines."""
+    """Grouped bars: how many scores of each basis gave each rubric total 0..max_total, the medians (of the items'
+    mean totals) as dashed lines in the basis's colour, each labelled."""
+    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]  # plotly's first trace colours
     data = [{"type": "bar", "x": list(range(len(d.histogram))), "y": d.histogram, "name": f"{d.basis} ({d.kind})",
-             "hovertemplate": "total %{x}: %{y} scores<extra></extra>"} for d in dists]
+             "marker": {"color": colours[i % len(colours)]},
+             "hovertemplate": "total %{x}: %{y} scores<extra></extra>"} for i, d in enumerate(dists)]
+    shown = [(i, d) for i, d in enumerate(dists) if d.median is not None]
     lines = [{"type": "line", "xref": "x", "yref": "paper", "x0": d.median, "x1": d.median, "y0": 0, "y1": 1,
-              "line": {"dash": "dash", "width": 1}} for d in dists if d.median is not None]
-    return {"data": data, "layout": {"barmode": "group", "showlegend": True, "shapes": lines,
+              "line": {"dash": "dash", "width": 1.5, "color": colours[i % len(colours)]}} for i, d in shown]
+    labels = [{"x": d.median, "xref": "x", "y": 1 - 0.08 * k, "yref": "paper", "showarrow": False, "xanchor": "left",
+               "text": f"median, {d.basis}: {d.median:g}", "font": {"color": colours[i % len(colours)]}}
+              for k, (i, d) in enumerate(shown)]
+    return {"data": data, "layout": {"barmode": "group", "showlegend": True, "shapes": lines, "annotations": labels,
                                      "xaxis": {"title": {"text": f"rubric total (0-{max_total})"}, "dtick": 1},
                                      "yaxis": {"title": {"text": "scores"}}}}
 
 
 def interval_curves_plot(curves, max_score: int) -> dict:
-    """Mean per-interval score (0..max_score) against the interval (1 = lowest activations), one line per basis."""
+    """Mean per-interval score (0..max_score) against the interval (1 = lowest activations), one line per basis: the
+    mean over every rater's scores of that basis's items in the interval (n in the hover)."""
     data = [{"type": "scatter", "mode": "lines+markers", "x": list(range(1, len(c.mean) + 1)), "y": c.mean,
-             "name": c.basis, "hovertemplate": "interval %{x}: mean %{y:.2f}<extra></extra>"} for c in curves]
+             "name": c.basis, "customdata": c.n,
+             "hovertemplate": "interval %{x}: mean %{y:.2f} of %{customdata} scores<extra></extra>"} for c in curves]
     return {"data": data, "layout": {"showlegend": True, "xaxis": {"title": {"text": "activation interval"}, "dtick": 1},
                                      "yaxis": {"title": {"text": f"mean score (0-{max_score})"},
                                                "range": [0, max_score + 0.1]}}}

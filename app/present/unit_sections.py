@@ -17,9 +17,9 @@ import zstandard
 from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
 
-from app.present.templating import configure
+from app.present.templating import configure, format_number
 from app.present.windows import window_html
-from app.read.schemas import Example, UnitData
+from app.read.schemas import Example, Interval, UnitData
 from app.resources import resource
 
 HOT = "rgb(235,110,20)"
@@ -27,7 +27,7 @@ TEMPLATE = "unit_sections.html"
 _TEMPLATES = resource("templates")
 # The stored form's version: bump FORMAT when UnitData's fields or the packing below change. The sections are current
 # while the templates that render them are unchanged (their hash); code that only moves them around does not count.
-FORMAT = 2
+FORMAT = 3
 TEMPLATES_HASH = hashlib.sha256(b"".join((_TEMPLATES / name).read_bytes()
                                          for name in (TEMPLATE, "_macros.html"))).hexdigest()[:16]
 SEPARATOR = "<!--section-->"  # a section placeholder in a rendered page; escaped data never holds "<"
@@ -60,15 +60,31 @@ class Stored(NamedTuple):
     sections: tuple[bytes, bytes, bytes] | None
 
 
-def step_plot(edges: Sequence[float], counts: Sequence[int], *, x_title: str, log_x: bool) -> dict:
-    """A plotly filled step histogram (works on a log x axis, where bars of varying width do not)."""
+def step_plot(edges: Sequence[float], counts: Sequence[int], *, x_title: str, log_x: bool,
+              y_title: str = "count") -> dict:
+    """A plotly filled step histogram (works on a log x axis, where bars of varying width do not); counts as they
+    are, never rescaled."""
     log_x = log_x and bool(edges) and min(edges) > 0
     y = list(counts) + ([counts[-1]] if counts else [])
     return {"data": [{"type": "scatter", "mode": "lines", "x": list(edges), "y": y,
                       "line": {"shape": "hv", "color": HOT}, "fill": "tozeroy",
                       "hovertemplate": "%{x:.3g}: %{y}<extra></extra>"}],
-            "layout": {"xaxis": {"title": {"text": x_title}, "type": "log" if log_x else "linear"},
-                       "yaxis": {"title": {"text": "count"}}}}
+            "layout": {"xaxis": {"title": {"text": x_title}, "type": "log" if log_x else "linear",
+                                 "exponentformat": "power"},
+                       "yaxis": {"title": {"text": y_title}}}}
+
+
+def interval_plot(intervals: Sequence[Interval]) -> dict:
+    """Bars of firing tokens per activation interval, each over its own range, with the x-axis ticks at the
+    intervals' edges (the same intervals the samples below are drawn from)."""
+    edges = [iv.low for iv in intervals] + ([intervals[-1].high] if intervals else [])
+    return {"data": [{"type": "bar", "x": [(iv.low + iv.high) / 2 for iv in intervals],
+                      "width": [iv.high - iv.low for iv in intervals], "y": [iv.count for iv in intervals],
+                      "customdata": [iv.index + 1 for iv in intervals], "marker": {"color": HOT},
+                      "hovertemplate": "interval %{customdata}: %{y} firing tokens<extra></extra>"}],
+            "layout": {"bargap": 0, "xaxis": {"title": {"text": "activation (interval edges)"}, "tickvals": edges,
+                                              "ticktext": [format_number(e) for e in edges], "tickangle": -45},
+                       "yaxis": {"title": {"text": "firing tokens"}}}}
 
 
 @lru_cache(maxsize=1)
@@ -86,13 +102,16 @@ def render_sections(data: UnitData, model_name: str) -> Sections:
                               for e in examples))
 
     m = _macros()
-    plots = (step_plot(data.act_hist.edges, data.act_hist.counts, x_title="activation", log_x=True),
-             step_plot(data.logit_hist.edges, data.logit_hist.counts, x_title="logit weight", log_x=False))
+    plots = (interval_plot(data.intervals),
+             step_plot(data.act_hist.edges, data.act_hist.counts, x_title="activation (log scale)", log_x=True,
+                       y_title="firing tokens"),
+             step_plot(data.logit_hist.edges, data.logit_hist.counts, x_title="logit weight", log_x=False,
+                       y_title="output tokens"))
     return Sections(
         m.stats(data, model_name),
-        m.body(*plots, data.top_logits, data.bottom_logits),
+        m.body(*plots, data.top_logits, data.bottom_logits, data.firing_count),
         m.examples(data.max_activation, data.max_abs_effect, windows(data.top_examples), data.intervals,
-                   {iv.index: windows(iv.samples) for iv in data.intervals if iv.samples}))
+                   {iv.index: windows(iv.samples) for iv in data.intervals if iv.samples}, data.firing_count))
 
 
 def pack(data: UnitData, model_name: str) -> bytes:

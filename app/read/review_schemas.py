@@ -4,11 +4,11 @@ as a score, and the results once they open."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, create_model, field_validator, model_validator
 
-from app.read.schemas import Example, Histogram, LogitToken, Schema
+from app.read.schemas import Schema
 from app.read.text_rules import Text
 from app.store.reviews import MAX_HYPOTHESIS_CHARS, MAX_PER_BASIS, REVIEW_INTERVALS
 from app.store.rubric import COMPONENTS, MAX_INTERVAL_SCORE, MAX_TOTAL, check, scores_of
@@ -105,12 +105,14 @@ class ReviewSummary(Schema):
     n_items: int
     created: datetime
     created_by: str | None
-    url: str
+    url: str = Field(description="The review's page")
+    api_url: str = Field(description="This JSON")
     # Only for the signed-in rater:
     scored: int | None = None
     skipped: int | None = None
     finished: bool | None = None
-    next_url: str | None = None
+    next_url: str | None = Field(None, description="The page of the next item to rate (null: none left)")
+    next_api_url: str | None = Field(None, description="The same item's JSON")
     results_open: bool | None = None
 
 
@@ -119,34 +121,87 @@ class ReviewList(Schema):
     bases: list[str] = Field(description="Bases a new review can draw from (of the newest model)")
 
 
+class BlindToken(Schema):
+    """A promoted or suppressed token of the item's unit: its text (whitespace made visible in `shown`) and its
+    direct logit effect relative to the unit's largest |effect| (±1 for that one), rounded to 2 decimals."""
+
+    text: str
+    shown: str
+    value: float
+
+
+class BlindExample(Schema):
+    """A window of the unit's review sample (never shown on an open page): token texts (whitespace made visible in
+    `shown`) and activations relative to the unit's max (1 = its max), rounded to 3 decimals; the window's own token
+    is at `max_position`, its activation is `value`."""
+
+    value: float
+    max_position: int
+    texts: list[str]
+    shown: list[str]
+    acts: list[float]
+
+
 class BlindInterval(Schema):
-    """Samples of one activation interval, its bounds relative to the unit's max, and its share of firing tokens."""
+    """One of the unit's activation intervals (equal widths from 0 to its max; bounds relative to the max) and the
+    review sample's windows in it: empty when the review sample has none there."""
 
     index: int
     low: float
     high: float
-    contains_pct: float
-    samples: list[Example]
+    samples: list[BlindExample]
 
 
-class ReviewItem(Schema):
-    """What a rater sees of one item: the unit's evidence, never its basis, index or a link to it. Activations are
-    relative to the unit's max (1 = its max), so no exact value can be looked up in the open unit lists."""
+class BlindEvidence(Schema):
+    """What a rater sees of a unit, drawn the same way for every basis: the review sample's windows and the logit
+    effects, relative to the unit's own maxima. No token ids, counts, histogram or interval shares."""
+
+    top_logits: list[BlindToken]
+    bottom_logits: list[BlindToken]
+    top_examples: list[BlindExample] = Field(description="The review sample's largest activations, largest first")
+    intervals: list[BlindInterval] = Field(description="Every activation interval, lowest first")
+
+
+class ItemState(Schema):
+    """One item in the rater's order, and where the rater stands with it."""
+
+    item: int
+    step: int
+    state: Literal["scored", "skipped", "to do"]
+    url: str = Field(description="Its page")
+    api_url: str = Field(description="Its JSON")
+
+
+class ReviewItem(BlindEvidence):
+    """What a rater sees of one item: the unit's evidence, never its basis, index or a link to it, and nothing that
+    can be matched against the open unit pages (DESIGN.md section 7)."""
 
     review: str
-    review_url: str
+    review_url: str = Field(description="The review's page")
+    review_api_url: str = Field(description="The review's JSON (your progress)")
     item: int = Field(description="The review's own item number")
     step: int = Field(description="Where this item comes in the rater's order")
     of: int
+    url: str = Field(description="This item's page")
+    api_url: str = Field(description="This JSON")
+    prev: ItemState | None = Field(description="The item before this one in the rater's order")
+    next: ItemState | None = Field(description="The item after this one in the rater's order")
+    items: list[ItemState] = Field(description="Every item in the rater's order")
     n_intervals: int = Field(description="How many interval scores a score may carry")
-    act_hist: Histogram = Field(description="Over activation / the unit's max; counts per 10,000 firing tokens")
-    top_logits: list[LogitToken]
-    bottom_logits: list[LogitToken]
-    top_examples: list[Example]
-    intervals: list[BlindInterval]
     mine: MyScore | None
     state: str
     finished: bool = Field(description="You have scored every item: your scores are final, the results open")
+    read_only: bool = Field(description="Nothing more to save here: you have finished, or the review is closed")
+
+
+class MyItemScore(Schema):
+    """One of the rater's answers: the item, where it comes in their order, and the answer."""
+
+    item: int
+    step: int
+    url: str
+    api_url: str
+    score: MyScore
 
 
 class Distribution(Schema):
@@ -163,8 +218,10 @@ class Distribution(Schema):
 
 
 class Test(Schema):
-    """Mann–Whitney U between two bases' totals (two-sided)."""
+    """Mann–Whitney U between two bases' items' mean totals, two-sided."""
 
+    test: Literal["Mann-Whitney U"] = "Mann-Whitney U"
+    alternative: Literal["two-sided"] = "two-sided"
     a: str
     b: str
     u: float

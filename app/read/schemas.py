@@ -158,7 +158,9 @@ class Example(Schema):
 
 
 class Interval(Schema):
-    """Samples from one activation-quantile interval; `contains_pct` = share of the unit's firing tokens in it."""
+    """One of the unit's activation intervals (equal widths from 0 to its max), empty or not: its bounds, how many
+    firing tokens lie in it (`count`) and their share of all the unit's firing tokens (`contains_pct`, percent), and
+    a few of them drawn at random (`samples`)."""
 
     index: int
     low: float

@@ -14,7 +14,7 @@ import numpy as np
 
 from app.read.schemas import Example, Histogram, Interval, LogitToken, UnitData
 from app.read.windows import decode_window, max_abs_effect, visible_token
-from app.store.models import TOP_TOKENS_SEPARATOR
+from app.store.models import OPEN_KINDS, TOP_TOKENS_SEPARATOR
 from sae.analysis.config import AnalysisConfig
 
 
@@ -70,10 +70,11 @@ def unit_data(unit, windows: Sequence[tuple], strings: Sequence[str], context_be
     """Return the UnitData of `unit` (anything with the `unit` table's columns as attributes: a row being ingested or
     a stored one) and of its other analysis fields (`analysis_fields`; without them, their defaults). `windows` are
     its example rows (kind, bucket, value, token ids, activations, effects): top windows by rank, then interval
-    samples by interval and rank. The intervals listed are those with firing tokens or with samples;
-    `contains_pct` is the interval's share of the unit's firing tokens."""
+    samples by interval and rank. Every interval is listed, an empty one with count 0 and no samples (none for a unit
+    that never fired); `contains_pct` is the interval's share of the unit's firing tokens."""
     top: list[Example] = []
     samples: dict[int, list[Example]] = {}
+    windows = [w for w in windows if w[0] in OPEN_KINDS]  # the review sample is never a page's
     for kind, bucket, value, token_ids, activations, effects in windows:
         e = example(value, token_ids, activations, effects, strings, context_before)
         (top if kind == "top" else samples.setdefault(int(bucket), [])).append(e)
@@ -81,7 +82,7 @@ def unit_data(unit, windows: Sequence[tuple], strings: Sequence[str], context_be
     firing = max(int(unit.firing_count), 1)
     intervals = [Interval.model_construct(index=i, low=float(edges[i]), high=float(edges[i + 1]), count=int(c),
                                           contains_pct=100.0 * int(c) / firing, samples=samples.get(i, []))
-                 for i, c in enumerate(counts) if i + 1 < len(edges) and (c or i in samples)]
+                 for i, c in enumerate(counts) if i + 1 < len(edges) and int(unit.firing_count) > 0]
     return UnitData.model_construct(
         firing_count=int(unit.firing_count), density=float(unit.density), max_activation=float(unit.max_activation),
         mean_activation=float(unit.mean_activation), top_token_entropy=unit.top_token_entropy,

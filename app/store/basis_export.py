@@ -18,6 +18,7 @@ from app.read.windows import decode_window
 from app.store import rubric
 from app.store.labels import list_labels, newest_labels, utc
 from app.store.models import (
+    OPEN_KINDS,
     TOP_TOKENS_SEPARATOR,
     Basis,
     Example,
@@ -99,7 +100,8 @@ def example_batches(session: Session, basis: Basis, model: Model, strings: list[
             select(Unit.index, Example.kind, Example.bucket, Example.rank, Example.value, Example.token_ids,
                    Example.activations, Example.effects)
             .join(Unit, Unit.id == Example.unit_id)
-            .where(Unit.basis_id == basis.id, Unit.index >= start, Unit.index < start + UNIT_CHUNK)
+            .where(Unit.basis_id == basis.id, Unit.index >= start, Unit.index < start + UNIT_CHUNK,
+                   Example.kind.in_(OPEN_KINDS))  # the review sample stays out of reach
             .order_by(Unit.index, Example.kind.desc(), Example.bucket, Example.rank))
         batch = []
         for index, kind, bucket, rank, value, token_ids, activations, effects in rows:
@@ -118,14 +120,15 @@ def label_batches(session: Session, basis: Basis, model: Model) -> Iterator[list
 
 
 def review_score_batches(session: Session, basis: Basis, model: Model) -> Iterator[list[dict]]:
-    """Yield every rater's answer on the review items drawn from this basis, skips included, by review and item."""
+    """Yield every rater's answer on the review items drawn from this basis, skips included, by review and item: of
+    closed reviews only, whose results are open to everyone (an open review's items stay blind)."""
     rows = session.execute(
         select(Review.id, Review.name, Review.state, ReviewUnit.position, ReviewUnit.unit_index, User.name,
                ReviewScore)
         .join(ReviewUnit, ReviewUnit.review_id == Review.id)
         .join(ReviewScore, ReviewScore.review_unit_id == ReviewUnit.id)
         .join(User, User.id == ReviewScore.rater_id)
-        .where(ReviewUnit.basis_id == basis.id)
+        .where(ReviewUnit.basis_id == basis.id, Review.state == "closed")
         .order_by(Review.id, ReviewUnit.position, User.name)).all()
     yield [dict(review_id=review_id, review=name, review_state=state, item=position, model=model.name,
                 basis=basis.name, index=index, rater=rater, skipped=s.skipped, hypothesis=s.hypothesis,

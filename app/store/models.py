@@ -115,15 +115,20 @@ class Unit(Base):
     sections: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
 
+OPEN_KINDS = ("top", "interval")  # windows the unit's page, its twin and the export show
+REVIEW_KINDS = ("review_top", "review_interval")  # the review sample: only blind review items show these
+
+
 class Example(Base):
     """One context window of a unit: a top activation or an interval sample (int32 ids, float32 activations and
-    per-token ablation effects, NaN where a token has none)."""
+    per-token ablation effects, NaN where a token has none), of the open page or of the review sample (kept apart
+    from the page's: sae/analysis/review_sample.py; no effects)."""
 
     __tablename__ = "example"
     __table_args__ = (Index("ix_example_unit", "unit_id", "kind", "bucket", "rank"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     unit_id: Mapped[int] = mapped_column(ForeignKey("unit.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(16))  # top | interval
+    kind: Mapped[str] = mapped_column(String(16))  # OPEN_KINDS or REVIEW_KINDS
     bucket: Mapped[int | None] = mapped_column(Integer)  # interval index for interval samples
     rank: Mapped[int] = mapped_column(Integer)
     value: Mapped[float] = mapped_column(Float)  # activation at the window's max token

@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, select, update
 from app.present.unit_sections import pack, unpack
 from app.read.unit_data import context_before, unit_data
 from app.store.db import checkpoint, session_factory, write_transaction
-from app.store.example_rows import PAGE_ORDER
+from app.store.example_rows import OPEN, PAGE_ORDER
 from app.store.models import Basis, Example, Model, Unit
 from app.store.vocabulary import token_strings
 
@@ -64,7 +64,7 @@ def _render_chunk(sessions, ids: list[int], model_name: str, strings: list[str],
         for unit_id, *row in session.execute(
                 select(Example.unit_id, Example.kind, Example.bucket, Example.value, Example.token_ids,
                        Example.activations, Example.effects)
-                .where(Example.unit_id.in_(stale)).order_by(Example.unit_id, *PAGE_ORDER)):
+                .where(Example.unit_id.in_(stale), OPEN).order_by(Example.unit_id, *PAGE_ORDER)):
             windows[unit_id].append(row)
         return [{"unit_id": unit.id,
                  "sections": pack(unit_data(unit, windows[unit.id], strings, before), model_name)}

@@ -1,9 +1,9 @@
 """Blind monosemanticity reviews (the paper's experiment): create one, rate its items, and read what raters gave.
 
-A review draws N live units (not dead, not ultralow) at random from each chosen basis, shuffles them and fixes
-them as items 1..M at creation. Every rater sees every item, in an order of their own (a permutation seeded by the
-review and the rater), and scores it on the paper's rubric; a skipped item comes back after the unseen ones. A
-rater who has scored every item may see the results, and from then on their scores are final.
+A review draws N live units (not dead, not ultralow, with a full review sample) at random from each chosen basis,
+shuffles them and fixes them as items 1..M at creation. Every rater sees every item, in an order of their own (a
+permutation seeded by the review and the rater), and scores it on the paper's rubric; a skipped item comes back after
+the unseen ones. A rater who has scored every item may see the results, and from then on their scores are final.
 Scores refer to the review's items, which refer to (basis, unit index): a re-ingest loses nothing.
 """
 
@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.store import rubric
-from app.store.models import Basis, Model, Review, ReviewScore, ReviewUnit, Unit, User, utc_now
+from app.store.models import REVIEW_KINDS, Basis, Example, Model, Review, ReviewScore, ReviewUnit, Unit, User, utc_now
 from sae.analysis.config import AnalysisConfig
 from sae.conventions import ULTRALOW_DENSITY
 from sae.errors import MonoscopeError
@@ -92,11 +92,10 @@ def create_review(session: Session, *, name: str, bases: list[Basis], per_basis:
     rng = np.random.default_rng(seed)
     drawn: list[tuple[int, int]] = []
     for basis in bases:
-        live = session.scalars(select(Unit.index).where(Unit.basis_id == basis.id, Unit.firing_count > 0,
-                                                        Unit.density >= ULTRALOW_DENSITY).order_by(Unit.index)).all()
+        live = reviewable(session, basis)
         if len(live) < per_basis:
-            raise Conflict(f"basis {basis.name!r} has {len(live)} live units (not dead, density at least "
-                           f"{ULTRALOW_DENSITY:g}); asked for {per_basis}")
+            raise Conflict(f"basis {basis.name!r} has {len(live)} units with a full review sample (live, "
+                           f"density at least {ULTRALOW_DENSITY:g}); asked for {per_basis}")
         drawn += [(basis.id, int(i)) for i in rng.choice(live, size=per_basis, replace=False)]
     order = rng.permutation(len(drawn))
     model = session.get(Model, bases[0].model_id)
@@ -108,6 +107,21 @@ def create_review(session: Session, *, name: str, bases: list[Basis], per_basis:
                      for position, k in enumerate(order, start=1)])
     session.flush()
     return review
+
+
+def reviewable(session: Session, basis: Basis) -> list[int]:
+    """Return the indexes of the units a review may draw from a basis: live (not dead, not ultralow) and with a full
+    review sample, i.e. as many review top windows as the analysis keeps (sae/analysis/review_sample.py), so that
+    every item shows as many windows as any other. Raise for an analysis made before it kept a review sample."""
+    need = int((basis.config or {}).get("review_top_k") or 0)
+    if need <= 0:
+        raise MonoscopeError(f"basis {basis.name!r} was analysed before reviews had windows of their own, apart from "
+                             "the unit pages': run `monoscope analyze --force` and `monoscope ingest` again")
+    return [int(i) for i in session.scalars(
+        select(Unit.index).join(Example, Example.unit_id == Unit.id)
+        .where(Unit.basis_id == basis.id, Unit.firing_count > 0, Unit.density >= ULTRALOW_DENSITY,
+               Example.kind == REVIEW_KINDS[0])
+        .group_by(Unit.index).having(func.count(Example.id) >= need).order_by(Unit.index))]
 
 
 def find_review(session: Session, review_id: int, *, lock: bool = False) -> Review:

@@ -28,6 +28,11 @@ class Component:
     question: str
     description: str | None = None
     not_applicable_when: tuple[str, int] | None = None
+    levels: tuple[str, ...] = ()  # what each score 0..maximum means, shown beside the form's radios
+
+    def __post_init__(self) -> None:
+        if len(self.levels) != self.maximum + 1:
+            raise ValueError(f"{self.name} needs a meaning for each score 0..{self.maximum}")
 
     def applies(self, scores: Mapping[str, int | None]) -> bool:
         """Whether this component is scored, given the other components' scores."""
@@ -46,14 +51,23 @@ class Component:
 
 
 COMPONENTS: tuple[Component, ...] = (
-    Component("confidence", 3, "Confidence in the hypothesis"),
+    Component("confidence", 3, "Confidence in the hypothesis",
+              levels=("no idea what it does", "a guess", "fairly confident", "confident: the hypothesis explains it")),
     Component("token_consistency", 5, "Consistency of the high-activation tokens",
-              "Consistency of the high-activation tokens"),
+              "Consistency of the high-activation tokens",
+              levels=("no pattern among the top activations", "a few fit the hypothesis", "some fit",
+                      "about half fit", "most fit", "all of them fit")),
     Component("logit_consistency", 3, "Consistency of the positive logits",
-              "Consistency of the positive logit effects"),
+              "Consistency of the positive logit effects",
+              levels=("no promoted token fits the hypothesis", "a few fit", "most fit",
+                      "all of them fit, or plausibly follow it")),
     Component("effect_gap", 1, "Gap in effect size", "Gap in effect size; null (n/a) when logit_consistency is 3",
-              not_applicable_when=("logit_consistency", 3)),
-    Component("specificity", 3, "Specificity"),
+              not_applicable_when=("logit_consistency", 3),
+              levels=("no gap: the tokens that fit are promoted no more than the others",
+                      "a gap: the tokens that fit are promoted clearly more than those that do not")),
+    Component("specificity", 3, "Specificity",
+              levels=("it fires as strongly on much else", "it fires on other things, though more weakly",
+                      "it fires on a little else, at low activations", "it fires on nothing else")),
 )
 NAMES: tuple[str, ...] = tuple(c.name for c in COMPONENTS)
 MAX_INTERVAL_SCORE = 3  # each activation interval is scored 0..3 against the hypothesis (optional)

@@ -21,8 +21,8 @@ configure(templates.env)  # autoescape everywhere, format_number, |visible (app/
 def context_html(example, scale: float, effect_scale: float | None = None) -> Markup:
     """Return one context window (an Example) as coloured, escaped token spans, coloured on `scale` (and
     `effect_scale`): app.present.windows.window_html, the renderer of the unit page's windows too."""
-    return Markup(window_html(example.value, example.shown, example.acts, example.effects, example.max_position,
-                              scale, effect_scale))
+    return Markup(window_html(example.value, example.shown, example.acts, getattr(example, "effects", None),
+                              example.max_position, scale, effect_scale))
 
 
 def unit_row(u) -> Markup:

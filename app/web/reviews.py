@@ -14,9 +14,17 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.present import plots
-from app.present.unit_sections import step_plot
 from app.read.queries import reviews as queries
-from app.read.review_schemas import MyScore, ReviewIn, ReviewItem, ReviewList, ReviewResults, ReviewSummary, ScoreIn
+from app.read.review_schemas import (
+    MyItemScore,
+    MyScore,
+    ReviewIn,
+    ReviewItem,
+    ReviewList,
+    ReviewResults,
+    ReviewSummary,
+    ScoreIn,
+)
 from app.store import reviews as store
 from app.store import rubric
 from app.store.db import write_transaction
@@ -98,6 +106,13 @@ def get_item(session: SessionDep, user: CurrentUser, review_id: ReviewId, positi
     return queries.review_item(session=session, review_id=review_id, position=position, user=user)
 
 
+@api.get("/reviews/{review_id}/scores/mine", response_model=list[MyItemScore],
+         responses=errors(SIGN_IN, {404: "Unknown review"}, BAD_PARAMETER),
+         summary="Your own answers in this review (scores and skips), in your order")
+def get_my_scores(session: SessionDep, user: CurrentUser, review_id: ReviewId):
+    return queries.my_scores(session=session, review_id=review_id, user=user)
+
+
 @api.post("/reviews/{review_id}/items/{position}/score", response_model=MyScore,
           responses=errors(WRITE, UNKNOWN, CLOSED, BODY, {422: "Bad score (the message says which part)"}),
           summary="Score an item on the paper's rubric (replaces your earlier score)")
@@ -164,9 +179,7 @@ def next_page(request: Request, user: CurrentUser, review_id: ReviewId):
 
 def item_context(item: ReviewItem, csrftoken: str, action: str) -> dict:
     """What templates/review_item.html renders: the item, and the form of the rubric that posts to `action`."""
-    return {"it": item, "csrftoken": csrftoken, "plots": True, "rubric": rubric, "not_applicable": NOT_APPLICABLE,
-            "act_plot": step_plot(item.act_hist.edges, item.act_hist.counts, x_title="activation", log_x=True),
-            "action": action}
+    return {"it": item, "csrftoken": csrftoken, "rubric": rubric, "not_applicable": NOT_APPLICABLE, "action": action}
 
 
 @pages.get("/reviews/{review_id}/items/{position}")

@@ -19,6 +19,10 @@ class AnalysisConfig:
     context_after: int = 8
     n_intervals: int = 11
     samples_per_interval: int = 5
+    # The review sample (sae/analysis/review_sample.py): windows kept for blind reviews, sharing no token with the
+    # windows above, which the open unit pages show.
+    review_top_k: int = 20
+    review_samples_per_interval: int = 5
     act_hist_bins: int = 50
     logit_k: int = 10
     logit_hist_bins: int = 50
@@ -37,6 +41,9 @@ class AnalysisConfig:
     dense_threshold: float = DENSE_DENSITY
 
     def __post_init__(self) -> None:
+        if min(self.review_top_k, self.review_samples_per_interval) < 0:
+            raise MonoscopeError(f"analysis needs review_top_k and review_samples_per_interval >= 0, got "
+                                 f"{self.review_top_k} and {self.review_samples_per_interval}")
         if self.n_tokens <= 0 or self.batch_sequences <= 0 or (self.loss_tokens is not None and self.loss_tokens < 0):
             raise MonoscopeError(f"analysis needs n_tokens and batch_sequences positive and loss_tokens >= 0 (or "
                                  f"None), got {self.n_tokens}, {self.batch_sequences} and {self.loss_tokens}")

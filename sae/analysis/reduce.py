@@ -1,8 +1,8 @@
 """The reduce of the analysis: merge pass-1 shard states, run pass 2 over each shard's spill, return contract arrays.
 
 Order: merge every shard's `UnitStats` (final max/min) -> one `IntervalStats` streamed over the shards' spills in
-token order -> per shard windows for the globally chosen top-k and interval entries (each entry lives in exactly
-one shard).
+token order -> the review sample (sae/analysis/review_sample.py) -> per shard windows for the globally chosen top-k,
+interval and review entries (each entry lives in exactly one shard).
 
 The result does not depend on how the sequences were sharded, to the bit, when every shard starts on a multiple of
 `batch_sequences` (as `sae.analysis.executor.shard_ranges` cuts them): counts, extrema and selections merge exactly,
@@ -20,7 +20,8 @@ import numpy as np
 
 from sae.analysis.shard import AnalysisConfig, Basis, BasisSums, ShardState
 from sae.analysis.spill import gather_windows
-from sae.analysis.state import IntervalStats
+from sae.analysis.review_sample import OpenWindows, ReviewSample, select
+from sae.analysis.state import GroupSelect, IntervalStats
 from sae.conventions import BOS_POSITION
 from sae.dictionary.metrics import SAELENS_RECONSTRUCTION_METRICS
 
@@ -31,7 +32,7 @@ class BasisResult:
 
     arrays: dict[str, np.ndarray]  # units.npz, without the logit and ablation effects
     summary: dict  # basis.json's {metrics, density_histogram}
-    window_units: np.ndarray  # [E] the unit of each stored window (top windows, then interval samples; -1: empty)
+    window_units: np.ndarray  # [E] the unit of each open window (top windows, then interval samples; -1: empty)
     window_centers: np.ndarray  # [E] the global token at each window's center
     window_acts: np.ndarray  # [E, W] the windows' activations (top_acts and interval_acts are views of it)
 
@@ -49,20 +50,30 @@ def finish(shards: list[list[ShardState]], bases: list[Basis], tokens: np.ndarra
         parts = sorted((shard[b] for shard in shards), key=lambda p: p.seq_start)  # token order: see the docstring
         stats = reduce(lambda a, o: a.merge(o), [p.stats for p in parts])
         sums: BasisSums = reduce(lambda a, o: a.merge(o), [s for p in parts for s in p.batch_sums], BasisSums())
+        before, after = cfg.context_before, cfg.context_after
+        open_top = OpenWindows(np.repeat(np.arange(basis.n_units), cfg.top_k), stats.top.token.reshape(-1),
+                               tokens_flat, n_ctx, before, after)
         intervals = IntervalStats(stats.max_activation(), stats.min_activation(), cfg.n_intervals,
-                                  cfg.samples_per_interval, cfg.act_hist_bins, cfg.seed)
+                                  cfg.samples_per_interval, cfg.act_hist_bins, cfg.seed,
+                                  cfg.review_samples_per_interval, cfg.review_top_k, open_top)
         for p in parts:
             for batch in p.spill:  # shards start at a sequence boundary: a local row's position is row % n_ctx
                 keep = batch.rows % n_ctx != BOS_POSITION
                 intervals.update(batch.rows[keep], batch.units[keep], batch.values[keep], p.seq_start * n_ctx)
         arrays = _unit_arrays(stats, intervals, cfg)
-        # Windows: top-k entries then interval entries, gathered in one read of each shard's spill.
-        u = basis.n_units
-        top_units = np.where(stats.top.token >= 0, np.arange(u)[:, None], -1).reshape(-1)
-        res_group_unit = np.arange(u * cfg.n_intervals) // cfg.n_intervals  # reservoir group -> unit
-        res_units = np.where(intervals.reservoir.token >= 0, res_group_unit[:, None], -1)
-        units = np.concatenate([top_units, res_units.reshape(-1)])
-        centers = np.concatenate([stats.top.token.reshape(-1), intervals.reservoir.token.reshape(-1)])
+        # Windows: top-k entries, open interval samples, then the review sample, in one read of each shard's spill.
+        u, i, s = basis.n_units, cfg.n_intervals, cfg.samples_per_interval
+        open_samples = intervals.reservoir.token[:, :s]  # [U * I, S]
+        group_unit = np.arange(u * i) // i  # reservoir group -> unit
+        review = select(OpenWindows(np.concatenate([np.repeat(np.arange(u), cfg.top_k), np.repeat(group_unit, s)]),
+                                    np.concatenate([stats.top.token.reshape(-1), open_samples.reshape(-1)]),
+                                    tokens_flat, n_ctx, before, after),
+                        intervals.review_top or GroupSelect(u, 0), intervals.reservoir, i, s, cfg.review_top_k,
+                        cfg.review_samples_per_interval)
+        entries = [(stats.top.token, np.arange(u)), (open_samples, group_unit), (review.top_token, np.arange(u)),
+                   (review.interval_token, group_unit)]
+        units = np.concatenate([np.where(t >= 0, owner[:, None], -1).reshape(-1) for t, owner in entries])
+        centers = np.concatenate([t.reshape(-1) for t, _ in entries])
         w = cfg.context_before + 1 + cfg.context_after
         ids = np.full((len(units), w), -1, np.int32)
         acts = np.zeros((len(units), w), np.float32)
@@ -70,18 +81,23 @@ def finish(shards: list[list[ShardState]], bases: list[Basis], tokens: np.ndarra
             pi, pa, filled = gather_windows(p.spill, tokens_flat, n_ctx, p.seq_start * n_ctx, units, centers,
                                             cfg.context_before, cfg.context_after)
             ids[filled], acts[filled] = pi[filled], pa[filled]
-        n_top = u * cfg.top_k
-        arrays["top_token_ids"] = ids[:n_top].reshape(u, cfg.top_k, w)
-        arrays["top_acts"] = acts[:n_top].reshape(u, cfg.top_k, w)
-        shape = (u, cfg.n_intervals, cfg.samples_per_interval, w)
-        arrays["interval_token_ids"] = ids[n_top:].reshape(shape)
-        arrays["interval_acts"] = acts[n_top:].reshape(shape)
+        shapes = {"top": (u, cfg.top_k), "interval": (u, i, s), "review_top": (u, cfg.review_top_k),
+                  "review_interval": (u, i, cfg.review_samples_per_interval)}
+        start = 0
+        for name, shape in shapes.items():
+            stop = start + int(np.prod(shape))
+            arrays[f"{name}_token_ids"] = ids[start:stop].reshape(*shape, w)
+            arrays[f"{name}_acts"] = acts[start:stop].reshape(*shape, w)
+            start = stop
+        n_open = u * (cfg.top_k + i * s)  # the open windows: the ones with ablation effects
+        arrays.update(_review_arrays(review, cfg))
         g = arrays.pop("top_global_token")
         arrays["top_sequence"] = np.where(g >= 0, g // n_ctx, -1)
         arrays["top_position"] = np.where(g >= 0, g % n_ctx, -1).astype(np.int32)
         centers_ids = arrays["top_token_ids"][:, :, cfg.context_before]  # [U, K] the max tokens
         arrays["top_token_entropy"] = _top_token_entropy(centers_ids, arrays["top_count"])
-        results.append(BasisResult(arrays, _basis_summary(basis, arrays, sums, cfg), units, centers, acts))
+        results.append(BasisResult(arrays, _basis_summary(basis, arrays, sums, cfg), units[:n_open],
+                                   centers[:n_open], acts[:n_open]))
     return results
 
 
@@ -92,7 +108,7 @@ def _unit_arrays(stats, intervals: IntervalStats, cfg: AnalysisConfig) -> dict[s
     top = stats.top
     i, s = cfg.n_intervals, cfg.samples_per_interval
     real_top = top.token >= 0
-    res = intervals.reservoir
+    res = intervals.reservoir  # its first S columns are the open sample; the rest is the review sample's pool
     return {
         "firing_count": firing,
         "density": firing / max(stats.n_tokens, 1),
@@ -105,8 +121,20 @@ def _unit_arrays(stats, intervals: IntervalStats, cfg: AnalysisConfig) -> dict[s
         "top_global_token": top.token,
         "interval_edges": intervals.interval_edges,
         "interval_counts": intervals.interval_counts.reshape(u, i),
-        "interval_sample_count": res.count().reshape(u, i).astype(np.int32),
-        "interval_values": res.value.reshape(u, i, s),
+        "interval_sample_count": (res.token[:, :s] >= 0).sum(1).reshape(u, i).astype(np.int32),
+        "interval_values": res.value[:, :s].reshape(u, i, s),
+    }
+
+
+def _review_arrays(review: ReviewSample, cfg: AnalysisConfig) -> dict[str, np.ndarray]:
+    """Return the review sample's counts and values (sae/analysis/review_sample.py)."""
+    u, i, s = review.top_token.shape[0], cfg.n_intervals, cfg.review_samples_per_interval
+    real_top = review.top_token >= 0
+    return {
+        "review_top_count": real_top.sum(1).astype(np.int32),
+        "review_top_values": np.where(real_top, review.top_value, -np.inf).astype(np.float32),
+        "review_interval_sample_count": (review.interval_token >= 0).sum(1).reshape(u, i).astype(np.int32),
+        "review_interval_values": review.interval_value.reshape(u, i, s),
     }
 
 

@@ -234,7 +234,8 @@ def _write_basis(loaded: LoadedBasis, result: BasisResult, directions: torch.Ten
                                                    "cfg": loaded.sae_cfg},
             "n_tokens": int(tokens.size), "n_ctx": int(tokens.shape[1]), "context_before": cfg.context_before,
             "context_after": cfg.context_after, "top_k": cfg.top_k, "n_intervals": cfg.n_intervals,
-            "samples_per_interval": cfg.samples_per_interval, "logit_k": cfg.logit_k,
+            "samples_per_interval": cfg.samples_per_interval, "review_top_k": cfg.review_top_k,
+            "review_samples_per_interval": cfg.review_samples_per_interval, "logit_k": cfg.logit_k,
             "ablation_effects": "top_effects" in arrays, **summary}
     planned = loaded.plan
     with rundir.write_stage(planned.out_dir, stage="analysis", config=planned.config, inputs=planned.inputs) as tmp:

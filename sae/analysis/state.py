@@ -12,7 +12,8 @@ Two passes, because the paper's intervals (11 equal-width bins from 0 to the uni
       The sums are the one float state here: float addition is not associative, so they are summed in pass 2, where
       one state streams every spill batch in token order, which makes them independent of the sharding.
   windows, `gather_windows`: one more read of each spill looks up every window token's activation for the chosen
-      entries (top-k and interval samples), each shard filling the entries that fall in its own tokens.
+      entries (top-k and interval samples, and the review sample kept apart from them: sae/analysis/review_sample.py),
+      each shard filling the entries that fall in its own tokens.
 All bookkeeping runs on the non-zeros of all units at once (bincount, scatter_reduce, one stable argsort of packed
 (group, key) integers for the selections), never per unit in Python; memory is the state (U·K + U·I·S entries)
 plus one batch, whatever the number of tokens. Spills stay on disk and are read back one batch at a time.
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from sae.analysis.review_sample import POOL, OpenWindows
 
 
 def descending_key(values: np.ndarray) -> np.ndarray:
@@ -152,8 +155,12 @@ class IntervalStats:
     """
 
     def __init__(self, max_act: np.ndarray, min_act: np.ndarray, n_intervals: int, samples: int, hist_bins: int,
-                 seed: int) -> None:
-        """Edges from the merged pass 1: max_act, min_act [U] (0 for dead units)."""
+                 seed: int, review_samples: int = 0, review_top: int = 0, open_top: OpenWindows | None = None) -> None:
+        """Edges from the merged pass 1: max_act, min_act [U] (0 for dead units).
+
+        The review sample (sae/analysis/review_sample.py): the reservoirs keep `samples + POOL * review_samples`
+        keys, and with `open_top` (the open top-k windows) a pool of the POOL * review_top largest activations whose
+        windows share no token with those is kept too."""
         self.n_units, self.n_intervals, self.hist_bins, self.seed = len(max_act), n_intervals, hist_bins, seed
         fractions = np.arange(n_intervals + 1, dtype=np.float32) / np.float32(n_intervals)  # last is exactly 1
         self.interval_edges = (max_act[:, None] * fractions[None, :]).astype(np.float32)  # [U, I+1]
@@ -171,7 +178,9 @@ class IntervalStats:
         self.hist_counts = np.zeros(self.n_units * hist_bins, dtype=np.int64)
         self.interval_counts = np.zeros(self.n_units * n_intervals, dtype=np.int64)
         self.act_sum = np.zeros(self.n_units, dtype=np.float64)  # [U] the sum of each unit's positive activations
-        self.reservoir = GroupSelect(self.n_units * n_intervals, samples)
+        self.reservoir = GroupSelect(self.n_units * n_intervals, samples + POOL * review_samples)
+        self.open_top = open_top
+        self.review_top = GroupSelect(self.n_units, POOL * review_top) if open_top is not None and review_top else None
 
     def intervals_of(self, units: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Return the interval index [nnz] of each (unit, value), consistent with the stored float32 edges."""
@@ -193,6 +202,12 @@ class IntervalStats:
         self.interval_counts += np.bincount(group, minlength=self.n_units * self.n_intervals)
         tokens = rows + token_offset
         self.reservoir.update(group, reservoir_keys(tokens, units, self.seed), tokens, values)
+        if self.review_top is not None:
+            top = self.review_top  # a strict filter: a later token loses a tie with the kth entry (as in UnitStats)
+            kth = np.where(top.token[:, -1] >= 0, top.value[:, -1], 0.0)
+            cand = np.nonzero(values > kth[units])[0]
+            cand = cand[~self.open_top.clash(units[cand], tokens[cand])]
+            top.update(units[cand], descending_key(values[cand]), tokens[cand], values[cand])
 
     def merge(self, other: "IntervalStats") -> "IntervalStats":
         """Return the state of both shards together (both built from the same merged pass-1 edges); act_sum is
@@ -203,4 +218,6 @@ class IntervalStats:
         out.interval_counts = self.interval_counts + other.interval_counts
         out.act_sum = self.act_sum + other.act_sum
         out.reservoir = self.reservoir.merge(other.reservoir)
+        if self.review_top is not None:
+            out.review_top = self.review_top.merge(other.review_top)
         return out

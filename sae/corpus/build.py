@@ -25,6 +25,7 @@ from sae.corpus.tokenizer import (
     EOT,
     CorpusTokenizer,
     load_existing_tokenizer,
+    token_string,
     token_strings,
     train_bpe,
     write_hf_folder,
@@ -239,8 +240,15 @@ def load_heldout(run_dir: Path, n_tokens: int | None = None) -> np.ndarray:
 
 def read_token_strings(run_dir: Path) -> list[str]:
     """Return the display string of every token id of a run's corpus (corpus/token_strings.json, written by
-    `build_corpus`): the one reader for ingest, live inference and the export."""
-    return load_json(Path(run_dir) / "corpus" / "token_strings.json", "run `monoscope corpus` first")
+    `build_corpus`): the one reader for ingest, live inference and the export. A corpus written before partial UTF-8
+    tokens were spelled as bytes (`<e2 80>`) has them as U+FFFD: those are spelled again from its tokenizer."""
+    strings = load_json(Path(run_dir) / "corpus" / "token_strings.json", "run `monoscope corpus` first")
+    path = Path(run_dir) / "corpus" / "tokenizer.json"
+    if any("\ufffd" in s for s in strings) and path.is_file():
+        tok = Tokenizer.from_file(str(path))
+        n = tok.get_vocab_size(True)
+        strings = [token_string(tok, i) if "\ufffd" in s and i < n else s for i, s in enumerate(strings)]
+    return strings
 
 
 def first_rows(rows: np.ndarray, n_tokens: int) -> np.ndarray:

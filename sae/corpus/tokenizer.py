@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -135,5 +137,34 @@ def load_hf_tokenizer(hf_dir: Path):
 
 
 def token_strings(tokenizer: Tokenizer) -> list[str]:
-    """Return a readable string per token id: bytes decoded to text, partial UTF-8 shown as U+FFFD."""
-    return [tokenizer.decode([i], skip_special_tokens=False) for i in range(tokenizer.get_vocab_size(True))]
+    """Return a readable string per token id (`token_string`)."""
+    return [token_string(tokenizer, i) for i in range(tokenizer.get_vocab_size(True))]
+
+
+def token_string(tokenizer: Tokenizer, i: int) -> str:
+    """Return token i as text: its bytes decoded, and where they are not whole UTF-8 characters (a character split
+    across tokens) those bytes in hex, as `<e2 80>`, instead of the decoder's U+FFFD."""
+    text = tokenizer.decode([i], skip_special_tokens=False)
+    if "\ufffd" not in text:
+        return text
+    piece, table = tokenizer.id_to_token(i), _byte_of_char()
+    if piece is None or any(c not in table for c in piece):  # not a byte-level vocabulary: keep the decoder's text
+        return text
+    return readable_bytes(bytes(table[c] for c in piece))
+
+
+def readable_bytes(raw: bytes) -> str:
+    """Return bytes as text, each run of bytes that is not valid UTF-8 written in hex: b"a\\xe2\\x80" -> "a<e2 80>"."""
+    return re.sub("[\udc80-\udcff]+", lambda m: "<" + " ".join(f"{ord(c) - 0xDC00:02x}" for c in m.group()) + ">",
+                  raw.decode("utf-8", "surrogateescape"))
+
+
+@lru_cache(maxsize=1)
+def _byte_of_char() -> dict[str, int]:
+    """GPT-2's byte-level alphabet reversed: the byte each character of a byte-level BPE vocabulary spells."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    code = {b: b for b in printable}
+    for b in range(256):
+        if b not in code:
+            code[b] = 256 + len(code) - len(printable)
+    return {chr(c): b for b, c in code.items()}

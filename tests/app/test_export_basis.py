@@ -19,8 +19,8 @@ from webapp_fixtures import SAE_NAME, ingest_run
 from app.store import rubric
 from app.store.db import read_snapshot, session_factory, write_transaction
 from app.store.labels import add_label
-from app.store.models import Basis, Example, Token, Unit
-from app.store.reviews import Answer, create_review, find_item, save_score
+from app.store.models import OPEN_KINDS, Basis, Example, Token, Unit
+from app.store.reviews import Answer, close_review, create_review, find_item, save_score
 from app.store.users import add_user
 
 EXE = Path(sys.executable).with_name("monoscope")
@@ -64,6 +64,9 @@ def labelled_db(request, tmp_path_factory, analysed_run) -> str:
         for position in (1, 2, 3, 4):
             save_score(session, review, find_item(session, review, position), alice,
                        Answer("a <hypothesis> & \"more\"", SCORES), n_intervals=11)
+        open_one = create_review(session, name="still open", bases=[neurons, sae], per_basis=2, creator=alice, seed=8)
+        save_score(session, open_one, find_item(session, open_one, 1), alice, Answer("open", SCORES), n_intervals=11)
+        close_review(session, review, alice)  # only a closed review's scores leave: an open one's items stay blind
     return url
 
 
@@ -92,7 +95,7 @@ def _db_examples(url: str, index: int) -> list[tuple]:
         strings = dict(session.execute(select(Token.token_id, Token.text).where(Token.model_id == basis.model_id)).all())
         rows = session.execute(select(Example.kind, Example.bucket, Example.rank, Example.token_ids, Example.activations,
                                       Example.effects).join(Unit, Unit.id == Example.unit_id)
-                               .where(Unit.basis_id == basis.id, Unit.index == index)
+                               .where(Unit.basis_id == basis.id, Unit.index == index, Example.kind.in_(OPEN_KINDS))
                                .order_by(Example.kind.desc(), Example.bucket, Example.rank)).all()
     out = []
     for kind, bucket, rank, ids, acts, effects in rows:
@@ -106,7 +109,8 @@ def _db_examples(url: str, index: int) -> list[tuple]:
 def test_export_matches_the_database(exported, labelled_db):
     with session_factory(labelled_db)() as session:
         basis = session.scalar(select(Basis).where(Basis.name == SAE_NAME))
-        n_examples = session.scalar(select(func.count(Example.id)).join(Unit).where(Unit.basis_id == basis.id))
+        n_examples = session.scalar(select(func.count(Example.id)).join(Unit).where(Unit.basis_id == basis.id,
+                                                                                   Example.kind.in_(OPEN_KINDS)))
         unit = session.scalar(select(Unit).where(Unit.basis_id == basis.id, Unit.index == 3))
         strings = dict(session.execute(select(Token.token_id, Token.text).where(Token.model_id == basis.model_id)).all())
     for fmt in ("parquet", "jsonl"):

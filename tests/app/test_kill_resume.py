@@ -179,7 +179,8 @@ def bases(url: str) -> dict[str, tuple]:
 def expected(run_dir: Path, name: str) -> tuple:
     """(status, fingerprint, units, examples) of a complete ingest of one basis of a run."""
     with np.load(run_dir / "analysis" / name / "units.npz") as z:
-        n_units, n_examples = len(z["density"]), int(z["top_count"].sum() + z["interval_sample_count"].sum())
+        n_units, n_examples = len(z["density"]), sum(int(z[counts].sum()) for counts in (
+            "top_count", "interval_sample_count", "review_top_count", "review_interval_sample_count"))
     return "ready", rundir.read_manifest(run_dir / "analysis" / name)["fingerprint"], n_units, n_examples
 
 

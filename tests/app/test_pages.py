@@ -148,18 +148,25 @@ def test_api_docs_render_from_local_assets(page, site):
 
 
 @pytest.mark.parametrize("writable_site", ["sqlite"], indirect=True)
-def test_sign_in_label_find_and_review_with_the_keyboard(browser, writable_site):
+def signed_in(browser, writable_site, who: str = "alice", **context_options):
+    """Return (context, page, script errors) of a browser signed in as `who` through /login (local requests only)."""
     site = writable_site.site
-    context = browser.new_context()
+    context = browser.new_context(**context_options)
     context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(site.url) else route.abort())
     page = context.new_page()
     page.set_default_timeout(15_000)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(site.url + "/login")
-    page.fill("#token", writable_site.tokens["alice"])
+    page.fill("#token", writable_site.tokens[who])
     page.click("#sign-in")
     page.wait_for_url(site.url + "/")  # back where ?next= pointed
+    return context, page, errors
+
+
+def test_sign_in_label_find_and_review_with_the_keyboard(browser, writable_site):
+    site = writable_site.site
+    context, page, errors = signed_in(browser, writable_site)
     page.goto(site.url + "/login")
     expect(page.locator("#signed-in-as")).to_have_text("alice")
 

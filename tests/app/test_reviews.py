@@ -80,14 +80,14 @@ def test_items_reveal_nothing_of_their_unit(writable_site):
     for item in range(1, 7):
         data = site.get(f"/api/v1/reviews/{review_id}/items/{item}", headers=ws.auth("bob"))
         assert data.status_code == 200
-        assert set(data.json()) == {"review", "review_url", "item", "step", "of", "n_intervals", "act_hist",
-                                    "top_logits", "bottom_logits", "top_examples", "intervals", "mine", "state",
-                                    "finished"}
+        assert set(data.json()) == {"review", "review_url", "review_api_url", "item", "step", "of", "url", "api_url",
+                                    "prev", "next", "items", "n_intervals", "top_logits", "bottom_logits",
+                                    "top_examples", "intervals", "mine", "state", "finished", "read_only"}
         blind = data.json()
-        # Activations are relative to the unit's max: no exact value to look up in the open unit lists.
-        assert max(e["value"] for e in blind["top_examples"]) == pytest.approx(1.0)
-        assert all("count" not in iv for iv in blind["intervals"]) and blind["intervals"][-1]["high"] <= 1.0 + 1e-6
-        assert abs(sum(blind["act_hist"]["counts"]) - 10_000) <= len(blind["act_hist"]["counts"])  # a shape only
+        # Activations are relative to the unit's max, and its review windows lie below the open page's top ones.
+        assert 0 < max(e["value"] for e in blind["top_examples"]) <= 1.0
+        assert all(set(iv) == {"index", "low", "high", "samples"} for iv in blind["intervals"])
+        assert len(blind["intervals"]) == 11 and blind["intervals"][-1]["high"] == 1.0  # empty ones too
         raw = data.text
         assert SAE_NAME not in raw and '"neurons"' not in raw and "/bases/" not in raw
         page = site.get(f"/reviews/{review_id}/items/{item}", headers=ws.auth("bob")).text

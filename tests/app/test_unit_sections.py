@@ -121,9 +121,14 @@ def test_page_and_twin_show_the_same_numbers(two_sites):
                 logits = [format_number(t["value"]) for t in twin["top_logits"] + twin["bottom_logits"]]
                 tables = page.split('<div class="logits">')[1].split("</div>")[0]
                 assert re.findall(r'<td class="num">([^<]*)</td>', tables) == logits  # both tables, in order
-                headings = re.findall(r"<h3>Interval (\d+): activation ([^ ]+) – ([^ ]+) · contains ([\d.]+)%", page)
+                headings = re.findall(r"<h3>Interval (\d+): activation ([^ ]+) – ([^ ]+) · (?:([\d,]+) firing tokens, "
+                                      r"([\d.]+)% of all|no firing tokens)</h3>", page)
                 assert headings == [(str(iv["index"] + 1), format_number(iv["low"]), format_number(iv["high"]),
-                                     "%.1f" % iv["contains_pct"]) for iv in reversed(twin["intervals"])]
+                                     format_number(iv["count"]) if iv["count"] else "",
+                                     "%.1f" % iv["contains_pct"] if iv["count"] else "")
+                                    for iv in reversed(twin["intervals"])]
+                assert len(twin["intervals"]) == 11  # empty intervals too, said to be empty
+                assert f"({format_number(twin['firing_count'])} firing tokens in the analysed text)" in page
                 assert f'id="label">{"· " + twin["label"] if twin["label"] else ""}</span>' in page
 
 

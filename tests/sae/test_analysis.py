@@ -9,11 +9,12 @@ import torch
 
 from sae.analysis.reduce import finish
 from sae.analysis.shard import AnalysisConfig, Basis, analyze_shard
+from sae.analysis.state import reservoir_keys
 from sae.dictionary.model import SAEConfig, SparseAutoencoder
 
 N_SEQ, T, VOCAB, D_IN, D_SAE = 24, 16, 40, 16, 48
 CFG = AnalysisConfig(batch_sequences=5, top_k=4, context_before=3, context_after=2, samples_per_interval=2,
-                     act_hist_bins=7, seed=3)
+                     act_hist_bins=7, seed=3, review_top_k=3, review_samples_per_interval=2)
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +128,67 @@ def test_interval_samples_lie_in_their_interval_and_shares_match(setup, whole, b
             assert np.all(vals > 0) and np.all(vals >= edges[u, i]) and np.all(vals <= edges[u, i + 1])
             np.testing.assert_array_equal(arrays["interval_acts"][u, i, :n, CFG.context_before], vals)
             assert np.all(np.isin(vals, v))
+
+
+def covered(tokens: np.ndarray) -> set[int]:
+    """The global tokens the windows around these centres show (clipped to their sequences)."""
+    out = set()
+    for c in tokens[tokens >= 0].tolist():
+        s, p = divmod(c, T)
+        out.update(s * T + q for q in range(max(p - CFG.context_before, 0), min(p + CFG.context_after + 1, T)))
+    return out
+
+
+def text(tokens: np.ndarray, center: int) -> tuple:
+    """The token ids the window around a centre shows (those inside its sequence)."""
+    s, p = divmod(center, T)
+    return tuple(int(tokens[s, q]) for q in range(p - CFG.context_before, p + CFG.context_after + 1) if 0 <= q < T)
+
+
+@pytest.mark.parametrize("b,name", [(0, "neurons"), (1, "sae")])
+def test_review_sample_shares_no_token_with_the_open_windows(setup, whole, b, name):
+    """The review windows (sae/analysis/review_sample.py): the largest activations and a hashed draw per interval
+    from the tokens whose windows share no token with the unit's open windows (top-k and interval samples) and show
+    none of their texts."""
+    tokens = setup[0]
+    shown = setup[3][name].numpy()
+    f = counted(shown)
+    a = whole[b].arrays
+    top_tokens = a["top_sequence"] * T + a["top_position"]
+    found_top = found_samples = 0
+    for u in range(f.shape[1]):
+        v = f[:, u]
+        firing = np.nonzero(v > 0)[0]
+        keys = reservoir_keys(firing, np.full(len(firing), u), CFG.seed)
+        bucket = np.searchsorted(a["interval_edges"][u], v[firing], side="right") - 1
+        bucket = np.minimum(bucket, CFG.n_intervals - 1)
+        by_key = [firing[bucket == i][np.lexsort((firing[bucket == i], keys[bucket == i]))]
+                  for i in range(CFG.n_intervals)]  # each interval's firing tokens by (key, token)
+        open_samples = [tokens[:CFG.samples_per_interval] for tokens in by_key]
+        for i in range(CFG.n_intervals):  # the open sample is the S smallest keys, as before
+            n = a["interval_sample_count"][u, i]
+            np.testing.assert_array_equal(a["interval_values"][u, i, :n], v[open_samples[i]])
+        open_centers = np.concatenate([top_tokens[u, : a["top_count"][u]], *open_samples])
+        shown_tokens, shown_texts = covered(open_centers), {text(tokens, c) for c in open_centers.tolist()}
+        clear = np.array([not covered(np.array([t])) & shown_tokens and text(tokens, t) not in shown_texts
+                          for t in firing], dtype=bool)
+        # Top: a prefix of the clear tokens by value (desc), token (asc).
+        order = firing[clear][np.lexsort((firing[clear], -v[firing[clear]]))]
+        n = a["review_top_count"][u]
+        np.testing.assert_array_equal(a["review_top_values"][u, :n], v[order[:n]])
+        assert np.all(a["review_top_values"][u, n:] == -np.inf)
+        np.testing.assert_array_equal(a["review_top_acts"][u, :n, CFG.context_before], v[order[:n]])
+        found_top += n
+        # Intervals: a prefix of each interval's clear tokens after its open sample, by key.
+        for i in range(CFG.n_intervals):
+            rest = by_key[i][CFG.samples_per_interval:]
+            rest = rest[[not covered(np.array([t])) & shown_tokens and text(tokens, t) not in shown_texts
+                         for t in rest]] if len(rest) else rest
+            n = a["review_interval_sample_count"][u, i]
+            np.testing.assert_array_equal(a["review_interval_values"][u, i, :n], v[rest[:n]])
+            np.testing.assert_array_equal(a["review_interval_acts"][u, i, :n, CFG.context_before], v[rest[:n]])
+            found_samples += n
+    assert found_top > 0 and found_samples > 0
 
 
 def test_merging_two_shards_equals_the_whole(setup, whole, tmp_path):

@@ -30,6 +30,9 @@ UNIT_DTYPES = {
     "logit_top_ids": "int32", "logit_top_values": "float32", "logit_bottom_ids": "int32",
     "logit_bottom_values": "float32", "logit_hist_edges": "float32", "logit_hist_counts": "int64",
     "top_token_entropy": "float32", "top_effects": "float32", "interval_effects": "float32",
+    "review_top_count": "int32", "review_top_values": "float32", "review_top_token_ids": "int32",
+    "review_top_acts": "float32", "review_interval_sample_count": "int32", "review_interval_values": "float32",
+    "review_interval_token_ids": "int32", "review_interval_acts": "float32",
 }
 
 

@@ -1,6 +1,7 @@
 """Corpus stage: exact round-trips, row format, split by file, replaced bytes, bad sources, atomic writes."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -13,9 +14,10 @@ from sae.corpus.build import (
     load_corpus_meta,
     load_tokens,
     pack_rows,
+    read_token_strings,
     split_by_file,
 )
-from sae.corpus.tokenizer import EOT, load_hf_tokenizer
+from sae.corpus.tokenizer import EOT, load_hf_tokenizer, readable_bytes
 from sae.errors import MonoscopeError
 
 quiet = lambda message: None  # noqa: E731
@@ -97,7 +99,14 @@ def test_invalid_utf8_is_replaced_counted_and_shown(text_folder, tmp_path):
     strings = json.loads((tmp_path / "run" / "corpus" / "token_strings.json").read_text())
     assert len(strings) == meta["vocab_size"] and strings[0] == EOT
     assert {"<", ">", "&", '"', "'"} <= set(strings)
-    assert "\ufffd" in strings  # a lone byte of a multi-byte character has no text of its own
+    # A lone byte of a multi-byte character has no text of its own: it shows as its bytes, not as U+FFFD.
+    assert {"<80>", "<e2>", "<ff>"} <= set(strings)
+    assert readable_bytes(b"a\xe2\x80") == "a<e2 80>" and readable_bytes("é“".encode()) == "é“"
+    # A corpus written when such tokens were U+FFFD reads them as bytes too (from its tokenizer).
+    spelled = re.compile(r"(.*<[0-9a-f]{2}( [0-9a-f]{2})*>.*)+")
+    old = ["\ufffd" if spelled.fullmatch(s) else s for s in strings]
+    (tmp_path / "run" / "corpus" / "token_strings.json").write_text(json.dumps(old))
+    assert read_token_strings(tmp_path / "run") == strings
 
 
 def test_jsonl_source_and_its_bad_line_number(tmp_path):

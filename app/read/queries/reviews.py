@@ -8,17 +8,17 @@ from sqlalchemy.orm import Session
 
 from app.read.queries.bases import (
     BasisRecord,
-    ModelRecord,
     NotFound,
     model_bases,
     model_param,
     ready_bases,
 )
-from app.read.queries.unit import detail
+from app.read.queries.review_items import blind_evidence
 from app.read.review_schemas import (
-    BlindInterval,
     Distribution,
     IntervalCurve,
+    ItemState,
+    MyItemScore,
     MyScore,
     RaterRow,
     RevealedItem,
@@ -29,22 +29,26 @@ from app.read.review_schemas import (
     ReviewSummary,
     Test,
 )
-from app.read.schemas import Example, Histogram
 from app.read.unit_data import analysis_setting
 from app.read.urls import unit_url
 from app.store import review_stats as stats
 from app.store import reviews as store
 from app.store.labels import utc
-from app.store.models import Basis, Model, Review, ReviewScore, ReviewUnit, User
+from app.store.models import Basis, Review, ReviewScore, ReviewUnit, User
 from app.store.rubric import scores_of
 
 
 def review_url(review: Review) -> str:
+    """The review's page; its JSON is the same path under /api/v1 (`api`)."""
     return f"/reviews/{review.id}"
 
 
 def item_url(review: Review, position: int) -> str:
     return f"/reviews/{review.id}/items/{position}"
+
+
+def api(url: str) -> str:
+    return "/api/v1" + url
 
 
 def get_review(session: Session, review_id: int, *, lock: bool = False) -> Review:
@@ -66,12 +70,14 @@ def summary(session: Session, review: Review, user: User | None) -> ReviewSummar
     creator = session.get(User, review.created_by) if review.created_by else None
     fields = dict(id=review.id, name=review.name, state=review.state, per_basis=review.per_basis,
                   n_items=store.item_count(session, review), created=utc(review.created),
-                  created_by=creator.name if creator else None, url=review_url(review))
+                  created_by=creator.name if creator else None, url=review_url(review),
+                  api_url=api(review_url(review)))
     if user is not None:
         p = store.progress(session, review, user)
-        nxt = p.next_item
+        nxt = p.next_item if review.state == "open" else None
         fields |= dict(scored=len(p.scored), skipped=len(p.skipped), finished=p.finished,
-                       next_url=item_url(review, nxt) if nxt is not None and review.state == "open" else None,
+                       next_url=item_url(review, nxt) if nxt is not None else None,
+                       next_api_url=api(item_url(review, nxt)) if nxt is not None else None,
                        results_open=p.finished or review.state == "closed")
     return ReviewSummary(**fields)
 
@@ -105,41 +111,44 @@ def mine(row: ReviewScore | None) -> MyScore | None:
 
 
 def review_item(*, session: Session, review_id: int, position: int, user: User) -> ReviewItem:
-    """Return item `position` as the rater sees it: its unit's evidence without anything that names the unit.
-
-    Activations are shown relative to the unit's max (1 = its max): exact values such as the max or an interval's
-    token count would let a rater look the unit up in the open unit lists.
-    """
+    """Return item `position` as the rater sees it: its unit's blind evidence (app/read/queries/review_items.py), with
+    nothing that names the unit or can be matched against the open unit pages."""
     review = get_review(session, review_id)
     item = get_item(session, review, position)
     basis = session.get(Basis, item.basis_id)
-    try:
-        unit = detail(session, BasisRecord.of(basis), ModelRecord.of(session.get(Model, basis.model_id)),
-                      item.unit_index, None)
-    except NotFound:  # the basis was re-ingested smaller: say so without naming it
-        raise NotFound(f"item {position} is no longer in the database (its basis was re-ingested)") from None
+    if item.unit_index >= basis.n_units:  # the basis was re-ingested smaller: say so without naming it
+        raise NotFound(f"item {position} is no longer in the database (its basis was re-ingested)")
+    evidence = blind_evidence(session, BasisRecord.of(basis), item.unit_index)
     p = store.progress(session, review, user)
     row = session.scalar(select(ReviewScore).where(ReviewScore.review_unit_id == item.id,
                                                    ReviewScore.rater_id == user.id))
-    scale = unit.max_activation or 1.0
-    relative = lambda v: v / scale  # noqa: E731
-    examples = [_relative_example(e, relative) for e in unit.top_examples]
-    intervals = [BlindInterval(index=iv.index, low=relative(iv.low), high=relative(iv.high),
-                               contains_pct=round(iv.contains_pct, 1),
-                               samples=[_relative_example(e, relative) for e in iv.samples]) for iv in unit.intervals]
-    firing = max(sum(unit.act_hist.counts), 1)  # the shape, per 10,000 firing tokens: no count to look up
-    hist = Histogram(edges=[relative(e) for e in unit.act_hist.edges],
-                     counts=[round(c * 10_000 / firing) for c in unit.act_hist.counts])
-    return ReviewItem(review=review.name, review_url=review_url(review), item=position, step=p.step(position),
-                      of=len(p.order), n_intervals=n_intervals(session, item), act_hist=hist,
-                      top_logits=unit.top_logits, bottom_logits=unit.bottom_logits, top_examples=examples,
-                      intervals=intervals, mine=mine(row), state=review.state, finished=p.finished)
+    items = item_states(review, p)
+    step = p.step(position)
+    return ReviewItem(**dict(evidence), review=review.name, review_url=review_url(review),
+                      review_api_url=api(review_url(review)), item=position, step=step, of=len(p.order),
+                      url=item_url(review, position), api_url=api(item_url(review, position)),
+                      prev=items[step - 2] if step > 1 else None, next=items[step] if step < len(items) else None,
+                      items=items, n_intervals=len(evidence.intervals), mine=mine(row), state=review.state,
+                      finished=p.finished, read_only=p.finished or review.state != "open")
 
 
-def _relative_example(example: Example, relative) -> Example:
-    return Example.model_construct(value=relative(example.value), max_position=example.max_position,
-                                   token_ids=example.token_ids, texts=example.texts, shown=example.shown,
-                                   acts=[relative(a) for a in example.acts])
+def item_states(review: Review, p: store.Progress) -> list[ItemState]:
+    """Every item in the rater's order with its state: scored, skipped or to do."""
+    return [ItemState(item=position, step=step, url=item_url(review, position), api_url=api(item_url(review, position)),
+                      state="scored" if position in p.scored else "skipped" if position in p.skipped else "to do")
+            for step, position in enumerate(p.order, start=1)]
+
+
+def my_scores(*, session: Session, review_id: int, user: User) -> list[MyItemScore]:
+    """Return the rater's own answers (scores and skips) in their order."""
+    review = get_review(session, review_id)
+    p = store.progress(session, review, user)
+    rows = dict(session.execute(select(ReviewUnit.position, ReviewScore)
+                                .join(ReviewScore, ReviewScore.review_unit_id == ReviewUnit.id)
+                                .where(ReviewUnit.review_id == review.id, ReviewScore.rater_id == user.id)).all())
+    return [MyItemScore(item=position, step=step, url=item_url(review, position),
+                        api_url=api(item_url(review, position)), score=mine(rows[position]))
+            for step, position in enumerate(p.order, start=1) if position in rows]
 
 
 def n_intervals(session: Session, item) -> int:

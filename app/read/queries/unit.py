@@ -16,7 +16,7 @@ from app.read.schemas import UnitAround, UnitData, UnitDetail
 from app.read.schemas import UnitLink as UnitLinkSchema
 from app.read.unit_data import context_before, unit_data
 from app.read.urls import compare_url, labels_url, unit_url
-from app.store.example_rows import PAGE_ORDER
+from app.store.example_rows import OPEN, PAGE_ORDER
 from app.store.models import Basis, Example, Label, Model, Unit, UnitLink
 from app.store.vocabulary import token_strings
 
@@ -68,7 +68,7 @@ def view(session: Session, b: BasisRecord, m: ModelRecord, index: int, model_par
     if data_json is None:
         unit = session.get(Unit, unit_id)
         windows = session.execute(_WINDOWS, {"unit_id": unit_id}).all()
-        data = unit_data(unit, windows, _token_strings(session, b), context_before(b.config))
+        data = unit_data(unit, windows, vocabulary(session, b), context_before(b.config))
         data_json = data.model_dump_json().encode()
     if sections is None:
         data = UnitData.model_validate_json(data_json)
@@ -102,7 +102,7 @@ _VERSION = _VERSION_NO_FAMILY.add_columns(  # and of its family's children (larg
     .where(UnitLink.target_basis_id == _ME[0], UnitLink.target_index == _ME[1], UnitLink.kind == "best_match")
     .scalar_subquery())
 _WINDOWS = (select(Example.kind, Example.bucket, Example.value, Example.token_ids, Example.activations,
-                   Example.effects).where(Example.unit_id == bindparam("unit_id")).order_by(*PAGE_ORDER))
+                   Example.effects).where(Example.unit_id == bindparam("unit_id"), OPEN).order_by(*PAGE_ORDER))
 _PAGE_UNIT = select(Unit.id, Unit.sections, newest_label(Unit.basis_id, Unit.index)).where(
     Unit.basis_id == bindparam("basis_id"), Unit.index == bindparam("index"))
 _LINKS = (select(UnitLink.kind, Basis.name, UnitLink.target_index, UnitLink.weight, Basis.model_id,
@@ -134,7 +134,7 @@ def _compare_url(b: BasisRecord, index: int, links: list[UnitLinkSchema], model_
 _STRINGS = Cache(max_size=64)
 
 
-def _token_strings(session: Session, b: BasisRecord) -> list[str]:
+def vocabulary(session: Session, b: BasisRecord) -> list[str]:
     """Return the display string of every token id of basis `b`'s model, as its current ingest saw them (cached per
     process). Keyed by the basis's ingest: a re-ingest that brings a new vocabulary replaces the model's token rows
     in place and hides every basis of the model until each is ingested again with it."""
