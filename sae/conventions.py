@@ -15,3 +15,8 @@ BOS_POSITION = 0
 # (corpus/heldout_order.npy): every consumer (LM loss, SAE metrics, analysis, matches, reviews) reads rows in that
 # order, so a sample of any size spreads over the whole split instead of its first files (sorted by path).
 HELDOUT_ORDER_SEED = 0
+# Feature families (the paper's splitting graph): two features of dictionaries of one LM are joined when the masked
+# cosine of their activations (sae/analysis/masked_cosine.py) is at least FAMILY_THRESHOLD, the paper's ~0.4.
+# `monoscope match` keeps every edge from FAMILY_FLOOR up, so the pages can draw the graph at another threshold.
+FAMILY_THRESHOLD = 0.4
+FAMILY_FLOOR = 0.2

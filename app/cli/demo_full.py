@@ -1,7 +1,8 @@
 """The stages `monoscope demo --full` adds after the plain demo: the paper's other two results on the user's own
-runs. Dictionaries of other sizes on the same LM (feature splitting), a second LM from another seed on the same
-corpus with the same SAE recipe (universality), the matches between them, the feature map of every dictionary
-(needs the `map` extra), and the database again. Each stage is the
+runs. Dictionaries of other sizes on the same LM (feature splitting, with their family graphs), a second dictionary
+of the demo's size from another seed (the seed control: how far the recipe itself reproduces), a second LM from
+another seed on the same corpus with the same SAE recipe (universality), the matches between them, the feature map of
+every dictionary (needs the `map` extra), and the database again. Each stage is the
 same function as its own command, so each is resumable and skipped when up to date."""
 
 from __future__ import annotations
@@ -35,11 +36,16 @@ def full_stages(run: Path, sae_cfg, sizes: str, tokens: int, analysis_tokens: in
     stages = [(f"sae {name(d)}", lambda d=d: fit_sae(replace(sae_cfg, d_sae=d), run=run, name=name(d),
                                                         device=device, force=force))
               for d in all_sizes if d != sae_cfg.d_sae]
+    control = f"{demo_sae}-seed{sae_cfg.seed + 1}"
+    stages.append((f"seed control {control}", lambda: fit_sae(replace(sae_cfg, seed=sae_cfg.seed + 1), run=run,
+                                                               name=control, device=device, force=force)))
     stages.append(("analysis of the sizes", lambda: analyze(run, tokens=analysis_tokens, device=device, force=force)))
     stages += [(f"splitting {name(large)} / {name(small)}",
                 lambda large=large, small=small: match(run, basis=name(large), other_basis=name(small),
                                                        tokens=analysis_tokens, device=device, force=force))
                for small, large in zip(all_sizes, all_sizes[1:])]
+    stages.append((f"seed control: {demo_sae} / {control}", lambda: match(
+        run, basis=demo_sae, other_basis=control, tokens=analysis_tokens, device=device, force=force)))
     stages += [
         ("second LM (seed 1)", lambda: (second_corpus(), train_lm(other, tokens=tokens, seed=1, device=device,
                                                                    force=force))),

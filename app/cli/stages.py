@@ -162,7 +162,7 @@ def analyze(
 ) -> None:
     """Analyse every unit of the neuron basis and of each SAE over held-out tokens into runs/<run>/analysis/.
 
-    Default: 1,048,576 held-out tokens (all of them when the corpus holds fewer); loss metrics on the first 32,768.
+    Default: 1,048,576 held-out tokens (all of them when the corpus holds fewer); loss metrics on the first 262,144.
     With --executor ray, Ray workers on other machines need the run folder on a shared filesystem at the same path.
     """
 
@@ -208,7 +208,8 @@ def match(
     device: DeviceOpt = "auto",
 ) -> None:
     """Each unit's most correlated unit in another basis, both ways, over the same held-out tokens (streamed):
-    two dictionaries of one LM (feature splitting) or the same basis in two LMs (universality)."""
+    two dictionaries of one LM of two sizes (feature splitting: also their family graph by masked cosine), of one
+    size from two seeds (the seed control), or the same basis in two LMs (universality)."""
     from sae.analysis.matching import match_bases
 
     if tokens <= 0 or batch <= 0:
@@ -218,4 +219,7 @@ def match(
                           device=device, force=force)
     medians = [("n/a" if m is None else f"{m:.3f}") for m in (summary["median_a"], summary["median_b"])]
     print(f"match: {basis} -> {other_basis}: median best correlation {medians[0]}; {other_basis} -> {basis}: "
-          f"{medians[1]} ({summary['tokens_correlated']:,} tokens)")
+          f"{medians[1]} ({summary['tokens_correlated']:,} tokens; measures {summary['relation']})")
+    if "family_edges" in summary:
+        print(f"match: {summary['family_edges']:,} family edges at masked cosine >= {summary['family_floor']} "
+              f"(features neither dead nor ultralow: {summary['family_units'][0]:,} and {summary['family_units'][1]:,})")

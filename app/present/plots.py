@@ -115,17 +115,23 @@ def frontier_plots(bases: list) -> tuple[dict, dict] | None:
 
 
 def match_plot(pairs: list) -> dict:
-    """Overlaid histograms of best-match correlations, one per pair of bases, each median as a dashed line."""
-    data, lines = [], []
-    for p in pairs:
+    """Overlaid histograms of best-match correlations, one per pair of bases (named with what it measures), each
+    median over the paper's population as a labelled dashed line."""
+    data, lines, notes = [], [], []
+    for k, p in enumerate(pairs):
         centres = [(a + b) / 2 for a, b in zip(p.edges, p.edges[1:])]
         total = max(sum(p.counts), 1)
-        name = f"{p.basis} ({p.model}) → {p.other_basis} ({p.other_model})"
+        name = html.escape(f"{p.relation}: {p.basis} ({p.model}) → {p.other_basis} ({p.other_model})")  # plotly: HTML
         data.append({"type": "bar", "x": centres, "y": [c / total for c in p.counts], "name": name, "opacity": 0.6,
                      "hovertemplate": "correlation %{x:.2f}: %{y:.1%} of units<extra></extra>"})
-        lines.append({"type": "line", "xref": "x", "yref": "paper", "x0": p.median, "x1": p.median, "y0": 0, "y1": 1,
-                      "line": {"dash": "dash", "width": 1}})
-    return {"data": data, "layout": {"barmode": "overlay", "showlegend": True, "shapes": lines,
+        if p.median_population is not None:
+            lines.append({"type": "line", "xref": "x", "yref": "paper", "x0": p.median_population,
+                          "x1": p.median_population, "y0": 0, "y1": 1, "line": {"dash": "dash", "width": 1}})
+            notes.append({"xref": "x", "yref": "paper", "x": p.median_population, "y": 1 - 0.07 * k,
+                          "text": html.escape(f"median {p.basis} → {p.other_basis} ({p.other_model}): "
+                                              f"{p.median_population:.2f}"),
+                          "showarrow": False, "xanchor": "left", "font": {"size": 11}})
+    return {"data": data, "layout": {"barmode": "overlay", "showlegend": True, "shapes": lines, "annotations": notes,
                                      "xaxis": {"title": {"text": "best-match activation correlation"}, "range": [-1, 1]},
                                      "yaxis": {"title": {"text": "fraction of units"}}}}
 

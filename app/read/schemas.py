@@ -196,18 +196,22 @@ class FamilyNode(Schema):
     basis: str
     n_units: int
     index: int
-    correlation: float = Field(description="Activation correlation of the best-match link that relates the two.")
+    score: float = Field(description="Masked cosine of the two features' activations (over the tokens where one "
+                         "fires, then the other: the larger), the edge that joins them.")
     top_tokens: list[str]
     label: str | None
     url: str
 
 
 class Family(Schema):
-    """Feature splitting around one feature: the feature of the next smaller dictionary it best matches, and the
-    features of the next larger dictionary that best match it at a correlation of at least `threshold`."""
+    """Feature splitting around one feature (the paper's graph): the features of the next smaller dictionary joined
+    to it (parents) and of the next larger one (children) by a masked cosine of at least `threshold`, strongest
+    first; ultralow features have no edges. Empty lists: nothing passes."""
 
-    parent: FamilyNode | None
+    parents: list[FamilyNode]
     children: list[FamilyNode]
+    n_parents: int = Field(description="Parents at the threshold; `parents` lists the strongest few.")
+    n_children: int = Field(description="Children at the threshold; `children` lists the strongest few.")
     threshold: float
 
 

@@ -26,6 +26,7 @@ from app.store.chunks import Chunks
 from app.store.db import checkpoint, session_factory
 from app.store.example_rows import EXAMPLE_COLUMNS
 from app.store.models import (
+    MATCH_LINKS,
     TOP_TOKENS_SEPARATOR,
     Basis,
     Example,
@@ -103,13 +104,13 @@ def ingest_basis(session: Session, model: Model, basis_dir: Path, chunks: Chunks
             setattr(basis, key, value)
         basis.version += 1
         # Every decoder link belongs to an SAE's version: a neuron basis keeps all its units' links for the new rows,
-        # an SAE drops the decoder links into it. Best matches (`monoscope match`) belong to the match, whichever
-        # basis is re-ingested: both ends are kept, and the match's own ingest replaces them.
+        # an SAE drops the decoder links into it. Best matches and family edges (`monoscope match`) belong to the
+        # match, whichever basis is re-ingested: both ends are kept, and the match's own ingest replaces them.
         own = select(Unit.index, *LINK_FIELDS).join(Unit, UnitLink.unit_id == Unit.id).where(Unit.basis_id == basis.id)
-        carried = session.execute(own if basis.kind == "neuron" else own.where(UnitLink.kind == "best_match")).all()
+        carried = session.execute(own if basis.kind == "neuron" else own.where(UnitLink.kind.in_(MATCH_LINKS))).all()
         if basis.kind != "neuron":
             session.execute(delete(UnitLink).where(UnitLink.target_basis_id == basis.id,
-                                                   UnitLink.kind != "best_match"))
+                                                   UnitLink.kind.not_in(MATCH_LINKS)))
         session.execute(delete(Unit).where(Unit.basis_id == basis.id))  # examples and links cascade
     session.flush()
     before = int(meta["context_before"])
@@ -225,13 +226,18 @@ def _ingest_matches(session: Session, model: Model, folder: Path) -> str:
         return (f"match {folder.name} left out: ingest the run at {summary['run_b']} (and analyse both bases) "
                 "first, then this run again")
     m = read_npz(folder / "matches.npz")
-    rows = []
+    rows, ids = [], {a.id: _unit_ids(session, a.id), b.id: _unit_ids(session, b.id)}
     for source, target, best, corr in ((a, b, m["a_best"], m["a_corr"]), (b, a, m["b_best"], m["b_corr"])):
-        session.execute(delete(UnitLink).where(UnitLink.kind == "best_match", UnitLink.target_basis_id == target.id,
+        session.execute(delete(UnitLink).where(UnitLink.kind.in_(MATCH_LINKS), UnitLink.target_basis_id == target.id,
                                                UnitLink.unit_id.in_(select(Unit.id).where(Unit.basis_id == source.id))))
-        ids = _unit_ids(session, source.id)
-        rows.extend((ids[i], "best_match", 0, target.id, int(t), float(w))
-                    for i, (t, w) in enumerate(zip(best.tolist(), corr.tolist())) if t >= 0 and i in ids)
+        rows.extend((ids[source.id][i], "best_match", 0, target.id, int(t), float(w))
+                    for i, (t, w) in enumerate(zip(best.tolist(), corr.tolist())) if t >= 0 and i in ids[source.id])
+    n_best = len(rows)
+    if "family_score" in m:  # one row per edge, from A's feature to B's (app.read.queries.family reads both ways)
+        rows.extend((ids[a.id][i], "family", 0, b.id, int(j), float(w))
+                    for i, j, w in zip(m["family_a"].tolist(), m["family_b"].tolist(), m["family_score"].tolist())
+                    if i in ids[a.id])
     insert_rows(session.connection(), UnitLink.__table__,
                 ("unit_id", "kind", "rank", "target_basis_id", "target_index", "weight"), rows)
-    return f"ingested match {folder.name}: {len(rows)} best-match links"
+    families = f", {len(rows) - n_best} family edges" if "family_score" in m else ""
+    return f"ingested match {folder.name}: {n_best} best-match links{families}"

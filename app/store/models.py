@@ -137,6 +137,9 @@ class Example(Base):
     effects: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32 little-endian; None: not analysed
 
 
+MATCH_LINKS = ("best_match", "family")  # links `monoscope match` writes: they belong to the match, not to a basis
+
+
 class UnitLink(Base):
     """A related unit: the neurons a feature's decoder loads on, its nearest features, a neuron's features."""
 
@@ -145,7 +148,7 @@ class UnitLink(Base):
                       Index("ix_unit_link_target", "target_basis_id", "target_index"))
     id: Mapped[int] = mapped_column(primary_key=True)
     unit_id: Mapped[int] = mapped_column(ForeignKey("unit.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(32))  # feature_neuron | feature_feature | neuron_feature | best_match
+    kind: Mapped[str] = mapped_column(String(32))  # feature_neuron | feature_feature | neuron_feature | MATCH_LINKS
     rank: Mapped[int] = mapped_column(Integer)
     target_basis_id: Mapped[int] = mapped_column(ForeignKey("basis.id", ondelete="CASCADE"))
     target_index: Mapped[int] = mapped_column(Integer)

@@ -2,10 +2,13 @@
 the other basis (sae/analysis/correlation.py). Two dictionaries of one LM measure feature splitting; the same kind
 of basis in two LMs trained on the same corpus (another seed) measures universality, as the paper's figures do.
 
-Both LMs read the same token rows (run A's held-out tokens; run B must share A's tokenizer, so the ids mean the
-same text), one forward of each per batch, BOS left out as everywhere (sae.conventions). Two SAEs of one LM also get
-their decoder-cosine matches. The result goes to runs/<A>/analysis/matches/<name>/ (matches.npz, match.json)
-through write_stage, with the fingerprints of both LMs and SAEs as inputs, so an unchanged match is skipped.
+Both LMs read the same token rows (run A's held-out tokens in the corpus's seeded order; run B must share A's
+tokenizer, so the ids mean the same text), one forward of each per batch, BOS left out as everywhere
+(sae.conventions). Two SAEs of one LM also get their decoder-cosine matches, and two of different sizes their
+family edges (sae/analysis/masked_cosine.py: every pair at a masked cosine of at least FAMILY_FLOOR). match.json
+says what the pair measures (sae/analysis/pairs.py: universality, seed control, splitting). The result goes to
+runs/<A>/analysis/matches/<name>/ (matches.npz, match.json) through write_stage, with the fingerprints of both LMs
+and SAEs as inputs, so an unchanged match is skipped.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import torch
 from sae import rundir
 from sae.analysis.config import AnalysisConfig
 from sae.analysis.correlation import CorrelationSums
-from sae.conventions import NEURON_BASIS
-from sae.errors import MonoscopeError
+from sae.analysis.masked_cosine import MaskedSums
+from sae.analysis.pairs import pair_relation, training_config
+from sae.conventions import FAMILY_FLOOR, NEURON_BASIS
+from sae.errors import MonoscopeError, load_json
 from sae.lm.config import read_lm_config
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]  # MLP post-activations [N, d_mlp] -> unit activations [N, U]
@@ -46,17 +51,19 @@ def check_compatible(run_a: Path, run_b: Path) -> None:
         raise MonoscopeError(f"{run_a} has d_mlp {d_a} and {run_b} has d_mlp {d_b}: match LMs of the same width")
 
 
-def _encoder(run: Path, basis: str) -> tuple[int, Encoder, torch.Tensor | None, str | None]:
-    """Return (units, encoder, decoder [U, d_in] or None, the SAE folder's fingerprint or None) of a basis."""
+def _encoder(run: Path, basis: str) -> tuple[int, Encoder, torch.Tensor | None, str | None, dict | None]:
+    """Return (units, encoder, decoder [U, d_in] or None, the SAE folder's fingerprint or None, its training
+    settings or None) of a basis."""
     if basis == NEURON_BASIS:
-        return int(read_lm_config(run)["d_mlp"]), (lambda x: x), None, None
+        return int(read_lm_config(run)["d_mlp"]), (lambda x: x), None, None, None
     from sae.dictionary.saelens_format import load_sae
 
     folder = Path(run) / "saes" / basis
     fingerprint = rundir.fingerprint(folder, "sae")
     sae, _ = load_sae(folder)
     sae = sae.float().requires_grad_(False)
-    return sae.W_enc.shape[1], sae.encode, sae.W_dec.detach(), fingerprint
+    training = training_config({"sae": {"cfg": load_json(folder / "cfg.json", "train the SAE again")}})
+    return sae.W_enc.shape[1], sae.encode, sae.W_dec.detach(), fingerprint, training
 
 
 def _decoder_matches(w_a: torch.Tensor, w_b: torch.Tensor) -> dict[str, np.ndarray]:
@@ -85,10 +92,15 @@ def match_bases(run_a: Path, basis_a: str, run_b: Path, basis_b: str, *,
     check_compatible(run_a, run_b)
     if run_a.resolve() == run_b.resolve() and basis_a == basis_b:
         raise MonoscopeError("a basis matched against itself tells nothing: name another basis or another run")
-    (n_a, enc_a, dec_a, sae_a), (n_b, enc_b, dec_b, sae_b) = _encoder(run_a, basis_a), _encoder(run_b, basis_b)
+    (n_a, enc_a, dec_a, sae_a, train_a), (n_b, enc_b, dec_b, sae_b, train_b) = (_encoder(run_a, basis_a),
+                                                                              _encoder(run_b, basis_b))
+    same_lm = run_a.resolve() == run_b.resolve()
+    relation = pair_relation(same_lm, "sae" if sae_a else "neuron", "sae" if sae_b else "neuron", n_a, n_b, train_a,
+                             train_b)
     tokens = load_heldout(run_a, n_tokens)
     out_dir = run_a / "analysis" / "matches" / match_name(basis_a, run_b, basis_b)
-    config = {"basis_a": basis_a, "run_b": str(run_b.resolve()), "basis_b": basis_b, "n_tokens": int(tokens.size)}
+    config = {"basis_a": basis_a, "run_b": str(run_b.resolve()), "basis_b": basis_b, "n_tokens": int(tokens.size),
+              "family_floor": FAMILY_FLOOR if relation == "splitting" else None}
     inputs = {"corpus": rundir.fingerprint(run_a / "corpus", "corpus"), "lm_a": rundir.fingerprint(run_a / "lm", "lm"),
               "lm_b": rundir.fingerprint(run_b / "lm", "lm"), "sae_a": sae_a or "", "sae_b": sae_b or ""}
     if not force and rundir.is_current(out_dir, config=config, inputs=inputs):
@@ -96,8 +108,9 @@ def match_bases(run_a: Path, basis_a: str, run_b: Path, basis_b: str, *,
         return json.loads((out_dir / "match.json").read_text())
     dev = resolve_device(device)
     lm_a = lm.load_lm(run_a, dev)
-    lm_b = lm_a if run_a.resolve() == run_b.resolve() else lm.load_lm(run_b, dev)
+    lm_b = lm_a if same_lm else lm.load_lm(run_b, dev)
     sums = CorrelationSums.zeros(n_a, n_b)
+    masked = MaskedSums.zeros(n_a, n_b) if relation == "splitting" else None
     with torch.no_grad(), tqdm(total=int(tokens.size), unit="tok", unit_scale=True, disable=not progress,
                                desc="match") as bar:
         for s0 in range(0, len(tokens), batch_sequences):
@@ -106,14 +119,22 @@ def match_bases(run_a: Path, basis_a: str, run_b: Path, basis_b: str, *,
             post_a = lm.mlp_activations(lm_a, batch.to(dev))[:, keep].reshape(-1, lm_a.cfg.d_mlp).cpu()
             post_b = post_a if lm_b is lm_a else lm.mlp_activations(lm_b, batch.to(dev))[:, keep].reshape(
                 -1, lm_b.cfg.d_mlp).cpu()
-            sums.update(enc_a(post_a).numpy(), enc_b(post_b).numpy())
+            acts_a, acts_b = enc_a(post_a).numpy(), enc_b(post_b).numpy()
+            sums.update(acts_a, acts_b)
+            if masked is not None:
+                masked.update(acts_a, acts_b)
             bar.update(batch.numel())
     a_best, a_corr, b_best, b_corr = sums.best_matches()
     arrays = {"a_best": a_best, "a_corr": a_corr, "b_best": b_best, "b_corr": b_corr}
     if dec_a is not None and dec_b is not None and lm_b is lm_a:  # decoder directions compare within one LM only
         arrays |= _decoder_matches(dec_a, dec_b)
-    summary = {**config, "run_a": str(run_a.resolve()), "n_units_a": n_a, "n_units_b": n_b,
-               "tokens_correlated": sums.n, "median_a": _median(a_corr), "median_b": _median(b_corr)}
+    families = {}
+    if masked is not None:
+        family_a, family_b, score = masked.edges(sums.cross, sums.sumsq_a, sums.sumsq_b, FAMILY_FLOOR)
+        arrays |= {"family_a": family_a, "family_b": family_b, "family_score": score}
+        families = {"family_edges": len(score), "family_units": [int(k.sum()) for k in masked.kept()]}
+    summary = {**config, "run_a": str(run_a.resolve()), "relation": relation, "n_units_a": n_a, "n_units_b": n_b,
+               "tokens_correlated": sums.n, "median_a": _median(a_corr), "median_b": _median(b_corr), **families}
     with rundir.write_stage(out_dir, stage="match", config=config, inputs=inputs) as tmp:
         np.savez(tmp / "matches.npz", **arrays)
         (tmp / "match.json").write_text(json.dumps(summary, indent=1))

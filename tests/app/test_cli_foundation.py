@@ -112,7 +112,8 @@ def test_full_demo_adds_sizes_a_second_seed_and_their_matches(monkeypatch, capsy
             "--db", db, "--no-serve", "--device", "cpu", "--full", "--sizes", "64")
     code, out, err = monoscope(monkeypatch, capsys, *tiny)
     assert code == 0, err
-    for stage in ("== sae topk-64", "== splitting topk-128 / topk-64", "== second LM (seed 1)",
+    for stage in ("== sae topk-64", "== seed control topk-128-seed1", "== splitting topk-128 / topk-64",
+                  "== seed control: topk-128 / topk-128-seed1", "== second LM (seed 1)",
                   "== universality: neurons", "== universality: topk-128", "== feature map",
                   "== database, with the matches and the map"):
         assert stage in out, stage
@@ -128,6 +129,10 @@ def test_full_demo_adds_sizes_a_second_seed_and_their_matches(monkeypatch, capsy
     assert {("demo", "neurons", "demo-seed1", "neurons"), ("demo-seed1", "topk-128", "demo", "topk-128"),
             ("demo", "topk-128", "demo", "topk-64")} <= found
     assert next(p for p in pairs if p["other_basis"] == "topk-64")["split_counts"] is not None
+    relation = {(p["model"], p["basis"], p["other_model"], p["other_basis"]): p["relation"] for p in pairs}
+    assert relation[("demo", "topk-128", "demo", "topk-128-seed1")] == "seed control"
+    universal = next(p for p in pairs if (p["model"], p["basis"], p["other_model"]) == ("demo", "topk-128", "demo-seed1"))
+    assert universal["control"]["other_basis"] == "topk-128-seed1" and universal["relation"] == "universality"
     assert (run / "analysis" / "map" / "map.json").is_file()
     assert_one_line_error(monoscope(monkeypatch, capsys, *tiny[:-1], "64,x"), "--sizes")
 

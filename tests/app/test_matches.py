@@ -1,5 +1,7 @@
 """Best matches in the product: `monoscope match` between two runs (here two copies of one analysed run, so every
-unit's best match is itself at correlation 1), ingested both ways, on unit pages and the matches page (real server)."""
+unit's best match is itself at correlation 1), a seed control (the same SAE recipe from another seed) and feature
+splitting (a smaller dictionary, with its family graph), ingested both ways, on unit pages and the matches page (real
+server)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 from sqlalchemy import select
-from webapp_fixtures import QUIET, SAE_NAME, SMALL, add_small_dictionary, start_server, stop_server
+from webapp_fixtures import QUIET, SAE_NAME, SMALL, add_sae, add_small_dictionary, start_server, stop_server
 
 from app.store.db import session_factory, upgrade, write_transaction
 from app.store.ingest import ingest_run
@@ -19,8 +21,13 @@ from app.store.labels import add_label
 from app.store.models import Basis, Model
 from app.store.users import add_user
 from sae.analysis.matching import match_bases
+from sae.analysis.run import run_analysis
+from sae.analysis.shard import AnalysisConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+SEED1 = f"{SAE_NAME}-seed1"
+
+
 @pytest.fixture(scope="module")
 def matched(analysed_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("matched")
@@ -31,6 +38,10 @@ def matched(analysed_run, tmp_path_factory):
         match_bases(run_a, basis, run_b, basis, n_tokens=4096, device="cpu", progress=False, log=QUIET)
     add_small_dictionary(run_a)  # feature splitting: the trained SAE against a smaller one of the same LM
     match_bases(run_a, SAE_NAME, run_a, SMALL, n_tokens=4096, device="cpu", progress=False, log=QUIET)
+    add_sae(run_a, SEED1, seed=1)  # the seed control: the same recipe, another seed
+    run_analysis(run_a, sae_names=[SEED1], include_neurons=False, cfg=AnalysisConfig(n_tokens=8192, batch_sequences=32),
+                 device="cpu", progress=False, log=QUIET)
+    match_bases(run_a, SAE_NAME, run_a, SEED1, n_tokens=4096, device="cpu", progress=False, log=QUIET)
     url = f"sqlite:///{root / 'matches.db'}"
     upgrade(url)
     early: list[str] = []
@@ -46,7 +57,7 @@ def matched(analysed_run, tmp_path_factory):
 def test_matches_wait_for_the_other_run_then_link_both_ways(matched):
     site, run_a, early, late = matched
     assert any("left out" in line and "beta" in line for line in early)
-    assert sum("ingested match" in line for line in late) == 3
+    assert sum("ingested match" in line for line in late) == 4
     pairs = httpx.get(site.url + "/api/v1/matches", timeout=30).json()["pairs"]
     across = [p for p in pairs if p["model"] != p["other_model"]]
     assert {(p["model"], p["basis"], p["other_model"], p["other_basis"]) for p in across} == {
@@ -76,32 +87,76 @@ def test_reingesting_either_run_keeps_the_best_matches(matched):
 def test_matches_page_draws_both_distributions(matched):
     site, *_ = matched
     page = httpx.get(site.url + "/matches", timeout=30).text
-    assert page.count("<tr><td><a href=") == 6 and 'id="match-plot"' in page
+    assert page.split('id="pairs"')[1].split("</table>")[0].count("<tr><td>") == 8 and 'id="match-plot"' in page
     spec = page.split('id="match-plot"')[1].split('class="plot-spec">')[1].split("</script>")[0]
-    data = json.loads(html.unescape(spec))["data"]
-    assert len(data) == 6 and all(abs(sum(trace["y"]) - 1) < 1e-6 for trace in data)
+    plot = json.loads(html.unescape(spec))
+    assert len(plot["data"]) == 8 and all(abs(sum(trace["y"]) - 1) < 1e-6 for trace in plot["data"])
+    assert all(note["text"].startswith("median ") for note in plot["layout"]["annotations"])  # labelled medians
 
 
-def test_feature_splitting_family_and_split_counts(matched):
+def test_what_each_pair_measures_its_seed_control_and_population_figures(matched):
+    site, run_a, *_ = matched
+    pairs = {(p["model"], p["basis"], p["other_model"], p["other_basis"]): p
+             for p in httpx.get(site.url + "/api/v1/matches", timeout=30).json()["pairs"]}
+    seed, universal = pairs[("alpha", SAE_NAME, "alpha", SEED1)], pairs[("alpha", SAE_NAME, "beta", SAE_NAME)]
+    assert seed["relation"] == "seed control" and universal["relation"] == "universality"
+    assert pairs[("alpha", SAE_NAME, "alpha", SMALL)]["relation"] == "splitting"
+    assert universal["control"] == {"basis": SAE_NAME, "other_basis": SEED1, "by_definition": False,
+                                    "median_population": seed["median_population"],
+                                    "n_population": seed["n_population"]}
+    neurons = pairs[("alpha", "neurons", "beta", "neurons")]["control"]
+    assert neurons["by_definition"] and neurons["median_population"] == 1.0
+    assert pairs[("beta", SAE_NAME, "alpha", SAE_NAME)]["control"] is None  # beta has no seed control
+    m = dict(np.load(run_a / "analysis" / "matches" / f"{SAE_NAME}--alpha--{SEED1}" / "matches.npz"))
+    u = dict(np.load(run_a / "analysis" / SAE_NAME / "units.npz"))
+    matched_units = m["a_best"] >= 0
+    live = matched_units & (u["firing_count"] > 0) & (u["density"] >= 1e-5)
+    assert 0 < live.sum() < matched_units.sum() or live.sum() == matched_units.sum() > 0
+    assert seed["n_population"] == live.sum() and seed["n_units"] == matched_units.sum()
+    assert seed["median_population"] == pytest.approx(float(np.median(m["a_corr"][live])), abs=1e-6)
+    mutual = m["b_best"][m["a_best"][live]] == np.flatnonzero(live)
+    assert seed["mutual_share"] == pytest.approx(mutual.mean())
+    assert sum(b["n"] for b in seed["bands"]) == (matched_units & (u["firing_count"] > 0)).sum()
+    findings = httpx.get(site.url + "/api/v1/matches", timeout=30).json()["findings"]
+    line = next(f for f in findings if f.startswith(f"{SAE_NAME} (saes) of alpha"))
+    assert f"agree at {seed['median_population']:.2f}" in line and SEED1 in line
+    assert any("by definition" in f for f in findings)
+    assert any("not more universal than neurons" in f for f in findings)  # one LM twice: both are 1
+    page = httpx.get(site.url + "/matches", timeout=30).text
+    assert 'id="findings"' in page and 'id="bands"' in page and "(by definition)" in page
+
+
+def test_feature_families_by_masked_cosine(matched):
     site, run_a, *_ = matched
     m = dict(np.load(run_a / "analysis" / "matches" / f"{SAE_NAME}--alpha--{SMALL}" / "matches.npz"))
+    assert len(m["family_score"]) and m["family_score"].min() >= 0.2  # every edge from the floor up is kept
+    strong = m["family_score"] >= 0.4
     pairs = httpx.get(site.url + "/api/v1/matches", timeout=30).json()["pairs"]
     split = next(p for p in pairs if p["basis"] == SAE_NAME and p["other_basis"] == SMALL)
-    children = np.bincount(m["a_best"][(m["a_best"] >= 0) & (m["a_corr"] >= 0.4)], minlength=32)
-    assert split["split_counts"] == np.bincount(np.minimum(children, 5), minlength=6).tolist()
-    assert sum(split["split_counts"]) == 32  # every feature of the small dictionary, with 0 or more children
+    small_units = dict(np.load(run_a / "analysis" / SMALL / "units.npz"))
+    live = np.flatnonzero((small_units["firing_count"] > 0) & (small_units["density"] >= 1e-5))
+    children = np.bincount(m["family_b"][strong], minlength=32)
+    assert split["split_counts"] == np.bincount(np.minimum(children[live], 5), minlength=6).tolist()
     assert next(p for p in pairs if p["basis"] == SMALL)["split_counts"] is None  # only larger against smaller
     parent = int(np.argmax(children))  # the small feature with the most children
     assert children[parent] >= 1
     unit = httpx.get(f"{site.url}/api/v1/bases/{SMALL}/units/{parent}?model=alpha", timeout=30).json()
-    kids = unit["family"]["children"]
-    expected = np.flatnonzero((m["a_best"] == parent) & (m["a_corr"] >= 0.4))
-    assert sorted(k["index"] for k in kids) == sorted(expected.tolist()) and unit["family"]["parent"] is None
-    assert [k["correlation"] for k in kids] == sorted((k["correlation"] for k in kids), reverse=True)
+    family = unit["family"]
+    expected = m["family_a"][strong & (m["family_b"] == parent)]
+    assert family["n_children"] == len(expected) and family["threshold"] == 0.4 and family["parents"] == []
+    kids = family["children"]
+    assert {k["index"] for k in kids} <= set(expected.tolist()) and len(kids) == min(len(expected), 8)
+    assert [k["score"] for k in kids] == sorted((k["score"] for k in kids), reverse=True)
+    assert all(k["score"] >= 0.4 for k in kids)  # an edge below the threshold is never drawn
+    weak = m["family_score"] < 0.4
+    for i, j in zip(m["family_a"][weak][:5], m["family_b"][weak][:5]):  # kept in the run, not on the pages
+        small = httpx.get(f"{site.url}/api/v1/bases/{SMALL}/units/{j}?model=alpha", timeout=30).json()["family"]
+        assert int(i) not in {c["index"] for c in small["children"]}
     child = httpx.get(f"{site.url}/api/v1/bases/{SAE_NAME}/units/{kids[0]['index']}?model=alpha", timeout=30).json()
-    assert child["family"]["parent"]["index"] == parent and child["family"]["parent"]["basis"] == SMALL
+    assert parent in {p["index"] for p in child["family"]["parents"]} and child["family"]["parents"][0]["basis"] == SMALL
     page = httpx.get(f"{site.url}/bases/{SMALL}/units/{parent}?model=alpha", timeout=30).text
     assert '<svg id="family"' in page and page.count(f"{SAE_NAME} #") >= len(kids)
+    assert "No feature of a smaller dictionary is joined to this one." in page
     for k in kids:  # every node links to its unit
         assert f'href="{html.escape(k["url"])}"' in page
     listed = httpx.get(f"{site.url}/api/v1/bases/{SAE_NAME}?model=alpha&per_page=500", timeout=30).json()["units"]
@@ -114,6 +169,10 @@ def test_feature_splitting_family_and_split_counts(matched):
     assert again["family"]["children"][0]["label"] == "a <child> label"
     page = httpx.get(f"{site.url}/bases/{SMALL}/units/{parent}?model=alpha", timeout=30).text
     assert "a &lt;child&gt; label" in page and "a <child>" not in page
+    lonely = next((i for i in range(128) if i not in set(m["family_a"][strong].tolist())), None)
+    if lonely is not None:  # a feature with no edge at the threshold: the family says so, it is not absent
+        none = httpx.get(f"{site.url}/api/v1/bases/{SAE_NAME}/units/{lonely}?model=alpha", timeout=30).json()
+        assert none["family"] == {"parents": [], "children": [], "n_parents": 0, "n_children": 0, "threshold": 0.4}
 
 
 def test_a_label_changes_the_cache_key_of_exactly_the_pages_showing_it(matched):
@@ -121,14 +180,17 @@ def test_a_label_changes_the_cache_key_of_exactly_the_pages_showing_it(matched):
     labelling any other unit leaves it cached."""
     from app.read.queries.unit import unit_version
 
-    site, *_ = matched
+    site, run_a, *_ = matched
     sessions = session_factory(site.db_url)
     parent = next(i for i in range(32) if httpx.get(f"{site.url}/api/v1/bases/{SMALL}/units/{i}?model=alpha",
-                                                     timeout=30).json()["family"])
+                                                     timeout=30).json()["family"]["children"])
     page = httpx.get(f"{site.url}/api/v1/bases/{SMALL}/units/{parent}?model=alpha", timeout=30).json()
     shown = {(link["basis"], link["index"]) for link in page["links"] if link["model"] is None}
     shown |= {(c["basis"], c["index"]) for c in page["family"]["children"]} | {(SMALL, parent)}
-    unrelated = next((SAE_NAME, i) for i in range(64) if (SAE_NAME, i) not in shown)
+    m = dict(np.load(run_a / "analysis" / "matches" / f"{SAE_NAME}--alpha--{SMALL}" / "matches.npz"))
+    joined = {(SAE_NAME, int(i)) for i in m["family_a"][(m["family_b"] == parent) & (m["family_score"] >= 0.4)]}
+    unrelated = next((SAE_NAME, i) for i in range(128) if (SAE_NAME, i) not in shown | joined)  # children not drawn
+    # (beyond the strongest few) change the key too: their count is shown
 
     def key() -> tuple:
         with sessions() as session:

@@ -45,17 +45,17 @@ def browser():
         browser.close()
 
 
-def add_sae(run_dir: Path) -> None:
-    """Train a small SAE on the tiny LM's MLP activations into saes/SAE_NAME (the `monoscope train-sae` stage)."""
+def add_sae(run_dir: Path, name: str = SAE_NAME, seed: int = 0) -> None:
+    """Train a small SAE on the tiny LM's MLP activations into saes/<name> (the `monoscope train-sae` stage)."""
     import torch
 
     from sae.dictionary import SAETrainConfig, train_sae_on_run
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    cfg = SAETrainConfig(d_sae=128, l1_coefficient=1.0, tokens=40_960, batch_size=512, seed=0,
+    cfg = SAETrainConfig(d_sae=128, l1_coefficient=1.0, tokens=40_960, batch_size=512, seed=seed,
                          log_every=10, checkpoint_every=1000, eval_tokens=4096, init_sample_tokens=4096,
                          resample_sample_tokens=4096, precision="fp32")
-    train_sae_on_run(run_dir, SAE_NAME, cfg, device="cpu", progress=False, log=QUIET)
+    train_sae_on_run(run_dir, name, cfg, device="cpu", progress=False, log=QUIET)
 
 
 def analyse(run_dir: Path) -> None:

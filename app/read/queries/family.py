@@ -1,61 +1,64 @@
-"""A feature's family across dictionary sizes of one LM (the paper's feature splitting), from the best-match links
-`monoscope match` wrote: the feature it split from (its best match in the next smaller dictionary) and the features
-it split into (those of the next larger dictionary whose best match it is, at a correlation of at least
-SPLIT_CORRELATION; the paper drew an edge at a masked activation cosine of about 0.4)."""
+"""A feature's family across dictionary sizes of one LM (the paper's feature splitting), from the family edges
+`monoscope match` wrote (sae/analysis/masked_cosine.py): the features of the next smaller dictionary joined to it
+(its parents) and those of the next larger one (its children), each by the masked cosine of their activations, at
+FAMILY_THRESHOLD or more. A graph, not a tree: a feature can have several parents (families merge as well as split).
+Ultralow features have no edges."""
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.orm import Session, aliased
 
+from app.read.queries.bases import BasisRecord
 from app.read.queries.labels import newest_label
 from app.read.schemas import Family, FamilyNode
 from app.read.unit_data import split_top_tokens
 from app.read.urls import unit_url
 from app.store.models import Basis, Unit, UnitLink
+from sae.conventions import FAMILY_THRESHOLD
 
-SPLIT_CORRELATION = 0.4
+MAX_SHOWN = 8  # relatives drawn per side, strongest first (the counts say how many there are)
+
 # Statements built once: building these costs ~20x what SQLite takes to run them (a 16,384-feature page: 2.6 ms).
-_OTHER_SIZES = select(Basis.id).where(Basis.model_id == bindparam("model_id"), Basis.kind == "sae",
-                                      Basis.status == "ready", Basis.n_units != bindparam("n_units")).limit(1)
-_SMALLER = (select(Basis.id, Basis.name, Basis.n_units, UnitLink.target_index, UnitLink.weight)
-            .join(Basis, Basis.id == UnitLink.target_basis_id)
-            .where(UnitLink.unit_id == bindparam("unit_id"), UnitLink.kind == "best_match",
-                   Basis.model_id == bindparam("model_id"), Basis.kind == "sae", Basis.n_units < bindparam("n_units"),
-                   Basis.status == "ready")
-            .order_by(Basis.n_units.desc()).limit(1))
-_SOURCE = aliased(Basis)
-_LARGER = (select(_SOURCE.id, _SOURCE.name, _SOURCE.n_units, Unit.index, UnitLink.weight)
-           .select_from(UnitLink).join(Unit, Unit.id == UnitLink.unit_id).join(_SOURCE, _SOURCE.id == Unit.basis_id)
-           .where(UnitLink.kind == "best_match", UnitLink.target_basis_id == bindparam("basis_id"),
-                  UnitLink.target_index == bindparam("index"), _SOURCE.model_id == bindparam("model_id"),
-                  _SOURCE.kind == "sae", _SOURCE.n_units > bindparam("n_units"), _SOURCE.status == "ready",
-                  UnitLink.weight >= SPLIT_CORRELATION)
-           .order_by(_SOURCE.n_units, UnitLink.weight.desc()))
+SHOWN_EDGE = (UnitLink.kind == "family") & (UnitLink.weight >= FAMILY_THRESHOLD)  # the edges a page draws
+_OTHER = aliased(Basis)
+_OUT = (select(_OTHER.id, _OTHER.name, _OTHER.n_units, UnitLink.target_index, UnitLink.weight)
+        .join(_OTHER, _OTHER.id == UnitLink.target_basis_id)
+        .where(UnitLink.unit_id == bindparam("unit_id"), SHOWN_EDGE, _OTHER.status == "ready"))
+_IN = (select(_OTHER.id, _OTHER.name, _OTHER.n_units, Unit.index, UnitLink.weight)
+       .select_from(UnitLink).join(Unit, Unit.id == UnitLink.unit_id).join(_OTHER, _OTHER.id == Unit.basis_id)
+       .where(UnitLink.target_basis_id == bindparam("basis_id"), UnitLink.target_index == bindparam("index"),
+              SHOWN_EDGE, _OTHER.status == "ready"))
+_HAS_EDGES = select(  # whether any match gave this basis family edges, either way
+    exists().where(UnitLink.target_basis_id == bindparam("basis_id"), UnitLink.kind == "family")
+    | exists().where(UnitLink.kind == "family", UnitLink.unit_id.in_(
+        select(Unit.id).where(Unit.basis_id == bindparam("basis_id")))))
 _NODES = select(Unit.index, Unit.top_tokens, newest_label(Unit.basis_id, Unit.index)).where(
     Unit.basis_id == bindparam("basis_id"), Unit.index.in_(bindparam("indices", expanding=True)))
 
 
-def family(session: Session, b: Basis, unit_id: int, index: int, model_param: str | None) -> Family | None:
-    """Return the family of an SAE unit, or None when no dictionary of another size is matched with its own."""
-    size = {"model_id": b.model_id, "n_units": b.n_units}
-    if b.kind != "sae" or not session.connection().scalar(_OTHER_SIZES, size):
-        return None  # one query where the model has one dictionary size
-    smaller = session.connection().execute(_SMALLER, {"unit_id": unit_id, **size}).first()
-    larger = session.connection().execute(_LARGER, {"basis_id": b.id, "index": index, **size}).all()
-    larger = [r for r in larger if r.n_units == larger[0].n_units] if larger else []  # the next size up only
-    if smaller is None and not larger:
+def family(session: Session, b: BasisRecord, unit_id: int, index: int, model_param: str | None) -> Family | None:
+    """Return the family of an SAE unit, or None when no match gave its dictionary family edges."""
+    if b.kind != "sae":
         return None
+    c = session.connection()
+    rows = [*c.execute(_OUT, {"unit_id": unit_id}), *c.execute(_IN, {"basis_id": b.id, "index": index})]
+    if not rows and not c.scalar(_HAS_EDGES, {"basis_id": b.id}):
+        return None
+    smaller = max((r.n_units for r in rows if r.n_units < b.n_units), default=None)  # the next size down
+    larger = min((r.n_units for r in rows if r.n_units > b.n_units), default=None)  # and up
+    parents = sorted((r for r in rows if r.n_units == smaller), key=lambda r: -r.weight)
+    children = sorted((r for r in rows if r.n_units == larger), key=lambda r: -r.weight)
     wanted: dict[int, list[int]] = {}
-    for basis_id, _, _, index, _ in ([smaller] if smaller else []) + larger:
-        wanted.setdefault(basis_id, []).append(index)
+    for basis_id, _, _, i, _ in parents[:MAX_SHOWN] + children[:MAX_SHOWN]:
+        wanted.setdefault(basis_id, []).append(i)
     nodes = {(basis_id, i): (split_top_tokens(tokens), label or None) for basis_id, indices in wanted.items()
-             for i, tokens, label in session.connection().execute(_NODES, {"basis_id": basis_id, "indices": indices})}
+             for i, tokens, label in c.execute(_NODES, {"basis_id": basis_id, "indices": indices})}
 
-    def node(basis_id: int, name: str, n_units: int, index: int, weight: float) -> FamilyNode:
-        tokens, label = nodes.get((basis_id, index), ([], None))
-        return FamilyNode(basis=name, n_units=n_units, index=index, correlation=weight, top_tokens=tokens[:3],
-                          label=label, url=unit_url(name, index, model_param))
+    def node(basis_id: int, name: str, n_units: int, i: int, weight: float) -> FamilyNode:
+        tokens, label = nodes.get((basis_id, i), ([], None))
+        return FamilyNode(basis=name, n_units=n_units, index=i, score=weight, top_tokens=tokens[:3], label=label,
+                          url=unit_url(name, i, model_param))
 
-    return Family(parent=node(*smaller) if smaller else None, children=[node(*r) for r in larger],
-                  threshold=SPLIT_CORRELATION)
+    return Family(parents=[node(*r) for r in parents[:MAX_SHOWN]], children=[node(*r) for r in children[:MAX_SHOWN]],
+                  n_parents=len(parents), n_children=len(children), threshold=FAMILY_THRESHOLD)

@@ -1,51 +1,137 @@
 """The matches page: for every pair of bases joined by `monoscope match`, the distribution of each unit's best
-activation correlation in the other basis (the paper's universality figure: features against neurons)."""
+activation correlation in the other basis, what the pair measures (sae/analysis/pairs.py), its medians over the
+paper's population and by density, the share of mutual best matches, each universality pair's same-LM seed control
+beside it, the split counts of the family graph, and sentences that say what those numbers say."""
 
 from __future__ import annotations
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, aliased
 
-from app.read.match_schemas import MatchDistribution, Matches
-from app.read.queries.family import SPLIT_CORRELATION
+from app.read.match_schemas import ControlRef, DensityBand, MatchDistribution, Matches
 from app.read.urls import basis_url
 from app.store.models import Basis, Model, Unit, UnitLink
+from sae.analysis.pairs import pair_relation, training_config
+from sae.conventions import FAMILY_THRESHOLD, ULTRALOW_DENSITY
 
 BINS = 20  # histogram bins over correlations -1 .. 1
 MAX_SPLIT = 5  # split counts are 0, 1, ..., MAX_SPLIT or more
+BANDS = (0.0, ULTRALOW_DENSITY, 1e-4, 1e-3, 1e-2, 1.0)  # density bands of the source units (the first: ultralow)
+PAPER = {"features": 0.72, "neurons": 0.46}  # the paper's median best correlations across two LMs
+
+_SOURCE, _TARGET = aliased(Basis), aliased(Basis)
+_SOURCE_MODEL, _TARGET_MODEL = aliased(Model), aliased(Model)
+_PAIRS = (select(_SOURCE, _SOURCE_MODEL.name, _TARGET, _TARGET_MODEL.name)
+          .select_from(UnitLink).join(Unit, Unit.id == UnitLink.unit_id).join(_SOURCE, _SOURCE.id == Unit.basis_id)
+          .join(_SOURCE_MODEL, _SOURCE_MODEL.id == _SOURCE.model_id)
+          .join(_TARGET, _TARGET.id == UnitLink.target_basis_id)
+          .join(_TARGET_MODEL, _TARGET_MODEL.id == _TARGET.model_id)
+          .where(UnitLink.kind == "best_match", _SOURCE.status == "ready", _TARGET.status == "ready")
+          .group_by(_SOURCE.id, _SOURCE_MODEL.name, _TARGET.id, _TARGET_MODEL.name)
+          .order_by(_SOURCE_MODEL.name, _SOURCE.name, _TARGET_MODEL.name, _TARGET.name))
+_BEST = (select(Unit.index, UnitLink.target_index, UnitLink.weight, Unit.density, Unit.firing_count)
+         .join(Unit, Unit.id == UnitLink.unit_id)
+         .where(UnitLink.kind == bindparam("kind"), Unit.basis_id == bindparam("source"),
+                UnitLink.target_basis_id == bindparam("target")))
+_LIVE = select(Unit.index).where(Unit.basis_id == bindparam("basis"), Unit.firing_count > 0,
+                                 Unit.density >= ULTRALOW_DENSITY)
+
+
+def _median(x: np.ndarray) -> float | None:
+    return float(np.median(x)) if len(x) else None
+
+
+def _distribution(session: Session, s: Basis, s_model: str, t: Basis, t_model: str,
+                  several_models: bool) -> MatchDistribution:
+    """One pair's figures (the control is filled in by `matches`)."""
+    c = session.connection()
+    rows = np.array(c.execute(_BEST, {"kind": "best_match", "source": s.id, "target": t.id}).all(), dtype=float)
+    src, tgt, weight, density, fired = (rows[:, k] if len(rows) else np.zeros(0) for k in range(5))
+    back = dict(c.execute(_BEST.with_only_columns(Unit.index, UnitLink.target_index),
+                          {"kind": "best_match", "source": t.id, "target": s.id}).all())
+    mutual = np.array([back.get(int(j)) == int(i) for i, j in zip(src, tgt)], dtype=bool)
+    population = (fired > 0) & (density >= ULTRALOW_DENSITY)
+    counts, edges = np.histogram(weight, bins=BINS, range=(-1.0, 1.0))
+    bands = []
+    for low, high in zip(BANDS, BANDS[1:]):
+        inside = (fired > 0) & (density >= low) & ((density < high) if high < 1.0 else True)
+        bands.append(DensityBand(low=low, high=high, n=int(inside.sum()), median=_median(weight[inside])))
+    relation = pair_relation(s.model_id == t.model_id, s.kind, t.kind, s.n_units, t.n_units,
+                             training_config(s.config), training_config(t.config))
+    return MatchDistribution(
+        model=s_model, basis=s.name, kind=s.kind, other_model=t_model, other_basis=t.name, relation=relation,
+        n_units=len(weight), median=_median(weight), n_population=int(population.sum()),
+        median_population=_median(weight[population]), bands=bands,
+        mutual_share=float(mutual[population].mean()) if population.any() else None,
+        edges=edges.tolist(), counts=counts.tolist(),
+        split_counts=_split_counts(session, s, t) if relation == "splitting" and s.n_units > t.n_units else None,
+        url=basis_url(s.name, s_model if several_models else None),
+        other_url=basis_url(t.name, t_model if several_models else None))
+
+
+def _split_counts(session: Session, large: Basis, small: Basis) -> list[int] | None:
+    """How many of the smaller dictionary's features (neither dead nor ultralow) have 0, 1, ... (last: MAX_SPLIT or
+    more) children in the larger one in the family graph at FAMILY_THRESHOLD; None without family edges."""
+    c = session.connection()
+    edges = [(i, j, w) for i, j, w, *_ in c.execute(_BEST, {"kind": "family", "source": large.id, "target": small.id})]
+    edges += [(j, i, w) for i, j, w, *_ in c.execute(_BEST, {"kind": "family", "source": small.id, "target": large.id})]
+    if not edges:
+        return None
+    parents = np.array([j for _, j, w in edges if w >= FAMILY_THRESHOLD], dtype=np.int64)
+    children = np.bincount(parents, minlength=small.n_units)
+    live = np.array(c.scalars(_LIVE, {"basis": small.id}).all(), dtype=np.int64)
+    return np.bincount(np.minimum(children[live], MAX_SPLIT), minlength=MAX_SPLIT + 1).tolist()
+
+
+def _control_for(pair: MatchDistribution, seeds: dict[tuple[str, str], MatchDistribution]) -> ControlRef | None:
+    """The same-LM seed control of a universality pair: for neurons, 1 by definition (the same LM has the same
+    neurons); for a dictionary, its seed-control match in the source LM, if one was run."""
+    if pair.relation != "universality":
+        return None
+    if pair.kind == "neuron":
+        return ControlRef(basis=pair.basis, other_basis=pair.basis, median_population=1.0, n_population=None,
+                          by_definition=True)
+    seed = seeds.get((pair.model, pair.basis))
+    if seed is None:
+        return None
+    return ControlRef(basis=seed.basis, other_basis=seed.other_basis, median_population=seed.median_population,
+                      n_population=seed.n_population, by_definition=False)
+
+
+def _findings(pairs: list[MatchDistribution]) -> list[str]:
+    """Sentences that say what the universality figures say, each from its numbers."""
+    out = []
+    universal = [p for p in pairs if p.relation == "universality" and p.median_population is not None]
+    for p in universal:
+        line = (f"{p.basis} ({p.kind}s) of {p.model} against {p.other_model}: median best correlation "
+                f"{p.median_population:.2f} over the paper's population (n = {p.n_population:,}; "
+                f"{p.median:.2f} over all {p.n_units:,})")
+        if p.control is not None and p.control.by_definition:
+            line += "; a neuron's seed control is 1 by definition (the same LM has the same neurons)"
+        elif p.control is not None and p.control.median_population:
+            share = p.median_population / p.control.median_population
+            line += (f"; two dictionaries of one LM trained from different seeds agree at {p.control.median_population:.2f}"
+                     f" ({p.control.basis} against {p.control.other_basis}), so this is {share:.0%} of what the recipe "
+                     "itself reproduces")
+        else:
+            line += "; no seed control was run, so the figure has no ceiling to be read against"
+        out.append(line + ".")
+    for f in (p for p in universal if p.kind == "sae"):
+        for n in (p for p in universal if p.kind == "neuron" and (p.model, p.other_model) == (f.model, f.other_model)):
+            more = f.median_population > n.median_population
+            out.append(f"Features ({f.basis}, {f.median_population:.2f}) are {'more' if more else 'not more'} "
+                       f"universal than neurons ({n.median_population:.2f}) between these LMs"
+                       f"{'' if more else ', unlike the paper'} (the paper: {PAPER['features']} against "
+                       f"{PAPER['neurons']}).")
+    return out
 
 
 def matches(*, session: Session) -> Matches:
     """Return one distribution per (source basis, target basis) with best-match links, sources by model and name."""
-    source, target = aliased(Basis), aliased(Basis)
-    source_model, target_model = aliased(Model), aliased(Model)
-    pairs = session.execute(
-        select(source.id, source.name, source.kind, source_model.name, target.id, target.name, target_model.name,
-               func.count(), source.n_units, target.n_units, target.kind, source.model_id == target.model_id)
-        .select_from(UnitLink).join(Unit, Unit.id == UnitLink.unit_id).join(source, source.id == Unit.basis_id)
-        .join(source_model, source_model.id == source.model_id).join(target, target.id == UnitLink.target_basis_id)
-        .join(target_model, target_model.id == target.model_id)
-        .where(UnitLink.kind == "best_match", source.status == "ready", target.status == "ready")
-        .group_by(source.id, source.name, source.kind, source_model.name, target.id, target.name, target_model.name,
-                  source.n_units, target.n_units, target.kind, source.model_id, target.model_id)
-        .order_by(source_model.name, source.name, target_model.name, target.name)).all()
     several_models = session.scalar(select(func.count()).select_from(Model)) > 1
-    out = []
-    for s_id, s_name, s_kind, s_model, t_id, t_name, t_model, n, s_units, t_units, t_kind, same_model in pairs:
-        rows = session.execute(
-            select(UnitLink.weight, UnitLink.target_index).join(Unit, Unit.id == UnitLink.unit_id)
-            .where(UnitLink.kind == "best_match", Unit.basis_id == s_id, UnitLink.target_basis_id == t_id)).all()
-        weights = np.array([r[0] for r in rows])
-        counts, edges = np.histogram(weights, bins=BINS, range=(-1.0, 1.0))
-        splits = None
-        if same_model and s_kind == t_kind == "sae" and s_units > t_units:  # a larger dictionary against a smaller
-            parents = np.array([r[1] for r in rows if r[0] >= SPLIT_CORRELATION], dtype=np.int64)
-            children = np.bincount(parents, minlength=t_units)  # [t_units] features each one split into
-            splits = np.bincount(np.minimum(children, MAX_SPLIT), minlength=MAX_SPLIT + 1).tolist()
-        out.append(MatchDistribution(
-            model=s_model, basis=s_name, kind=s_kind, other_model=t_model, other_basis=t_name, n_units=int(n),
-            median=float(np.median(weights)), edges=edges.tolist(), counts=counts.tolist(), split_counts=splits,
-            url=basis_url(s_name, s_model if several_models else None),
-            other_url=basis_url(t_name, t_model if several_models else None)))
-    return Matches(pairs=out)
+    pairs = [_distribution(session, s, s_model, t, t_model, several_models)
+             for s, s_model, t, t_model in session.execute(_PAIRS).all()]
+    seeds = {(p.model, p.basis): p for p in pairs if p.relation == "seed control"}
+    pairs = [p.model_copy(update={"control": _control_for(p, seeds)}) for p in pairs]
+    return Matches(pairs=pairs, findings=_findings(pairs), family_threshold=FAMILY_THRESHOLD)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from app.present import unit_sections
 from app.read.cache import Cache
 from app.read.queries.bases import BasisRecord, ModelRecord, NotFound, check_unit, resolve, summary
-from app.read.queries.family import family
+from app.read.queries.family import SHOWN_EDGE, family
 from app.read.queries.labels import newest_label
 from app.read.schemas import UnitAround, UnitData, UnitDetail
 from app.read.schemas import UnitLink as UnitLinkSchema
@@ -24,7 +24,7 @@ from app.store.vocabulary import token_strings
 def unit_version(*, session: Session, basis: str, index: int, model: str | None) -> tuple:
     """Return a key that changes whenever the page of unit (basis, index) would: the basis's ingest and version,
     every other basis's (best matches and families link across bases), and the newest label of the units the page
-    shows labels of (itself, its links' targets, the larger features whose best match it is: its family's children),
+    shows labels of (itself, its links' targets, its family: edges stored from either end),
     so labelling one unit leaves every other cached page alone. For the rendered-page cache."""
     b, _, model_param = resolve(session, basis, model)
     stmt = _VERSION if b.kind == "sae" else _VERSION_NO_FAMILY  # a neuron is the target of hundreds of links
@@ -95,12 +95,11 @@ _VERSION_NO_FAMILY = select(  # every ingest; the newest label of the unit and o
     select(func.max(Label.id)).where(Label.basis_id == _ME[0], Label.unit_index == _ME[1]).scalar_subquery(),
     select(func.max(Label.id)).select_from(UnitLink).join(Unit, Unit.id == UnitLink.unit_id)
     .join(Label, (Label.basis_id == UnitLink.target_basis_id) & (Label.unit_index == UnitLink.target_index))
-    .where(Unit.basis_id == _ME[0], Unit.index == _ME[1]).scalar_subquery())
-_VERSION = _VERSION_NO_FAMILY.add_columns(  # and of its family's children (larger features whose best match it is)
+    .where(Unit.basis_id == _ME[0], Unit.index == _ME[1], (UnitLink.kind != "family") | SHOWN_EDGE).scalar_subquery())
+_VERSION = _VERSION_NO_FAMILY.add_columns(  # and of its family's other end (edges stored from the other feature)
     select(func.max(Label.id)).select_from(UnitLink).join(Unit, Unit.id == UnitLink.unit_id)
     .join(Label, (Label.basis_id == Unit.basis_id) & (Label.unit_index == Unit.index))
-    .where(UnitLink.target_basis_id == _ME[0], UnitLink.target_index == _ME[1], UnitLink.kind == "best_match")
-    .scalar_subquery())
+    .where(UnitLink.target_basis_id == _ME[0], UnitLink.target_index == _ME[1], SHOWN_EDGE).scalar_subquery())
 _WINDOWS = (select(Example.kind, Example.bucket, Example.value, Example.token_ids, Example.activations,
                    Example.effects).where(Example.unit_id == bindparam("unit_id"), OPEN).order_by(*PAGE_ORDER))
 _PAGE_UNIT = select(Unit.id, Unit.sections, newest_label(Unit.basis_id, Unit.index)).where(
@@ -109,7 +108,8 @@ _LINKS = (select(UnitLink.kind, Basis.name, UnitLink.target_index, UnitLink.weig
                  Model.name.label("model"),
                  newest_label(UnitLink.target_basis_id, UnitLink.target_index).label("label"))
           .join(Basis, Basis.id == UnitLink.target_basis_id).join(Model, Model.id == Basis.model_id)
-          .where(UnitLink.unit_id == bindparam("unit_id")).order_by(UnitLink.kind, Basis.name, UnitLink.rank))
+          .where(UnitLink.unit_id == bindparam("unit_id"), UnitLink.kind != "family")  # the family is drawn apart
+          .order_by(UnitLink.kind, Basis.name, UnitLink.rank))
 
 
 def _around(session: Session, b: BasisRecord, m: ModelRecord, unit_id: int, index: int, label: str | None,
