@@ -31,7 +31,7 @@ def demo(
     sae_batch_size: Annotated[int, typer.Option("--sae-batch-size", help="SAE activations per step.")] = DEMO_SAE.batch_size,
     analysis_tokens: Annotated[int, typer.Option("--analysis-tokens", help="Held-out tokens to analyse.")] = default(AnalysisConfig, "n_tokens"),
     db: DbOpt = None,
-    full: Annotated[bool, typer.Option("--full", help="Also dictionaries of --sizes (feature splitting) and a second LM from seed 1 with its SAE (universality), with the matches between them.")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Also dictionaries of --sizes (feature splitting), a second dictionary from seed 1 (the seed control), and a second LM from seed 1 with its SAE (universality), with the matches between them.")] = False,
     sizes: Annotated[str, typer.Option("--sizes", help="With --full: the other dictionary sizes (the paper's A/0 and A/2).")] = "512,16384",
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the web app at the end.")] = True,
     port: Annotated[Optional[int], typer.Option("--port", help="Port of the web app (default: as serve's).")] = None,
