@@ -65,9 +65,10 @@ def test_the_stacked_histogram_renders_in_chromium(browser, site):
     assert page.locator("#proxy-hist .plot-area .bars path").count() > 0  # plotly drew stacked bars
     assert page.locator("#proxy-hist .legend .traces").count() == 4  # one trace per score bucket
     assert page.locator("#proxy-value .plot-area .bars path").count() > 0
-    # another proxy in place (htmx swaps the plots)
+    # another proxy
     page.select_option("select[name=proxy]", "comment")
     page.click("#unit-proxy-form button")
+    page.wait_for_url("**proxy=comment")
     expect(page.locator("#proxy-hist h3 code")).to_have_text("comment")
     page.wait_for_selector("#proxy-hist .plot-area .main-svg")
     page.goto(f"{site.url}/bases/{SAE_NAME}/units/{index}")  # the unit page draws its best proxy's two plots
