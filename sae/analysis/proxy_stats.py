@@ -49,25 +49,29 @@ class ProxyStats:
         self.sum_p += _fixed(p.sum(0))
         self.sum_pp += _fixed((p * p).sum(0))
         self.sum_q += _fixed(q.sum(0))
-        fire = sp.csr_matrix((np.ones(len(units)), (units, rows)), shape=(self.n_units, n))
-        act = sp.csr_matrix((values.astype(np.float64), (units, rows)), shape=(self.n_units, n))
-        pos_pq = act @ np.concatenate([p, q], axis=1)  # [U, 2K]
-        self.fire_q += _fixed((fire @ q).T)
+        pq = np.concatenate([p, q], axis=1)  # [n, 2K]
+        if dense is None:  # an SAE: the firing values are the whole activation; sparse products over them
+            fire = sp.csr_matrix((np.ones(len(units)), (units, rows)), shape=(self.n_units, n))
+            act = sp.csr_matrix((values.astype(np.float64), (units, rows)), shape=(self.n_units, n))
+            pos_pq = act @ pq  # [U, 2K]
+            fire_q = fire @ q  # [U, K]
+            sum_pos = np.bincount(units, weights=values, minlength=self.n_units)
+            a_pq, sum_a = pos_pq, sum_pos
+            sum_aa = np.bincount(units, weights=values.astype(np.float64) ** 2, minlength=self.n_units)
+        else:  # neurons: dense products (most of them fire on most tokens), the whole activation in the correlation
+            x = dense.double()  # [n, U]
+            positive = x.clamp(min=0)
+            pq_t = torch.from_numpy(pq)
+            a_pq, pos_pq = (x.T @ pq_t).numpy(), (positive.T @ pq_t).numpy()
+            fire_q = ((x > 0).double().T @ torch.from_numpy(q)).numpy()
+            sum_a, sum_aa, sum_pos = x.sum(0).numpy(), x.pow(2).sum(0).numpy(), positive.sum(0).numpy()
+        self.a_p += _fixed(a_pq[:, :k].T)
+        self.a_q += _fixed(a_pq[:, k:].T)
         self.pos_q += _fixed(pos_pq[:, k:].T)
-        sum_pos = np.bincount(units, weights=values, minlength=self.n_units)
+        self.fire_q += _fixed(np.asarray(fire_q).T)
+        self.sum_a += _fixed(sum_a)
+        self.sum_aa += _fixed(sum_aa)
         self.sum_pos += _fixed(sum_pos)
-        if dense is None:  # the firing values are the whole activation
-            self.a_p += _fixed(pos_pq[:, :k].T)
-            self.a_q += _fixed(pos_pq[:, k:].T)
-            self.sum_a += _fixed(sum_pos)
-            self.sum_aa += _fixed(np.bincount(units, weights=values.astype(np.float64) ** 2, minlength=self.n_units))
-            return
-        x = dense.double()  # [n, U]
-        both = (x.T @ torch.from_numpy(np.concatenate([p, q], axis=1))).numpy()  # [U, 2K]
-        self.a_p += _fixed(both[:, :k].T)
-        self.a_q += _fixed(both[:, k:].T)
-        self.sum_a += _fixed(x.sum(0).numpy())
-        self.sum_aa += _fixed(x.pow(2).sum(0).numpy())
 
     def merge(self, other: "ProxyStats") -> "ProxyStats":
         """Return the sums of both shards."""
@@ -98,7 +102,11 @@ class ProxyStats:
 
 
 class ProxyHist:
-    """Pass-2 stacked histograms of one basis: [U, K, I, B] counts and activation sums."""
+    """Pass-2 stacked histograms of one basis: [U, K, I, B] counts and activation sums.
+
+    Only the proxy-positive buckets (those above `outside`) are counted entry by entry; the `outside` bucket is the
+    rest of each interval (its count and activation sum over all firing tokens), which keeps the work to the
+    tokens that have a property rather than K times every firing token."""
 
     def __init__(self, n_units: int, n_proxies: int, n_intervals: int, token_buckets: np.ndarray) -> None:
         """token_buckets [n_tokens, K] uint8: each analysed token's bucket per proxy (global token order)."""
@@ -106,20 +114,30 @@ class ProxyHist:
         self.token_buckets = token_buckets
         self.counts = np.zeros(int(np.prod(self.shape)), dtype=np.int64)
         self.acts = np.zeros(int(np.prod(self.shape)), dtype=np.float64)
+        self.interval_counts = np.zeros(n_units * n_intervals, dtype=np.int64)
+        self.interval_acts = np.zeros(n_units * n_intervals, dtype=np.float64)
 
     def update(self, units: np.ndarray, intervals: np.ndarray, values: np.ndarray, tokens: np.ndarray) -> None:
         """Add firing non-zeros: units, their intervals, values and global tokens [nnz]."""
         u, k, i, b = self.shape
-        head = (units[:, None] * k + np.arange(k)[None, :]) * i + intervals[:, None]  # [nnz, K]
-        index = (head * b + self.token_buckets[tokens]).reshape(-1)
+        group = units * i + intervals  # [nnz]
+        self.interval_counts += np.bincount(group, minlength=u * i)
+        self.interval_acts += np.bincount(group, weights=values, minlength=u * i)
+        entry, proxy = np.nonzero(self.token_buckets[tokens])  # the (entry, proxy) pairs with a positive bucket
+        bucket = self.token_buckets[tokens[entry], proxy]
+        index = ((units[entry] * k + proxy) * i + intervals[entry]) * b + bucket
         self.counts += np.bincount(index, minlength=len(self.counts))
-        self.acts += np.bincount(index, weights=np.repeat(values, k), minlength=len(self.acts))
+        self.acts += np.bincount(index, weights=values[entry], minlength=len(self.acts))
 
     def merge(self, other: "ProxyHist") -> "ProxyHist":
         out = ProxyHist(self.shape[0], self.shape[1], self.shape[2], self.token_buckets)
-        out.counts, out.acts = self.counts + other.counts, self.acts + other.acts
+        for name in ("counts", "acts", "interval_counts", "interval_acts"):
+            setattr(out, name, getattr(self, name) + getattr(other, name))
         return out
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"proxy_hist_counts": self.counts.reshape(self.shape).astype(np.int32),
-                "proxy_hist_acts": self.acts.reshape(self.shape).astype(np.float32)}
+        u, k, i, _ = self.shape
+        counts, acts = self.counts.reshape(self.shape).copy(), self.acts.reshape(self.shape).copy()
+        counts[..., 0] = self.interval_counts.reshape(u, 1, i) - counts[..., 1:].sum(-1)
+        acts[..., 0] = np.maximum(self.interval_acts.reshape(u, 1, i) - acts[..., 1:].sum(-1), 0.0)
+        return {"proxy_hist_counts": counts.astype(np.int32), "proxy_hist_acts": acts.astype(np.float32)}
