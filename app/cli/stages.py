@@ -159,6 +159,8 @@ def analyze(
     executor: Annotated[str, typer.Option("--executor", help="Where pass 1 runs: local (this process) or ray (needs pip install 'monoscope\\[ray]').")] = "local",
     address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: start a local Ray).")] = None,
     shards: Annotated[Optional[int], typer.Option("--shards", help="Shards of sequences (default: 1 locally, one per Ray CPU or GPU); the result does not depend on it.")] = None,
+    proxy: Annotated[Optional[list[str]], typer.Option("--proxy", help="Add a specificity proxy: `regex:PATTERN` (characters the pattern matches have the property) or a built-in name (repeatable).")] = None,
+    no_proxies: Annotated[bool, typer.Option("--no-proxies", help="Leave out the built-in proxies.")] = False,
 ) -> None:
     """Analyse every unit of the neuron basis and of each SAE over held-out tokens into runs/<run>/analysis/.
 
@@ -169,7 +171,11 @@ def analyze(
     from sae.analysis.executor import make_executor
     from sae.analysis.run import run_analysis
 
-    cfg = AnalysisConfig(n_tokens=tokens, batch_sequences=batch, loss_tokens=loss_tokens or None)  # 0 means all
+    builtin = () if no_proxies else default(AnalysisConfig, "proxies")
+    named = [p for p in proxy or [] if not p.startswith("regex:")]
+    cfg = AnalysisConfig(n_tokens=tokens, batch_sequences=batch, loss_tokens=loss_tokens or None,  # 0 means all
+                         proxies=tuple(dict.fromkeys([*builtin, *named])),
+                         extra_proxies=tuple(p for p in proxy or [] if p.startswith("regex:")))
     if not run.is_dir():
         raise MonoscopeError(f"no run folder at {run}: run `monoscope corpus` first")
     ex = make_executor(executor, address, shards, device)  # bad options and a missing Ray fail before any work

@@ -9,6 +9,8 @@ from __future__ import annotations
 import html
 import math
 
+import numpy as np
+
 from app.present.unit_sections import HOT
 from app.read.schemas import BasisDistribution, DensityHistogram
 
@@ -168,3 +170,18 @@ def map_plot(points: list, colour: str) -> dict:
     axis = {"showticklabels": False, "zeroline": False, "title": {"text": ""}}
     return {"data": data, "links": True, "layout": {"showlegend": colour != "density", "xaxis": axis,
                                                     "yaxis": {**axis, "scaleanchor": "x"}, "hovermode": "closest"}}
+
+
+def proxy_corr_plot(bases: list) -> dict:
+    """Overlaid histograms of every unit's correlation with a thresholded proxy, one per basis (neurons, features):
+    the paper's comparison of how well each kind of unit detects the property."""
+    data = []
+    for b in bases:
+        counts, edges = np.histogram(np.clip(b.correlations, -1, 1), bins=40, range=(-1, 1))
+        total = max(int(counts.sum()), 1)
+        data.append({"type": "bar", "x": ((edges[:-1] + edges[1:]) / 2).tolist(), "y": (counts / total).tolist(),
+                     "name": f"{b.name} ({b.kind}s)", "opacity": 0.6,
+                     "hovertemplate": "corr %{x:.2f}: %{y:.1%} of units<extra></extra>"})
+    return {"data": data, "layout": {"barmode": "overlay", "showlegend": True, "yaxis": {"type": "log",
+                                     "title": {"text": "fraction of units (log)"}},
+                                     "xaxis": {"title": {"text": "correlation with the proxy thresholded at 0"}}}}

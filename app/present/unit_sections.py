@@ -19,15 +19,17 @@ from markupsafe import Markup
 
 from app.present.templating import configure, format_number
 from app.present.windows import window_html
-from app.read.schemas import Example, Interval, UnitData
+from app.read.proxy_schemas import best_proxy
+from app.read.schemas import Example, Interval, ProxyStat, UnitData
 from app.resources import resource
+from sae.analysis.proxy_scores import BUCKETS as PROXY_BUCKETS
 
 HOT = "rgb(235,110,20)"
 TEMPLATE = "unit_sections.html"
 _TEMPLATES = resource("templates")
 # The stored form's version: bump FORMAT when UnitData's fields or the packing below change. The sections are current
 # while the templates that render them are unchanged (their hash); code that only moves them around does not count.
-FORMAT = 3
+FORMAT = 4
 TEMPLATES_HASH = hashlib.sha256(b"".join((_TEMPLATES / name).read_bytes()
                                          for name in (TEMPLATE, "_macros.html"))).hexdigest()[:16]
 SEPARATOR = "<!--section-->"  # a section placeholder in a rendered page; escaped data never holds "<"
@@ -87,6 +89,37 @@ def interval_plot(intervals: Sequence[Interval]) -> dict:
                        "yaxis": {"title": {"text": "firing tokens"}}}}
 
 
+PROXY_COLOURS = ("rgb(200,200,200)", "rgb(120,160,220)", "rgb(250,175,90)", "rgb(215,48,39)")  # per BUCKETS
+
+
+def proxy_plots(stat: ProxyStat, intervals: Sequence[Interval]) -> tuple[dict, dict]:
+    """Return the paper's two stacked histograms of a unit for one proxy (`proxy_plots_of_edges`)."""
+    return proxy_plots_of_edges(stat, [iv.low for iv in intervals] + ([intervals[-1].high] if intervals else []))
+
+
+def proxy_plots_of_edges(stat: ProxyStat, edges: Sequence[float]) -> tuple[dict, dict]:
+    """Return the paper's two stacked histograms of a unit for one proxy: its firing tokens per activation interval
+    (edges [I + 1]), stacked by the tokens' proxy-score bucket, counted and weighted by activation (the "expected
+    value" plot: where the unit's output mass comes from)."""
+    edges = list(edges)
+    x = [(a + b) / 2 for a, b in zip(edges, edges[1:])]
+    width = [b - a for a, b in zip(edges, edges[1:])]
+    n = len(x)
+
+    def spec(values: list[list[float]], y_title: str) -> dict:
+        data = [{"type": "bar", "name": f"score {name}", "x": x, "width": width,
+                 "y": [row[b] for row in values[:n]], "marker": {"color": colour},
+                 "hovertemplate": f"score {name}: %{{y:.4g}}<extra></extra>"}
+                for b, (name, colour) in enumerate(zip(PROXY_BUCKETS, PROXY_COLOURS))]
+        return {"data": data, "layout": {
+            "barmode": "stack", "bargap": 0, "legend": {"orientation": "h", "title": {"text": stat.name}},
+            "xaxis": {"title": {"text": "activation (interval edges)"}, "tickvals": edges,
+                      "ticktext": [format_number(e) for e in edges], "tickangle": -45},
+            "yaxis": {"title": {"text": y_title}}}}
+
+    return spec(stat.hist_counts, "firing tokens"), spec(stat.hist_acts, "activation × tokens (expected value)")
+
+
 @lru_cache(maxsize=1)
 def _macros():
     return configure(Environment(loader=FileSystemLoader(str(_TEMPLATES)))).get_template(TEMPLATE).module
@@ -107,9 +140,11 @@ def render_sections(data: UnitData, model_name: str) -> Sections:
                        y_title="firing tokens"),
              step_plot(data.logit_hist.edges, data.logit_hist.counts, x_title="logit weight", log_x=False,
                        y_title="output tokens"))
+    best = best_proxy(data.proxies)
+    proxy = (best, *proxy_plots(best, data.intervals)) if best is not None and data.intervals else (best, None, None)
     return Sections(
         m.stats(data, model_name),
-        m.body(*plots, data.top_logits, data.bottom_logits, data.firing_count),
+        m.body(*plots, data.top_logits, data.bottom_logits, data.firing_count) + m.proxies(data.proxies, *proxy),
         m.examples(data.max_activation, data.max_abs_effect, windows(data.top_examples), data.intervals,
                    {iv.index: windows(iv.samples) for iv in data.intervals if iv.samples}, data.firing_count))
 

@@ -215,6 +215,23 @@ class Family(Schema):
     threshold: float
 
 
+class ProxyStat(Schema):
+    """One unit against one specificity proxy (sae/analysis/proxies.py): Pearson correlations of its activation with
+    the token score and with the score thresholded at 0 (the paper's headline), the share of its firing tokens (by
+    count and by activation) that are proxy-positive, and the share of proxy-positive tokens it fires on; null where
+    undefined. The stacked histograms: firing tokens [interval][bucket] of the unit's activation intervals by
+    proxy-score bucket (PROXY_BUCKETS), counted and activation-summed (the paper's "expected value" plot)."""
+
+    name: str
+    corr: float | None
+    corr_pos: float | None
+    fire_share: float | None
+    act_share: float | None
+    recall: float | None
+    hist_counts: list[list[int]]
+    hist_acts: list[list[float]]
+
+
 class UnitData(Schema):
     """What the analysis says of one unit: it changes only when its basis is ingested again, so ingest builds it once
     (app.read.unit_data) and stores it with the page sections rendered from it (app.present.unit_sections)."""
@@ -232,6 +249,8 @@ class UnitData(Schema):
     intervals: list[Interval]
     max_abs_effect: float | None = Field(None, description="The largest |ablation effect| over the unit's windows "
                                          "(the colour scale of the effect view); null without effects.")
+    proxies: list[ProxyStat] = Field(default_factory=list, description="Specificity proxies (empty: the basis was "
+                                     "analysed without them).")
 
 
 class UnitAround(Schema):

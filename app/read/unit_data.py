@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from app.read.schemas import Example, Histogram, Interval, LogitToken, UnitData
+from app.read.schemas import Example, Histogram, Interval, LogitToken, ProxyStat, UnitData
 from app.read.windows import decode_window, max_abs_effect, visible_token
 from app.store.models import OPEN_KINDS, TOP_TOKENS_SEPARATOR
 from sae.analysis.config import AnalysisConfig
@@ -55,14 +55,30 @@ def example(value: float, token_ids: bytes, activations: bytes, effects: bytes |
 # UnitData's fields that unit_data builds from the unit's table columns and windows; any other field is a statistic
 # the analysis writes under the field's own name in units.npz (`analysis_fields`).
 BUILT = frozenset({"firing_count", "density", "max_activation", "mean_activation", "top_token_entropy", "act_hist",
-                   "logit_hist", "top_logits", "bottom_logits", "top_examples", "intervals", "max_abs_effect"})
+                   "logit_hist", "top_logits", "bottom_logits", "top_examples", "intervals", "max_abs_effect",
+                   "proxies"})
+PROXY_ARRAYS = {"corr": "proxy_corr", "corr_pos": "proxy_corr_pos", "fire_share": "proxy_fire_share",
+                "act_share": "proxy_act_share", "recall": "proxy_recall"}  # ProxyStat field -> units.npz array
 
 
 def analysis_fields(arrays: Mapping[str, np.ndarray], u: int) -> dict:
     """Return unit u's values of the UnitData fields that are not BUILT, from the units.npz arrays of the same names
     (absent arrays are left out: the field's default). A new per-unit statistic is its array in the analysis, its
     field in UnitData and its place in templates/unit_sections.html: nothing here or in ingest changes."""
-    return {f: arrays[f][u].tolist() for f in UnitData.model_fields if f not in BUILT and f in arrays}
+    out = {f: arrays[f][u].tolist() for f in UnitData.model_fields if f not in BUILT and f in arrays}
+    if "proxy_names" in arrays:
+        out["proxies"] = proxy_stats(arrays, u)
+    return out
+
+
+def proxy_stats(arrays: Mapping[str, np.ndarray], u: int) -> list[ProxyStat]:
+    """Return unit u's ProxyStat per proxy of a units.npz holding proxy arrays."""
+    values = {field: [None if v != v else v for v in arrays[name][u].tolist()] for field, name in PROXY_ARRAYS.items()}
+    counts = arrays["proxy_hist_counts"][u].tolist()  # [K, I, B]
+    acts = np.round(arrays["proxy_hist_acts"][u].astype(np.float64), 3).tolist()
+    return [ProxyStat.model_construct(name=str(name), hist_counts=counts[k], hist_acts=acts[k],
+                                      **{field: v[k] for field, v in values.items()})
+            for k, name in enumerate(arrays["proxy_names"])]
 
 
 def unit_data(unit, windows: Sequence[tuple], strings: Sequence[str], context_before: int,

@@ -14,6 +14,7 @@ read as the wrong strings). Folders whose names start with a dot are a killed an
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -34,7 +35,9 @@ from app.store.models import (
     Token,
     Unit,
     UnitLink,
+    UnitProxy,
 )
+from app.read.unit_data import PROXY_ARRAYS, proxy_stats
 from app.store.npz import read_npz
 from sae.conventions import NEURON_BASIS
 from sae.corpus.build import read_token_strings
@@ -119,11 +122,25 @@ def ingest_basis(session: Session, model: Model, basis_dir: Path, chunks: Chunks
         unit_ids = _unit_ids(session, basis.id, units[0]["index"], units[-1]["index"] + 1)
         insert_rows(session.connection(), Example.__table__, EXAMPLE_COLUMNS,
                     ((unit_ids[u], *row) for u, rows in examples.items() for row in rows))
+    _ingest_proxies(session, basis.id, arrays)
     if carried:
         unit_ids = _unit_ids(session, basis.id)
         insert_rows(session.connection(), UnitLink.__table__, ("unit_id", *(f.key for f in LINK_FIELDS)),
                     [(unit_ids[index], *rest) for index, *rest in carried if index in unit_ids])
     return basis
+
+
+def _ingest_proxies(session: Session, basis_id: int, arrays: dict[str, np.ndarray]) -> None:
+    """Replace a basis's unit_proxy rows by its units.npz proxy statistics (none for an analysis without proxies):
+    the same ProxyStat values the units' stored UnitData holds (app.read.unit_data.proxy_stats)."""
+    session.execute(delete(UnitProxy).where(UnitProxy.basis_id == basis_id))
+    if "proxy_names" not in arrays:
+        return
+    columns = ("basis_id", "unit_index", "position", "proxy", *PROXY_ARRAYS, "hist_counts", "hist_acts")
+    rows = ((basis_id, u, k, p.name, *(getattr(p, f) for f in PROXY_ARRAYS), json.dumps(p.hist_counts),
+             json.dumps(p.hist_acts))
+            for u in range(len(arrays["firing_count"])) for k, p in enumerate(proxy_stats(arrays, u)))
+    insert_rows(session.connection(), UnitProxy.__table__, columns, rows)
 
 
 def _unit_ids(session: Session, basis_id: int, start: int = 0, stop: int | None = None) -> dict[int, int]:

@@ -10,6 +10,7 @@ from typing import Callable
 from sqlalchemy import bindparam, select, update
 
 from app.present.unit_sections import pack, unpack
+from app.read.unit_proxies import unit_proxy_stats
 from app.read.unit_data import context_before, unit_data
 from app.store.db import checkpoint, session_factory, write_transaction
 from app.store.example_rows import OPEN, PAGE_ORDER
@@ -66,6 +67,8 @@ def _render_chunk(sessions, ids: list[int], model_name: str, strings: list[str],
                        Example.activations, Example.effects)
                 .where(Example.unit_id.in_(stale), OPEN).order_by(Example.unit_id, *PAGE_ORDER)):
             windows[unit_id].append(row)
-        return [{"unit_id": unit.id,
-                 "sections": pack(unit_data(unit, windows[unit.id], strings, before), model_name)}
-                for unit in session.scalars(select(Unit).where(Unit.id.in_(stale)))]
+        units = session.scalars(select(Unit).where(Unit.id.in_(stale))).all()
+        proxies = unit_proxy_stats(session, units[0].basis_id, [u.index for u in units]) if units else {}
+        return [{"unit_id": unit.id, "sections": pack(unit_data(unit, windows[unit.id], strings, before,
+                                                                {"proxies": proxies.get(unit.index, [])}), model_name)}
+                for unit in units]

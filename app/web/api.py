@@ -10,10 +10,13 @@ from fastapi.responses import Response
 from app.read import queries
 from app.read.infer_schemas import MAX_INFER_CHARS, STRIP_PATTERN, InferResult
 from app.read.match_schemas import FeatureMap, Matches
+from app.read.proxy_schemas import ProxyRanking, UnitProxyPlots
 from app.read.schemas import BasisSummary, Comparison, Overview, UnitDetail, UnitList
+from app.read.steer_schemas import SteerApiQuery, SteerRequest, SteerResult
 from app.read.text_rules import Matching, Text
 from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep, cached_unit_response, run_db
-from app.web.error_docs import BAD_PARAMETER, BAD_TOKEN, OPTIONAL_AUTH, UNKNOWN_UNIT, errors
+from app.web.error_docs import BAD_PARAMETER, BAD_TOKEN, BODY, OPTIONAL_AUTH, UNKNOWN_UNIT, WRITE, errors
+from sae.errors import MonoscopeError
 
 READ = errors(BAD_TOKEN)
 LOOKUP = errors(BAD_TOKEN, UNKNOWN_UNIT, BAD_PARAMETER)
@@ -93,3 +96,48 @@ def infer(session: SessionDep, text: Annotated[Text(MAX_INFER_CHARS), Query(desc
     import app.web.infer as live
 
     return live.infer_result(session=session, text=text, position=position, strip=strip, model=model)
+
+
+STEER_UNKNOWN = {404: "Unknown model, basis or unit of a pin"}
+STEER_UNAVAILABLE = {503: "The run folder (or a pinned SAE) is not on this machine"}
+STEER_ERRORS = errors(BAD_TOKEN, STEER_UNKNOWN, BAD_PARAMETER, STEER_UNAVAILABLE)
+# A POST with cookies is checked for CSRF like any other, though steering writes nothing.
+STEER_POST_ERRORS = errors(BAD_TOKEN, {403: WRITE[403]}, STEER_UNKNOWN, BODY, STEER_UNAVAILABLE)
+
+
+@router.get("/steer", openapi_extra=OPTIONAL_AUTH, response_model=SteerResult, responses=STEER_ERRORS,
+            summary="Pinned sampling: continue a prompt with units pinned, beside the unsteered continuation")
+def steer_get(session: SessionDep, query: Annotated[SteerApiQuery, Query()]):
+    import app.web.steer as steer
+
+    try:
+        request = query.request()
+    except ValueError as e:
+        raise MonoscopeError(str(e).splitlines()[0]) from None
+    return steer.steer_result(session, request)
+
+
+@router.post("/steer", openapi_extra=OPTIONAL_AUTH, response_model=SteerResult, responses=STEER_POST_ERRORS,
+             summary="Pinned sampling (a computation, not a write: no login needed)")
+def steer_post(session: SessionDep, request: SteerRequest):
+    import app.web.steer as steer
+
+    return steer.steer_result(session, request)
+
+
+@router.get("/proxies", openapi_extra=OPTIONAL_AUTH, response_model=ProxyRanking,
+            responses=errors(BAD_TOKEN, {404: "Unknown model, SAE basis or proxy"}, BAD_PARAMETER),
+            summary="Units ranked by correlation with a specificity proxy, neurons beside features")
+def proxies(session: SessionDep, basis: Annotated[str | None, Query(max_length=200, description="SAE basis")] = None,
+            proxy: Annotated[str | None, Query(max_length=300, description="Proxy name (default: the first)")] = None,
+            model: ModelParam = None):
+    return queries.proxy_ranking(session=session, basis=basis, proxy=proxy, model=model)
+
+
+@router.get("/bases/{basis}/units/{index}/proxy", openapi_extra=OPTIONAL_AUTH, response_model=UnitProxyPlots,
+            responses=errors(BAD_TOKEN, {404: "Unknown model, basis, unit or proxy"}, BAD_PARAMETER),
+            summary="One unit against one proxy: its statistics and stacked histograms")
+def unit_proxy(session: SessionDep, basis: str, index: UnitIndex,
+               proxy: Annotated[str | None, Query(max_length=300, description="Default: its best-correlated")] = None,
+               model: ModelParam = None):
+    return queries.unit_proxy_plots(session=session, basis=basis, index=index, proxy=proxy, model=model)

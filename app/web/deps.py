@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.read import queries
 from app.read.schemas import UnitListForm, UnitListParams
+from app.read.steer_schemas import SteerQuery
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -62,3 +63,4 @@ ModelParam = Annotated[
 UnitListParamsDep = Annotated[UnitListParams, Query()]
 UnitListFormDep = Annotated[UnitListForm, Query()]  # the page's: an empty density box is no bound
 UnitIndex = Annotated[int, Path(ge=0, le=2**31 - 1, description="Unit index within its basis (0-based)")]
+SteerQueryDep = Annotated[SteerQuery, Query()]

@@ -12,8 +12,10 @@ from fastapi.responses import HTMLResponse
 from app.present import plots, unit_sections
 from app.read import queries
 from app.read.infer_schemas import MAX_INFER_CHARS
+from app.read.steer_schemas import STEER_LIMITS
 from app.read.urls import with_query
-from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListFormDep, cached_unit_response, run_db
+from app.web.deps import (ModelParam, SessionDep, SteerQueryDep, UnitIndex, UnitListFormDep, cached_unit_response,
+                          run_db)
 from app.web.render import render, twin_url
 
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
@@ -110,3 +112,56 @@ def infer_page(request: Request, session: SessionDep, text: Annotated[str, Query
         query["model"] = model
     return render(request, "infer.html", context, block="result", status_code=status,
                   api_url=f"/api/v1/infer?{urlencode(query)}" if text.strip() else None)
+
+
+@router.get("/steer")
+def steer_page(request: Request, session: SessionDep, query: SteerQueryDep):
+    """Pinned sampling: the form, and with at least one pin the steered and unsteered continuations."""
+    import app.web.steer as steer
+    from sae.errors import MonoscopeError
+
+    context = {"query": query, "limits": STEER_LIMITS, "result": None, "error": None, "model_param": query.model}
+    status = 200
+    if query.pin:
+        try:
+            context["result"] = steer.steer_result(session, query.request())
+        except (MonoscopeError, ValueError) as e:
+            context["error"] = _one_line(e)
+            status = 503 if isinstance(e, steer.Unavailable) else 404 if isinstance(e, queries.NotFound) else 422
+    return render(request, "steer.html", context, block="result", status_code=status,
+                  api_url=twin_url(request) if query.pin else None)
+
+
+def _one_line(e: Exception) -> str:
+    """Return an error's message in one line (a pydantic error: its first problem)."""
+    errors = getattr(e, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}".lstrip(": ")
+    return str(e)
+
+
+ProxyParam = Annotated[str | None, Query(max_length=300, description="Proxy name (default: the first)")]
+
+
+@router.get("/proxies")
+def proxies_page(request: Request, session: SessionDep, basis: Annotated[str | None, Query(max_length=200)] = None,
+                 proxy: ProxyParam = None, model: ModelParam = None):
+    """Which units detect a property: a basis's units ranked by correlation with a proxy, neurons beside features."""
+    ranking = queries.proxy_ranking(session=session, basis=basis, proxy=proxy, model=model)
+    context = {"ranking": ranking, "basis_name": basis, "model_param": model, "plots": bool(ranking.bases),
+               "corr_plot": plots.proxy_corr_plot(ranking.bases) if ranking.bases else None}
+    return render(request, "proxies.html", context, api_url=twin_url(request))
+
+
+@router.get("/bases/{basis}/units/{index}/proxy")
+def unit_proxy_page(request: Request, session: SessionDep, basis: str, index: UnitIndex, proxy: ProxyParam = None,
+                    model: ModelParam = None):
+    """A unit's two stacked histograms (count, expected value) against a chosen proxy."""
+    result = queries.unit_proxy_plots(session=session, basis=basis, index=index, proxy=proxy, model=model)
+    count_plot = value_plot = None
+    if result.stat is not None and len(result.interval_edges) > 1:
+        count_plot, value_plot = unit_sections.proxy_plots_of_edges(result.stat, result.interval_edges)
+    context = {"result": result, "model_param": model, "plots": True, "count_plot": count_plot,
+               "value_plot": value_plot}
+    return render(request, "unit_proxy.html", context, block="plots", api_url=twin_url(request))

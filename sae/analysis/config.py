@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sae.analysis.proxies import BUILTIN_NAMES, resolve
 from sae.conventions import DENSE_DENSITY, ULTRALOW_DENSITY
 from sae.errors import MonoscopeError
 
@@ -41,8 +42,15 @@ class AnalysisConfig:
     seed: int = 0  # of the reservoir keys
     ultralow_threshold: float = ULTRALOW_DENSITY
     dense_threshold: float = DENSE_DENSITY
+    # Specificity proxies (sae/analysis/proxies.py): built-in names, and users' `regex:...` ones. The code-aware ones
+    # are left out for a corpus that is not Python.
+    proxies: tuple[str, ...] = BUILTIN_NAMES
+    extra_proxies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "proxies", tuple(self.proxies))  # a manifest's JSON list compares as a tuple
+        object.__setattr__(self, "extra_proxies", tuple(self.extra_proxies))
+        resolve(self.proxies, self.extra_proxies)  # unknown names and bad patterns fail before any work
         if min(self.review_top_k, self.review_samples_per_interval) < 0:
             raise MonoscopeError(f"analysis needs review_top_k and review_samples_per_interval >= 0, got "
                                  f"{self.review_top_k} and {self.review_samples_per_interval}")

@@ -18,6 +18,7 @@ from functools import reduce
 
 import numpy as np
 
+from sae.analysis.proxy_stats import ProxyHist
 from sae.analysis.shard import AnalysisConfig, Basis, BasisSums, ShardState
 from sae.analysis.spill import gather_windows
 from sae.analysis.review_sample import OpenWindows, ReviewSample, select
@@ -37,11 +38,12 @@ class BasisResult:
     window_acts: np.ndarray  # [E, W] the windows' activations (top_acts and interval_acts are views of it)
 
 
-def finish(shards: list[list[ShardState]], bases: list[Basis], tokens: np.ndarray,
-           cfg: AnalysisConfig) -> list[BasisResult]:
+def finish(shards: list[list[ShardState]], bases: list[Basis], tokens: np.ndarray, cfg: AnalysisConfig,
+           proxy_buckets: np.ndarray | None = None) -> list[BasisResult]:
     """Return the units.npz arrays and basis summary {metrics, density_histogram} per basis from shards[shard][basis].
 
     tokens [n_seq, T]: the analysed token array the shards index into (global token = seq * T + position).
+    proxy_buckets [n_seq, T, K]: each token's stacked-plot bucket per proxy (sae/analysis/proxy_scores.py), or None.
     """
     n_ctx = tokens.shape[1]
     tokens_flat = tokens.reshape(-1)
@@ -56,11 +58,19 @@ def finish(shards: list[list[ShardState]], bases: list[Basis], tokens: np.ndarra
         intervals = IntervalStats(stats.max_activation(), stats.min_activation(), cfg.n_intervals,
                                   cfg.samples_per_interval, cfg.act_hist_bins, cfg.seed,
                                   cfg.review_samples_per_interval, cfg.review_top_k, open_top)
+        hist = None if proxy_buckets is None else ProxyHist(basis.n_units, proxy_buckets.shape[-1], cfg.n_intervals,
+                                                             proxy_buckets.reshape(-1, proxy_buckets.shape[-1]))
         for p in parts:
             for batch in p.spill:  # shards start at a sequence boundary: a local row's position is row % n_ctx
                 keep = batch.rows % n_ctx != BOS_POSITION
-                intervals.update(batch.rows[keep], batch.units[keep], batch.values[keep], p.seq_start * n_ctx)
+                rows, units, values = batch.rows[keep], batch.units[keep], batch.values[keep]
+                group = intervals.update(rows, units, values, p.seq_start * n_ctx)
+                if hist is not None:
+                    hist.update(units, group % cfg.n_intervals, values, rows + p.seq_start * n_ctx)
         arrays = _unit_arrays(stats, intervals, cfg)
+        if hist is not None:
+            proxy_sums = reduce(lambda a, o: a.merge(o), [p.proxies for p in parts])
+            arrays.update(proxy_sums.arrays(stats.firing), **hist.arrays())
         # Windows: top-k entries, open interval samples, then the review sample, in one read of each shard's spill.
         u, i, s = basis.n_units, cfg.n_intervals, cfg.samples_per_interval
         open_samples = intervals.reservoir.token[:, :s]  # [U * I, S]

@@ -26,6 +26,9 @@ from sae import rundir
 from sae.analysis.effects import Windows, ablation_effects
 from sae.analysis.executor import LocalExecutor, shard_ranges
 from sae.analysis.logits import links, logit_effects
+from sae.analysis.proxies import Proxy
+from sae.analysis.proxy_run import analysis_proxies, heldout_scores
+from sae.analysis.proxy_scores import buckets
 from sae.analysis.reduce import BasisResult, finish
 from sae.analysis.shard import ActsFn, AnalysisConfig, Basis, LossFn, ShardState, analyze_shard, loss_mean
 from sae.conventions import NEURON_BASIS
@@ -136,6 +139,7 @@ class ShardJob:
     spill_dir: Path  # under run_dir/analysis, where the reduce reads the spills back
     device: str
     mean: torch.Tensor | None  # [d_in] mean ablation's vector, computed once by the driver
+    proxy_scores: np.ndarray | None = None  # [seq_end - seq_start, T, K] this shard's token proxy scores
 
 
 def run_shard(job: ShardJob) -> list[ShardState]:
@@ -151,12 +155,13 @@ def run_shard(job: ShardJob) -> list[ShardState]:
     tokens = load_heldout(job.run_dir, job.cfg.n_tokens)
     bases = [item.basis for item in _load_bases(job.plans, int(model.cfg.d_mlp))]
     acts_fn, loss_fn = _lm_functions(model, dev)
-    return analyze_shard(acts_fn, loss_fn, tokens, job.seq_range, bases, job.cfg, job.spill_dir, mean=job.mean)
+    return analyze_shard(acts_fn, loss_fn, tokens, job.seq_range, bases, job.cfg, job.spill_dir, mean=job.mean,
+                         proxy_scores=job.proxy_scores, proxy_from=job.seq_range[0])
 
 
 def _passes(run_dir: Path, model, dev: torch.device, tokens: np.ndarray, loaded: list[LoadedBasis],
-            cfg: AnalysisConfig, executor, device: str, progress: bool,
-            log: Callable[[str], None]) -> list[BasisResult]:
+            cfg: AnalysisConfig, executor, device: str, progress: bool, log: Callable[[str], None],
+            proxies: list[Proxy]) -> list[BasisResult]:
     """Run pass 1 over all tokens for every basis at once, as shards on the executor, then the reduce here; the
     spills live and die in between."""
     from tqdm import tqdm
@@ -169,6 +174,11 @@ def _passes(run_dir: Path, model, dev: torch.device, tokens: np.ndarray, loaded:
     started = time.perf_counter()
     ranges = shard_ranges(len(tokens), cfg.batch_sequences, executor.n_shards())
     mean = loss_mean(acts_fn, tokens, cfg)  # one vector for every shard
+    scores = None
+    if proxies:
+        scored = time.perf_counter()
+        scores = heldout_scores(run_dir, proxies, len(tokens))  # [n_seq, T, K], once for every basis
+        log(f"proxy scores of {len(proxies)} proxies: {time.perf_counter() - scored:.1f} s")
     if len(ranges) > 1:
         log(f"pass 1 in {len(ranges)} shards of about {len(tokens) // len(ranges):,} sequences"
             + (" on Ray" if executor.remote else ""))
@@ -176,15 +186,15 @@ def _passes(run_dir: Path, model, dev: torch.device, tokens: np.ndarray, loaded:
         spill = Path(spill_dir).resolve()
         with tqdm(total=int(tokens.size), unit="tok", unit_scale=True, disable=not progress, desc="analyze") as bar:
             if executor.remote:
-                jobs = [ShardJob(run_dir.resolve(), [item.plan for item in loaded], cfg, r, spill, device, mean)
-                        for r in ranges]
+                jobs = [ShardJob(run_dir.resolve(), [item.plan for item in loaded], cfg, r, spill, device, mean,
+                                 None if scores is None else scores[r[0]: r[1]]) for r in ranges]
                 n_tokens = [(end - start) * tokens.shape[1] for start, end in ranges]
                 states = executor.map(run_shard, jobs, lambda i: bar.update(n_tokens[i]))
             else:
                 states = executor.map(lambda r: analyze_shard(acts_fn, loss_fn, tokens, r, bases, cfg, spill,
-                                                              bar.update, mean), ranges)
+                                                              bar.update, mean, scores), ranges)
         log("pass 2 over the spilled activations: histograms, intervals, context windows")
-        results = finish(states, bases, tokens, cfg)
+        results = finish(states, bases, tokens, cfg, None if scores is None else buckets(scores))
     log(f"passes 1 and 2: {time.perf_counter() - started:.1f} s")
     return results
 
@@ -222,7 +232,7 @@ def _add_ablation_effects(model, dev: torch.device, tokens: np.ndarray, results:
 
 
 def _write_basis(loaded: LoadedBasis, result: BasisResult, directions: torch.Tensor, W_U: torch.Tensor,
-                 tokens: np.ndarray, cfg: AnalysisConfig) -> None:
+                 tokens: np.ndarray, cfg: AnalysisConfig, proxies: list[Proxy]) -> None:
     """Add the weight-based views to one basis's result and write its stage: units.npz, links.npz, basis.json."""
     from sae import lm
 
@@ -236,7 +246,10 @@ def _write_basis(loaded: LoadedBasis, result: BasisResult, directions: torch.Ten
             "context_after": cfg.context_after, "top_k": cfg.top_k, "n_intervals": cfg.n_intervals,
             "samples_per_interval": cfg.samples_per_interval, "review_top_k": cfg.review_top_k,
             "review_samples_per_interval": cfg.review_samples_per_interval, "logit_k": cfg.logit_k,
-            "ablation_effects": "top_effects" in arrays, **summary}
+            "ablation_effects": "top_effects" in arrays,
+            "proxies": [{"name": p.name, "kind": p.kind, "description": p.description} for p in proxies], **summary}
+    if proxies:
+        arrays["proxy_names"] = np.array([p.name for p in proxies])
     planned = loaded.plan
     with rundir.write_stage(planned.out_dir, stage="analysis", config=planned.config, inputs=planned.inputs) as tmp:
         np.savez(tmp / "units.npz", **arrays)
@@ -269,9 +282,11 @@ def run_analysis(run_dir: Path, *, sae_names: list[str] | None = None, cfg: Anal
     loaded = _load_bases(todo, W_out.shape[0])
     bases = [item.basis for item in loaded]
     log(f"analysing {', '.join(b.name for b in bases)} over {tokens.size:,} held-out tokens")
-    results = _passes(run_dir, model, dev, tokens, loaded, cfg, executor or LocalExecutor(), device, progress, log)
+    proxies = analysis_proxies(run_dir, cfg.proxies, cfg.extra_proxies)
+    results = _passes(run_dir, model, dev, tokens, loaded, cfg, executor or LocalExecutor(), device, progress, log,
+                      proxies)
     directions = [_residual_directions(b, W_out) for b in bases]
     _add_ablation_effects(model, dev, tokens, results, directions, cfg, progress, log)
     for item, result, d in zip(loaded, results, directions):
-        _write_basis(item, result, d, W_U, tokens, cfg)
+        _write_basis(item, result, d, W_U, tokens, cfg, proxies)
     return {item.basis.name: result.summary["metrics"] for item, result in zip(loaded, results)}

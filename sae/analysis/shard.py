@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from sae.analysis.config import AnalysisConfig
+from sae.analysis.proxy_stats import ProxyStats
 from sae.analysis.spill import Spill
 from sae.analysis.state import UnitStats
 from sae.conventions import BOS_POSITION
@@ -73,21 +74,26 @@ class ShardState:
     stats: UnitStats
     batch_sums: list[BasisSums]
     spill: Spill = field(repr=False)
+    proxies: ProxyStats | None = None  # the proxy sums (sae/analysis/proxy_stats.py); None without proxies
 
 
 @torch.no_grad()
 def analyze_shard(acts_fn: ActsFn, loss_fn: LossFn | None, tokens: np.ndarray, seq_range: tuple[int, int],
                   bases: list[Basis], cfg: AnalysisConfig, spill_dir: Path,
-                  progress: Callable[[int], None] | None = None, mean: torch.Tensor | None = None) -> list[ShardState]:
+                  progress: Callable[[int], None] | None = None, mean: torch.Tensor | None = None,
+                  proxy_scores: np.ndarray | None = None, proxy_from: int = 0) -> list[ShardState]:
     """Return pass-1 states (one per basis) of sequences seq_range of tokens [n_seq, T]; spills go to spill_dir.
 
     mean [d_in]: `loss_mean(acts_fn, tokens, cfg)`, computed here when not given (a driver computes it once for all
     shards). Batches start at multiples of batch_sequences from sequence 0 when seq_range starts on one.
+    proxy_scores [m, T, K]: the token scores of sequences proxy_from.. (sae/analysis/proxy_run.py), or None.
     """
     seq_start, seq_end = seq_range
     n_ctx = tokens.shape[1]
+    n_proxies = 0 if proxy_scores is None else proxy_scores.shape[-1]
     states = [ShardState(seq_start, seq_end, UnitStats(b.n_units, cfg.top_k), [],
-                         Spill.create(Path(spill_dir) / f"{b.name.replace('/', '_')}-{seq_start}", b.n_units))
+                         Spill.create(Path(spill_dir) / f"{b.name.replace('/', '_')}-{seq_start}", b.n_units),
+                         ProxyStats(b.n_units, n_proxies) if n_proxies else None)
               for b in bases]
     buffers: dict[str, torch.Tensor] = {}
     loss_limit = math.inf if cfg.loss_tokens is None else cfg.loss_tokens
@@ -108,6 +114,8 @@ def analyze_shard(acts_fn: ActsFn, loss_fn: LossFn | None, tokens: np.ndarray, s
         # Statistics leave BOS out (sae.conventions); the spill keeps it, so context windows still show it.
         counted = torch.arange(n) % n_ctx != BOS_POSITION  # [N]
         x_counted = x[counted]  # [N - B, d_in]
+        scores = None if not n_proxies else proxy_scores[s0 - proxy_from: s1 - proxy_from].reshape(n, -1)[
+            counted.numpy()]  # [N - B, K]
         for basis, state in zip(bases, states):
             f = _encode(basis, x, buffers)  # [N, U]
             # Neurons may be negative (GELU); SAE outputs are >= 0, so for them non-zero means firing.
@@ -118,6 +126,10 @@ def analyze_shard(acts_fn: ActsFn, loss_fn: LossFn | None, tokens: np.ndarray, s
             row_counts = np.bincount(rows, minlength=n)  # [N] non-zeros per token
             keep = rows % n_ctx != BOS_POSITION  # [nnz]
             state.stats.update(rows[keep], units[keep], values[keep], len(x_counted), token_offset)
+            if state.proxies is not None:  # rows among the counted tokens: each sequence drops its BOS
+                r = rows[keep]
+                state.proxies.update(scores, r - r // n_ctx - 1, units[keep], values[keep],
+                                     x_counted if basis.sae is None else None)
             state.spill.append(row_counts, units, values)
             sums = BasisSums()
             state.batch_sums.append(sums)

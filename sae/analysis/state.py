@@ -192,8 +192,9 @@ class IntervalStats:
         b += (values >= self._flat_edges[at + 1]) & (b < n - 1)
         return b
 
-    def update(self, rows: np.ndarray, units: np.ndarray, values: np.ndarray, token_offset: int) -> None:
-        """Add non-zeros of the spill: rows local to token_offset, units [nnz] int64, values [nnz] float32."""
+    def update(self, rows: np.ndarray, units: np.ndarray, values: np.ndarray, token_offset: int) -> np.ndarray:
+        """Add non-zeros of the spill: rows local to token_offset, units [nnz] int64, values [nnz] float32; return
+        each one's group [nnz] (unit * n_intervals + its interval)."""
         h = self.hist_bins
         hb = np.clip(np.log(values) * self.hist_scale[units] + self.hist_shift[units], 0, h - 1).astype(np.int64)
         self.hist_counts += np.bincount(units * h + hb, minlength=self.n_units * h)
@@ -208,6 +209,7 @@ class IntervalStats:
             cand = np.nonzero(values > kth[units])[0]
             cand = cand[~self.open_top.clash(units[cand], tokens[cand])]
             top.update(units[cand], descending_key(values[cand]), tokens[cand], values[cand])
+        return group
 
     def merge(self, other: "IntervalStats") -> "IntervalStats":
         """Return the state of both shards together (both built from the same merged pass-1 edges); act_sum is

@@ -168,3 +168,20 @@ def _byte_of_char() -> dict[str, int]:
         if b not in code:
             code[b] = 256 + len(code) - len(printable)
     return {chr(c): b for b, c in code.items()}
+
+
+def token_bytes(tokenizer: Tokenizer) -> list[bytes]:
+    """Return the bytes each token id spells (special tokens: b""); a vocabulary that is not byte-level gets each
+    token's decoded text as UTF-8."""
+    table = _byte_of_char()
+    special = {t.content for t in tokenizer.get_added_tokens_decoder().values()}
+    out = []
+    for i in range(tokenizer.get_vocab_size(True)):
+        piece = tokenizer.id_to_token(i)
+        if piece is None or piece in special:
+            out.append(b"")
+        elif all(c in table for c in piece):
+            out.append(bytes(table[c] for c in piece))
+        else:
+            out.append(tokenizer.decode([i]).encode("utf-8"))
+    return out

@@ -187,21 +187,31 @@ def lm_loss(
 
 
 def lm_logits(model, tokens: torch.Tensor,
-              replace_mlp_post: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-    """Return the logits [B, T, d_vocab] on tokens [B, T]; `replace_mlp_post` maps [B, T, d_mlp] -> same."""
-    return _with_splice(model, tokens, replace_mlp_post, "logits")
+              replace_mlp_post: Callable[[torch.Tensor], torch.Tensor] | None = None, kv_cache=None) -> torch.Tensor:
+    """Return the logits [B, T, d_vocab] on tokens [B, T]; `replace_mlp_post` maps [B, T, d_mlp] -> same.
+
+    kv_cache (`new_kv_cache`): tokens continue the ones the cache has seen, and are appended to it."""
+    return _with_splice(model, tokens, replace_mlp_post, "logits", kv_cache)
 
 
-def _with_splice(model, tokens: torch.Tensor, replace_mlp_post, return_type: str) -> torch.Tensor:
+def new_kv_cache(model, batch_size: int):
+    """Return an empty key-value cache for `lm_logits` over batch_size rows (incremental decoding)."""
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+    return TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, batch_size)
+
+
+def _with_splice(model, tokens: torch.Tensor, replace_mlp_post, return_type: str, kv_cache=None) -> torch.Tensor:
     tokens = tokens.to(model.cfg.device)
+    extra = {} if kv_cache is None else {"past_kv_cache": kv_cache}
     if replace_mlp_post is None:
-        return model(tokens, return_type=return_type)
+        return model(tokens, return_type=return_type, **extra)
 
     def splice(act, hook):  # act: [B, T, d_mlp]
         return replace_mlp_post(act).to(act.dtype)
 
     with model.hooks(fwd_hooks=[(HOOK_POST, splice)]):
-        return model(tokens, return_type=return_type)
+        return model(tokens, return_type=return_type, **extra)
 
 
 def unembed_directions(model) -> tuple[torch.Tensor, torch.Tensor]:

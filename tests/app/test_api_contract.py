@@ -28,10 +28,13 @@ STATEFUL = {("post", "/api/v1/reviews"): {409},  # a name taken, too few live un
             ("post", "/api/v1/reviews/{review_id}/items/{position}/skip"): {409},
             ("post", "/api/v1/reviews/{review_id}/close"): {403},  # not its creator
             ("get", "/api/v1/reviews/{review_id}/results"): {403},  # not finished rating it
-            ("get", "/api/v1/infer"): {503}}  # the run folder is elsewhere
-KNOWN = {"basis": "neurons", "index": 0, "review_id": 1, "position": 1, "text": "def f(x):"}
+            ("get", "/api/v1/infer"): {503},  # the run folder is elsewhere
+            ("get", "/api/v1/steer"): {503},
+            ("post", "/api/v1/steer"): {404, 503}}  # a pin's basis or unit is in the body: the data decides
+KNOWN = {"basis": "neurons", "index": 0, "review_id": 1, "position": 1, "text": "def f(x):", "pin": "neurons:0"}
 UNKNOWN = {"basis": "no-such-basis", "index": 0, "review_id": 2**31 - 1, "position": 1}
-VALID_BODIES = {"/api/v1/bases/{basis}/units/{index}/labels": {"text": "a label"},
+VALID_BODIES = {"/api/v1/steer": {"pins": [{"basis": "no-such-basis", "index": 0}], "max_tokens": 1},
+                "/api/v1/bases/{basis}/units/{index}/labels": {"text": "a label"},
                 "/api/v1/reviews": {"name": "probe", "bases": ["no-such-basis"], "per_basis": 1},
                 "/api/v1/reviews/{review_id}/items/{position}/score": {
                     "hypothesis": "h", "confidence": 1, "token_consistency": 1, "logit_consistency": 1,

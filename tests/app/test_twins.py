@@ -18,7 +18,8 @@ NOT_PAGES = {  # GET routes of the HTML routers that are not pages, and why
     "/reviews/{review_id}/results.csv": "a CSV download of what /api/v1/reviews/{review_id}/results serves",
 }
 TWIN_OF = {"/": "/api/v1/overview"}
-QUERY = {"/infer": "?text=def+f%28x%29%3A+return+x"}  # a page that shows its twin once it has something to show
+QUERY = {"/infer": "?text=def+f%28x%29%3A+return+x",  # pages that show their twin once they have something to show
+         "/steer": "?pin=neurons%3A3&max_tokens=4"}
 
 
 def html_pages() -> list[str]:

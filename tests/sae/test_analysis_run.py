@@ -33,6 +33,8 @@ UNIT_DTYPES = {
     "review_top_count": "int32", "review_top_values": "float32", "review_top_token_ids": "int32",
     "review_top_acts": "float32", "review_interval_sample_count": "int32", "review_interval_values": "float32",
     "review_interval_token_ids": "int32", "review_interval_acts": "float32",
+    "proxy_names": "<U14", "proxy_corr": "float32", "proxy_corr_pos": "float32", "proxy_fire_share": "float32",
+    "proxy_act_share": "float32", "proxy_recall": "float32", "proxy_hist_counts": "int32", "proxy_hist_acts": "float32",
 }
 
 

@@ -10,10 +10,12 @@ from app.read.queries.bases import NotFound, overview
 from app.read.queries.compare import comparison
 from app.read.queries.feature_map import feature_map
 from app.read.queries.labels import labels_for
-from app.read.queries.live import BasisRef, LiveContext, live_context
+from app.read.queries.live import BasisRef, LiveContext, live_context, max_activations
 from app.read.queries.matches import matches
+from app.read.queries.proxies import proxy_ranking, unit_proxy_plots
 from app.read.queries.unit import UnitView, unit_version, unit_view
 from app.read.queries.unit_list import unit_list
 
 __all__ = ["BasisRef", "LiveContext", "NotFound", "UnitView", "comparison", "feature_map", "labels_for", "live_context",
-           "matches", "overview", "unit_list", "unit_version", "unit_view"]
+           "matches", "max_activations", "overview", "proxy_ranking", "unit_list", "unit_proxy_plots", "unit_version",
+           "unit_view"]

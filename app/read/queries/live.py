@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.read.queries.bases import NEWEST_MODEL_FIRST, NotFound, model_bases, model_param
-from app.store.models import Model
+from app.store.models import Model, Unit
 
 
 @dataclass(frozen=True)
@@ -38,3 +38,10 @@ def live_context(*, session: Session, model: str | None) -> LiveContext:
     refs = [BasisRef(b.id, b.name, b.kind, b.n_units) for b in model_bases(session, m)]
     refs.sort(key=lambda r: (r.kind != "sae", r.name))  # features first: they are the point of the tool
     return LiveContext(model=m.name, run_dir=m.run_dir, model_param=model_param(session, m), bases=refs)
+
+
+def max_activations(*, session: Session, basis_id: int, indexes: list[int]) -> dict[int, float]:
+    """Return {unit index: max observed activation} of the given units of one basis (absent indexes are left out)."""
+    rows = session.execute(select(Unit.index, Unit.max_activation)
+                           .where(Unit.basis_id == basis_id, Unit.index.in_(sorted(set(indexes)))))
+    return {int(i): float(v) for i, v in rows}

@@ -12,6 +12,7 @@ from app.read.cache import Cache
 from app.read.queries.bases import BasisRecord, ModelRecord, NotFound, check_unit, resolve, summary
 from app.read.queries.family import SHOWN_EDGE, family
 from app.read.queries.labels import newest_label
+from app.read.unit_proxies import unit_proxy_stats
 from app.read.schemas import UnitAround, UnitData, UnitDetail
 from app.read.schemas import UnitLink as UnitLinkSchema
 from app.read.unit_data import context_before, unit_data
@@ -68,7 +69,8 @@ def view(session: Session, b: BasisRecord, m: ModelRecord, index: int, model_par
     if data_json is None:
         unit = session.get(Unit, unit_id)
         windows = session.execute(_WINDOWS, {"unit_id": unit_id}).all()
-        data = unit_data(unit, windows, vocabulary(session, b), context_before(b.config))
+        data = unit_data(unit, windows, vocabulary(session, b), context_before(b.config),
+                         {"proxies": unit_proxy_stats(session, b.id, [index]).get(index, [])})
         data_json = data.model_dump_json().encode()
     if sections is None:
         data = UnitData.model_validate_json(data_json)

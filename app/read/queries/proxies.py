@@ -1,0 +1,75 @@
+"""The proxy pages' reads: units ranked against a specificity proxy (table `unit_proxy`), and a unit's stacked
+histograms for one proxy (its stored UnitData)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.read.proxy_schemas import ProxyInfo, ProxyRanking, RankedBasis, RankedUnit, UnitProxyPlots, best_proxy
+from app.read.queries.bases import NotFound, model_bases, resolve
+from app.read.queries.labels import labels_for
+from app.read.queries.unit import view
+from app.read.schemas import UnitData
+from app.read.urls import unit_url
+from app.store.models import Model, UnitProxy
+from sae.conventions import NEURON_BASIS
+
+COLUMNS = ("corr", "corr_pos", "fire_share", "act_share", "recall")
+
+
+def proxy_ranking(*, session: Session, basis: str | None, proxy: str | None, model: str | None,
+                  limit: int = 20) -> ProxyRanking:
+    """Return the `limit` units of the neuron basis and of SAE `basis` (default: the model's first SAE) most
+    correlated with `proxy` (default: the first the analysis computed), with every unit's correlation."""
+    neurons, m, model_param = resolve(session, NEURON_BASIS, model)
+    saes = sorted(b.name for b in model_bases(session, session.get(Model, m.id)) if b.kind == "sae")
+    if basis is not None and basis not in saes:
+        raise NotFound(f"no SAE basis {basis!r} in model {m.name!r} (have: {', '.join(saes) or 'none'})")
+    chosen = [neurons] + ([resolve(session, basis or saes[0], m.name)[0]] if saes else [])
+    infos = [ProxyInfo(**p) for p in chosen[-1].config.get("proxies", [])]
+    if proxy is not None and proxy not in {p.name for p in infos}:
+        raise NotFound(f"no proxy {proxy!r} in this analysis (have: {', '.join(p.name for p in infos) or 'none'})")
+    info = next((p for p in infos if p.name == proxy), infos[0] if infos else None)
+    ranked = [] if info is None else [_ranked(session, b, info.name, model_param, limit) for b in chosen]
+    return ProxyRanking(model=m.name, proxies=infos, proxy=info, sae_bases=saes, bases=ranked,
+                        verdict=_verdict(ranked) if len(ranked) == 2 else None)
+
+
+def _ranked(session: Session, b, proxy: str, model_param: str | None, limit: int) -> RankedBasis:
+    rows = session.execute(select(UnitProxy.unit_index, *(getattr(UnitProxy, c) for c in COLUMNS))
+                           .where(UnitProxy.basis_id == b.id, UnitProxy.proxy == proxy)).all()
+    rows.sort(key=lambda r: (r.corr_pos is None, -(r.corr_pos or 0.0), r.unit_index))
+    top = rows[:limit]
+    labels = labels_for(session=session, basis_id=b.id, indexes=[r.unit_index for r in top])
+    units = [RankedUnit(basis=b.name, index=r.unit_index, label=labels.get(r.unit_index),
+                        url=unit_url(b.name, r.unit_index, model_param), **{c: getattr(r, c) for c in COLUMNS})
+             for r in top]
+    return RankedBasis(name=b.name, kind=b.kind, n_units=b.n_units, units=units,
+                       correlations=[round(r.corr_pos, 4) for r in rows if r.corr_pos is not None])
+
+
+def _verdict(ranked: list[RankedBasis]) -> str | None:
+    """Return how the best feature compares with the best neuron, in one sentence."""
+    neuron, feature = (r.units[0] if r.units and r.units[0].corr_pos is not None else None for r in ranked)
+    if neuron is None or feature is None:
+        return None
+    if feature.corr_pos > neuron.corr_pos:
+        return (f"Feature #{feature.index} of {feature.basis} (corr > 0 {feature.corr_pos:.3f}) detects it better "
+                f"than every neuron (best: #{neuron.index}, {neuron.corr_pos:.3f}).")
+    return (f"No feature of {feature.basis} beats the best neuron: #{neuron.index} at {neuron.corr_pos:.3f} against "
+            f"feature #{feature.index} at {feature.corr_pos:.3f}.")
+
+
+def unit_proxy_plots(*, session: Session, basis: str, index: int, proxy: str | None,
+                     model: str | None) -> UnitProxyPlots:
+    """Return unit `index`'s statistics and stacked histograms for `proxy` (default: its best-correlated one)."""
+    b, m, model_param = resolve(session, basis, model)
+    data = UnitData.model_validate_json(view(session, b, m, index, model_param).data_json)
+    names = [p.name for p in data.proxies]
+    if proxy is not None and proxy not in names:
+        raise NotFound(f"no proxy {proxy!r} for this unit (have: {', '.join(names) or 'none'})")
+    stat = next((p for p in data.proxies if p.name == proxy), None) if proxy else best_proxy(data.proxies)
+    edges = [iv.low for iv in data.intervals] + ([data.intervals[-1].high] if data.intervals else [])
+    return UnitProxyPlots(basis=b.name, index=index, unit_url=unit_url(b.name, index, model_param), proxies=names,
+                          stat=stat, interval_edges=edges)

@@ -1,0 +1,63 @@
+"""The proxies of one analysis: which apply to the corpus, and every analysed token's score (once for all bases).
+
+The held-out split is scored in its own file order, where documents are whole (rows are consecutive slices of one
+token stream, each after a BOS that is not part of the text), then its rows are taken in the analysis's order
+(sae.corpus.build.load_heldout), so scores line up with the analysed token array. The ratios come from the first
+`TRAIN_SAMPLE_TOKENS` tokens of the training split.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from sae.analysis.proxies import Proxy, resolve
+from sae.analysis.proxy_scores import OUTSIDE, Vocabulary, token_ratios, token_scores
+from sae.corpus.build import heldout_order
+from sae.errors import load_token_rows
+from sae.corpus.tokenizer import token_bytes
+
+TRAIN_SAMPLE_TOKENS = 1 << 18
+
+
+def corpus_is_python(run_dir: Path) -> bool:
+    """True when most of the corpus's files are Python source (the code-aware proxies apply)."""
+    meta = json.loads((Path(run_dir) / "corpus" / "meta.json").read_text())
+    files = list(meta.get("train_files", [])) + list(meta.get("heldout_files", []))
+    if meta.get("source") == "stdlib":
+        return True
+    return bool(files) and sum(f.endswith((".py", ".pyi")) for f in files) * 2 >= len(files)
+
+
+def analysis_proxies(run_dir: Path, names: tuple[str, ...], extra: tuple[str, ...]) -> list[Proxy]:
+    """Return the proxies an analysis computes: `names` (built in) and `extra` (`regex:...`), without the code-aware
+    ones when the corpus is not Python."""
+    proxies = resolve(names, extra)
+    return proxies if corpus_is_python(run_dir) else [p for p in proxies if not p.code_aware]
+
+
+def heldout_scores(run_dir: Path, proxies: list[Proxy], n_rows: int) -> np.ndarray:
+    """Return the scores [n_rows, T, K] float32 of the first n_rows held-out rows in the analysis's order (BOS
+    columns: OUTSIDE)."""
+    from tokenizers import Tokenizer
+
+    run_dir = Path(run_dir)
+    corpus = run_dir / "corpus"
+    meta = json.loads((corpus / "meta.json").read_text())
+    separator = int(meta["bos_id"])
+    vocab = Vocabulary.of(token_bytes(Tokenizer.from_file(str(corpus / "tokenizer.json"))))
+    train = load_token_rows(corpus / "tokens.npy", "token rows")
+    sample_rows = train[: max(1, -(-TRAIN_SAMPLE_TOKENS // train.shape[1]))]
+    ratios = token_ratios(proxies, vocab, np.asarray(sample_rows[:, 1:], dtype=np.int64).reshape(-1),
+                          np.asarray(train[:, 1:], dtype=np.int64).reshape(-1), separator)
+    heldout = load_token_rows(corpus / "heldout.npy", "held-out tokens")
+    rows = heldout_order(run_dir, len(heldout))[:n_rows]
+    # Score only the documents the analysed rows touch: from the first of them to the last, in file order.
+    first, last = int(rows.min()), int(rows.max()) + 1
+    stream = np.asarray(heldout[first:last, 1:], dtype=np.int64).reshape(-1)
+    scores = token_scores(proxies, ratios, vocab, stream, separator).reshape(last - first, -1, len(proxies))
+    out = np.full((n_rows, heldout.shape[1], len(proxies)), OUTSIDE, dtype=np.float32)
+    out[:, 1:] = scores[rows - first]
+    return out
