@@ -229,3 +229,22 @@ def test_pages_and_twins_show_the_explanations(explained, db_url, analysed_run):
             assert "<script>explained" not in body and "&lt;script&gt;explained(" in body, path
     finally:
         stop_server(site)
+
+
+def test_the_export_holds_the_explanations_and_their_scores(explained, db_url, tmp_path, monkeypatch, capsys):
+    import json
+
+    from app.store.db import session_factory
+    from app.store.models import Basis, Explanation, ExplanationScore
+
+    code, out, err = monoscope(monkeypatch, capsys, "export", "basis", "--basis", SAE_NAME, "--out", tmp_path,
+                               "--db", db_url)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "explanations.jsonl").read_text().splitlines()]
+    with session_factory(db_url)() as session:
+        stored = session.scalar(select(Explanation).join(Basis, Basis.id == Explanation.basis_id)
+                                .where(Basis.name == SAE_NAME))
+        scores = {s.scorer: s.score for s in session.scalars(
+            select(ExplanationScore).where(ExplanationScore.explanation_id == stored.id))}
+    assert len(rows) == 1 and rows[0]["text"] == stored.text and rows[0]["index"] == stored.unit_index
+    assert {k: rows[0][k] for k in scores} == scores and rows[0]["llm"] == stored.model
