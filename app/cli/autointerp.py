@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from app.cli.common import DbOpt, cli, default, sessions
+from app.cli.common import DbOpt, cli, default, limit_cpu_threads, sessions
 from sae.autointerp.config import AutointerpConfig
 from sae.errors import MonoscopeError
 
@@ -34,6 +34,9 @@ def autointerp(
                                                                  "newest that has them).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the draw and of every example choice.")]
     = default(AutointerpConfig, "seed"),
+    hypotheses: Annotated[bool, typer.Option("--hypotheses", help="Also score the hypotheses raters wrote in closed "
+                                                                 "blind reviews of these bases, with the same "
+                                                                 "scorers.")] = False,
     mix: Annotated[Optional[str], typer.Option("--mix", help="Change example counts of the protocol, e.g. "
                                                              "sim_random=5,logit_random=20 (AutointerpConfig's "
                                                              "fields; the defaults are the paper's mix).")] = None,
@@ -43,15 +46,14 @@ def autointerp(
     """Explain each drawn unit with a language model from its page's examples, then score the explanation on
     examples it never saw (simulation, detection, fuzzing, the logit test). Resumable: up-to-date units are skipped.
     A 135M local model's explanations are a smoke test of the pipeline, not evidence about the units."""
-    from app.cli.common import limit_cpu_threads
     from app.read.queries.bases import NotFound
     from app.read.queries.reviews import resolve_bases
-    from app.settings import load_settings
-    from app.store.autointerp import draw_units, run_autointerp
-    from app.store.models import Model
     from app.read.unit_data import analysis_setting
-    from sae.autointerp.heldout import load_pool
+    from app.settings import load_settings
+    from app.store.autointerp import draw_units, review_hypotheses, run_autointerp
+    from app.store.models import Model
     from sae.autointerp.backends import open_llm
+    from sae.autointerp.heldout import load_pool
 
     settings = load_settings(llm=llm, llm_concurrency=concurrency)
     cfg = _config(mix, seed)
@@ -69,6 +71,7 @@ def autointerp(
             bad = [i for i in chosen.get(b.name, []) if not 0 <= i < b.n_units]
             if bad:
                 raise MonoscopeError(f"basis {b.name!r} has units 0 to {b.n_units - 1}; no unit {bad[0]}")
+        said = review_hypotheses(session, found) if hypotheses else {}
         run = session.get(Model, found[0].model_id)
         run_dir, model_id = Path(run.run_dir), run.id
         analysed = max(analysis_setting(b.config, "n_tokens") for b in found)
@@ -77,13 +80,17 @@ def autointerp(
                              "on this machine")
     limit_cpu_threads()
     started = time.perf_counter()
-    pool = load_pool(run_dir, {b: sorted(set(i)) for b, i in chosen.items() if i}, analysed_tokens=analysed,
+    wanted = {b: set(i) for b, i in chosen.items()}
+    for b, i in said:
+        wanted.setdefault(b, set()).add(i)
+    pool = load_pool(run_dir, {b: sorted(i) for b, i in wanted.items() if i}, analysed_tokens=analysed,
                      n_rows=POOL_ROWS, logit_k=cfg.logit_to)
     pool_seconds = time.perf_counter() - started
     backend = open_llm(settings.llm, concurrency=settings.llm_concurrency, timeout=settings.llm_timeout,
                        retries=settings.llm_retries)
     try:
-        stats = run_autointerp(maker, backend, pool, chosen, cfg, model_id=model_id, force=force)
+        stats = run_autointerp(maker, backend, pool, chosen, cfg, model_id=model_id, force=force,
+                               hypotheses=said)
     finally:
         backend.close()
     stats.seconds["held-out pool"] = pool_seconds

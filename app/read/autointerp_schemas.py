@@ -78,4 +78,6 @@ class AutointerpResults(Schema):
     bases: list[BasisScores]
     tests: list[ScorerTest]
     human: list[HumanAgreement]
+    hypotheses: list[BasisScores] = Field(description="Reviewers' hypotheses from closed blind reviews, scored by the "
+                                                      "same scorers (`monoscope autointerp --hypotheses`), per basis.")
     units: list[ScoredUnit]

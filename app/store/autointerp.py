@@ -21,7 +21,18 @@ from tqdm import tqdm
 from app.read.unit_data import analysis_setting, context_before
 from app.read.windows import decode_window
 from app.store.db import write_transaction
-from app.store.models import Basis, Example, Explanation, ExplanationScore, Unit, utc_now
+from app.store.models import (
+    Basis,
+    Example,
+    Explanation,
+    ExplanationScore,
+    Review,
+    ReviewScore,
+    ReviewUnit,
+    Unit,
+    User,
+    utc_now,
+)
 from app.store.reviews import reviewable
 from app.store.vocabulary import token_strings
 from sae.autointerp import evidence, scorers
@@ -33,6 +44,8 @@ from sae.autointerp.windows import Window, fingerprint, records
 from sae.errors import MonoscopeError
 
 STAGES = ("explain", *scorers.SCORERS)
+HUMAN = "review:"  # model of a reviewer's hypothesis scored like an explanation: review:<rater>
+HUMAN_VERSION = "human"  # its prompt version: no prompt wrote it
 
 
 def draw_units(session: Session, bases: list[Basis], per_basis: int, seed: int) -> dict[str, list[int]]:
@@ -118,38 +131,61 @@ def unit_evidence(session: Session, basis: Basis, index: int, pool: Pool, cfg: A
                           bottom_logits=texts(unit.bottom_logits), logit_ranked=ranked, vocabulary=pool.strings)
 
 
-def _scoring_hashes(ev: evidence.Evidence, text: str) -> dict[str, str]:
-    """Per scorer: the hash of the examples it scores on, its version, the prompts' version and the explanation."""
+def _scoring_hashes(ev: evidence.Evidence, text: str, scorer_model: str) -> dict[str, str]:
+    """Per scorer: the hash of the examples it scores on, its version, the prompts' version, the explanation and the
+    model that scores."""
     examples = {"simulation": records(ev.simulate), "detection": records(ev.detect_active + ev.detect_silent),
                 "fuzzing": records(ev.fuzz), "logits": [ev.logit_positive, ev.logit_negative]}
-    return {name: fingerprint(examples[name], scorers.SCORER_VERSION, PROMPT_VERSION, text)
+    return {name: fingerprint(examples[name], scorers.SCORER_VERSION, PROMPT_VERSION, text, scorer_model)
             for name in scorers.SCORERS}
 
 
+def review_hypotheses(session: Session, bases: list[Basis]) -> dict[tuple[str, int], list[tuple[str, str]]]:
+    """{(basis name, unit index): [(rater, hypothesis)]} of the units of `bases` rated in closed blind reviews (an
+    open review's items stay blind: its hypotheses name what its raters saw)."""
+    names = {b.id: b.name for b in bases}
+    found: dict[tuple[str, int], list[tuple[str, str]]] = defaultdict(list)
+    for basis_id, index, rater, hypothesis in session.execute(
+            select(ReviewUnit.basis_id, ReviewUnit.unit_index, User.name, ReviewScore.hypothesis)
+            .join(Review, Review.id == ReviewUnit.review_id)
+            .join(ReviewScore, ReviewScore.review_unit_id == ReviewUnit.id).join(User, User.id == ReviewScore.rater_id)
+            .where(Review.state == "closed", ReviewScore.skipped.is_(False), ReviewScore.hypothesis.is_not(None),
+                   ReviewUnit.basis_id.in_(list(names))).order_by(ReviewUnit.id, User.name)):
+        if (rater, hypothesis) not in found[(names[basis_id], index)]:
+            found[(names[basis_id], index)].append((rater, hypothesis))
+    return dict(found)
+
+
 def process_unit(sessions: sessionmaker, llm: LLM, basis: Basis, index: int, pool: Pool, cfg: AutointerpConfig,
-                 stats: RunStats, *, force: bool = False) -> None:
-    """Explain and score one unit unless up to date; store the result in one transaction."""
+                 stats: RunStats, *, force: bool = False, hypothesis: tuple[str, str] | None = None) -> None:
+    """Explain and score one unit unless up to date; store the result in one transaction. With `hypothesis`
+    (rater, text) a reviewer's hypothesis is scored instead, as the explanation of model "review:<rater>"."""
+    author = llm.name if hypothesis is None else HUMAN + hypothesis[0]
+    version = PROMPT_VERSION if hypothesis is None else HUMAN_VERSION
     with sessions() as session:
         ev = unit_evidence(session, basis, index, pool, cfg)
-        shown = [w.as_record(ev.max_activation) for w in ev.explain]
-        explain_hash = fingerprint([shown, ev.top_logits, ev.bottom_logits], PROMPT_VERSION)
+        shown = [w.as_record(ev.max_activation) for w in ev.explain] if hypothesis is None else []
+        explain_hash = fingerprint([shown, ev.top_logits, ev.bottom_logits] if hypothesis is None
+                                   else [hypothesis[1]], version)
         old = session.scalar(select(Explanation).where(
-            Explanation.basis_id == basis.id, Explanation.unit_index == index, Explanation.model == llm.name,
-            Explanation.prompt_version == PROMPT_VERSION))
+            Explanation.basis_id == basis.id, Explanation.unit_index == index, Explanation.model == author,
+            Explanation.prompt_version == version))
         old_scores = {} if old is None else {s.scorer: s.examples_hash for s in session.scalars(
             select(ExplanationScore).where(ExplanationScore.explanation_id == old.id))}
         current = old is not None and old.examples_hash == explain_hash and not force
         text = old.text if current else None
     stats.units += 1
     usage = Usage()
-    if not current:
+    if not current and hypothesis is not None:
+        text, old_scores = hypothesis[1], {}
+    elif not current:
         started = time.perf_counter()
         text, usage = scorers.explain(llm, ev, cfg.explain_max_tokens)
         stats.seconds["explain"] += time.perf_counter() - started
         stats.usage["explain"].add(usage)
         stats.explained += 1
         old_scores = {}
-    hashes = _scoring_hashes(ev, text)
+    hashes = _scoring_hashes(ev, text, llm.name)
     todo = tuple(name for name in scorers.SCORERS if old_scores.get(name) != hashes[name])
     results = []
     for name in todo:
@@ -162,10 +198,10 @@ def process_unit(sessions: sessionmaker, llm: LLM, basis: Basis, index: int, poo
         return
     with write_transaction(sessions) as session:
         row = session.scalar(select(Explanation).where(
-            Explanation.basis_id == basis.id, Explanation.unit_index == index, Explanation.model == llm.name,
-            Explanation.prompt_version == PROMPT_VERSION))
+            Explanation.basis_id == basis.id, Explanation.unit_index == index, Explanation.model == author,
+            Explanation.prompt_version == version))
         if row is None:
-            row = Explanation(basis_id=basis.id, unit_index=index, model=llm.name, prompt_version=PROMPT_VERSION)
+            row = Explanation(basis_id=basis.id, unit_index=index, model=author, prompt_version=version)
             session.add(row)
         if not current:
             row.text, row.examples, row.examples_hash = text, shown, explain_hash
@@ -185,15 +221,18 @@ def process_unit(sessions: sessionmaker, llm: LLM, basis: Basis, index: int, poo
 
 
 def run_autointerp(sessions: sessionmaker, llm: LLM, pool: Pool, units: dict[str, list[int]], cfg: AutointerpConfig,
-                   *, model_id: int, force: bool = False, progress: bool = True) -> RunStats:
-    """Explain and score every unit of `units` ({basis name: indexes}) of one model; see the module docstring."""
+                   *, model_id: int, force: bool = False, progress: bool = True,
+                   hypotheses: dict[tuple[str, int], list[tuple[str, str]]] | None = None) -> RunStats:
+    """Explain and score every unit of `units` ({basis name: indexes}) of one model, then score the reviewers'
+    `hypotheses` ({(basis, index): [(rater, text)]}, units of the same bases); see the module docstring."""
     with sessions() as session:
         bases = {b.name: b for b in session.scalars(select(Basis).where(Basis.model_id == model_id,
                                                                           Basis.name.in_(list(units))))}
         for b in bases.values():
             session.expunge(b)
     stats = RunStats()
-    todo = [(bases[name], i) for name, indexes in units.items() for i in indexes]
-    for basis, index in tqdm(todo, desc="autointerp", unit="unit", disable=not progress, leave=False):
-        process_unit(sessions, llm, basis, index, pool, cfg, stats, force=force)
+    todo = [(bases[name], i, None) for name, indexes in units.items() for i in indexes]
+    todo += [(bases[name], i, h) for (name, i), said in (hypotheses or {}).items() for h in said]
+    for basis, index, hypothesis in tqdm(todo, desc="autointerp", unit="unit", disable=not progress, leave=False):
+        process_unit(sessions, llm, basis, index, pool, cfg, stats, force=force, hypothesis=hypothesis)
     return stats

@@ -5,7 +5,7 @@ mix and none of the scoring examples; the endpoint backend talks to a real HTTP 
 import socket
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from webapp_fixtures import SAE_NAME, assert_one_line_error, ingest_run, monoscope
 
 from sae.autointerp import prompts
@@ -248,3 +248,49 @@ def test_the_export_holds_the_explanations_and_their_scores(explained, db_url, t
             select(ExplanationScore).where(ExplanationScore.explanation_id == stored.id))}
     assert len(rows) == 1 and rows[0]["text"] == stored.text and rows[0]["index"] == stored.unit_index
     assert {k: rows[0][k] for k in scores} == scores and rows[0]["llm"] == stored.model
+
+
+def test_reviewers_hypotheses_are_scored_by_the_same_scorers(explained, db_url, monkeypatch, capsys):
+    """A closed review's hypotheses are scored as explanations of model review:<rater>, beside the language model's,
+    and the results page sets their distributions apart; an open review's stay out (its items are blind)."""
+    from app.store.db import session_factory, write_transaction
+    from app.store.models import Basis, Explanation, ExplanationScore, ReviewUnit
+    from app.store.reviews import Answer, close_review, create_review, save_score
+    from app.store.users import add_user
+
+    sessions = session_factory(db_url)
+    with write_transaction(sessions) as session:
+        rater, _ = add_user(session, "ada")
+        bases = list(session.scalars(select(Basis).order_by(Basis.name)))
+        review = create_review(session, name="auto", bases=bases, per_basis=1, creator=None, seed=3)
+        items = list(session.scalars(select(ReviewUnit).where(ReviewUnit.review_id == review.id)))
+        for k, item in enumerate(items):
+            answer = Answer(f"<b>closing</b> & brackets {k}", {"confidence": 2, "token_consistency": 3,
+                                                                "logit_consistency": 1, "effect_gap": 0,
+                                                                "specificity": 2})
+            save_score(session, review, item, rater, answer, 11)
+        open_units = {(i.basis_id, i.unit_index) for i in items}
+    args = ["autointerp", "--bases", f"neurons,{SAE_NAME}", "--per-basis", "1", "--mix", SMALL_MIX, "--hypotheses",
+            "--db", db_url]
+    code, out, err = monoscope(monkeypatch, capsys, *args)
+    assert code == 0 and "0 explained, 0 scores" in out, out + err  # open review: nothing of it is scored
+    with write_transaction(sessions) as session:
+        close_review(session, session.merge(review), None)
+    code, out, err = monoscope(monkeypatch, capsys, *args)
+    assert code == 0 and "0 explained, 8 scores" in out, out + err
+    with sessions() as session:
+        said = list(session.scalars(select(Explanation).where(Explanation.model == "review:ada")))
+        assert {(e.basis_id, e.unit_index) for e in said} == open_units
+        assert all(e.text.startswith("<b>closing</b>") and e.prompt_version == "human" for e in said)
+        n_scores = session.scalar(select(func.count(ExplanationScore.id))
+                                  .where(ExplanationScore.explanation_id.in_([e.id for e in said])))
+    assert n_scores == 8
+    from app.read.queries.explanations import autointerp_results
+
+    with sessions() as session:
+        results = autointerp_results(session=session, model=None, llm=None)
+    assert sorted(b.basis for b in results.hypotheses) == ["neurons", SAE_NAME]
+    assert all(u.model != "review:ada" for u in results.units)  # the language model's explanations only
+    rated = {(b.name, i) for b in bases for basis_id, i in open_units if basis_id == b.id}
+    explained_units = {(u.basis, u.index) for u in results.units}
+    assert {(u.basis, u.index) for u in results.units if u.human_total is not None} == rated & explained_units

@@ -28,11 +28,11 @@ from app.read.queries.bases import NEWEST_MODEL_FIRST, NotFound, model_bases, mo
 from app.read.schemas import ExplainedExample, ExplanationScoreView, ExplanationView
 from app.read.urls import unit_url
 from app.store import review_stats as stats
+from app.store.autointerp import HUMAN
 from app.store.models import Basis, Explanation, ExplanationScore, Model, Review, ReviewScore, ReviewUnit
 from sae.autointerp.metrics import spearman
 from sae.autointerp.scorers import SCORERS
 
-HUMAN = "review:"  # model prefix of a reviewer's hypothesis scored by autointerp
 SMALL_MODELS = ("135M", "smollm2-135")  # explanations by these are a smoke test (case-insensitive)
 
 _STATE = select(select(func.count(Explanation.id)).scalar_subquery(),
@@ -117,9 +117,10 @@ def autointerp_results(*, session: Session, model: str | None, llm: str | None) 
     bases = model_bases(session, m)
     by_id = {b.id: b for b in bases}
     param = model_param(session, m)
-    rows = session.execute(select(Explanation).where(Explanation.basis_id.in_(list(by_id)),
-                                                     ~Explanation.model.startswith(HUMAN))
-                           .order_by(Explanation.created, Explanation.id)).scalars().all()
+    everything = session.execute(select(Explanation).where(Explanation.basis_id.in_(list(by_id)))
+                                 .order_by(Explanation.created, Explanation.id)).scalars().all()
+    rows = [r for r in everything if not r.model.startswith(HUMAN)]
+    said = [r for r in everything if r.model.startswith(HUMAN)]
     llms = sorted({r.model for r in rows})
     if llm is not None and llm not in llms:
         raise NotFound(f"no explanation of this run by {llm!r}; by: {', '.join(llms) or 'none yet'}")
@@ -127,7 +128,7 @@ def autointerp_results(*, session: Session, model: str | None, llm: str | None) 
     scores: dict[int, dict[str, float | None]] = defaultdict(dict)
     for explanation_id, scorer, score in session.execute(
             select(ExplanationScore.explanation_id, ExplanationScore.scorer, ExplanationScore.score)
-            .where(ExplanationScore.explanation_id.in_([r.id for r in current.values()]))):
+            .where(ExplanationScore.explanation_id.in_([r.id for r in [*current.values(), *said]]))):
         scores[explanation_id][scorer] = score
     human = _human_totals(session, list(by_id))
     units = [ScoredUnit(basis=by_id[b].name, index=i, url=unit_url(by_id[b].name, i, param), explanation=r.text,
@@ -151,8 +152,16 @@ def autointerp_results(*, session: Session, model: str | None, llm: str | None) 
         pairs = [(u.human_total, u.scores[s]) for u in units if u.human_total is not None and u.scores[s] is not None]
         agreement.append(HumanAgreement(scorer=s, n=len(pairs), spearman=spearman(*zip(*pairs)) if len(pairs) >= 3
                                         else None))
+    hypotheses = []
+    for b in bases:
+        mine = [r for r in said if r.basis_id == b.id]
+        if mine:
+            hypotheses.append(BasisScores(basis=b.name, kind=b.kind, n_units=len({r.unit_index for r in mine}),
+                                          scorers=[_distribution(s, [scores[r.id][s] for r in mine
+                                                                     if scores[r.id].get(s) is not None])
+                                                   for s in SCORERS]))
     return AutointerpResults(model=m.name, llm=llm, llms=llms, note=SMOKE_TEST, scorers=SCORER_MEANINGS,
-                             bases=summaries, tests=tests, human=agreement, units=units)
+                             bases=summaries, tests=tests, human=agreement, hypotheses=hypotheses, units=units)
 
 
 def _distribution(scorer: str, values: list[float]) -> ScorerDistribution:
