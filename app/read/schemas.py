@@ -115,7 +115,8 @@ class UnitListParams(Schema):
     max_density: float | None = Field(None, ge=0, le=1)
     labelled: Labelled = "any"
     dead: Dead = "any"
-    q: str = Field("", max_length=200, description="Text in the unit's label, its explanation or one of its top tokens.")
+    q: str = Field("", max_length=200,
+                   description="Text in the unit's label, its explanation or one of its top tokens.")
     page: int = Field(1, ge=1, le=1_000_000)
     per_page: int = Field(50, ge=1, le=500)
 

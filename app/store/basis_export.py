@@ -1,5 +1,6 @@
 """One basis as plain tables for pandas and datasette (`monoscope export basis`): units, examples, labels, review
-scores and explanations (by language models, with their scores), one row per dict, with the columns and their types declared in TABLES.
+scores and explanations (by language models, with their scores), one row per dict, with the columns and their types
+declared in TABLES.
 
 Rows come in batches of a few hundred units, so a 16,384-unit basis never sits in memory whole; token strings are
 spelled out from the model's vocabulary so the files read without the app.

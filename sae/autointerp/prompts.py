@@ -18,7 +18,8 @@ def _messages(system: str, user: str) -> list[dict]:
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def explain(windows: list[Window], max_activation: float, top_logits: list[str], bottom_logits: list[str]) -> list[dict]:
+def explain(windows: list[Window], max_activation: float, top_logits: list[str],
+            bottom_logits: list[str]) -> list[dict]:
     """The explainer's prompt: each example on one line with active tokens as «token»(level), levels 0-9 relative to
     the unit's max, then the tokens the unit's output promotes and suppresses; asks for a short phrase."""
     lines = [f"{i}. {with_levels(w, max_activation)}" for i, w in enumerate(windows, start=1)]

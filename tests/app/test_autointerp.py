@@ -229,6 +229,8 @@ def test_pages_and_twins_show_the_explanations(explained, db_url, analysed_run):
             assert "<script>explained" not in body and "&lt;script&gt;explained(" in body, path
     finally:
         stop_server(site)
+        with write_transaction(session_factory(db_url)) as session:  # the module's other tests see the model's text
+            session.get(Explanation, row.id).text = text
 
 
 def test_the_export_holds_the_explanations_and_their_scores(explained, db_url, tmp_path, monkeypatch, capsys):

@@ -5,10 +5,10 @@ read once per basis version (`BasisUnits`), and a request only tests arrays and 
 strings: no unit query at all, where a search in SQL scanned every unit row of the basis (LIKE '%text%' uses no
 index) and its page's labels took a subquery per row. Labels change at any time: a basis's newest labels are read
 again when their count or newest id does (one indexed aggregate per request); explanations likewise when autointerp
-has written (app/read/queries/explanations.py). The search ignores case (str.lower, as
-PostgreSQL's ILIKE; SQLite's LIKE folded only ASCII) and matches a label, an explanation or one of the top tokens (a term holding
-the tokens' separator U+001F, which no token string holds, matches none). Labels sort by their lowercased code
-points (SQL sorted by the database's collation).
+has written (app/read/queries/explanations.py). The search ignores case (str.lower, as PostgreSQL's ILIKE; SQLite's
+LIKE folded only ASCII) and matches a label, an explanation or one of the top tokens (a term holding the tokens'
+separator U+001F, which no token string holds, matches none). Labels sort by their lowercased code points (SQL
+sorted by the database's collation).
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ def _mask(units: BasisUnits, labels: dict[int, str | None], params: UnitListPara
         found = _top_token_matches(units, needle)
         found[[units.position[i] for i, t in labels.items()
                if t and needle in t.lower() and i in units.position]] = True
-        found[[units.position[i] for i, t in explanations.items() if needle in t.lower() and i in units.position]] = True
+        found[[units.position[i] for i, t in explanations.items()
+               if needle in t.lower() and i in units.position]] = True
         mask &= found
     return mask
 
