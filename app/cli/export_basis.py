@@ -1,4 +1,5 @@
-"""`monoscope export basis`: one basis as files for pandas and datasette (units, examples, labels, review scores)."""
+"""`monoscope export basis`: one basis as files for pandas and datasette (units, examples, labels, review scores,
+explanations)."""
 
 from __future__ import annotations
 
@@ -15,18 +16,20 @@ from sae.errors import MonoscopeError
 @export_cli.command("basis")
 def export_basis(
     basis: Annotated[str, typer.Option("--basis", help="The basis: neurons, or an SAE's name.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for units, examples, labels and review_scores "
-                                                    "(created if missing; those four files are replaced).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for units, examples, labels, review_scores "
+                                                    "and explanations (created if missing; those five files are "
+                                                    "replaced).")],
     format: Annotated[str, typer.Option("--format", help="jsonl, or parquet (needs pyarrow: the export extra).")]
     = "jsonl",
     model: Annotated[Optional[str], typer.Option("--model", help="The model (run name) of the basis (default: the "
                                                                  "newest that has it).")] = None,
     db: DbOpt = None,
 ) -> None:
-    """Write one basis for pandas and datasette: units, examples, labels and review scores, a file each.
+    """Write one basis for pandas and datasette: units, examples, labels, review scores and explanations, a file each.
 
     Plain columns: unit statistics, top logits with their tokens and the current label; every example window with
-    its token strings, activations and ablation effects as lists; the label history; every rater's scores.
+    its token strings, activations and ablation effects as lists; the label history; every rater's scores; every
+    explanation by a language model with its scores.
     """
     from app.read.queries.bases import NotFound, resolve_basis
     from app.store.basis_export import TABLES, basis_tables

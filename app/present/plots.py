@@ -185,3 +185,15 @@ def proxy_corr_plot(bases: list) -> dict:
     return {"data": data, "layout": {"barmode": "overlay", "showlegend": True, "yaxis": {"type": "log",
                                      "title": {"text": "fraction of units (log)"}},
                                      "xaxis": {"title": {"text": "correlation with the proxy thresholded at 0"}}}}
+
+
+def autointerp_plot(bases: list) -> dict:
+    """Grouped box plots with every point: one group per scorer, one box per basis (features beside neurons), the
+    y axis the score (Spearman for simulation, balanced accuracy for the others)."""
+    data = [{"type": "box", "name": f"{b.basis} ({b.kind})", "boxpoints": "all", "jitter": 0.4, "pointpos": 0,
+             "x": [s.scorer for s in b.scorers for _ in s.values], "y": [v for s in b.scorers for v in s.values]}
+            for b in bases]
+    return {"data": data, "layout": {"boxmode": "group", "showlegend": True,
+                                     "yaxis": {"title": {"text": "score (simulation: Spearman; others: balanced "
+                                                                 "accuracy, 0.5 = chance)"}, "range": [-1.05, 1.05]},
+                                     "xaxis": {"title": {"text": "scorer"}}}}

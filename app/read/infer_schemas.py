@@ -21,6 +21,8 @@ class ActiveUnit(Schema):
     index: int
     activation: float
     label: str | None
+    explanation: str | None = None  # its current explanation by a language model, shown when it has no label
+    top_tokens: list[str] = []  # its distinct max tokens, shown when it has neither
     url: str
 
 

@@ -6,6 +6,8 @@ and what a script reads cannot drift apart (datasette's rule). Field names follo
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -95,6 +97,7 @@ class UnitRow(Schema):
     top_token_entropy: float | None
     top_tokens: list[str]
     label: str | None
+    explanation: str | None = Field(None, description="Its current explanation by a language model, if any.")
     url: str
 
 
@@ -112,7 +115,8 @@ class UnitListParams(Schema):
     max_density: float | None = Field(None, ge=0, le=1)
     labelled: Labelled = "any"
     dead: Dead = "any"
-    q: str = Field("", max_length=200, description="Text in the unit's label or one of its top tokens.")
+    q: str = Field("", max_length=200,
+                   description="Text in the unit's label, its explanation or one of its top tokens.")
     page: int = Field(1, ge=1, le=1_000_000)
     per_page: int = Field(50, ge=1, le=500)
 
@@ -187,6 +191,7 @@ class UnitLink(Schema):
     index: int
     weight: float = Field(description="Decoder loading or cosine; for best_match, the activation correlation.")
     label: str | None
+    explanation: str | None = Field(None, description="Its current explanation by a language model, if any.")
     url: str
 
 
@@ -200,6 +205,7 @@ class FamilyNode(Schema):
                          "fires, then the other: the larger), the edge that joins them.")
     top_tokens: list[str]
     label: str | None
+    explanation: str | None = Field(None, description="Its current explanation by a language model, if any.")
     url: str
 
 
@@ -253,6 +259,34 @@ class UnitData(Schema):
                                      "analysed without them).")
 
 
+class ExplainedExample(Schema):
+    """One example the explainer saw: its source (top, interval, random, top_token), token texts and levels 0-9."""
+
+    kind: str
+    bucket: int | None = None
+    texts: list[str]
+    levels: list[int]
+
+
+class ExplanationScoreView(Schema):
+    scorer: str
+    score: float | None = Field(description="Null when undefined (e.g. no silent window for detection).")
+
+
+class ExplanationView(Schema):
+    """One explanation of a unit, by a language model (`model`) under a prompt version, with its scores."""
+
+    model: str
+    prompt_version: str
+    text: str
+    created: datetime
+    prompt_tokens: int
+    completion_tokens: int
+    small_model: bool = Field(description="Written by a small local model: a smoke test, not evidence.")
+    scores: list[ExplanationScoreView]
+    examples: list[ExplainedExample] = Field(description="What the explainer saw (the scorers' examples are others).")
+
+
 class UnitAround(Schema):
     """What a unit's page shows besides its UnitData: where it sits, its label, and its links to other units, which
     labelling or another basis's ingest change at any time."""
@@ -267,6 +301,8 @@ class UnitAround(Schema):
     next_url: str | None
     compare_url: str | None = Field(None, description="For a neuron with feature links: /compare with it.")
     family: Family | None = Field(None, description="Feature splitting across dictionary sizes (`monoscope match`).")
+    explanations: list[ExplanationView] = Field([], description="Explanations by language models (`monoscope "
+                                                "autointerp`), newest first, with their scores.")
 
 
 class UnitDetail(UnitAround, UnitData):

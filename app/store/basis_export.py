@@ -1,5 +1,6 @@
-"""One basis as plain tables for pandas and datasette (`monoscope export basis`): units, examples, labels and
-review scores, one row per dict, with the columns and their types declared in TABLES.
+"""One basis as plain tables for pandas and datasette (`monoscope export basis`): units, examples, labels, review
+scores and explanations (by language models, with their scores), one row per dict, with the columns and their types
+declared in TABLES.
 
 Rows come in batches of a few hundred units, so a 16,384-unit basis never sits in memory whole; token strings are
 spelled out from the model's vocabulary so the files read without the app.
@@ -22,6 +23,8 @@ from app.store.models import (
     TOP_TOKENS_SEPARATOR,
     Basis,
     Example,
+    Explanation,
+    ExplanationScore,
     Label,
     Model,
     Review,
@@ -31,6 +34,7 @@ from app.store.models import (
     User,
 )
 from app.store.vocabulary import token_strings
+from sae.autointerp.scorers import SCORERS
 
 UNIT_CHUNK = 256  # units per batch of unit rows and of example rows
 
@@ -54,6 +58,10 @@ TABLES: dict[str, dict[str, str]] = {
         review_id="int", review="str", review_state="str", item="int", model="str", basis="str", index="int",
         rater="str", skipped="bool", hypothesis="str", **{name: "int" for name in rubric.NAMES}, total="int",
         interval_scores="list<int>", updated="time"),
+    "explanations": dict(
+        model="str", basis="str", index="int", llm="str", prompt_version="str", text="str", created="time",
+        prompt_tokens="int", completion_tokens="int", **{name: "float" for name in SCORERS},
+        score_tokens="int"),
 }
 
 
@@ -136,10 +144,30 @@ def review_score_batches(session: Session, basis: Basis, model: Model) -> Iterat
            for review_id, name, state, position, index, rater, s in rows]
 
 
+def explanation_batches(session: Session, basis: Basis, model: Model) -> Iterator[list[dict]]:
+    """Yield every explanation of the basis's units (by a language model, or a reviewer's hypothesis it scored:
+    `llm` review:<rater>), by unit and time, with each scorer's score and the tokens the scoring took."""
+    scores: dict[int, dict[str, tuple]] = {}
+    for explanation_id, scorer, score, p, c in session.execute(
+            select(ExplanationScore.explanation_id, ExplanationScore.scorer, ExplanationScore.score,
+                   ExplanationScore.prompt_tokens, ExplanationScore.completion_tokens)
+            .join(Explanation, Explanation.id == ExplanationScore.explanation_id)
+            .where(Explanation.basis_id == basis.id)):
+        scores.setdefault(explanation_id, {})[scorer] = (score, p + c)
+    rows = session.scalars(select(Explanation).where(Explanation.basis_id == basis.id)
+                           .order_by(Explanation.unit_index, Explanation.created, Explanation.id))
+    yield [dict(model=model.name, basis=basis.name, index=e.unit_index, llm=e.model, prompt_version=e.prompt_version,
+                text=e.text, created=utc(e.created), prompt_tokens=e.prompt_tokens,
+                completion_tokens=e.completion_tokens,
+                **{name: scores.get(e.id, {}).get(name, (None, 0))[0] for name in SCORERS},
+                score_tokens=sum(t for _, t in scores.get(e.id, {}).values())) for e in rows]
+
+
 def basis_tables(session: Session, basis: Basis, model: Model) -> dict[str, Iterator[list[dict]]]:
     """Return each table of TABLES as a lazy stream of row batches, read in the caller's session."""
     strings = token_strings(session, model.id)
     return {"units": unit_batches(session, basis, model, strings),
             "examples": example_batches(session, basis, model, strings),
             "labels": label_batches(session, basis, model),
-            "review_scores": review_score_batches(session, basis, model)}
+            "review_scores": review_score_batches(session, basis, model),
+            "explanations": explanation_batches(session, basis, model)}

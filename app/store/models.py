@@ -271,3 +271,43 @@ class ReviewScore(Base):
     interval_scores: Mapped[list | None] = mapped_column(JSON)  # one 0-3 per interval, or null
     updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, onupdate=utc_now,
                                               server_default=func.now())
+
+
+class Explanation(Base):
+    """A language model's explanation of a unit (automated interpretability, `monoscope autointerp`), or a person's
+    hypothesis from a blind review scored the same way (`model` "review:<rater>"). Keyed by (basis, unit index),
+    like labels, so a re-ingest loses nothing; one row per (unit, model, prompt version), replaced when the examples
+    it was written from change (`examples_hash`)."""
+
+    __tablename__ = "explanation"
+    __table_args__ = (UniqueConstraint("basis_id", "unit_index", "model", "prompt_version"),
+                      Index("ix_explanation_unit", "basis_id", "unit_index"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    basis_id: Mapped[int] = mapped_column(ForeignKey("basis.id", ondelete="CASCADE"))
+    unit_index: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(300))  # the LLM's spec name (local:FILE, openai:MODEL@URL)
+    prompt_version: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    examples: Mapped[list] = mapped_column(JSON)  # what the explainer saw: [{kind, bucket, texts, levels}]
+    examples_hash: Mapped[str] = mapped_column(String(64))
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, server_default=func.now())
+
+
+class ExplanationScore(Base):
+    """One scorer's score of one explanation (simulation: Spearman; detection, fuzzing, logits: balanced accuracy;
+    null when undefined), with its details and the hash of the examples it was scored on."""
+
+    __tablename__ = "explanation_score"
+    __table_args__ = (UniqueConstraint("explanation_id", "scorer"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    explanation_id: Mapped[int] = mapped_column(ForeignKey("explanation.id", ondelete="CASCADE"))
+    scorer: Mapped[str] = mapped_column(String(32))
+    score: Mapped[float | None] = mapped_column(Float)
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+    examples_hash: Mapped[str] = mapped_column(String(64))  # of the scoring examples and the scorer's version
+    model: Mapped[str] = mapped_column(String(300))  # the LLM that scored (the simulator)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, server_default=func.now())

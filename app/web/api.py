@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from app.read import queries
+from app.read.autointerp_schemas import AutointerpResults
 from app.read.infer_schemas import MAX_INFER_CHARS, STRIP_PATTERN, InferResult
 from app.read.match_schemas import FeatureMap, Matches
 from app.read.proxy_schemas import ProxyRanking, UnitProxyPlots
@@ -79,6 +80,16 @@ def matches(session: SessionDep):
             summary="The feature map: a 2-D UMAP of a model's dictionaries")
 def feature_map(session: SessionDep, model: ModelParam = None):
     return queries.feature_map(session=session, model=model)
+
+
+@router.get("/autointerp", openapi_extra=OPTIONAL_AUTH, response_model=AutointerpResults,
+            responses=errors(BAD_TOKEN, {404: "Unknown model, or no explanation by that language model"},
+                             BAD_PARAMETER),
+            summary="Automated interpretability: explanation scores of features against neurons")
+def autointerp(session: SessionDep, model: ModelParam = None,
+               llm: Annotated[str, Query(max_length=300, description="Only this language model's explanations "
+                                                                     "(default: each unit's newest)")] = ""):
+    return queries.autointerp_results(session=session, model=model, llm=llm or None)
 
 
 @router.get("/infer", openapi_extra=OPTIONAL_AUTH, response_model=InferResult,

@@ -150,7 +150,10 @@ def infer_result(session, *, text: str, position: int | None, strip: str, model:
         row = acts[b.name][position]  # [U]
         top = [int(i) for i in np.argsort(-row)[:UNITS_PER_BASIS] if row[i] > 0]
         labels = queries.labels_for(session=session, basis_id=b.id, indexes=top)
+        explained = queries.basis_explanations(session, b.id)
+        tokens = queries.top_tokens_for(session=session, basis_id=b.id, indexes=top)
         active += [ActiveUnit(basis=b.name, index=i, activation=float(row[i]), label=labels.get(i),
+                              explanation=explained.get(i), top_tokens=tokens.get(i, [])[:3],
                               url=unit_url(b.name, i, ctx.model_param)) for i in top]
     chosen = _parse_strip(strip, {b.name: b.n_units for b in bases})
     if chosen is None and active:

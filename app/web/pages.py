@@ -80,6 +80,15 @@ def map_page(request: Request, session: SessionDep, model: ModelParam = None,
     return render(request, "map.html", context, api_url=twin_url(request))
 
 
+@router.get("/autointerp")
+def autointerp_page(request: Request, session: SessionDep, model: ModelParam = None,
+                    llm: Annotated[str, Query(max_length=300)] = ""):
+    result = queries.autointerp_results(session=session, model=model, llm=llm or None)
+    context = {"res": result, "model_param": model, "plots": True,
+               "scores_plot": plots.autointerp_plot(result.bases) if result.units else None}
+    return render(request, "autointerp.html", context, api_url=twin_url(request))
+
+
 @router.get("/infer")
 def infer_page(request: Request, session: SessionDep, text: Annotated[str, Query()] = "",
                position: Annotated[str, Query(max_length=20)] = "", strip: Annotated[str, Query(max_length=300)] = "",

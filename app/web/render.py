@@ -28,7 +28,9 @@ def context_html(example, scale: float, effect_scale: float | None = None) -> Ma
 def unit_row(u) -> Markup:
     """Return one row of the unit list's table (templates/basis.html) for a UnitRow, escaped: written here rather
     than in the template, where its ~10 expressions cost ~25 µs a row and a page shows up to 500 rows."""
-    label = escape(u.label or "")
+    label = escape(u.label or "") if u.label or not u.explanation else \
+        Markup('<span class="auto" title="explanation by a language model">') + escape(u.explanation) + \
+        Markup("</span>")
     return Markup(f'<tr><td class="num"><a href="{escape(u.url)}">{u.index}</a></td><td>{label}</td>'
                   f'<td class="num">{format_number(u.density)}</td>\n'
                   f'<td class="num">{format_number(u.max_activation)}</td>'

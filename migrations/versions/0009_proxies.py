@@ -1,14 +1,14 @@
 """Per-unit specificity proxy statistics (`unit_proxy`), for the proxy page's ranking of a basis's units.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

@@ -24,7 +24,7 @@ from app.store.reviews import Answer, close_review, create_review, find_item, sa
 from app.store.users import add_user
 
 EXE = Path(sys.executable).with_name("monoscope")
-TABLES = ("units", "examples", "labels", "review_scores")
+TABLES = ("units", "examples", "labels", "review_scores", "explanations")
 AWKWARD_LABEL = "closes <b> & \"quotes\" 'too'\nsecond line \u2028 \U0001f642"
 AWKWARD_CHARS = set("<>&\"'\n")
 SCORES = {"confidence": 2, "token_consistency": 3, "logit_consistency": 1, "effect_gap": 1, "specificity": 2}  # 9

@@ -10,6 +10,7 @@ from sqlalchemy import bindparam, exists, select
 from sqlalchemy.orm import Session, aliased
 
 from app.read.queries.bases import BasisRecord
+from app.read.queries.explanations import newest_explanation
 from app.read.queries.labels import newest_label
 from app.read.schemas import Family, FamilyNode
 from app.read.unit_data import split_top_tokens
@@ -33,7 +34,8 @@ _HAS_EDGES = select(  # whether any match gave this basis family edges, either w
     exists().where(UnitLink.target_basis_id == bindparam("basis_id"), UnitLink.kind == "family")
     | exists().where(UnitLink.kind == "family", UnitLink.unit_id.in_(
         select(Unit.id).where(Unit.basis_id == bindparam("basis_id")))))
-_NODES = select(Unit.index, Unit.top_tokens, newest_label(Unit.basis_id, Unit.index)).where(
+_NODES = select(Unit.index, Unit.top_tokens, newest_label(Unit.basis_id, Unit.index),
+                newest_explanation(Unit.basis_id, Unit.index)).where(
     Unit.basis_id == bindparam("basis_id"), Unit.index.in_(bindparam("indices", expanding=True)))
 
 
@@ -52,13 +54,14 @@ def family(session: Session, b: BasisRecord, unit_id: int, index: int, model_par
     wanted: dict[int, list[int]] = {}
     for basis_id, _, _, i, _ in parents[:MAX_SHOWN] + children[:MAX_SHOWN]:
         wanted.setdefault(basis_id, []).append(i)
-    nodes = {(basis_id, i): (split_top_tokens(tokens), label or None) for basis_id, indices in wanted.items()
-             for i, tokens, label in c.execute(_NODES, {"basis_id": basis_id, "indices": indices})}
+    nodes = {(basis_id, i): (split_top_tokens(tokens), label or None, explanation)
+             for basis_id, indices in wanted.items()
+             for i, tokens, label, explanation in c.execute(_NODES, {"basis_id": basis_id, "indices": indices})}
 
     def node(basis_id: int, name: str, n_units: int, i: int, weight: float) -> FamilyNode:
-        tokens, label = nodes.get((basis_id, i), ([], None))
+        tokens, label, explanation = nodes.get((basis_id, i), ([], None, None))
         return FamilyNode(basis=name, n_units=n_units, index=i, score=weight, top_tokens=tokens[:3], label=label,
-                          url=unit_url(name, i, model_param))
+                          explanation=explanation, url=unit_url(name, i, model_param))
 
     return Family(parents=[node(*r) for r in parents[:MAX_SHOWN]], children=[node(*r) for r in children[:MAX_SHOWN]],
                   n_parents=len(parents), n_children=len(children), threshold=FAMILY_THRESHOLD)

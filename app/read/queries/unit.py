@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from app.present import unit_sections
 from app.read.cache import Cache
 from app.read.queries.bases import BasisRecord, ModelRecord, NotFound, check_unit, resolve, summary
+from app.read.queries.explanations import explanations_state, newest_explanation, unit_explanations
 from app.read.queries.family import SHOWN_EDGE, family
 from app.read.queries.labels import newest_label
 from app.read.unit_proxies import unit_proxy_stats
@@ -25,12 +26,13 @@ from app.store.vocabulary import token_strings
 def unit_version(*, session: Session, basis: str, index: int, model: str | None) -> tuple:
     """Return a key that changes whenever the page of unit (basis, index) would: the basis's ingest and version,
     every other basis's (best matches and families link across bases), and the newest label of the units the page
-    shows labels of (itself, its links' targets, its family: edges stored from either end),
-    so labelling one unit leaves every other cached page alone. For the rendered-page cache."""
+    shows labels of (itself, its links' targets, its family: edges stored from either end), so labelling one unit
+    leaves every other cached page alone; and the explanations' state (an autointerp run, rare, changes every page:
+    its unit's explanations and those its links show). For the rendered-page cache."""
     b, _, model_param = resolve(session, basis, model)
     stmt = _VERSION if b.kind == "sae" else _VERSION_NO_FAMILY  # a neuron is the target of hundreds of links
     version = tuple(session.connection().execute(stmt, {"basis_id": b.id, "index": index}).one())
-    return (*b.ingest, index, model_param, version)
+    return (*b.ingest, index, model_param, version, explanations_state(session))
 
 
 class UnitView(NamedTuple):
@@ -108,7 +110,8 @@ _PAGE_UNIT = select(Unit.id, Unit.sections, newest_label(Unit.basis_id, Unit.ind
     Unit.basis_id == bindparam("basis_id"), Unit.index == bindparam("index"))
 _LINKS = (select(UnitLink.kind, Basis.name, UnitLink.target_index, UnitLink.weight, Basis.model_id,
                  Model.name.label("model"),
-                 newest_label(UnitLink.target_basis_id, UnitLink.target_index).label("label"))
+                 newest_label(UnitLink.target_basis_id, UnitLink.target_index).label("label"),
+                 newest_explanation(UnitLink.target_basis_id, UnitLink.target_index).label("explanation"))
           .join(Basis, Basis.id == UnitLink.target_basis_id).join(Model, Model.id == Basis.model_id)
           .where(UnitLink.unit_id == bindparam("unit_id"), UnitLink.kind != "family")  # the family is drawn apart
           .order_by(UnitLink.kind, Basis.name, UnitLink.rank))
@@ -117,14 +120,16 @@ _LINKS = (select(UnitLink.kind, Basis.name, UnitLink.target_index, UnitLink.weig
 def _around(session: Session, b: BasisRecord, m: ModelRecord, unit_id: int, index: int, label: str | None,
             model_param: str | None) -> UnitAround:
     """Return what a unit's page and twin show besides the unit's own rows: its basis, label, neighbours' URLs, links
-    (with their targets' labels), the compare view of a neuron, and a feature's family."""
+    (with their targets' labels and explanations), the compare view of a neuron, a feature's family, and its
+    explanations."""
     links = _links(session, unit_id, model_param, b.model_id)
     return UnitAround(basis=summary(b, m, model_param), index=index, label=label,
                       url=unit_url(b.name, index, model_param), labels_url=labels_url(b.name, index, model_param),
                       prev_url=unit_url(b.name, index - 1, model_param) if index > 0 else None,
                       next_url=unit_url(b.name, index + 1, model_param) if index + 1 < b.n_units else None,
                       links=links, compare_url=_compare_url(b, index, links, model_param),
-                      family=family(session, b, unit_id, index, model_param))
+                      family=family(session, b, unit_id, index, model_param),
+                      explanations=unit_explanations(session, b.id, index))
 
 
 def _compare_url(b: BasisRecord, index: int, links: list[UnitLinkSchema], model_param: str | None) -> str | None:
@@ -148,6 +153,6 @@ def _links(session: Session, unit_id: int, model_param: str | None, own_model: i
     """Return the unit's links with their targets' current labels, in one query."""
     return [UnitLinkSchema(
         kind=r.kind, basis=r.name, model=None if r.model_id == own_model else r.model, index=r.target_index,
-        weight=r.weight, label=r.label or None,
+        weight=r.weight, label=r.label or None, explanation=r.explanation,
         url=unit_url(r.name, r.target_index, model_param if r.model_id == own_model else r.model))
         for r in session.connection().execute(_LINKS, {"unit_id": unit_id})]

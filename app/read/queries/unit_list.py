@@ -4,10 +4,11 @@ A basis's unit rows change only when it is ingested again, so the columns the li
 read once per basis version (`BasisUnits`), and a request only tests arrays and the basis's distinct top-token
 strings: no unit query at all, where a search in SQL scanned every unit row of the basis (LIKE '%text%' uses no
 index) and its page's labels took a subquery per row. Labels change at any time: a basis's newest labels are read
-again when their count or newest id does (one indexed aggregate per request). The search ignores case (str.lower, as
-PostgreSQL's ILIKE; SQLite's LIKE folded only ASCII) and matches a label or one of the top tokens (a term holding
-the tokens' separator U+001F, which no token string holds, matches none). Labels sort by their lowercased code
-points (SQL sorted by the database's collation).
+again when their count or newest id does (one indexed aggregate per request); explanations likewise when autointerp
+has written (app/read/queries/explanations.py). The search ignores case (str.lower, as PostgreSQL's ILIKE; SQLite's
+LIKE folded only ASCII) and matches a label, an explanation or one of the top tokens (a term holding the tokens'
+separator U+001F, which no token string holds, matches none). Labels sort by their lowercased code points (SQL
+sorted by the database's collation).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from app.read.cache import Cache
 from app.read.queries.bases import resolve, summary
+from app.read.queries.explanations import basis_explanations
 from app.read.schemas import UnitList, UnitListParams, UnitRow
 from app.read.unit_data import split_top_tokens
 from app.read.urls import unit_url
@@ -75,6 +77,14 @@ def basis_units(session: Session, b: Basis) -> BasisUnits:
     return _UNITS.get((str(session.get_bind().url), b.id), read, state=(b.version, str(b.ingested_at)))
 
 
+def top_tokens_for(*, session: Session, basis_id: int, indexes: list[int]) -> dict[int, list[str]]:
+    """Return {unit index: its distinct max tokens} of `indexes` of one basis (for lists that name units by them)."""
+    if not indexes:
+        return {}
+    return {i: split_top_tokens(t) for i, t in session.execute(
+        select(Unit.index, Unit.top_tokens).where(Unit.basis_id == basis_id, Unit.index.in_(sorted(set(indexes)))))}
+
+
 def current_labels(session: Session, b: Basis) -> dict[int, str | None]:
     """Return {unit index: current label} of every unit of a resolved basis that has label rows (None where its
     label was cleared: such units sort after the labelled ones and before the never labelled)."""
@@ -85,8 +95,10 @@ def current_labels(session: Session, b: Basis) -> dict[int, str | None]:
     return _LABELS.get((str(session.get_bind().url), b.id), read, state=state)
 
 
-def _mask(units: BasisUnits, labels: dict[int, str | None], params: UnitListParams) -> np.ndarray:
-    """Return which units (by position) pass the density, label, dead and search filters of `params`."""
+def _mask(units: BasisUnits, labels: dict[int, str | None], params: UnitListParams,
+          explanations: dict[int, str]) -> np.ndarray:
+    """Return which units (by position) pass the density, label, dead and search filters of `params` (the search
+    also finds a unit's current explanation)."""
     mask = np.ones(len(units.rows), dtype=bool)
     if params.min_density is not None:
         mask &= units.density >= params.min_density
@@ -103,6 +115,8 @@ def _mask(units: BasisUnits, labels: dict[int, str | None], params: UnitListPara
         found = _top_token_matches(units, needle)
         found[[units.position[i] for i, t in labels.items()
                if t and needle in t.lower() and i in units.position]] = True
+        found[[units.position[i] for i, t in explanations.items()
+               if needle in t.lower() and i in units.position]] = True
         mask &= found
     return mask
 
@@ -133,7 +147,8 @@ def unit_list(*, session: Session, basis: str, model: str | None, params: UnitLi
     b, m, model_param = resolve(session, basis, model)
     units = basis_units(session, b)
     labels = current_labels(session, b)
-    chosen = _ordered(units, labels, params, _mask(units, labels, params))
+    explanations = basis_explanations(session, b.id)
+    chosen = _ordered(units, labels, params, _mask(units, labels, params, explanations))
     start = (params.page - 1) * params.per_page
     rows = []
     for p in chosen[start:start + params.per_page].tolist():
@@ -141,7 +156,7 @@ def unit_list(*, session: Session, basis: str, model: str | None, params: UnitLi
         rows.append(UnitRow(  # pydantic's Rust validator builds a row ~3x faster than model_construct
             index=index, firing_count=firing, density=density, log10_density=log10_density, max_activation=max_act,
             mean_activation=mean_act, top_token_entropy=entropy, top_tokens=list(units.tokens[p]),
-            label=labels.get(index), url=unit_url(b.name, index, model_param)))
+            label=labels.get(index), explanation=explanations.get(index), url=unit_url(b.name, index, model_param)))
     total = len(chosen)
     return UnitList(basis=summary(b, m, model_param), params=params, total=total,
                     pages=max(1, math.ceil(total / params.per_page)), units=rows)
