@@ -93,7 +93,7 @@ def test_unit_page_shows_coloured_tokens_and_both_histograms(page, site):
     colour = hot.evaluate("e => getComputedStyle(e).backgroundColor")
     assert colour not in ("rgba(0, 0, 0, 0)", "transparent")
     assert float(hot.get_attribute("title").split()[0]) == pytest.approx(units["top_values"][index][0], rel=1e-3)
-    assert f"{units['max_activation'][index]:.3g}" in page.locator(".legend").first.inner_text()  # the colour scale
+    assert f"{units['max_activation'][index]:.3g}" in page.locator("span.legend").first.inner_text()  # the colour scale
 
 
 def test_unit_page_colours_tokens_by_ablation_effect_on_request(page, site):
