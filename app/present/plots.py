@@ -194,6 +194,5 @@ def autointerp_plot(bases: list) -> dict:
              "x": [s.scorer for s in b.scorers for _ in s.values], "y": [v for s in b.scorers for v in s.values]}
             for b in bases]
     return {"data": data, "layout": {"boxmode": "group", "showlegend": True,
-                                     "yaxis": {"title": {"text": "score (simulation: Spearman; others: balanced "
-                                                                 "accuracy, 0.5 = chance)"}, "range": [-1.05, 1.05]},
+                                     "yaxis": {"title": {"text": "score"}, "range": [-1.05, 1.05]},
                                      "xaxis": {"title": {"text": "scorer"}}}}

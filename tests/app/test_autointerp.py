@@ -219,6 +219,12 @@ def test_pages_and_twins_show_the_explanations(explained, db_url, analysed_run):
         assert index in [u["index"] for u in found["units"]]
         assert next(u for u in found["units"] if u["index"] == index)["explanation"] == text
         assert site.get("/api/v1/autointerp", params={"llm": "nobody"}).status_code == 404
+        # live inference names each active unit by its label, else its explanation, else its top tokens
+        current = {(u["basis"], u["index"]): u["explanation"] for u in twin["units"]}
+        active = site.get("/api/v1/infer", params={"text": "def f(x):\n    return x < 1 and y > 2"}).json()
+        assert active["active_units"]
+        for a in active["active_units"]:
+            assert a["explanation"] == current.get((a["basis"], a["index"])) and a["top_tokens"]
         # a language model's answer is data: markup in it is escaped on every page
         evil = "<script>explained('x')</script> & \"quotes\""  # the tiny corpus holds <script>alert(...
         with write_transaction(session_factory(db_url)) as session:  # as a new explanation is written (app/store)
