@@ -89,7 +89,7 @@ class SteerResult(Schema):
 def parse_pin(text: str) -> PinIn:
     """Return the pin written `basis:index` or `basis:index=value` (PIN_PATTERN); a ValueError names the rule. The
     basis is looked up as written (an unknown one is a 404, not a malformed pin)."""
-    head, _, value = text.partition("=") if "=" in text.rpartition(":")[2] else (text, "", "")
+    head, _, value = text.rpartition("=") if "=" in text.rpartition(":")[2] else (text, "", "")
     basis, _, index = head.rpartition(":")
     if not basis or not (index.isascii() and index.isdigit() and len(index) < 10):
         raise ValueError(f"a pin is `basis:index` or `basis:index=value`, got {text!r}")

@@ -20,9 +20,10 @@ import io
 import re
 import tokenize
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads where masks are made: the analysis config imports this module, and the CLI
+    import numpy as np  # reads its defaults without numpy (tests/sae/test_architectures.py)
 
 from sae.errors import MonoscopeError
 
@@ -98,6 +99,8 @@ def resolve(names: tuple[str, ...], extra: tuple[str, ...] = ()) -> list[Proxy]:
 def char_masks(proxies: list[Proxy], text: str) -> list[np.ndarray]:
     """Return, per class or span proxy, which characters of `text` have the property [len(text)] bool; Python's
     tokenize runs once for all the code-aware ones."""
+    import numpy as np
+
     python = python_spans(text) if any(p.python for p in proxies) else {}
     out = []
     for proxy in proxies:
@@ -123,8 +126,10 @@ def python_spans(text: str) -> dict[str, list[tuple[int, int]]]:
     """Return the character spans [start, end) of every marker (PYTHON_MARKERS) in Python source, from one
     `tokenize` pass. A document that stops tokenizing (a syntax error, a file cut short) keeps the spans found
     before the error."""
+    from itertools import accumulate
+
     lines = text.splitlines(keepends=True)
-    starts = np.concatenate([[0], np.cumsum([len(line) for line in lines])]).tolist()
+    starts = [0, *accumulate(len(line) for line in lines)]
     offset = lambda pos: starts[pos[0] - 1] + pos[1] if pos[0] - 1 < len(starts) else len(text)  # noqa: E731
     spans: dict[str, list[tuple[int, int]]] = {m: [] for m in PYTHON_MARKERS}
     kinds = {tokenize.STRING: "string", tokenize.COMMENT: "comment", tokenize.NUMBER: "number"}
