@@ -112,7 +112,7 @@ def proxy_plots_of_edges(stat: ProxyStat, edges: Sequence[float]) -> tuple[dict,
                  "hovertemplate": f"score {name}: %{{y:.4g}}<extra></extra>"}
                 for b, (name, colour) in enumerate(zip(PROXY_BUCKETS, PROXY_COLOURS))]
         return {"data": data, "layout": {
-            "barmode": "stack", "bargap": 0, "legend": {"orientation": "h", "title": {"text": stat.name}},
+            "barmode": "stack", "bargap": 0, "legend": {"orientation": "h", "y": 1.15, "title": {"text": stat.name}},
             "xaxis": {"title": {"text": "activation (interval edges)"}, "tickvals": edges,
                       "ticktext": [format_number(e) for e in edges], "tickangle": -45},
             "yaxis": {"title": {"text": y_title}}}}

@@ -59,12 +59,15 @@ class ProxyStats:
             a_pq, sum_a = pos_pq, sum_pos
             sum_aa = np.bincount(units, weights=values.astype(np.float64) ** 2, minlength=self.n_units)
         else:  # neurons: dense products (most of them fire on most tokens), the whole activation in the correlation
-            x = dense.double()  # [n, U]
+            # The products in float32 (BLAS; each batch's the same whatever the sharding), the sums in float64.
+            x = dense.float()  # [n, U]
             positive = x.clamp(min=0)
-            pq_t = torch.from_numpy(pq)
-            a_pq, pos_pq = (x.T @ pq_t).numpy(), (positive.T @ pq_t).numpy()
-            fire_q = ((x > 0).double().T @ torch.from_numpy(q)).numpy()
-            sum_a, sum_aa, sum_pos = x.sum(0).numpy(), x.pow(2).sum(0).numpy(), positive.sum(0).numpy()
+            pq_t = torch.from_numpy(pq.astype(np.float32))
+            a_pq = (x.T @ pq_t).double().numpy()
+            pos_pq = (positive.T @ pq_t).double().numpy()
+            fire_q = ((x > 0).float().T @ pq_t[:, k:]).double().numpy()
+            x64 = x.double()
+            sum_a, sum_aa, sum_pos = x64.sum(0).numpy(), x64.pow(2).sum(0).numpy(), x64.clamp(min=0).sum(0).numpy()
         self.a_p += _fixed(a_pq[:, :k].T)
         self.a_q += _fixed(a_pq[:, k:].T)
         self.pos_q += _fixed(pos_pq[:, k:].T)
@@ -123,8 +126,20 @@ class ProxyHist:
         group = units * i + intervals  # [nnz]
         self.interval_counts += np.bincount(group, minlength=u * i)
         self.interval_acts += np.bincount(group, weights=values, minlength=u * i)
-        entry, proxy = np.nonzero(self.token_buckets[tokens])  # the (entry, proxy) pairs with a positive bucket
-        bucket = self.token_buckets[tokens[entry], proxy]
+        # The (entry, proxy) pairs with a positive bucket, through each token's own positive pairs: the work is the
+        # pairs themselves, not K times every entry.
+        lo = int(tokens.min(initial=0))
+        local = tokens - lo
+        span = self.token_buckets[lo: lo + int(local.max(initial=-1)) + 1]  # [t, K] the batch's tokens
+        pair_token, pair_proxy = np.nonzero(span)  # token-ordered
+        per_token = np.bincount(pair_token, minlength=len(span))
+        first = np.concatenate([[0], np.cumsum(per_token)[:-1]])
+        repeats = per_token[local]  # [nnz]
+        entry = np.repeat(np.arange(len(units)), repeats)
+        within = np.arange(len(entry)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
+        pair = first[local[entry]] + within
+        proxy = pair_proxy[pair]
+        bucket = span[pair_token[pair], proxy]
         index = ((units[entry] * k + proxy) * i + intervals[entry]) * b + bucket
         self.counts += np.bincount(index, minlength=len(self.counts))
         self.acts += np.bincount(index, weights=values[entry], minlength=len(self.acts))

@@ -15,7 +15,9 @@ document.addEventListener("securitypolicyviolation", e => window.__csp.push(
   `${e.violatedDirective} blocked ${e.blockedURI || "inline"} at ${e.sourceFile || ""}:${e.lineNumber}`));"""
 # What each page must show once drawn (so that a policy that silently broke a script fails here too).
 DRAWN = {"/": ".plot-area .main-svg", "/compare": ".plot-area .main-svg", "/docs": ".opblock",
-         f"/bases/{SAE_NAME}/units/3": "#labels:not([hx-get])", "/infer?text=def+f%28x%29%3A": "#active-units"}
+         f"/bases/{SAE_NAME}/units/3": "#labels:not([hx-get])", "/infer?text=def+f%28x%29%3A": "#active-units",
+         "/proxies": "#proxy-corr .main-svg", f"/bases/{SAE_NAME}/units/3/proxy": "#proxy-hist .main-svg",
+         "/steer?pin=neurons%3A0&max_tokens=4": "#steered"}
 
 
 class Watched:
@@ -55,7 +57,8 @@ def test_every_open_page_loads_under_the_policy(browser, site):
     paths = ["/", "/bases/neurons?per_page=10", f"/bases/{SAE_NAME}", f"/bases/{SAE_NAME}/units/3",
              "/bases/neurons/units/0", f"/bases/{SAE_NAME}/units/3/labels", "/compare", "/matches", "/map",
              "/infer", "/infer?text=def+f%28x%29%3A", "/labels", "/reviews", "/login", "/docs", "/no-such-page",
-             f"/bases/{SAE_NAME}/units/{n_features}"]
+             f"/bases/{SAE_NAME}/units/{n_features}", "/proxies", f"/bases/{SAE_NAME}/units/3/proxy", "/steer",
+             "/steer?pin=neurons%3A0&max_tokens=4"]
     try:
         for path in paths:
             watched.visit(path)

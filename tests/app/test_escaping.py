@@ -68,7 +68,10 @@ def test_hostile_strings_render_as_text(evil_site):
     shown = {  # page -> the hostile data it shows, which must be there as escaped text
         "/": [RUN_NAME], "/bases/neurons": [SCRIPT, LABEL, RUN_NAME], "/bases/neurons?q=script": [SCRIPT],
         "/compare": [SCRIPT], f"/compare?basis={SAE_NAME}&neuron={evil_site.unit}": [SCRIPT, LABEL],
-        "/infer?text=%3Cscript%3Ealert(1)%3C%2Fscript%3E": [SCRIPT]}
+        "/infer?text=%3Cscript%3Ealert(1)%3C%2Fscript%3E": [SCRIPT],
+        "/steer?prompt=%3Cscript%3Ealert(1)%3C%2Fscript%3E&pin=neurons%3A0&max_tokens=3": [SCRIPT],
+        "/proxies?proxy=comment": [],
+        f"/bases/neurons/units/{evil_site.unit}/proxy": []}
     for path, hostile in shown.items():
         page = evil_site.get(path)
         assert page.status_code == 200, path

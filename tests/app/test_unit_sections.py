@@ -129,6 +129,12 @@ def test_page_and_twin_show_the_same_numbers(two_sites):
                                     for iv in reversed(twin["intervals"])]
                 assert len(twin["intervals"]) == 11  # empty intervals too, said to be empty
                 assert f"({format_number(twin['firing_count'])} firing tokens in the analysed text)" in page
+                ranked = sorted((p for p in twin["proxies"] if p["corr_pos"] is not None), key=lambda p: -p["corr_pos"])
+                table = page.split('<table class="proxy-table">')[1].split("</table>")[0]
+                rows = re.findall(r"<td><code>([^<]+)</code></td>\s*<td class=\"num\">([^<]*)</td><td class=\"num\">"
+                                  r"([^<]*)</td>", table)
+                assert rows == [(p["name"], format_number(p["corr"]), format_number(p["corr_pos"])) for p in ranked]
+                assert len(twin["proxies"]) >= 8 and f"by <code>{ranked[0]['name']}</code> score" in page
                 assert f'id="label">{"· " + twin["label"] if twin["label"] else ""}</span>' in page
 
 

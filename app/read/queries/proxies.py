@@ -57,8 +57,15 @@ def _verdict(ranked: list[RankedBasis]) -> str | None:
     if feature.corr_pos > neuron.corr_pos:
         return (f"Feature #{feature.index} of {feature.basis} (corr > 0 {feature.corr_pos:.3f}) detects it better "
                 f"than every neuron (best: #{neuron.index}, {neuron.corr_pos:.3f}).")
+    why = ""
+    if None not in (feature.fire_share, neuron.fire_share, feature.recall, neuron.recall) and \
+            feature.fire_share > neuron.fire_share and feature.recall < neuron.recall:
+        why = (f" The feature is the more specific ({feature.fire_share:.0%} of its firing tokens have the property, "
+               f"the neuron's {neuron.fire_share:.0%}) but fires on fewer of them ({feature.recall:.0%} against "
+               f"{neuron.recall:.0%}): the dictionary splits the property among several features, and a correlation "
+               f"rewards the broad detector.")
     return (f"No feature of {feature.basis} beats the best neuron: #{neuron.index} at {neuron.corr_pos:.3f} against "
-            f"feature #{feature.index} at {feature.corr_pos:.3f}.")
+            f"feature #{feature.index} at {feature.corr_pos:.3f}.{why}")
 
 
 def unit_proxy_plots(*, session: Session, basis: str, index: int, proxy: str | None,
