@@ -1,7 +1,8 @@
 """Plotly figure specs (plain dicts) built from the page schemas; the browser draws them with the served plotly.js.
 
 Specs travel as JSON inside <script type="application/json"> (Jinja's |tojson escapes <, >, & and quotes), so
-corpus strings in them are data, never markup.
+corpus strings in them are data, never markup, to the page. Plotly itself reads a subset of HTML in trace names,
+hover text and annotations, so every one built from data (basis, model and token names) is html-escaped here.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def density_plot(hist: DensityHistogram, n_tokens: int | None = None) -> dict:
 def distribution_plots(dists: list[BasisDistribution]) -> tuple[dict, dict]:
     """Overlaid normalised histograms, one trace per basis: log10 density, and top-token entropy."""
     def traces(field: str) -> list[dict]:
-        return [{"type": "histogram", "x": getattr(d, field), "name": f"{d.name} ({d.kind})", "opacity": 0.6,
+        return [{"type": "histogram", "x": getattr(d, field), "name": html.escape(f"{d.name} ({d.kind})"), "opacity": 0.6,
                  "histnorm": "probability", "nbinsx": 40} for d in dists]
 
     layout = {"barmode": "overlay", "yaxis": {"title": {"text": "fraction of live units"}}, "showlegend": True}
@@ -64,7 +65,7 @@ def totals_plot(dists, max_total: int) -> dict:
     """Grouped bars: how many scores of each basis gave each rubric total 0..max_total, the medians (of the items'
     mean totals) as dashed lines in the basis's colour, each labelled."""
     colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]  # plotly's first trace colours
-    data = [{"type": "bar", "x": list(range(len(d.histogram))), "y": d.histogram, "name": f"{d.basis} ({d.kind})",
+    data = [{"type": "bar", "x": list(range(len(d.histogram))), "y": d.histogram, "name": html.escape(f"{d.basis} ({d.kind})"),
              "marker": {"color": colours[i % len(colours)]},
              "hovertemplate": "total %{x}: %{y} scores<extra></extra>"} for i, d in enumerate(dists)]
     shown = [(i, d) for i, d in enumerate(dists) if d.median is not None]
@@ -82,7 +83,7 @@ def interval_curves_plot(curves, max_score: int) -> dict:
     """Mean per-interval score (0..max_score) against the interval (1 = lowest activations), one line per basis: the
     mean over every rater's scores of that basis's items in the interval (n in the hover)."""
     data = [{"type": "scatter", "mode": "lines+markers", "x": list(range(1, len(c.mean) + 1)), "y": c.mean,
-             "name": c.basis, "customdata": c.n,
+             "name": html.escape(c.basis), "customdata": c.n,
              "hovertemplate": "interval %{x}: mean %{y:.2f} of %{customdata} scores<extra></extra>"} for c in curves]
     return {"data": data, "layout": {"showlegend": True, "xaxis": {"title": {"text": "activation interval"}, "dtick": 1},
                                      "yaxis": {"title": {"text": f"mean score (0-{max_score})"},
@@ -104,8 +105,8 @@ def frontier_plots(bases: list) -> tuple[dict, dict] | None:
         data = []
         for (model, arch), members in sorted(groups.items()):
             members = sorted((b for b in members if getattr(b.metrics, field) is not None), key=lambda b: b.metrics.l0)
-            data.append({"type": "scatter", "mode": "lines+markers", "name": f"{arch} ({model})" if len(
-                {m for m, _ in groups}) > 1 else arch, "x": [b.metrics.l0 for b in members],
+            data.append({"type": "scatter", "mode": "lines+markers", "name": html.escape(f"{arch} ({model})" if len(
+                {m for m, _ in groups}) > 1 else arch), "x": [b.metrics.l0 for b in members],
                 "y": [getattr(b.metrics, field) for b in members], "text": [b.name for b in members],
                 "customdata": [b.url for b in members], "marker": {"size": 9},
                 "hovertemplate": "%{text}<br>L0 %{x:.3g}<br>" + title + " %{y:.4g}<extra></extra>"})
@@ -150,7 +151,7 @@ def map_plot(points: list, colour: str) -> dict:
         return f"{html.escape(p.basis)} #{p.index}<br>{html.escape(p.label or 'no label')}<br>{tokens}"
 
     def trace(name: str, members: list, **extra) -> dict:
-        return {"type": "scattergl", "mode": "markers", "name": name, "x": [p.x for p in members],
+        return {"type": "scattergl", "mode": "markers", "name": html.escape(name), "x": [p.x for p in members],
                 "y": [p.y for p in members], "text": [hover(p) for p in members],
                 "customdata": [p.url for p in members], "hovertemplate": "%{text}<extra></extra>",
                 "marker": {"size": 5, "opacity": 0.75, **extra.pop("marker", {})}, **extra}
@@ -180,7 +181,7 @@ def proxy_corr_plot(bases: list) -> dict:
         counts, edges = np.histogram(np.clip(b.correlations, -1, 1), bins=40, range=(-1, 1))
         total = max(int(counts.sum()), 1)
         data.append({"type": "bar", "x": ((edges[:-1] + edges[1:]) / 2).tolist(), "y": (counts / total).tolist(),
-                     "name": f"{b.name} ({b.kind}s)", "opacity": 0.6,
+                     "name": html.escape(f"{b.name} ({b.kind}s)"), "opacity": 0.6,
                      "hovertemplate": "corr %{x:.2f}: %{y:.1%} of units<extra></extra>"})
     return {"data": data, "layout": {"barmode": "overlay", "showlegend": True, "yaxis": {"type": "log",
                                      "title": {"text": "fraction of units (log)"}},
@@ -190,7 +191,7 @@ def proxy_corr_plot(bases: list) -> dict:
 def autointerp_plot(bases: list) -> dict:
     """Grouped box plots with every point: one group per scorer, one box per basis (features beside neurons), the
     y axis the score (Spearman for simulation, balanced accuracy for the others)."""
-    data = [{"type": "box", "name": f"{b.basis} ({b.kind})", "boxpoints": "all", "jitter": 0.4, "pointpos": 0,
+    data = [{"type": "box", "name": html.escape(f"{b.basis} ({b.kind})"), "boxpoints": "all", "jitter": 0.4, "pointpos": 0,
              "x": [s.scorer for s in b.scorers for _ in s.values], "y": [v for s in b.scorers for v in s.values]}
             for b in bases]
     return {"data": data, "layout": {"boxmode": "group", "showlegend": True,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 
@@ -105,3 +106,13 @@ def test_two_models_links_carry_the_escaped_model_name(evil_site):
     page = evil_site.get("/bases/neurons", params={"model": hostile}).text
     assert_no_markup(page)
     assert "model=run%3Ci%3E%26%27%22" in page.replace("&amp;", "&")
+
+
+def test_plot_names_reach_plotly_as_text():
+    """Plotly reads a subset of HTML in trace names: a basis named like markup is drawn as its text."""
+    from app.present import plots
+    from app.read.proxy_schemas import RankedBasis
+
+    hostile = '<a href="javascript:alert(1)">x&y</a>'
+    spec = plots.proxy_corr_plot([RankedBasis(name=hostile, kind="sae", n_units=1, units=[], correlations=[0.5])])
+    assert spec["data"][0]["name"] == html.escape(f"{hostile} (saes)") and "<a" not in json.dumps(spec)
