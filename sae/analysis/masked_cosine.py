@@ -82,7 +82,7 @@ class MaskedSums:
         """Return the family edges (i of A [E], j of B [E], masked cosine [E]) at or above `threshold`, between
         units that are neither dead nor ultralow, by A then score descending."""
         keep_a, keep_b = self.kept()
-        found = []
+        found = [(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))]  # none: empty arrays
         for start in range(0, len(keep_a), ROW_BLOCK):
             rows = slice(start, min(start + ROW_BLOCK, len(keep_a)))
             score = self.masked_cosine(cross, sumsq_a, sumsq_b, rows)
@@ -90,7 +90,6 @@ class MaskedSums:
             score[:, ~keep_b] = 0.0
             i, j = np.nonzero(score >= threshold)
             found.append((i + start, j, score[i, j]))
-        i, j, s = (np.concatenate(parts) for parts in zip(*found)) if found else (np.zeros(0, int),) * 2 + (
-            np.zeros(0, np.float32),)
+        i, j, s = (np.concatenate(parts) for parts in zip(*found))
         order = np.lexsort((-s, i))
         return i[order].astype(np.int64), j[order].astype(np.int64), s[order].astype(np.float32)
