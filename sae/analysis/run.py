@@ -5,7 +5,8 @@ order, rounded up to whole sequences, or all of them when fewer), the LM and the
 (and links.npz for an SAE) per basis through `write_stage`, with the fingerprints of corpus, lm (and sae) as inputs
 and the config (its `conventions` included), so an unchanged basis is skipped. One pass-1 loop serves every basis
 that is out of date; it runs as shards of sequences on an executor (sae/analysis/executor.py: here, or Ray tasks
-that load everything from the run folder through `run_shard`), and the reduce runs here. The spills live in a temporary folder under analysis/ and are removed at the end.
+that load everything from the run folder through `run_shard`), and the reduce runs here. The spills live in a
+temporary folder under analysis/ and are removed at the end.
 """
 
 from __future__ import annotations
