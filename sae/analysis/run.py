@@ -31,7 +31,8 @@ from sae.analysis.proxies import Proxy
 from sae.analysis.proxy_run import analysis_proxies, heldout_scores
 from sae.analysis.proxy_scores import buckets
 from sae.analysis.reduce import BasisResult, finish
-from sae.analysis.shard import ActsFn, AnalysisConfig, Basis, LossFn, ShardState, analyze_shard, loss_mean
+from sae.analysis.lm_losses import LossModel, loss_model
+from sae.analysis.shard import ActsFn, AnalysisConfig, Basis, ShardState, analyze_shard, loss_mean
 from sae.conventions import NEURON_BASIS
 from sae.corpus.build import load_heldout
 from sae.errors import MonoscopeError
@@ -113,20 +114,14 @@ def _load_bases(todo: list[PlannedBasis], d_in: int) -> list[LoadedBasis]:
     return loaded
 
 
-def _lm_functions(model, dev: torch.device) -> tuple[ActsFn, LossFn]:
-    """Return the LM as the shard pass sees it: activations on CPU, and the logits with an optional splice
-    (which sees and returns CPU activations)."""
+def _lm_functions(model, dev: torch.device, tokens: np.ndarray, cfg: AnalysisConfig) -> tuple[ActsFn, LossModel]:
+    """Return the LM as the shard pass sees it: activations on CPU, and its LM-loss sums (sae/analysis/lm_losses.py)."""
     from sae import lm
 
     def acts_fn(batch: torch.Tensor) -> torch.Tensor:  # [B, T] -> [B, T, d_mlp] on CPU
         return lm.mlp_activations(model, batch.to(dev)).float().cpu()
 
-    def loss_fn(batch: torch.Tensor, replace_post) -> torch.Tensor:  # [B, T] -> logits [B, T, d_vocab] on CPU
-        splice = None if replace_post is None else (
-            lambda post: replace_post(post.float().cpu()).to(post.device, post.dtype))
-        return lm.lm_logits(model, batch.to(dev), splice).float().cpu()
-
-    return acts_fn, loss_fn
+    return acts_fn, loss_model(model, dev, tokens, cfg.loss_batch_sequences)
 
 
 @dataclass(frozen=True)
@@ -155,8 +150,8 @@ def run_shard(job: ShardJob) -> list[ShardState]:
     model = lm.load_lm(job.run_dir, dev)
     tokens = load_heldout(job.run_dir, job.cfg.n_tokens)
     bases = [item.basis for item in _load_bases(job.plans, int(model.cfg.d_mlp))]
-    acts_fn, loss_fn = _lm_functions(model, dev)
-    return analyze_shard(acts_fn, loss_fn, tokens, job.seq_range, bases, job.cfg, job.spill_dir, mean=job.mean,
+    acts_fn, losses = _lm_functions(model, dev, tokens, job.cfg)
+    return analyze_shard(acts_fn, losses, tokens, job.seq_range, bases, job.cfg, job.spill_dir, mean=job.mean,
                          proxy_scores=job.proxy_scores, proxy_from=job.seq_range[0])
 
 
@@ -167,7 +162,7 @@ def _passes(run_dir: Path, model, dev: torch.device, tokens: np.ndarray, loaded:
     spills live and die in between."""
     from tqdm import tqdm
 
-    acts_fn, loss_fn = _lm_functions(model, dev)
+    acts_fn, losses = _lm_functions(model, dev, tokens, cfg)
     bases = [item.basis for item in loaded]
     (run_dir / "analysis").mkdir(parents=True, exist_ok=True)
     for stale in (run_dir / "analysis").glob(".spill-*"):  # left by a killed analysis
@@ -192,7 +187,7 @@ def _passes(run_dir: Path, model, dev: torch.device, tokens: np.ndarray, loaded:
                 n_tokens = [(end - start) * tokens.shape[1] for start, end in ranges]
                 states = executor.map(run_shard, jobs, lambda i: bar.update(n_tokens[i]))
             else:
-                states = executor.map(lambda r: analyze_shard(acts_fn, loss_fn, tokens, r, bases, cfg, spill,
+                states = executor.map(lambda r: analyze_shard(acts_fn, losses, tokens, r, bases, cfg, spill,
                                                               bar.update, mean, scores), ranges)
         log("pass 2 over the spilled activations: histograms, intervals, context windows")
         results = finish(states, bases, tokens, cfg, None if scores is None else buckets(scores))

@@ -28,11 +28,11 @@ from sae.analysis.spill import Spill
 from sae.analysis.state import UnitStats
 from sae.conventions import BOS_POSITION
 from sae.dictionary.architectures import Activation
-from sae.dictionary.metrics import LogitsFn, LossSums, ReconstructionSums, add_losses, mean_activation
+from sae.analysis.lm_losses import LossModel
+from sae.dictionary.metrics import LossSums, ReconstructionSums, mean_activation
 from sae.dictionary.model import sparse_decode
 
 ActsFn = Callable[[torch.Tensor], torch.Tensor]  # tokens [B, T] long -> MLP activations [B, T, d_in]
-LossFn = LogitsFn  # (tokens [B, T], replace_mlp_post or None) -> logits [B, T, d_vocab]
 
 
 @dataclass
@@ -78,7 +78,7 @@ class ShardState:
 
 
 @torch.no_grad()
-def analyze_shard(acts_fn: ActsFn, loss_fn: LossFn | None, tokens: np.ndarray, seq_range: tuple[int, int],
+def analyze_shard(acts_fn: ActsFn, losses: LossModel | None, tokens: np.ndarray, seq_range: tuple[int, int],
                   bases: list[Basis], cfg: AnalysisConfig, spill_dir: Path,
                   progress: Callable[[int], None] | None = None, mean: torch.Tensor | None = None,
                   proxy_scores: np.ndarray | None = None, proxy_from: int = 0) -> list[ShardState]:
@@ -97,19 +97,20 @@ def analyze_shard(acts_fn: ActsFn, loss_fn: LossFn | None, tokens: np.ndarray, s
               for b in bases]
     buffers: dict[str, torch.Tensor] = {}
     loss_limit = math.inf if cfg.loss_tokens is None else cfg.loss_tokens
-    if loss_fn is not None and mean is None:
+    if losses is not None and mean is None:
         mean = loss_mean(acts_fn, tokens, cfg)
     for s0 in range(seq_start, seq_end, cfg.batch_sequences):
         s1 = min(s0 + cfg.batch_sequences, seq_end)
         batch = torch.from_numpy(np.asarray(tokens[s0:s1], dtype=np.int64))  # [B, T]
         token_offset = s0 * n_ctx
         # The loss region is the whole batches that start before loss_tokens, counted from the array's start.
-        with_loss = loss_fn is not None and token_offset < loss_limit
-        if with_loss:  # the clean-loss forward also yields the activations: no separate forward for this batch
-            x, shared, own = _losses(loss_fn, batch, cfg, mean, bases)
+        with_loss = losses is not None and token_offset < loss_limit
+        if with_loss:  # the loss's forward also yields the activations: no separate forward for this batch
+            post, kept = losses.forward(batch)
         else:
-            x = acts_fn(batch)
-        x = x.reshape(-1, x.shape[-1]).float()  # [N, d_in]
+            post = acts_fn(batch)
+        x = post.reshape(-1, post.shape[-1]).float()  # [N, d_in]
+        reconstructions, batch_sums = {}, []
         n = x.shape[0]
         # Statistics leave BOS out (sae.conventions); the spill keeps it, so context windows still show it.
         counted = torch.arange(n) % n_ctx != BOS_POSITION  # [N]
@@ -133,15 +134,20 @@ def analyze_shard(acts_fn: ActsFn, loss_fn: LossFn | None, tokens: np.ndarray, s
             state.spill.append(row_counts, units, values)
             sums = BasisSums()
             state.batch_sums.append(sums)
+            batch_sums.append((basis.name, sums))
             if basis.sae is not None:
-                err = _decode_sparse(basis.sae, row_counts, units, values).sub_(x)  # [N, d_in]
-                counted_err = err[counted]  # [N - B, d_in]
+                x_hat = _decode_sparse(basis.sae, row_counts, units, values)  # [N, d_in]
+                if with_loss:
+                    reconstructions[basis.name] = x_hat.reshape(post.shape)
+                counted_err = x_hat[counted] - x_counted  # [N - B, d_in]
                 sums.recon.add(len(x_counted), int(keep.sum()), x=x_counted, sq_err=float(counted_err.pow(2).sum()),
                                x_hat=counted_err + x_counted)
             else:
                 sums.recon.add(len(x_counted), int(keep.sum()))
-            if with_loss:
-                sums.loss = shared.merge(own.get(basis.name, LossSums()))
+        if with_loss:  # after the encoders: each SAE's reconstruction is its splice
+            shared, own = losses.sums(kept, batch, post, mean, reconstructions)
+            for name, sums in batch_sums:
+                sums.loss = shared.merge(own.get(name, LossSums()))
         if progress is not None:
             progress(n)
     return states
@@ -159,21 +165,6 @@ def loss_mean(acts_fn: ActsFn, tokens: np.ndarray, cfg: AnalysisConfig) -> torch
     return mean_activation(acts_fn(torch.from_numpy(np.asarray(tokens[s: min(s + cfg.batch_sequences, n_seq)],
                                                                dtype=np.int64)))
                            for s in range(0, n_seq, cfg.batch_sequences))
-
-
-def _losses(loss_fn: LossFn, batch: torch.Tensor, cfg: AnalysisConfig, mean: torch.Tensor | None,
-            bases: list[Basis]) -> tuple[torch.Tensor, LossSums, dict[str, LossSums]]:
-    """Return (the batch's activations [B, T, d_in], the losses shared by every basis, each SAE's own spliced
-    loss), run in chunks of rows (the logits [b, T, d_vocab] dominate memory)."""
-    splices = {b.name: (lambda post, sae=b.sae: sae(post.float())) for b in bases if b.sae is not None}
-    posts, shared, own = [], LossSums(), {name: LossSums() for name in splices}
-    for r0 in range(0, batch.shape[0], cfg.loss_batch_sequences):
-        rows = batch[r0: r0 + cfg.loss_batch_sequences]
-        post, chunk_shared, chunk_own = add_losses(loss_fn, rows, mean, splices)
-        posts.append(post.float().cpu())
-        shared = shared.merge(chunk_shared)
-        own = {name: own[name].merge(chunk_own[name]) for name in splices}
-    return torch.cat(posts), shared, own
 
 
 def _buffer(buffers: dict, key: str, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:

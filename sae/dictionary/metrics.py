@@ -12,12 +12,15 @@ Loss recovered = (L_zero_ablation − L_sae) / (L_zero_ablation − L_clean), on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import torch
 
 from sae.conventions import BOS_POSITION, DENSE_DENSITY
 from sae.dictionary.model import SparseAutoencoder
+
+if TYPE_CHECKING:  # sae.lm imports transformer_lens: not needed to define this module
+    from sae.lm.model import MLPHead
 
 
 @torch.no_grad()
@@ -268,6 +271,65 @@ def add_losses(logits_fn: LogitsFn, tokens: torch.Tensor, mean: torch.Tensor | N
     return post, shared, own
 
 
+HEAD_ROWS = 256  # predicted positions per chunk of head_losses: their [rows, d_vocab] log-probabilities stay in cache
+
+
+@torch.no_grad()
+def head_losses(head: MLPHead, resid_mid: torch.Tensor, post: torch.Tensor, tokens: torch.Tensor,
+                mean: torch.Tensor | None, reconstructions: dict[str, torch.Tensor]
+                ) -> tuple[LossSums, dict[str, LossSums]]:
+    """Return the sums `add_losses` returns (its `shared` and `own`) for a one-layer LM, from its residual before the
+    MLP resid_mid [b, T, d_model] and the hook's activations post [b, T, d_mlp] (sae.lm.model.mid_and_post) on
+    tokens [b, T], with no forward (sae.lm.model.MLPHead).
+
+    reconstructions: name -> the SAE's reconstruction of post [b, T, d_mlp] (a splice's output).
+    The final norm's projection is linear, so the logits of resid_mid + out are (P(resid_mid) + P(out)) / scale(...)
+    + bias: one unembedding of resid_mid, one of the clean MLP output and one per reconstruction serve every
+    replacement (zero and mean ablation add a constant row). KL(clean || replaced) per position is
+    Σ p·log p − Σ p·log q, so the clean distribution is exponentiated once.
+    """
+    b, n_ctx, d_mlp = post.shape
+    n = b * (n_ctx - 1)  # predicted positions: every one but the last of each sequence
+    mid = resid_mid[:, :-1].reshape(n, -1)
+    clean_post = post[:, :-1].reshape(n, d_mlp)
+    targets = tokens[:, 1:].reshape(n, 1).to(post.device)
+    bos = torch.arange(n, device=post.device) % (n_ctx - 1) == BOS_POSITION  # [n] BOS keeps its own activations
+    outs = {"zero": head.b_out} | ({} if mean is None else {"mean": head.mlp_out(mean[None])[0]})
+    constants = {name: head.readout.project(out[None]) for name, out in outs.items()}  # (c(out), P(out) [1, V])
+    recon = {name: r[:, :-1].reshape(n, d_mlp) for name, r in reconstructions.items()}
+    ce = dict.fromkeys(["clean", *constants, *recon], 0.0)
+    kl = dict.fromkeys([*constants, *recon], 0.0)
+    for r0 in range(0, n, HEAD_ROWS):
+        rows = slice(r0, min(r0 + HEAD_ROWS, n))
+        m = rows.stop - r0
+        own = [clean_post[rows]] + [r[rows] for r in recon.values()]
+        centred, projected = head.readout.project(torch.cat([mid[rows]] + [head.mlp_out(o) for o in own]))
+        (c_mid, *c_outs), (p_mid, *p_outs) = centred.split(m), projected.split(m)
+        kept = torch.nonzero(bos[rows])[:, 0]
+        target = targets[rows]
+
+        def logprobs(c_out: torch.Tensor, p_out: torch.Tensor) -> torch.Tensor:  # [m, V]
+            scale = head.readout.scale(c_mid + c_out)
+            return (p_mid + p_out).div_(scale).add_(head.readout.bias).log_softmax(-1)
+
+        lp = logprobs(c_outs[0], p_outs[0])
+        p = lp.exp()
+        neg_entropy = _row_dot(p, lp)  # [m] Σ p log p
+        ce["clean"] -= float(lp.gather(-1, target).sum(dtype=torch.float64))
+        replaced = {name: (c, pr) for name, (c, pr) in constants.items()} | dict(zip(recon, zip(c_outs[1:], p_outs[1:])))
+        for name, (c_out, p_out) in replaced.items():
+            lq = logprobs(c_out, p_out).index_copy_(0, kept, lp[kept])
+            ce[name] -= float(lq.gather(-1, target).sum(dtype=torch.float64))
+            kl[name] += float((neg_entropy - _row_dot(p, lq)).sum(dtype=torch.float64))
+    shared = LossSums(n, {k: ce[k] for k in ("clean", *constants)}, {k: kl[k] for k in constants})
+    return shared, {name: LossSums(0, {"spliced": ce[name]}, {"spliced": kl[name]}) for name in recon}
+
+
+def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Return the dot product of each row [N] of a and b [N, V], without an [N, V] temporary."""
+    return torch.linalg.vecdot(a, b)
+
+
 @torch.no_grad()
 def mean_activation(posts: Iterable[torch.Tensor]) -> torch.Tensor:
     """Return the mean [d] of hook activations over the positions after BOS (mean ablation's vector), streamed over
@@ -287,7 +349,7 @@ def mean_activation(posts: Iterable[torch.Tensor]) -> torch.Tensor:
 def loss_recovered(model, tokens: torch.Tensor, sae: SparseAutoencoder, batch_rows: int = 32) -> dict:
     """Return the LM-loss metrics of `sae` spliced in on tokens [B, T] (LossSums.metrics), mean ablation by the mean
     activation over these tokens."""
-    from sae.lm.model import lm_logits, mlp_activations
+    from sae.lm.model import lm_logits, mid_and_post, mlp_activations, mlp_head
 
     device = sae.W_enc.device
     mean = mean_activation(mlp_activations(model, tokens[s: s + batch_rows])
@@ -296,9 +358,14 @@ def loss_recovered(model, tokens: torch.Tensor, sae: SparseAutoencoder, batch_ro
     def splice(act: torch.Tensor) -> torch.Tensor:  # [b, T, d_mlp] -> same, through the SAE
         return sae(act.to(device, torch.float32))
 
+    head = mlp_head(model, tokens[:2])
     sums = LossSums()
     for start in range(0, len(tokens), batch_rows):
-        _, shared, own = add_losses(lambda t, replace: lm_logits(model, t, replace), tokens[start: start + batch_rows],
-                                 mean, {"sae": splice})
+        rows = tokens[start: start + batch_rows]
+        if head is None:
+            _, shared, own = add_losses(lambda t, replace: lm_logits(model, t, replace), rows, mean, {"sae": splice})
+        else:
+            mid, post = mid_and_post(model, rows)
+            shared, own = head_losses(head, mid, post, rows, mean, {"sae": splice(post).to(post.device)})
         sums = sums.merge(shared).merge(own["sae"])
     return sums.metrics()

@@ -108,18 +108,25 @@ class _StopForward(Exception):
 
 def activation_at(model, tokens: torch.Tensor, hook_name: str) -> torch.Tensor:
     """Return the activation at `hook_name` as float32 for tokens [B, T]; the forward stops there."""
+    return activations_at(model, tokens, [hook_name])[0]
+
+
+def activations_at(model, tokens: torch.Tensor, hook_names: list[str]) -> list[torch.Tensor]:
+    """Return the activations at hook_names (in the order the forward reaches them) as float32 for tokens [B, T];
+    the forward stops at the last one."""
     stored: list[torch.Tensor] = []
 
     def grab(act, hook):
         stored.append(act.float())
-        raise _StopForward
+        if len(stored) == len(hook_names):
+            raise _StopForward
 
-    with torch.no_grad(), model.hooks(fwd_hooks=[(hook_name, grab)]):
+    with torch.no_grad(), model.hooks(fwd_hooks=[(name, grab) for name in hook_names]):
         try:
             model(tokens.to(model.cfg.device), return_type=None)
         except _StopForward:
             pass
-    return stored[0]
+    return stored
 
 
 def mlp_activations(model, tokens: torch.Tensor) -> torch.Tensor:
@@ -176,6 +183,60 @@ def readout(model) -> Readout:
     return Readout(centre=kind is not None and kind.startswith("LN"), normalised=kind is not None,
                    w=torch.ones(d_model) if w is None else w.detach().float().cpu(), eps=float(getattr(ln, "eps", 0.0)),
                    W_U=W_U, bias=b @ W_U + model.b_U.detach().float().cpu())
+
+
+RESID_MID = "blocks.0.hook_resid_mid"
+
+
+@dataclass(frozen=True)
+class MLPHead:
+    """What a one-layer LM does after its MLP's activations: logits = readout(resid_mid + post @ W_out + b_out).
+
+    The LM-loss metrics replace the hook's activations by zeros, their mean or a reconstruction; with the head, each
+    replacement costs one MLP output and one unembedding, and the attention before it runs once, not once per
+    replacement (sae.dictionary.metrics.head_losses)."""
+
+    W_out: torch.Tensor  # [d_mlp, d_model]
+    b_out: torch.Tensor  # [d_model]
+    readout: Readout
+
+    def mlp_out(self, post: torch.Tensor) -> torch.Tensor:
+        """Return the MLP's output [N, d_model] of hook activations post [N, d_mlp]."""
+        return torch.addmm(self.b_out, post, self.W_out)
+
+    def logits(self, resid: torch.Tensor) -> torch.Tensor:
+        """Return the logits [N, d_vocab] of final residual vectors resid [N, d_model]."""
+        centred, projected = self.readout.project(resid)
+        return projected.div_(self.readout.scale(centred)).add_(self.readout.bias)
+
+
+def mlp_head(model, probe: torch.Tensor) -> MLPHead | None:
+    """Return the model's MLPHead on its device, or None where the logits are not resid_mid + MLP out read by the
+    final norm: more than one layer, or any other block or readout, found by comparing the head's clean logits
+    with the model's own on probe tokens [b, T] (a few sequences) rather than by listing architectures."""
+    cfg = model.cfg
+    if cfg.n_layers != 1 or cfg.attn_only or cfg.parallel_attn_mlp or not hasattr(model.blocks[0].mlp, "W_out"):
+        return None
+    try:
+        ro = readout(model)
+    except MonoscopeError:
+        return None
+    dev = model.W_U.device
+    head = MLPHead(model.blocks[0].mlp.W_out.detach().float(), model.blocks[0].mlp.b_out.detach().float(),
+                   Readout(ro.centre, ro.normalised, ro.w.to(dev), ro.eps, ro.W_U.to(dev), ro.bias.to(dev)))
+    with torch.no_grad():
+        mid, post = mid_and_post(model, probe)
+        ours = head.logits((mid + head.mlp_out(post.reshape(-1, post.shape[-1])).reshape(*mid.shape[:2], -1))
+                           .reshape(-1, mid.shape[-1]))
+        theirs = lm_logits(model, probe).float().reshape(ours.shape)
+    return head if torch.allclose(ours, theirs, rtol=1e-4, atol=1e-4) else None
+
+
+def mid_and_post(model, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (the residual stream before the MLP [B, T, d_model], the MLP post-activations [B, T, d_mlp]) of a
+    one-layer model, float32 on its device; the forward stops at HOOK_POST."""
+    mid, post = activations_at(model, tokens, [RESID_MID, HOOK_POST])
+    return mid, post
 
 
 def lm_loss(

@@ -15,6 +15,8 @@ from sae.dictionary import SAETrainConfig, train_sae_on_run
 from sae.dictionary.metrics import (
     LossSums,
     ReconstructionSums,
+    add_losses,
+    head_losses,
     keep_bos,
     loss_recovered,
     mean_activation,
@@ -136,6 +138,34 @@ def test_loss_metrics_match_sae_lens_on_the_tiny_lm(tiny_run, tmp_path):
     assert ours["kl_div_score"] == pytest.approx(
         (ours["kl_div_with_ablation"] - ours["kl_div_with_sae"]) / ours["kl_div_with_ablation"])
     assert ours["kl_div_with_mean_ablation"] > 0 and ours["kl_div_with_mean_ablation"] != ours["kl_div_with_ablation"]
+
+
+def test_head_losses_equal_the_spliced_forwards_on_the_tiny_lm(tiny_run):
+    """The one-layer shortcut (each replacement one MLP output and one unembedding, no forward) gives the sums of
+    running the model once per replacement, and the tiny LM takes it (so the sae_lens comparison above checks it)."""
+    model = lm.load_lm(tiny_run)
+    tokens = torch.from_numpy(np.load(tiny_run / "corpus" / "heldout.npy")[:12].astype(np.int64))
+    head = lm.mlp_head(model, tokens[:2])
+    assert head is not None
+    sae = SparseAutoencoder(SAEConfig(d_in=64, d_sae=96)).init_weights(torch.Generator().manual_seed(0))
+    mid, post = lm.mid_and_post(model, tokens)
+    mean = post[:, 1:].reshape(-1, 64).mean(0)
+    with torch.no_grad():
+        recon = sae(post)
+        fast_shared, fast_own = head_losses(head, mid, post, tokens, mean, {"s": recon})
+        _, shared, own = add_losses(lambda t, replace: lm.lm_logits(model, t, replace), tokens, mean,
+                                    {"s": lambda p: recon})
+    assert fast_shared.tokens == shared.tokens == 12 * (tokens.shape[1] - 1)
+    for fast, slow in ((fast_shared, shared), (fast_own["s"], own["s"])):
+        assert fast.ce.keys() == slow.ce.keys() and fast.kl.keys() == slow.kl.keys()
+        for key in fast.ce:
+            assert fast.ce[key] == pytest.approx(slow.ce[key], rel=1e-5), key
+        for key in fast.kl:
+            assert fast.kl[key] == pytest.approx(slow.kl[key], rel=1e-3, abs=1e-3), key
+            assert fast.kl[key] > 1e-2  # not vacuous
+    capped = lm.load_lm(tiny_run)
+    capped.cfg.output_logits_soft_cap = 2.0  # a readout the head does not reproduce: the probe finds it out
+    assert lm.mlp_head(capped, tokens[:2]) is None
 
 
 @pytest.mark.usefixtures("single_thread")
