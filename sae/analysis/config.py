@@ -34,7 +34,7 @@ class AnalysisConfig:
     # 5: loss recovered and KL over 262,144 tokens (the paper's figures need more than a handful of files).
     conventions: int = 5
     n_links: int = 5
-    # LM-loss metrics (clean, zero- and mean-ablated, spliced: 3 + n_SAE unembeddings per token for a one-layer LM,
+    # LM-loss metrics (clean, zero- and mean-ablated, spliced: 2 + n_SAE unembeddings per token for a one-layer LM,
     # as many forwards for another) use the first loss_tokens analysed tokens (rows in the seeded order: spread over
     # the whole held-out split); None: all of them, 0: none.
     loss_tokens: int | None = 1 << 18
