@@ -56,6 +56,16 @@ def setup(run: Path, log=print) -> str:
     return SAE_NAME
 
 
+def peak_rss_gib() -> float:
+    """Return this process's peak resident memory in GiB: VmHWM, which belongs to this process's own memory map.
+    (getrusage's ru_maxrss is not: Linux carries it across fork and exec, so a measurement started by a parent that
+    peaked higher, the set-up training the LM say, reports the parent's peak.)"""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20  # kB -> GiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # no /proc: the best there is
+
+
 def measure(run: Path, mode: str, n_tokens: int, sae_name: str) -> dict:
     """Run one measurement in this process; return seconds, tokens and peak RSS."""
     import numpy as np
@@ -84,7 +94,7 @@ def measure(run: Path, mode: str, n_tokens: int, sae_name: str) -> dict:
                      include_neurons=mode.startswith("all"), log=lambda m: None)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     # ...but the analysis's own load (LM, SAE: well under a second) is inside its time: conservative.
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (ru_maxrss is in KiB on Linux)
+    rss = peak_rss_gib()
     return {"mode": mode, "tokens": int(tokens.size), "seconds": seconds, "cpu_seconds": cpu, "peak_rss_gib": rss}
 
 
