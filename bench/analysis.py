@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/analysis.py [--run runs/bench-analysis] [--tokens 262144] [--threads 2]
 
-Default work = SAEDashboard's published figure: 4,096 features over 2,048 x 128 tokens (176 s, 2.4 GiB peak, on
-these 2 cores). Set-up, once, cached in the run folder: the stdlib corpus, a 1-layer LM (d_mlp 512) trained briefly,
-and, when the run has no SAE yet, a random 512 -> 4,096 SAE whose per-feature biases make each feature fire on
+Default work = SAEDashboard's: 4,096 features over 2,048 x 128 tokens; SAEDashboard itself is timed on the same
+tokens, LM and SAE in the same run when its venv is built (bash bench/saedashboard/setup.sh; --no-saedashboard: not).
+Set-up, once, cached in the run folder: the stdlib corpus, a 1-layer LM (d_mlp 512) trained briefly, and, when the
+run has no SAE yet, a random 512 -> 4,096 SAE whose per-feature biases make each feature fire on
 30/4096 of tokens (L0 ~ 30, as a trained one): speed depends on sizes and L0, not on training.
 Each measurement runs in its own subprocess (its own peak RSS, OMP_WAIT_POLICY=PASSIVE unless set); each analysis
 is compared with a bare pass run just before it, so that both see the same load from other jobs on the machine.
@@ -103,6 +104,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=ROOT / "runs" / "bench-analysis")
     parser.add_argument("--tokens", type=int, default=2048 * 128)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-saedashboard", action="store_true", help="leave out SAEDashboard's measurement")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--sae", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -128,6 +130,16 @@ def main() -> None:
     labels = {"sae": "SAE basis (4,096 features), all metrics", "sae-noloss": "SAE basis, no LM-loss metrics",
               "all": "neurons + SAE (the default command)"}
     pairs = {mode: (run("bare"), run(mode)) for mode in labels}  # each analysis next to its own bare pass
+    sdb = None
+    if not args.no_saedashboard:  # SAEDashboard on the same tokens, LM and SAE, in its own venv (bench/saedashboard/)
+        sys.path.insert(0, str(ROOT / "bench"))
+        from saedashboard import measure_saedashboard
+
+        sdb = measure_saedashboard(args.run.resolve(), args.tokens, sae_name, args.threads)
+        if sdb is not None:
+            print(f"{'saedashboard':11s} {sdb['tokens']:>9,} tokens  {sdb['seconds']:7.1f} s  "
+                  f"{sdb['tokens'] / sdb['seconds']:>9,.0f} tok/s  cpu {sdb['cpu_seconds']:6.1f} s  "
+                  f"peak RSS {sdb['peak_rss_gib']:.2f} GiB", flush=True)
     print(f"\nload average (1, 5, 15 min) at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on "
           f"{os.cpu_count()} cores (other jobs inflate wall times; CPU-time ratios are steadier); "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}, {args.threads} threads")
@@ -137,8 +149,9 @@ def main() -> None:
         line = (f"{labels[mode]:40s} {r['tokens'] / r['seconds']:>7,.0f} tok/s vs bare forward+encode "
                 f"{bare['tokens'] / bare['seconds']:>7,.0f}: {wall:5.1%} (CPU time: {cpu:5.1%}); {r['seconds']:.1f} s, "
                 f"peak RSS {r['peak_rss_gib']:.2f} GiB")
-        if r["tokens"] == 2048 * 128:
-            line += f"; SAEDashboard 176 s, 2.4 GiB: {176 / r['seconds']:.1f}x faster"
+        if sdb is not None and mode.startswith("sae"):
+            line += (f"; SAEDashboard {sdb['seconds']:.1f} s, {sdb['peak_rss_gib']:.2f} GiB: "
+                     f"{sdb['seconds'] / r['seconds']:.1f}x faster")
         print(line)
 
 
