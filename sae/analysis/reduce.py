@@ -88,9 +88,8 @@ def finish(shards: list[list[ShardState]], bases: list[Basis], tokens: np.ndarra
         ids = np.full((len(units), w), -1, np.int32)
         acts = np.zeros((len(units), w), np.float32)
         for p in parts:
-            pi, pa, filled = gather_windows(p.spill, tokens_flat, n_ctx, p.seq_start * n_ctx, units, centers,
-                                            cfg.context_before, cfg.context_after)
-            ids[filled], acts[filled] = pi[filled], pa[filled]
+            gather_windows(p.spill, tokens_flat, n_ctx, p.seq_start * n_ctx, units, centers, cfg.context_before,
+                           cfg.context_after, ids, acts)
         shapes = {"top": (u, cfg.top_k), "interval": (u, i, s), "review_top": (u, cfg.review_top_k),
                   "review_interval": (u, i, cfg.review_samples_per_interval)}
         start = 0

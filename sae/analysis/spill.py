@@ -69,17 +69,16 @@ class Spill:
 
 
 def gather_windows(spill: Spill, tokens_flat: np.ndarray, n_ctx: int, shard_start: int, units: np.ndarray,
-                   centers: np.ndarray, before: int, after: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return (token ids [E, W] int32, activations [E, W] float32, filled [E] bool) of windows around entries.
+                   centers: np.ndarray, before: int, after: int, ids: np.ndarray, acts: np.ndarray) -> None:
+    """Fill the windows around the entries that lie in this shard into ids [E, W] int32 and acts [E, W] float32,
+    which come as -1 and 0 (outside the sequence they stay so); the other entries' rows are left as they are.
 
-    units, centers [E]: the unit and global token of each entry; only entries inside this shard's tokens
-    (global tokens shard_start .. shard_start + spill tokens) are filled. Outside the sequence: id -1, act 0.
+    units, centers [E]: the unit and global token of each entry; the shard holds global tokens shard_start ..
+    shard_start + spill tokens. Filled in place: the windows of every unit of a basis are the analysis's largest
+    arrays, and a copy per shard would double them.
     """
     n_shard = spill.n_tokens
-    w = before + 1 + after
     filled = (centers >= shard_start) & (centers < shard_start + n_shard) & (units >= 0)
-    ids = np.full((len(units), w), -1, dtype=np.int32)
-    acts = np.zeros((len(units), w), dtype=np.float32)
     e = np.nonzero(filled)[0]
     e = e[np.argsort(centers[e], kind="stable")]  # entries sorted by center token
     local = centers[e] - shard_start  # [E'] sorted; shards start at a sequence boundary, so local % T = position
@@ -102,4 +101,3 @@ def gather_windows(spill: Spill, tokens_flat: np.ndarray, n_ctx: int, shard_star
             query, keys = t * n + units[sel[me]], rows * n + u
             at = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
             acts[sel[me], mw] = np.where(keys[at] == query, v[at], 0.0)
-    return ids, acts, filled
