@@ -231,3 +231,40 @@ def test_saelens_named_metrics_match_sae_lens_on_the_same_reconstructions():
     cos = (x / norm_in[:, None] * (x_hat / norm_out[:, None])).sum(-1).mean()
     assert m["cossim"] == pytest.approx(float(cos), rel=1e-5)
     assert ReconstructionSums().metrics().keys() == {"mse", "fvu", "l0", "l1"}  # nothing claimed without x̂
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_analysis_with_the_head_equals_the_analysis_with_a_forward_per_replacement(tiny_run, tmp_path):
+    """The whole analysis of the tiny run, its LM-loss metrics from the head (today's path) and from the forwards
+    that ran before it (kept for LMs without a head): every array the same to the bit, the metrics to 1e-6."""
+    from sae.analysis.lm_losses import HeadLosses, SplicedLosses, loss_model
+    from sae.analysis.reduce import finish
+    from sae.analysis.shard import Basis, analyze_shard
+    from sae.corpus.build import load_heldout
+
+    model = lm.load_lm(tiny_run)
+    tokens = load_heldout(tiny_run, 1024)
+    sae = SparseAutoencoder(SAEConfig(d_in=64, d_sae=96)).init_weights(torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        sae.b_enc.fill_(-0.05)
+    bases = [Basis("neurons", 64), Basis("s", 96, sae.requires_grad_(False))]
+    cfg = AnalysisConfig(n_tokens=tokens.size, batch_sequences=8, loss_tokens=None, top_k=4, samples_per_interval=2,
+                         review_top_k=2, review_samples_per_interval=1, proxies=())
+    dev = torch.device("cpu")
+    fast = loss_model(model, dev, tokens, 4)
+    assert isinstance(fast, HeadLosses)
+
+    def analyse(losses, folder):
+        folder.mkdir()
+        return finish([analyze_shard(lambda b: lm.mlp_activations(model, b), losses, tokens, (0, len(tokens)),
+                                     bases, cfg, folder)], bases, tokens, cfg)
+
+    for ours, theirs in zip(analyse(fast, tmp_path / "head"), analyse(SplicedLosses(model, dev, 4), tmp_path / "fwd")):
+        assert ours.arrays.keys() == theirs.arrays.keys()
+        for key in ours.arrays:
+            np.testing.assert_array_equal(ours.arrays[key], theirs.arrays[key], err_msg=key)
+        a, b = ours.summary["metrics"], theirs.summary["metrics"]
+        assert a.keys() == b.keys() and a["loss_tokens"] == b["loss_tokens"] > 0
+        for key, value in a.items():  # None where a metric does not apply (the neurons reconstruct nothing)
+            assert value == b[key] if value is None else value == pytest.approx(b[key], rel=1e-6, abs=1e-9), key
+    assert ours.summary["metrics"]["kl_div_with_sae"] > 1e-3  # the SAE changes the LM's predictions
