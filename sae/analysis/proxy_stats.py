@@ -121,28 +121,31 @@ class ProxyHist:
         self.interval_acts = np.zeros(n_units * n_intervals, dtype=np.float64)
 
     def update(self, units: np.ndarray, intervals: np.ndarray, values: np.ndarray, tokens: np.ndarray) -> None:
-        """Add firing non-zeros: units, their intervals, values and global tokens [nnz]."""
+        """Add firing non-zeros: units, their intervals, values and global tokens [nnz], in token order."""
         u, k, i, b = self.shape
         group = units * i + intervals  # [nnz]
         self.interval_counts += np.bincount(group, minlength=u * i)
         self.interval_acts += np.bincount(group, weights=values, minlength=u * i)
-        # The (entry, proxy) pairs with a positive bucket, through each token's own positive pairs: the work is the
-        # pairs themselves, not K times every entry.
-        lo = int(tokens.min(initial=0))
+        if not len(units):
+            return
+        # Sparse products over the batch's tokens: entries [tokens, groups] (in token order already: CSR without a
+        # sort) against each token's positive (proxy, bucket) pairs [tokens, K·B]. The work is the (entry, pair)
+        # products themselves, in compiled loops, summed token by token in float64 as a bincount over them would be.
+        lo = int(tokens[0])
         local = tokens - lo
-        span = self.token_buckets[lo: lo + int(local.max(initial=-1)) + 1]  # [t, K] the batch's tokens
+        span = self.token_buckets[lo: int(tokens[-1]) + 1]  # [t, K] the batch's tokens
+        indptr = np.zeros(len(span) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(local, minlength=len(span)), out=indptr[1:])
         pair_token, pair_proxy = np.nonzero(span)  # token-ordered
-        per_token = np.bincount(pair_token, minlength=len(span))
-        first = np.concatenate([[0], np.cumsum(per_token)[:-1]])
-        repeats = per_token[local]  # [nnz]
-        entry = np.repeat(np.arange(len(units)), repeats)
-        within = np.arange(len(entry)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
-        pair = first[local[entry]] + within
-        proxy = pair_proxy[pair]
-        bucket = span[pair_token[pair], proxy]
-        index = ((units[entry] * k + proxy) * i + intervals[entry]) * b + bucket
-        self.counts += np.bincount(index, minlength=len(self.counts))
-        self.acts += np.bincount(index, weights=values[entry], minlength=len(self.acts))
+        pairs = sp.csr_matrix((np.ones(len(pair_token)), (pair_proxy * b + span[pair_token, pair_proxy], pair_token)),
+                              shape=(k * b, len(span)))  # [K·B, t]
+        entries = sp.csr_matrix((values.astype(np.float64), group, indptr), shape=(len(span), u * i))  # [t, U·I]
+        for total in (self.acts, self.counts):
+            product = (pairs @ entries).tocoo()  # [K·B, U·I]; a product holds each cell once, so += adds it once
+            proxy, bucket = np.divmod(product.row, b)
+            unit, interval = np.divmod(product.col, i)
+            total[((unit * k + proxy) * i + interval) * b + bucket] += product.data.astype(total.dtype)
+            entries.data[:] = 1.0  # the counts next: the same structure, every entry once
 
     def merge(self, other: "ProxyHist") -> "ProxyHist":
         out = ProxyHist(self.shape[0], self.shape[1], self.shape[2], self.token_buckets)

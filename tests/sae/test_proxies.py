@@ -141,3 +141,31 @@ def test_split_scores_are_cached_per_corpus_and_proxy_set(tiny_run_copy):
     other = heldout_scores(tiny_run_copy, resolve(("digits",), ()), 10)
     np.testing.assert_array_equal(other[..., 0], first[..., 0])
     assert [p.name for p in (tiny_run_copy / "analysis" / CACHE).glob("*.npy")] != [cached.name]
+
+
+def test_stacked_histograms_match_a_direct_count():
+    """ProxyHist (pass 2): per unit, proxy, interval and score bucket, the firing entries counted and their
+    activations summed, entry by entry; streamed in batches of whole tokens."""
+    from sae.analysis.proxy_stats import ProxyHist
+
+    rng = np.random.default_rng(5)
+    u, k, i, n = 6, 3, 4, 90
+    token_buckets = np.where(rng.random((n, k)) < 0.6, 0, rng.integers(1, 4, (n, k))).astype(np.uint8)
+    fires = rng.random((n, u)) < 0.4
+    tokens, units = np.nonzero(fires)  # token order
+    values = rng.random(len(units)).astype(np.float32) + 0.01
+    intervals = rng.integers(0, i, len(units))
+    hist = ProxyHist(u, k, i, token_buckets)
+    for lo, hi in ((0, 25), (25, 26), (26, 90)):
+        at = (tokens >= lo) & (tokens < hi)
+        hist.update(units[at], intervals[at], values[at], tokens[at])
+    out = hist.arrays()
+    counts = np.zeros((u, k, i, 4), np.int64)
+    acts = np.zeros((u, k, i, 4), np.float64)
+    for t, unit, value, interval in zip(tokens, units, values, intervals):
+        for j in range(k):
+            counts[unit, j, interval, token_buckets[t, j]] += 1
+            acts[unit, j, interval, token_buckets[t, j]] += value
+    np.testing.assert_array_equal(out["proxy_hist_counts"], counts)
+    np.testing.assert_allclose(out["proxy_hist_acts"], acts, rtol=1e-5, atol=1e-5)
+    assert (counts[..., 1:] > 0).any() and (counts[..., 0] > 0).any()
