@@ -159,9 +159,8 @@ def _slots(windows: Windows, n_ctx: int, unit_offset: int, n_units_total: int
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (effect [E, W]: NaN where none, 0 where silent, _PENDING where the unit fires; the (token, unit) key
     of each pending slot in row-major order; its activation)."""
-    e, w = windows.acts.shape
-    token = windows.centers[:, None] - windows.before + np.arange(w)  # [E, W] global tokens
-    position = token - (windows.centers[:, None] // n_ctx) * n_ctx  # [E, W] within the center's sequence
+    offsets = np.arange(windows.acts.shape[1], dtype=np.int32) - windows.before  # [W]
+    position = (windows.centers % n_ctx).astype(np.int32)[:, None] + offsets  # [E, W] within the center's sequence
     defined = ((windows.units[:, None] >= 0) & (position >= 0) & (position != BOS_POSITION)
                & (position < n_ctx - 1))
     effect = np.where(defined, np.float32(0), np.float32(np.nan)).astype(np.float32)
@@ -169,4 +168,5 @@ def _slots(windows: Windows, n_ctx: int, unit_offset: int, n_units_total: int
     effect[firing] = _PENDING
     ei, wi = np.nonzero(firing)  # row-major, the order the pending slots are filled in
     unit = windows.units[ei].astype(np.int64) + unit_offset
-    return effect, token[ei, wi].astype(np.int64) * n_units_total + unit, windows.acts[ei, wi].astype(np.float32)
+    token = windows.centers[ei].astype(np.int64) + offsets[wi]  # global tokens of the pending slots
+    return effect, token * n_units_total + unit, windows.acts[ei, wi].astype(np.float32)

@@ -11,7 +11,6 @@ temporary folder under analysis/ and are removed at the end.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import shutil
 import socket
@@ -255,20 +254,6 @@ def _write_basis(loaded: LoadedBasis, result: BasisResult, directions: torch.Ten
         (tmp / "basis.json").write_text(json.dumps(meta, indent=1))
 
 
-MMAP_THRESHOLD = 8 << 20  # bytes: the largest allocation glibc serves from its heap during an analysis
-
-
-def _keep_big_temporaries_mapped() -> None:
-    """Fix glibc's mmap threshold (Linux): by default it rises after every big free, up to 32 MB, so that the batches'
-    big temporaries come from the heap and fragment it (pass 1's resident memory grew by ~250 MB over 32 batches,
-    BENCHMARKS.md); fixed, they are mapped and given back when freed. The temporaries of the loss and effect chunks
-    (2-4 MB, made thousands of times) stay below it, on the heap, where reusing them costs no page faults."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)  # -3: M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
-
-
 def run_analysis(run_dir: Path, *, sae_names: list[str] | None = None, cfg: AnalysisConfig = AnalysisConfig(),
                  force: bool = False, device: str = "auto", progress: bool = True, include_neurons: bool = True,
                  log: Callable[[str], None] = print, executor=None) -> dict[str, dict]:
@@ -282,7 +267,6 @@ def run_analysis(run_dir: Path, *, sae_names: list[str] | None = None, cfg: Anal
     from sae.device import resolve_device
 
     run_dir = Path(run_dir)
-    _keep_big_temporaries_mapped()
     tokens, cfg = _heldout(run_dir, cfg, log)
     todo = _plan(run_dir, sae_names, cfg, force, include_neurons)
     if not todo:

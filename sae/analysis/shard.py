@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from sae.analysis.config import AnalysisConfig
+from sae.analysis.lm_losses import LossModel
 from sae.analysis.proxy_stats import ProxyStats
 from sae.analysis.spill import Spill
 from sae.analysis.state import UnitStats
 from sae.conventions import BOS_POSITION
 from sae.dictionary.architectures import Activation
-from sae.analysis.lm_losses import LossModel
 from sae.dictionary.metrics import LossSums, ReconstructionSums, mean_activation
 from sae.dictionary.model import sparse_decode
 
