@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from functools import lru_cache
-from typing import NamedTuple, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import zstandard
 from jinja2 import Environment, FileSystemLoader
@@ -125,15 +125,24 @@ def _macros():
     return configure(Environment(loader=FileSystemLoader(str(_TEMPLATES)))).get_template(TEMPLATE).module
 
 
-def render_sections(data: UnitData, model_name: str) -> Sections:
+def render_sections(data: UnitData, model_name: str,
+                    windows_html: tuple[bytes, Mapping[int, bytes]] | None = None) -> Sections | tuple[bytes, ...]:
     """Return the Sections of a unit's UnitData. Windows are coloured on the unit's max activation and, in the effect
-    view, on its largest |effect|."""
+    view, on its largest |effect|. With `windows_html`, the windows' UTF-8 HTML made already (ingest makes it with
+    app/present/window_batch.py: the top windows', and per interval index with samples), return the Sections encoded,
+    those put in."""
     scale, effect_scale = data.max_activation, data.max_abs_effect or None
 
     def windows(examples: Sequence[Example]) -> Markup:
         return Markup("".join(window_html(e.value, e.shown, e.acts, e.effects, e.max_position, scale, effect_scale)
                               for e in examples))
 
+    if windows_html is None:
+        top = windows(data.top_examples)
+        samples = {iv.index: windows(iv.samples) for iv in data.intervals if iv.samples}
+    else:  # a marker where each goes (escaped data never holds "<"); an empty top shows the template's note instead
+        top = Markup("<!--windows top-->") if windows_html[0] else Markup("")
+        samples = {i: Markup(f"<!--windows {i}-->") for i in windows_html[1]}
     m = _macros()
     plots = (interval_plot(data.intervals),
              step_plot(data.act_hist.edges, data.act_hist.counts, x_title="activation (log scale)", log_x=True,
@@ -142,19 +151,32 @@ def render_sections(data: UnitData, model_name: str) -> Sections:
                        y_title="output tokens"))
     best = best_proxy(data.proxies)
     proxy = (best, *proxy_plots(best, data.intervals)) if best is not None and data.intervals else (best, None, None)
-    return Sections(
+    sections = Sections(
         m.stats(data, model_name),
         m.body(*plots, data.top_logits, data.bottom_logits, data.firing_count) + m.proxies(data.proxies, *proxy),
-        m.examples(data.max_activation, data.max_abs_effect, windows(data.top_examples), data.intervals,
-                   {iv.index: windows(iv.samples) for iv in data.intervals if iv.samples}, data.firing_count))
+        m.examples(data.max_activation, data.max_abs_effect, top, data.intervals, samples, data.firing_count))
+    if windows_html is None:
+        return sections
+    examples = sections.examples.encode()
+    for marker, html in ((top, windows_html[0]), *((samples[i], windows_html[1][i]) for i in samples)):
+        if marker:
+            examples = examples.replace(marker.encode(), html, 1)
+    return sections.stats.encode(), sections.body.encode(), examples
 
 
 def pack(data: UnitData, model_name: str) -> bytes:
     """Return the stored form of a unit: zstd of a header line (FORMAT, TEMPLATES_HASH, the parts' lengths), the
     UnitData's JSON and the Sections rendered from it (~7 kB of HTML and ~20 kB of JSON a unit)."""
-    parts = [data.model_dump_json().encode(), *(part.encode() for part in render_sections(data, model_name))]
+    return pack_parts(data.model_dump_json().encode(), render_sections(data, model_name))
+
+
+def pack_parts(data_json: bytes, sections: Sections, level: int | None = None) -> bytes:
+    """Return the stored form of a unit from its UnitData's JSON and its Sections (`pack`); zstd at `level` (None:
+    this thread's level-3 context)."""
+    parts = [data_json, *(part if isinstance(part, bytes) else part.encode() for part in sections)]
     header = f"{FORMAT} {TEMPLATES_HASH} {' '.join(str(len(p)) for p in parts)}\n".encode()
-    return _codecs()[0].compress(b"".join([header, *parts]))
+    packer = _codecs()[0] if level is None else zstandard.ZstdCompressor(level=level)
+    return packer.compress(b"".join([header, *parts]))
 
 
 def unpack(blob: bytes | None) -> Stored:

@@ -14,17 +14,19 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from app.store.example_rows import add_sections
+from app.store.example_rows import chunk_windows, example_rows
 from app.store.models import TOP_TOKENS_SEPARATOR
 from app.store.npz import read_npz
 from sae.errors import MonoscopeError
 
 CHUNK = 512  # units per executemany batch: bounded memory whatever the basis size
 MAX_WORKERS = 8
+PROXY_COLUMNS = ("basis_id", "unit_index", "position", "proxy", "corr", "corr_pos", "fire_share", "act_share", "recall",
+                 "hist_counts", "hist_acts")  # a Chunk's proxy rows (app.store.unit_pages.proxy_rows)
 
 
 def _finite(x: float) -> float | None:
@@ -66,12 +68,29 @@ def _arrays(units_npz: Path) -> dict[str, np.ndarray]:
     return read_npz(units_npz)  # memory-mapped: each chunk reads only its own pages
 
 
-def make_chunk(units_npz: Path, basis_id: int, model_name: str, before: int, start: int,
-               stop: int) -> tuple[list[dict], dict[int, list[tuple]]]:
-    """Return (the unit rows of units [start, stop), each with its packed `sections`; {unit: its example rows})."""
+class Chunk(NamedTuple):
+    """What ingest writes for a chunk of units: their `unit` rows (each with its packed `sections`), their example
+    rows (unit index [r] beside each row, which lacks only its unit's id) and their `unit_proxy` rows."""
+
+    units: list[dict]
+    example_units: np.ndarray
+    examples: list[tuple]
+    proxies: list[tuple]
+
+
+def make_chunk(units_npz: Path, basis_id: int, model_name: str, before: int, start: int, stop: int) -> Chunk:
+    """Return the Chunk of units [start, stop) of a basis."""
+    # Here, not at the top: app.read.unit_data imports app.store.models, whose package imports this module.
+    from app.read.unit_data import analysis_fields_of
+    from app.store.unit_pages import add_sections, proxy_rows
+
     a = _arrays(units_npz)
     units = unit_rows(basis_id, a, _STRINGS, start, stop, before)
-    return units, add_sections(units, a, _STRINGS, model_name, before)
+    windows = chunk_windows(a, start, stop)
+    analysis = analysis_fields_of(a, start, stop)
+    add_sections(units, windows, analysis, _STRINGS, model_name, before)
+    example_units, examples = example_rows(windows)
+    return Chunk(units, example_units, examples, proxy_rows(basis_id, start, analysis))
 
 
 class Chunks:
@@ -92,7 +111,7 @@ class Chunks:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
     def of(self, units_npz: Path, basis_id: int, model_name: str, before: int,
-           n_units: int) -> Iterator[tuple[list[dict], dict[int, list[tuple]]]]:
+           n_units: int) -> Iterator[Chunk]:
         """Yield the chunks of a basis in unit order."""
         bounds = [(start, min(start + CHUNK, n_units)) for start in range(0, n_units, CHUNK)]
         if self.workers <= 1 or len(bounds) <= 1:

@@ -14,7 +14,6 @@ read as the wrong strings). Folders whose names start with a dot are a killed an
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +22,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.store.bulk import insert_rows
-from app.store.chunks import Chunks
+from app.store.chunks import PROXY_COLUMNS, Chunks
 from app.store.db import checkpoint, session_factory
 from app.store.example_rows import EXAMPLE_COLUMNS
 from app.store.models import (
@@ -37,7 +36,6 @@ from app.store.models import (
     UnitLink,
     UnitProxy,
 )
-from app.read.unit_data import PROXY_ARRAYS, proxy_stats
 from app.store.npz import read_npz
 from sae.conventions import NEURON_BASIS
 from sae.corpus.build import read_token_strings
@@ -117,30 +115,20 @@ def ingest_basis(session: Session, model: Model, basis_dir: Path, chunks: Chunks
         session.execute(delete(Unit).where(Unit.basis_id == basis.id))  # examples and links cascade
     session.flush()
     before = int(meta["context_before"])
-    for units, examples in chunks.of(basis_dir / "units.npz", basis.id, model.name, before, n_units):
-        session.execute(insert(Unit), units)
-        unit_ids = _unit_ids(session, basis.id, units[0]["index"], units[-1]["index"] + 1)
+    session.execute(delete(UnitProxy).where(UnitProxy.basis_id == basis.id))
+    for chunk in chunks.of(basis_dir / "units.npz", basis.id, model.name, before, n_units):
+        session.execute(insert(Unit), chunk.units)
+        start, stop = chunk.units[0]["index"], chunk.units[-1]["index"] + 1
+        unit_ids = _unit_ids(session, basis.id, start, stop)
+        ids = np.array([unit_ids[u] for u in range(start, stop)])[chunk.example_units - start].tolist()
         insert_rows(session.connection(), Example.__table__, EXAMPLE_COLUMNS,
-                    ((unit_ids[u], *row) for u, rows in examples.items() for row in rows))
-    _ingest_proxies(session, basis.id, arrays)
+                    ((unit_id, *row) for unit_id, row in zip(ids, chunk.examples)))
+        insert_rows(session.connection(), UnitProxy.__table__, PROXY_COLUMNS, chunk.proxies)
     if carried:
         unit_ids = _unit_ids(session, basis.id)
         insert_rows(session.connection(), UnitLink.__table__, ("unit_id", *(f.key for f in LINK_FIELDS)),
                     [(unit_ids[index], *rest) for index, *rest in carried if index in unit_ids])
     return basis
-
-
-def _ingest_proxies(session: Session, basis_id: int, arrays: dict[str, np.ndarray]) -> None:
-    """Replace a basis's unit_proxy rows by its units.npz proxy statistics (none for an analysis without proxies):
-    the same ProxyStat values the units' stored UnitData holds (app.read.unit_data.proxy_stats)."""
-    session.execute(delete(UnitProxy).where(UnitProxy.basis_id == basis_id))
-    if "proxy_names" not in arrays:
-        return
-    columns = ("basis_id", "unit_index", "position", "proxy", *PROXY_ARRAYS, "hist_counts", "hist_acts")
-    rows = ((basis_id, u, k, p.name, *(getattr(p, f) for f in PROXY_ARRAYS), json.dumps(p.hist_counts),
-             json.dumps(p.hist_acts))
-            for u in range(len(arrays["firing_count"])) for k, p in enumerate(proxy_stats(arrays, u)))
-    insert_rows(session.connection(), UnitProxy.__table__, columns, rows)
 
 
 def _unit_ids(session: Session, basis_id: int, start: int = 0, stop: int | None = None) -> dict[int, int]:
