@@ -36,3 +36,12 @@ def insert_rows(connection: Connection, table: Table, columns: Sequence[str], ro
         connection.exec_driver_sql(sql, batch)
         written += len(batch)
     return written
+
+
+def copy_binary(connection: Connection, table: Table, columns: Sequence[str], data: bytes) -> None:
+    """Write PostgreSQL binary COPY `data` (header, rows in `columns` order, trailer) into `table`, inside the
+    caller's transaction."""
+    names = ", ".join(f'"{c}"' for c in columns)
+    with connection.connection.driver_connection.cursor() as cursor:
+        with cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN (FORMAT BINARY)') as copy:
+            copy.write(data)

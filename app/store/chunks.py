@@ -6,6 +6,7 @@ a chunk comes out the same bytes whichever process made it.
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing
 import os
@@ -18,7 +19,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from app.store.example_rows import chunk_windows, example_rows
+from app.store.example_rows import Windows, chunk_windows
 from app.store.models import TOP_TOKENS_SEPARATOR
 from app.store.npz import read_npz
 from sae.errors import MonoscopeError
@@ -68,13 +69,19 @@ def _arrays(units_npz: Path) -> dict[str, np.ndarray]:
     return read_npz(units_npz)  # memory-mapped: each chunk reads only its own pages
 
 
-class Chunk(NamedTuple):
-    """What ingest writes for a chunk of units: their `unit` rows (each with its packed `sections`), their example
-    rows (unit index [r] beside each row, which lacks only its unit's id) and their `unit_proxy` rows."""
+UNIT_COLUMNS = ("basis_id", "index", "firing_count", "density", "log10_density", "max_activation", "mean_activation",
+                "top_token_entropy", "top_tokens", "act_hist", "logit_hist", "top_logits", "bottom_logits",
+                "interval_edges", "interval_counts", "sections")
+_JSON_COLUMNS = frozenset(("act_hist", "logit_hist", "top_logits", "bottom_logits", "interval_edges",
+                           "interval_counts"))  # written as json.dumps text, as SQLAlchemy's JSON type writes them
 
-    units: list[dict]
-    example_units: np.ndarray
-    examples: list[tuple]
+
+class Chunk(NamedTuple):
+    """What ingest writes for a chunk of units: their `unit` rows (UNIT_COLUMNS, with the packed `sections`), their
+    windows (the example rows: app.store.example_rows) and their `unit_proxy` rows."""
+
+    units: list[tuple]
+    windows: list[Windows]
     proxies: list[tuple]
 
 
@@ -89,8 +96,8 @@ def make_chunk(units_npz: Path, basis_id: int, model_name: str, before: int, sta
     windows = chunk_windows(a, start, stop)
     analysis = analysis_fields_of(a, start, stop)
     add_sections(units, windows, analysis, _STRINGS, model_name, before)
-    example_units, examples = example_rows(windows)
-    return Chunk(units, example_units, examples, proxy_rows(basis_id, start, analysis))
+    rows = [tuple(json.dumps(row[c]) if c in _JSON_COLUMNS else row[c] for c in UNIT_COLUMNS) for row in units]
+    return Chunk(rows, windows, proxy_rows(basis_id, start, analysis))
 
 
 class Chunks:

@@ -90,3 +90,39 @@ def _blobs(x: np.ndarray) -> list[bytes]:
     """Each row of a 2-D little-endian array as bytes."""
     x = np.ascontiguousarray(x)
     return x.view(np.dtype((np.void, x.shape[1] * x.itemsize))).ravel().tolist() if x.shape[1] else [b""] * len(x)
+
+
+_PG_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # binary COPY: signature, flags, header extension length
+_PG_TRAILER = b"\xff\xff"
+
+
+def example_copy(windows: list[Windows], unit_ids: np.ndarray) -> bytes:
+    """Return PostgreSQL's binary COPY data of a chunk's example rows (EXAMPLE_COLUMNS; each window's unit id
+    `unit_ids[unit index]`), in example_rows's order: numpy writes every field, no Python object per row."""
+    blocks, units = [], []
+    for w in windows:
+        m, bucket, effects = len(w.units), w.kind not in (OPEN_KINDS[0], REVIEW_KINDS[0]), w.effects is not None
+        kind = w.kind.encode()
+        fields = [("count", ">i2"), ("n_unit", ">i4"), ("unit", ">i4"), ("n_kind", ">i4"), ("kind", f"S{len(kind)}"),
+                  ("n_bucket", ">i4"), *([("bucket", ">i4")] if bucket else []), ("n_rank", ">i4"), ("rank", ">i4"),
+                  ("n_value", ">i4"), ("value", ">f8")]
+        for name, x in (("ids", w.ids), ("acts", w.acts), ("effects", w.effects)):
+            fields.append((f"n_{name}", ">i4"))
+            if x is not None:
+                fields.append((name, f"V{x.shape[1] * 4}"))
+        rows = np.zeros(m, np.dtype(fields))
+        rows["count"], rows["n_unit"], rows["unit"] = len(EXAMPLE_COLUMNS), 4, unit_ids[w.units]
+        rows["n_kind"], rows["kind"] = len(kind), kind
+        rows["n_bucket"] = 4 if bucket else -1
+        if bucket:
+            rows["bucket"] = w.buckets
+        rows["n_rank"], rows["rank"], rows["n_value"], rows["value"] = 4, w.ranks, 8, w.values
+        for name, x in (("ids", w.ids), ("acts", w.acts), ("effects", w.effects)):
+            rows[f"n_{name}"] = -1 if x is None else x.shape[1] * 4
+            if x is not None:
+                rows[name] = np.ascontiguousarray(x).view(rows.dtype[name]).ravel()
+        blocks.append(rows.view(np.dtype((np.void, rows.itemsize))).tolist() if m else [])
+        units.append(w.units)
+    rows = [row for block in blocks for row in block]
+    order = np.argsort(np.concatenate(units), kind="stable")
+    return b"".join([_PG_HEADER, *[rows[i] for i in order.tolist()], _PG_TRAILER])

@@ -21,10 +21,10 @@ import numpy as np
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from app.store.bulk import insert_rows
-from app.store.chunks import PROXY_COLUMNS, Chunks
+from app.store.bulk import copy_binary, insert_rows
+from app.store.chunks import PROXY_COLUMNS, UNIT_COLUMNS, Chunks
 from app.store.db import checkpoint, session_factory
-from app.store.example_rows import EXAMPLE_COLUMNS
+from app.store.example_rows import EXAMPLE_COLUMNS, Windows, example_copy, example_rows
 from app.store.models import (
     MATCH_LINKS,
     TOP_TOKENS_SEPARATOR,
@@ -117,18 +117,28 @@ def ingest_basis(session: Session, model: Model, basis_dir: Path, chunks: Chunks
     before = int(meta["context_before"])
     session.execute(delete(UnitProxy).where(UnitProxy.basis_id == basis.id))
     for chunk in chunks.of(basis_dir / "units.npz", basis.id, model.name, before, n_units):
-        session.execute(insert(Unit), chunk.units)
-        start, stop = chunk.units[0]["index"], chunk.units[-1]["index"] + 1
-        unit_ids = _unit_ids(session, basis.id, start, stop)
-        ids = np.array([unit_ids[u] for u in range(start, stop)])[chunk.example_units - start].tolist()
-        insert_rows(session.connection(), Example.__table__, EXAMPLE_COLUMNS,
-                    ((unit_id, *row) for unit_id, row in zip(ids, chunk.examples)))
+        insert_rows(session.connection(), Unit.__table__, UNIT_COLUMNS, chunk.units)
+        start, stop = chunk.units[0][1], chunk.units[-1][1] + 1
+        unit_ids = np.zeros(stop, np.int64)
+        for index, unit_id in _unit_ids(session, basis.id, start, stop).items():
+            unit_ids[index] = unit_id
+        _insert_examples(session.connection(), chunk.windows, unit_ids)
         insert_rows(session.connection(), UnitProxy.__table__, PROXY_COLUMNS, chunk.proxies)
     if carried:
         unit_ids = _unit_ids(session, basis.id)
         insert_rows(session.connection(), UnitLink.__table__, ("unit_id", *(f.key for f in LINK_FIELDS)),
                     [(unit_ids[index], *rest) for index, *rest in carried if index in unit_ids])
     return basis
+
+
+def _insert_examples(connection, windows: list[Windows], unit_ids: np.ndarray) -> None:
+    """Insert a chunk's example rows, each window's unit id `unit_ids[its unit index]`: binary COPY on PostgreSQL."""
+    if connection.dialect.name == "postgresql":
+        copy_binary(connection, Example.__table__, EXAMPLE_COLUMNS, example_copy(windows, unit_ids))
+        return
+    units, rows = example_rows(windows)
+    insert_rows(connection, Example.__table__, EXAMPLE_COLUMNS,
+                ((unit_id, *row) for unit_id, row in zip(unit_ids[units].tolist(), rows)))
 
 
 def _unit_ids(session: Session, basis_id: int, start: int = 0, stop: int | None = None) -> dict[int, int]:

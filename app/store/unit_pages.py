@@ -10,11 +10,11 @@ ingested here and one rendered live are the same bytes (tests/app/test_window_ba
 
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 from typing import Sequence
 
 import numpy as np
+from pydantic_core import to_json
 
 from app.present.unit_sections import pack_parts, render_sections
 from app.present.window_batch import render, vocabulary
@@ -68,6 +68,17 @@ def _max_abs_effects(effects: np.ndarray | None, owners: np.ndarray, start: int,
 def proxy_rows(basis_id: int, start: int, analysis: list[dict]) -> list[tuple]:
     """Return the `unit_proxy` rows (app.store.chunks.PROXY_COLUMNS) of units start, start + 1, ...: the same
     ProxyStat values their UnitData holds."""
-    return [(basis_id, start + i, k, p.name, *(getattr(p, f) for f in PROXY_ARRAYS), json.dumps(p.hist_counts),
-             json.dumps(p.hist_acts))
-            for i, fields in enumerate(analysis) for k, p in enumerate(fields.get("proxies", ()))]
+    stats = [(start + i, k, p) for i, fields in enumerate(analysis) for k, p in enumerate(fields.get("proxies", ()))]
+    counts, acts = (_dumps_each([getattr(p, f) for _, _, p in stats]) for f in ("hist_counts", "hist_acts"))
+    return [(basis_id, u, k, p.name, *(getattr(p, f) for f in PROXY_ARRAYS), c, a)
+            for (u, k, p), c, a in zip(stats, counts, acts)]
+
+
+def _dumps_each(items: list[list[list]]) -> list[str]:
+    """Return each item (a list of lists of numbers) as JSON, from one pydantic-core serialization of them all (the
+    items, each "[[...]]", are joined by "," in it): the values json.loads reads back are the items'."""
+    text = to_json(items).decode()[1:-1]
+    pieces = text.split("]],[[") if all(item and all(row for row in item) for item in items) else []
+    if len(pieces) != len(items):
+        return [to_json(item).decode() for item in items]
+    return [("" if i == 0 else "[[") + piece + ("" if i == len(pieces) - 1 else "]]") for i, piece in enumerate(pieces)]
