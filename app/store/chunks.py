@@ -1,7 +1,8 @@
-"""Ingest's CPU work, CHUNK units at a time: a chunk's unit rows, their UnitData and page sections, and their example
-rows, from a basis's analysis arrays. Building UnitData and rendering sections is ~90% of an ingest's time, so
-`Chunks` makes the chunks of a large basis in worker processes while the ingest's own process writes the earlier ones;
-a chunk comes out the same bytes whichever process made it.
+"""Ingest's CPU work, CHUNK units at a time: a chunk's unit rows, their UnitData and page sections, their example
+windows and their proxy rows, from a basis's analysis arrays. Building and rendering the pages is most of an ingest's
+time even made a chunk at a time (app/store/unit_pages.py), so `Chunks` makes the chunks of a large basis in worker
+processes while the ingest's own process writes the earlier ones; a chunk comes out the same bytes whichever process
+made it.
 """
 
 from __future__ import annotations

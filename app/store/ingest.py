@@ -6,8 +6,9 @@ set last; a failure anywhere rolls back to the previous version, which readers k
 PostgreSQL MVCC). The basis row keeps its id across re-ingests, so labels and reviews stay attached.
 Links point at other bases, so an SAE's links are inserted once every basis of the run is in; every link belongs to
 its SAE's version, so re-ingesting the neuron basis carries its units' links over to the new rows (a later failed
-SAE ingest then still finds its links in both directions). Example and link rows go in through the driver (COPY on
-PostgreSQL; app/store/bulk.py); analysis arrays are memory-mapped (app/store/npz.py), so memory stays bounded.
+SAE ingest then still finds its links in both directions). Unit, example, proxy and link rows go in through the
+driver (COPY on PostgreSQL, the example rows in its binary format; app/store/bulk.py); analysis arrays are
+memory-mapped (app/store/npz.py), so memory stays bounded.
 A run rebuilt with another vocabulary hides its model's bases until each is ingested again (their token ids would
 read as the wrong strings). Folders whose names start with a dot are a killed analysis's leftovers and are skipped.
 """
