@@ -9,6 +9,7 @@ FORMAT, or rendered by other templates, is ignored and made again live, from the
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from functools import lru_cache
 from typing import Mapping, NamedTuple, Sequence
@@ -32,6 +33,7 @@ _TEMPLATES = resource("templates")
 FORMAT = 4
 TEMPLATES_HASH = hashlib.sha256(b"".join((_TEMPLATES / name).read_bytes()
                                          for name in (TEMPLATE, "_macros.html"))).hexdigest()[:16]
+_WINDOWS_MARKER = re.compile(rb"<!--windows (-?\d+)-->")  # render_sections's: where made windows go
 SEPARATOR = "<!--section-->"  # a section placeholder in a rendered page; escaped data never holds "<"
 _SEPARATOR_BYTES = SEPARATOR.encode()
 _CODECS = threading.local()  # zstd contexts are not thread-safe: one pair per thread (pages render in a thread pool)
@@ -141,7 +143,7 @@ def render_sections(data: UnitData, model_name: str,
         top = windows(data.top_examples)
         samples = {iv.index: windows(iv.samples) for iv in data.intervals if iv.samples}
     else:  # a marker where each goes (escaped data never holds "<"); an empty top shows the template's note instead
-        top = Markup("<!--windows top-->") if windows_html[0] else Markup("")
+        top = Markup("<!--windows -1-->") if windows_html[0] else Markup("")
         samples = {i: Markup(f"<!--windows {i}-->") for i in windows_html[1]}
     m = _macros()
     plots = (interval_plot(data.intervals),
@@ -157,11 +159,10 @@ def render_sections(data: UnitData, model_name: str,
         m.examples(data.max_activation, data.max_abs_effect, top, data.intervals, samples, data.firing_count))
     if windows_html is None:
         return sections
-    examples = sections.examples.encode()
-    for marker, html in ((top, windows_html[0]), *((samples[i], windows_html[1][i]) for i in samples)):
-        if marker:
-            examples = examples.replace(marker.encode(), html, 1)
-    return sections.stats.encode(), sections.body.encode(), examples
+    parts = _WINDOWS_MARKER.split(sections.examples.encode())  # text, marker's index, text, ...
+    made = {-1: windows_html[0], **windows_html[1]}
+    parts[1::2] = [made[int(i)] for i in parts[1::2]]
+    return sections.stats.encode(), sections.body.encode(), b"".join(parts)
 
 
 def pack(data: UnitData, model_name: str) -> bytes:

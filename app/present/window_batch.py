@@ -184,7 +184,8 @@ def _html(table: _Table, acts, effects, values, units, keep, index, state, is_ma
         silent &= effect == 0
     spans = np.where(keep, vocab.offset["silent"] + (vocab.size + 1) * state + index, _EMPTY)
     rows, cols = np.nonzero(keep & ~silent)
-    inverses = [scale_inverses(*scale) for scale in per_unit]
+    by_unit = {u: scale_inverses(*scale) for u, scale in scales.items()}
+    inverses = [by_unit[u] for u in units.tolist()]
     escaped = _objects(vocab.escaped[0] + vocab.escaped[1])[index[rows, cols] + (vocab.size + 1) * state[rows, cols]]
     loud_effects = effect[rows, cols].tolist() if effect is not None else [0.0] * len(rows)
     loud = [token_span(text, act, e or None, top, *inverses[r]).encode()

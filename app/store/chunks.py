@@ -7,6 +7,7 @@ made it.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import multiprocessing
@@ -25,7 +26,7 @@ from app.store.models import TOP_TOKENS_SEPARATOR
 from app.store.npz import read_npz
 from sae.errors import MonoscopeError
 
-CHUNK = 512  # units per executemany batch: bounded memory whatever the basis size
+CHUNK = 256  # units a chunk: bounded memory whatever the basis size (~60 MB of a worker's arrays)
 MAX_WORKERS = 8
 PROXY_COLUMNS = ("basis_id", "unit_index", "position", "proxy", "corr", "corr_pos", "fire_share", "act_share", "recall",
                  "hist_counts", "hist_acts")  # a Chunk's proxy rows (app.store.unit_pages.proxy_rows)
@@ -63,6 +64,21 @@ _STRINGS: list[str] = []  # a worker's copy of the vocabulary (its initializer s
 
 def _set_strings(strings: list[str]) -> None:
     _STRINGS[:] = strings
+
+
+def _start_worker(strings: list[str]) -> None:
+    """A worker process's initializer: its vocabulary, and glibc's malloc told to keep freed memory for the next
+    chunk. By default each chunk's arrays of tens of MB are mapped fresh and unmapped again, and every fresh page
+    costs a fault: measured on 4,096 features, 3.0 s of system time against 0.8 s (and 1.1 GB peak against 0.7 GB
+    with CHUNK 512)."""
+    _set_strings(strings)
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: its defaults
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's largest: allocations below it come from the heap
+    libc.mallopt(m_trim_threshold, 1 << 30)  # and the heap is not given back between chunks
 
 
 @lru_cache(maxsize=2)
@@ -129,7 +145,7 @@ class Chunks:
             return
         if self._pool is None:  # spawn: a fork could inherit a lock another thread of this process holds
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_set_strings, initargs=(self.strings,))
+                                             initializer=_start_worker, initargs=(self.strings,))
         ahead: deque[Future] = deque()
         try:
             for start, stop in bounds:
