@@ -21,6 +21,7 @@ _FALSE, _TRUE, _KEEP = 0, 1, 2  # what a token does to "at line start" (app.read
 
 
 def _objects(items: list) -> np.ndarray:
+    """A 1-D object array of the items (np.array would make a 2-D one of equal-length sequences)."""
     out = np.empty(len(items), dtype=object)
     out[:] = items
     return out
