@@ -8,8 +8,9 @@ from sqlalchemy import select
 from app.present.unit_sections import render_sections, unpack
 from app.present.window_batch import render, vocabulary
 from app.present.windows import window_html
-from app.read.unit_data import example, unit_data
+from app.read.unit_data import PROXY_ARRAYS, example, unit_data
 from app.read.unit_proxies import unit_proxy_stats
+from app.store.chunks import PROXY_COLUMNS
 from app.store.db import session_factory, upgrade
 from app.store.example_rows import OPEN, PAGE_ORDER
 from app.store.ingest import ingest_run
@@ -60,6 +61,10 @@ def test_batch_is_the_one_window_json_and_html_byte_for_byte():
             assert made[key][0].decode() == ",".join(json_parts), key
             assert made[key][1].decode() == "".join(html_parts), key
     assert "&lt;/span&gt;" in made[(0, 0)][1].decode() + made[(1, 0)][1].decode() + made[(2, 3)][1].decode()
+
+
+def test_proxy_rows_have_the_proxy_statistics_columns():
+    assert PROXY_COLUMNS == ("basis_id", "unit_index", "position", "proxy", *PROXY_ARRAYS, "hist_counts", "hist_acts")
 
 
 def test_ingested_units_are_what_the_read_model_renders_from_their_rows(analysed_run, tmp_path):
