@@ -1,10 +1,15 @@
-"""Ingest speed: seconds to load 4,608 units (512 neurons + 4,096 features), 20 top + 55 interval examples each.
+"""Ingest speed: seconds to load 512 neurons + N features (16,384 by default) with every window the analysis writes:
+20 top + 55 interval windows of the open page (with ablation effects) and 20 + 55 of the review sample, per unit,
+and the specificity proxies (14, the built-in set on a Python corpus).
 
-The analysis files are written here in the exact analysis format (random values: ingest speed depends on sizes,
-not on values). SQLite always; PostgreSQL too when Debian's binaries are present (a throwaway cluster).
-Appends the figures and the command to BENCHMARKS.md unless --no-append.
+The analysis files are written here in the exact analysis format (sae/analysis/reduce.py and run.py `_write_basis`),
+with random values shaped like a real analysis's where the cost depends on them: ~89% of window tokens silent
+(activation +0.0), ablation effects only where the unit fires and NaN at a window's last token, ~10% of windows
+padded at the start, and a vocabulary holding whitespace, <, >, & and quotes. SQLite always; PostgreSQL too when
+Debian's binaries are present (a throwaway cluster). Appends the figures and the command to BENCHMARKS.md unless
+--no-append.
 
-    python bench/ingest.py [--no-append]
+    python bench/ingest.py [--features 16384] [--workers N] [--no-postgres] [--no-append]
 """
 
 from __future__ import annotations
@@ -25,8 +30,30 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-K, I, S, W, H, L = 20, 11, 5, 33, 50, 10
+K, I, S, W, H, L = 20, 11, 5, 33, 50, 10  # top k, intervals, samples per interval, window, histogram bins, logit k
+BEFORE, B = 24, 4  # context before the max token; proxy-score buckets
+PROXIES = ("string_literal", "comment", "docstring", "decorator", "number_literal", "digits", "hex_literal", "base64",
+           "non_ascii", "arabic", "hebrew", "cyrillic", "greek", "cjk")
 VOCAB = 4096
+PIECES = ("\n", "    ", " ", "\t", "\r\n", "<", ">", "&", '"', "'", "</div>", "<script>", "&amp;", " def", " self",
+          "é", "\x00", "\n    ", "  ", "()")
+
+
+def vocabulary() -> list[str]:
+    """A byte-level-BPE-like vocabulary: whitespace, markup characters and quotes among plain pieces."""
+    return [PIECES[i] if i < len(PIECES) else f"{PIECES[i % len(PIECES)]}t{i}" for i in range(VOCAB)]
+
+
+def windows(rng: np.random.Generator, shape: tuple, values: np.ndarray) -> dict[str, np.ndarray]:
+    """Token ids, activations and effects [*shape, W] of windows whose max token (at BEFORE) has `values`."""
+    ids = rng.integers(0, VOCAB, (*shape, W)).astype(np.int32)
+    acts = np.where(rng.random((*shape, W)) < 0.11, rng.random((*shape, W), dtype=np.float32), 0).astype(np.float32)
+    acts[..., BEFORE] = values
+    effects = np.where(acts > 0, rng.standard_normal((*shape, W)).astype(np.float32) * 0.1, 0).astype(np.float32)
+    effects[..., -1] = np.nan  # no next token
+    padded = (rng.random(shape) < 0.1)[..., None] & (np.arange(W) < rng.integers(1, BEFORE, shape)[..., None])
+    ids[padded], acts[padded], effects[padded] = -1, 0, np.nan
+    return {"token_ids": ids, "acts": acts, "effects": effects}
 
 
 def write_basis(folder: Path, name: str, kind: str, n_units: int, rng: np.random.Generator) -> None:
@@ -37,22 +64,34 @@ def write_basis(folder: Path, name: str, kind: str, n_units: int, rng: np.random
         firing_count=rng.integers(1, 10_000, U), density=rng.random(U) * 0.05,
         max_activation=f32(U) * 10, mean_activation=f32(U),
         act_hist_edges=np.sort(f32(U, H + 1), axis=1), act_hist_counts=rng.integers(0, 100, (U, H)),
-        top_count=np.full(U, K, np.int32), top_values=f32(U, K),
-        top_token_ids=rng.integers(0, VOCAB, (U, K, W)).astype(np.int32), top_acts=f32(U, K, W),
-        top_sequence=rng.integers(0, 8000, (U, K)), top_position=rng.integers(0, 128, (U, K)).astype(np.int32),
+        top_count=np.full(U, K, np.int32), top_values=-np.sort(-f32(U, K), axis=1),
         interval_edges=np.sort(f32(U, I + 1), axis=1), interval_counts=rng.integers(0, 100, (U, I)),
         interval_sample_count=np.full((U, I), S, np.int32), interval_values=f32(U, I, S),
-        interval_token_ids=rng.integers(0, VOCAB, (U, I, S, W)).astype(np.int32), interval_acts=f32(U, I, S, W),
+        top_sequence=rng.integers(0, 8000, (U, K)), top_position=rng.integers(0, 128, (U, K)).astype(np.int32),
+        top_token_entropy=f32(U),
+        review_top_count=np.full(U, K, np.int32), review_top_values=-np.sort(-f32(U, K), axis=1),
+        review_interval_sample_count=np.full((U, I), S, np.int32), review_interval_values=f32(U, I, S),
         logit_top_ids=rng.integers(0, VOCAB, (U, L)).astype(np.int32), logit_top_values=f32(U, L),
         logit_bottom_ids=rng.integers(0, VOCAB, (U, L)).astype(np.int32), logit_bottom_values=f32(U, L),
         logit_hist_edges=np.sort(f32(U, H + 1), axis=1), logit_hist_counts=rng.integers(0, 100, (U, H)),
-        top_token_entropy=f32(U),
     )
+    for prefix, shape in (("top", (U, K)), ("interval", (U, I, S)), ("review_top", (U, K)),
+                          ("review_interval", (U, I, S))):
+        for field, array in windows(rng, shape, arrays[f"{prefix}_values"]).items():
+            if field != "effects" or not prefix.startswith("review"):  # the review sample has no effects
+                arrays[f"{prefix}_{field}"] = array
+    for array in ("proxy_corr", "proxy_corr_pos", "proxy_fire_share", "proxy_act_share", "proxy_recall"):
+        arrays[array] = np.where(rng.random((U, len(PROXIES))) < 0.2, np.nan, f32(U, len(PROXIES)))
+    arrays["proxy_hist_counts"] = rng.integers(0, 100, (U, len(PROXIES), I, B)).astype(np.int32)
+    arrays["proxy_hist_acts"] = f32(U, len(PROXIES), I, B) * 100
+    arrays["proxy_names"] = np.array(PROXIES)
     np.savez(folder / "units.npz", **arrays)
     metrics = {"l0": 30.0, "mse": 0.1, "fvu": 0.1, "dead": 0, "ultralow": 0, "dense": 0, "n_units": U}
     meta = {"name": name, "kind": kind, "n_units": U, "d_in": 512, "hook_name": "blocks.0.mlp.hook_post",
-            "sae": None, "n_tokens": 1 << 20, "context_before": 24, "context_after": 8, "top_k": K,
-            "n_intervals": I, "samples_per_interval": S, "logit_k": L, "metrics": metrics,
+            "sae": None, "n_tokens": 1 << 20, "n_ctx": 128, "context_before": BEFORE, "context_after": W - BEFORE - 1,
+            "top_k": K, "n_intervals": I, "samples_per_interval": S, "review_top_k": K,
+            "review_samples_per_interval": S, "logit_k": L, "ablation_effects": True,
+            "proxies": [{"name": p, "kind": "span", "description": p} for p in PROXIES], "metrics": metrics,
             "density_histogram": {"edges": [-7, -1], "counts": [U], "dead": 0}}
     (folder / "basis.json").write_text(json.dumps(meta))
     if kind == "sae":
@@ -62,30 +101,31 @@ def write_basis(folder: Path, name: str, kind: str, n_units: int, rng: np.random
                  neuron_feature_ids=rng.integers(0, U, (512, 5)).astype(np.int32), neuron_feature_weights=f32(512, 5))
 
 
-def make_run(folder: Path) -> Path:
+def make_run(folder: Path, n_features: int) -> Path:
     rng = np.random.default_rng(0)
     run = folder / "bench"
     (run / "lm").mkdir(parents=True)
     (run / "corpus").mkdir()
     (run / "lm" / "config.json").write_text(json.dumps({"d_mlp": 512}))
-    (run / "corpus" / "token_strings.json").write_text(json.dumps([f"tok{i}" for i in range(VOCAB)]))
+    (run / "corpus" / "token_strings.json").write_text(json.dumps(vocabulary()))
     write_basis(run / "analysis" / "neurons", "neurons", "neuron", 512, rng)
-    write_basis(run / "analysis" / "sae", "sae", "sae", 4096, rng)
+    write_basis(run / "analysis" / "sae", "sae", "sae", n_features, rng)
     return run
 
 
-def time_ingest(run: Path, url: str) -> float:
+def time_ingest(run: Path, url: str, workers: int | None) -> float:
     from app.store.db import upgrade
     from app.store.ingest import ingest_run
 
     upgrade(url)
     started = time.perf_counter()
-    ingest_run(run, url=url, log=lambda m: None)
+    ingest_run(run, url=url, log=lambda m: None, workers=workers)
     return time.perf_counter() - started
 
 
 def bare_driver_seconds(run: Path, url: str) -> float:
-    """Baseline: the raw DB-API executemany of the same example rows into an index-free table (no ORM, no units)."""
+    """Baseline: the raw DB-API executemany of the same example rows (open and review windows) into an index-free
+    table (no ORM, no units, no page sections), rows made with numpy."""
     from sqlalchemy import text
 
     from app.store.db import make_engine
@@ -94,22 +134,24 @@ def bare_driver_seconds(run: Path, url: str) -> float:
     blob, mark = ("BLOB", "?") if engine.dialect.name == "sqlite" else ("BYTEA", "%s")
     with engine.begin() as conn:
         conn.execute(text(f"CREATE TABLE bench_floor (unit_id INT, kind TEXT, bucket INT, rank INT, value REAL, "
-                          f"token_ids {blob}, activations {blob})"))
+                          f"token_ids {blob}, activations {blob}, effects {blob})"))
     started = time.perf_counter()
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
         for basis in ("neurons", "sae"):
             with np.load(run / "analysis" / basis / "units.npz") as z:
-                a = {k: z[k] for k in ("top_values", "top_token_ids", "top_acts", "interval_values",
-                                       "interval_token_ids", "interval_acts")}
-            for u in range(len(a["top_values"])):
-                rows = [(u, "top", None, r, float(a["top_values"][u, r]), a["top_token_ids"][u, r].tobytes(),
-                         a["top_acts"][u, r].tobytes()) for r in range(K)]
-                rows += [(u, "interval", i, r, float(a["interval_values"][u, i, r]),
-                          a["interval_token_ids"][u, i, r].tobytes(), a["interval_acts"][u, i, r].tobytes())
-                         for i in range(I) for r in range(S)]
-                cursor.executemany(f"INSERT INTO bench_floor VALUES ({', '.join([mark] * 7)})", rows)
+                for kind in ("top", "interval", "review_top", "review_interval"):
+                    values = z[f"{kind}_values"]
+                    n = values.size
+                    per_unit = n // len(values)
+                    blobs = [z[f"{kind}_{f}"].reshape(n, W).view(f"V{4 * W}").ravel().tolist()
+                             if f"{kind}_{f}" in z else [None] * n for f in ("token_ids", "acts", "effects")]
+                    unit = (np.arange(n) // per_unit).tolist()
+                    bucket = ((np.arange(n) % per_unit) // S).tolist() if "interval" in kind else [None] * n
+                    rank = (np.arange(n) % (S if "interval" in kind else per_unit)).tolist()
+                    cursor.executemany(f"INSERT INTO bench_floor VALUES ({', '.join([mark] * 8)})",
+                                       zip(unit, [kind] * n, bucket, rank, values.ravel().tolist(), *blobs))
         raw.commit()
     finally:
         raw.close()
@@ -136,35 +178,43 @@ def postgres_url(folder: Path) -> tuple[str, callable] | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--features", type=int, default=16_384)
+    parser.add_argument("--workers", type=int, default=None, help="ingest's worker processes (default: its own)")
+    parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args()
+    n_units = 512 + args.features
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        run = make_run(tmp)
-        results = {"SQLite": time_ingest(run, f"sqlite:///{tmp / 'bench.db'}")}
-        results["SQLite, re-ingest (replaces)"] = time_ingest(run, f"sqlite:///{tmp / 'bench.db'}")
-        results["SQLite, baseline: bare executemany of the examples"] = bare_driver_seconds(
-            run, f"sqlite:///{tmp / 'bench.db'}")
+        made = time.perf_counter()
+        run = make_run(tmp, args.features)
+        print(f"analysis files written in {time.perf_counter() - made:.1f} s", file=sys.stderr)
+        sqlite = f"sqlite:///{tmp / 'bench.db'}"
+        results = {"SQLite": time_ingest(run, sqlite, args.workers)}
+        results["SQLite, re-ingest (replaces)"] = time_ingest(run, sqlite, args.workers)
+        results["SQLite, baseline: bare executemany of the examples"] = bare_driver_seconds(run, sqlite)
         pg_dir = Path(tempfile.mkdtemp(prefix="monoscope-pg-"))  # postgres must reach it: not inside tmp (0700)
-        pg = postgres_url(pg_dir)
+        pg = None if args.no_postgres else postgres_url(pg_dir)
         if pg:
             url, stop = pg
             try:
-                results["PostgreSQL 15"] = time_ingest(run, url)
+                results["PostgreSQL 15"] = time_ingest(run, url, args.workers)
+                results["PostgreSQL 15, re-ingest (replaces)"] = time_ingest(run, url, args.workers)
                 results["PostgreSQL 15, baseline: bare executemany of the examples"] = bare_driver_seconds(run, url)
             finally:
                 stop()
-                shutil.rmtree(pg_dir, ignore_errors=True)
+        shutil.rmtree(pg_dir, ignore_errors=True)
     lines = [f"| {name} | {seconds:.1f} s |" for name, seconds in results.items()]
-    table = "\n".join(["| database | ingest of 4,608 units, 345,600 examples |", "| --- | ---: |", *lines])
+    table = "\n".join([f"| database | ingest of {n_units:,} units, {n_units * 150:,} windows |", "| --- | ---: |",
+                       *lines])
     print(table)
     if not args.no_append:
         with open(ROOT / "BENCHMARKS.md", "a") as f:
-            f.write(f"\n## Ingest ({time.strftime('%Y-%m-%d')})\n\n`python bench/ingest.py` (target < 10 s on SQLite; "
-                    f"512 neurons + 4,096 features, 20 top + 55 interval examples each; 1-min load average "
-                    f"{os.getloadavg()[0]:.1f}). Baseline: the bare DB-API executemany of the same example rows into "
-                    f"an index-free table, the floor that ingest's units, links, indexes and transaction add to:"
-                    f"\n\n{table}\n")
+            f.write(f"\n## Ingest ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n\n`python bench/ingest.py "
+                    f"--features {args.features}` (target < 20 s; 512 neurons + {args.features:,} features, 75 open "
+                    f"and 75 review windows each, 14 proxies; 1-min load average {os.getloadavg()[0]:.1f}). "
+                    f"Baseline: the bare DB-API executemany of the same example rows into an index-free table, the "
+                    f"floor that ingest's units, sections, indexes and transaction add to:\n\n{table}\n")
 
 
 if __name__ == "__main__":

@@ -65,20 +65,35 @@ def analysis_fields(arrays: Mapping[str, np.ndarray], u: int) -> dict:
     """Return unit u's values of the UnitData fields that are not BUILT, from the units.npz arrays of the same names
     (absent arrays are left out: the field's default). A new per-unit statistic is its array in the analysis, its
     field in UnitData and its place in templates/unit_sections.html: nothing here or in ingest changes."""
-    out = {f: arrays[f][u].tolist() for f in UnitData.model_fields if f not in BUILT and f in arrays}
+    return analysis_fields_of(arrays, u, u + 1)[0]
+
+
+def analysis_fields_of(arrays: Mapping[str, np.ndarray], start: int, stop: int) -> list[dict]:
+    """Return analysis_fields of units [start, stop), reading each array once."""
+    names = [f for f in UnitData.model_fields if f not in BUILT and f in arrays]
+    values = {f: arrays[f][start:stop].tolist() for f in names}
+    out = [{f: values[f][i] for f in names} for i in range(stop - start)]
     if "proxy_names" in arrays:
-        out["proxies"] = proxy_stats(arrays, u)
+        for fields, proxies in zip(out, proxy_stats_of(arrays, start, stop)):
+            fields["proxies"] = proxies
     return out
 
 
 def proxy_stats(arrays: Mapping[str, np.ndarray], u: int) -> list[ProxyStat]:
     """Return unit u's ProxyStat per proxy of a units.npz holding proxy arrays."""
-    values = {field: [None if v != v else v for v in arrays[name][u].tolist()] for field, name in PROXY_ARRAYS.items()}
-    counts = arrays["proxy_hist_counts"][u].tolist()  # [K, I, B]
-    acts = np.round(arrays["proxy_hist_acts"][u].astype(np.float64), 3).tolist()
-    return [ProxyStat.model_construct(name=str(name), hist_counts=counts[k], hist_acts=acts[k],
-                                      **{field: v[k] for field, v in values.items()})
-            for k, name in enumerate(arrays["proxy_names"])]
+    return proxy_stats_of(arrays, u, u + 1)[0]
+
+
+def proxy_stats_of(arrays: Mapping[str, np.ndarray], start: int, stop: int) -> list[list[ProxyStat]]:
+    """Return the ProxyStat lists of units [start, stop), reading each array once."""
+    values = {field: [[None if v != v else v for v in row] for row in arrays[name][start:stop].tolist()]
+              for field, name in PROXY_ARRAYS.items()}
+    counts = arrays["proxy_hist_counts"][start:stop].tolist()  # [U, K, I, B]
+    acts = np.round(arrays["proxy_hist_acts"][start:stop].astype(np.float64), 3).tolist()
+    names = [str(name) for name in arrays["proxy_names"]]
+    return [[ProxyStat.model_construct(name=name, hist_counts=counts[i][k], hist_acts=acts[i][k],
+                                       **{field: v[i][k] for field, v in values.items()})
+             for k, name in enumerate(names)] for i in range(stop - start)]
 
 
 def unit_data(unit, windows: Sequence[tuple], strings: Sequence[str], context_before: int,

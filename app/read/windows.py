@@ -29,13 +29,13 @@ def visible_whitespace(texts: list[str], at_line_start: bool = False) -> list[st
     and spaces of indentation (at the start of a line, tracked across tokens) as ·."""
     shown = []
     for text in texts:
-        text, at_line_start = _visible(text, at_line_start)
+        text, at_line_start = visible_text(text, at_line_start)
         shown.append(text)
     return shown
 
 
 @lru_cache(maxsize=1 << 16)
-def _visible(text: str, at_line_start: bool) -> tuple[str, bool]:
+def visible_text(text: str, at_line_start: bool) -> tuple[str, bool]:
     """Return (one token's text with its whitespace visible, whether the next token starts a line); memoised: ingest
     shows ~11M tokens of a few thousand distinct strings."""
     out = []

@@ -6,15 +6,15 @@ set last; a failure anywhere rolls back to the previous version, which readers k
 PostgreSQL MVCC). The basis row keeps its id across re-ingests, so labels and reviews stay attached.
 Links point at other bases, so an SAE's links are inserted once every basis of the run is in; every link belongs to
 its SAE's version, so re-ingesting the neuron basis carries its units' links over to the new rows (a later failed
-SAE ingest then still finds its links in both directions). Example and link rows go in through the driver (COPY on
-PostgreSQL; app/store/bulk.py); analysis arrays are memory-mapped (app/store/npz.py), so memory stays bounded.
+SAE ingest then still finds its links in both directions). Unit, example, proxy and link rows go in through the
+driver (COPY on PostgreSQL, the example rows in its binary format; app/store/bulk.py); analysis arrays are
+memory-mapped (app/store/npz.py), so memory stays bounded.
 A run rebuilt with another vocabulary hides its model's bases until each is ingested again (their token ids would
 read as the wrong strings). Folders whose names start with a dot are a killed analysis's leftovers and are skipped.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -22,10 +22,10 @@ import numpy as np
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from app.store.bulk import insert_rows
-from app.store.chunks import Chunks
+from app.store.bulk import copy_binary, insert_rows
+from app.store.chunks import PROXY_COLUMNS, UNIT_COLUMNS, Chunks
 from app.store.db import checkpoint, session_factory
-from app.store.example_rows import EXAMPLE_COLUMNS
+from app.store.example_rows import EXAMPLE_COLUMNS, Windows, example_copy, example_rows
 from app.store.models import (
     MATCH_LINKS,
     TOP_TOKENS_SEPARATOR,
@@ -37,7 +37,6 @@ from app.store.models import (
     UnitLink,
     UnitProxy,
 )
-from app.read.unit_data import PROXY_ARRAYS, proxy_stats
 from app.store.npz import read_npz
 from sae.conventions import NEURON_BASIS
 from sae.corpus.build import read_token_strings
@@ -117,12 +116,15 @@ def ingest_basis(session: Session, model: Model, basis_dir: Path, chunks: Chunks
         session.execute(delete(Unit).where(Unit.basis_id == basis.id))  # examples and links cascade
     session.flush()
     before = int(meta["context_before"])
-    for units, examples in chunks.of(basis_dir / "units.npz", basis.id, model.name, before, n_units):
-        session.execute(insert(Unit), units)
-        unit_ids = _unit_ids(session, basis.id, units[0]["index"], units[-1]["index"] + 1)
-        insert_rows(session.connection(), Example.__table__, EXAMPLE_COLUMNS,
-                    ((unit_ids[u], *row) for u, rows in examples.items() for row in rows))
-    _ingest_proxies(session, basis.id, arrays)
+    session.execute(delete(UnitProxy).where(UnitProxy.basis_id == basis.id))
+    for chunk in chunks.of(basis_dir / "units.npz", basis.id, model.name, before, n_units):
+        insert_rows(session.connection(), Unit.__table__, UNIT_COLUMNS, chunk.units)
+        start, stop = chunk.units[0][1], chunk.units[-1][1] + 1
+        unit_ids = np.zeros(stop, np.int64)
+        for index, unit_id in _unit_ids(session, basis.id, start, stop).items():
+            unit_ids[index] = unit_id
+        _insert_examples(session.connection(), chunk.windows, unit_ids)
+        insert_rows(session.connection(), UnitProxy.__table__, PROXY_COLUMNS, chunk.proxies)
     if carried:
         unit_ids = _unit_ids(session, basis.id)
         insert_rows(session.connection(), UnitLink.__table__, ("unit_id", *(f.key for f in LINK_FIELDS)),
@@ -130,17 +132,14 @@ def ingest_basis(session: Session, model: Model, basis_dir: Path, chunks: Chunks
     return basis
 
 
-def _ingest_proxies(session: Session, basis_id: int, arrays: dict[str, np.ndarray]) -> None:
-    """Replace a basis's unit_proxy rows by its units.npz proxy statistics (none for an analysis without proxies):
-    the same ProxyStat values the units' stored UnitData holds (app.read.unit_data.proxy_stats)."""
-    session.execute(delete(UnitProxy).where(UnitProxy.basis_id == basis_id))
-    if "proxy_names" not in arrays:
+def _insert_examples(connection, windows: list[Windows], unit_ids: np.ndarray) -> None:
+    """Insert a chunk's example rows, each window's unit id `unit_ids[its unit index]`: binary COPY on PostgreSQL."""
+    if connection.dialect.name == "postgresql":
+        copy_binary(connection, Example.__table__, EXAMPLE_COLUMNS, example_copy(windows, unit_ids))
         return
-    columns = ("basis_id", "unit_index", "position", "proxy", *PROXY_ARRAYS, "hist_counts", "hist_acts")
-    rows = ((basis_id, u, k, p.name, *(getattr(p, f) for f in PROXY_ARRAYS), json.dumps(p.hist_counts),
-             json.dumps(p.hist_acts))
-            for u in range(len(arrays["firing_count"])) for k, p in enumerate(proxy_stats(arrays, u)))
-    insert_rows(session.connection(), UnitProxy.__table__, columns, rows)
+    units, rows = example_rows(windows)
+    insert_rows(connection, Example.__table__, EXAMPLE_COLUMNS,
+                ((unit_id, *row) for unit_id, row in zip(unit_ids[units].tolist(), rows)))
 
 
 def _unit_ids(session: Session, basis_id: int, start: int = 0, stop: int | None = None) -> dict[int, int]:
