@@ -3,8 +3,8 @@
 The held-out split is scored in its own file order, where documents are whole (rows are consecutive slices of one
 token stream, each after a BOS that is not part of the text), then its rows are taken in the analysis's order
 (sae.corpus.build.load_heldout), so scores line up with the analysed token array. The split's scores are kept in
-analysis/.proxy-scores/ and reused while the corpus and the proxies stay the same. The ratios come from the first
-`TRAIN_SAMPLE_TOKENS` tokens of the training split.
+the run's .cache/proxy-scores/ and reused while the corpus and the proxies stay the same. The ratios come from the
+first `TRAIN_SAMPLE_TOKENS` tokens of the training split.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from sae.errors import load_token_rows
 from sae.corpus.tokenizer import token_bytes
 
 TRAIN_SAMPLE_TOKENS = 1 << 18
-CACHE = ".proxy-scores"  # under analysis/: the held-out split's token scores, per corpus and proxy set
+CACHE = Path(".cache") / "proxy-scores"  # under the run: the held-out split's scores, per corpus and proxies
 SCORES_VERSION = 1  # of the token scoring (sae/analysis/proxy_scores.py): a change makes the cache miss
 
 
@@ -56,13 +56,13 @@ def heldout_scores(run_dir: Path, proxies: list[Proxy], n_rows: int) -> np.ndarr
 
 def _split_scores(run_dir: Path, proxies: list[Proxy], heldout: np.ndarray) -> np.ndarray:
     """Return the token scores of the whole held-out split after each row's BOS [n_rows, T - 1, K], in file order,
-    from analysis/.proxy-scores/ when this corpus and these proxies were scored before (a function of both alone:
+    from the run's .cache/proxy-scores/ when this corpus and these proxies were scored before (a function of both alone:
     Python's tokenize over every document is most of the cost, and analyses are redone more often than corpora)."""
     from sae import rundir
 
     key = hashlib.sha256(json.dumps([rundir.fingerprint(run_dir / "corpus", "corpus"), SCORES_VERSION,
                                      TRAIN_SAMPLE_TOKENS, [repr(p) for p in proxies]]).encode()).hexdigest()[:20]
-    cache = run_dir / "analysis" / CACHE
+    cache = run_dir / CACHE  # not under analysis/, whose folders are stages
     path = cache / f"{key}.npy"
     if path.is_file():
         return np.load(path, mmap_mode="r")

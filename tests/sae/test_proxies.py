@@ -127,20 +127,20 @@ def test_unit_statistics_match_a_direct_computation_and_merge_to_the_bit(signed)
 
 
 def test_split_scores_are_cached_per_corpus_and_proxy_set(tiny_run_copy):
-    """The held-out split is scored once per corpus and proxy set (analysis/.proxy-scores/); another set is scored
-    afresh and replaces it, and a cached read gives the very scores of a fresh one."""
+    """The held-out split is scored once per corpus and proxy set (the run's .cache/proxy-scores/); another set is
+    scored afresh and replaces it, and a cached read gives the very scores of a fresh one."""
     from sae.analysis.proxy_run import CACHE, heldout_scores
 
     proxies = resolve(("digits", "string_literal"), ())
     first = heldout_scores(tiny_run_copy, proxies, 10)
-    [cached] = list((tiny_run_copy / "analysis" / CACHE).glob("*.npy"))
+    [cached] = list((tiny_run_copy / CACHE).glob("*.npy"))
     again = heldout_scores(tiny_run_copy, proxies, 10)
     np.testing.assert_array_equal(first, again)
     assert (first[:, 0] == OUTSIDE).all() and (first[:, 1:] > OUTSIDE).any()
     cached.write_bytes(b"")  # a cache that is read would now fail: a different set must not read it
     other = heldout_scores(tiny_run_copy, resolve(("digits",), ()), 10)
     np.testing.assert_array_equal(other[..., 0], first[..., 0])
-    assert [p.name for p in (tiny_run_copy / "analysis" / CACHE).glob("*.npy")] != [cached.name]
+    assert [p.name for p in (tiny_run_copy / CACHE).glob("*.npy")] != [cached.name]
 
 
 def test_stacked_histograms_match_a_direct_count():
