@@ -316,7 +316,7 @@ def head_losses(head: MLPHead, resid_mid: torch.Tensor, post: torch.Tensor, toke
         p = lp.exp()
         neg_entropy = _row_dot(p, lp)  # [m] Σ p log p
         ce["clean"] -= float(lp.gather(-1, target).sum(dtype=torch.float64))
-        replaced = {name: (c, pr) for name, (c, pr) in constants.items()} | dict(zip(recon, zip(c_outs[1:], p_outs[1:])))
+        replaced = constants | dict(zip(recon, zip(c_outs[1:], p_outs[1:])))  # name -> (c(out), P(out))
         for name, (c_out, p_out) in replaced.items():
             lq = logprobs(c_out, p_out).index_copy_(0, kept, lp[kept])
             ce[name] -= float(lq.gather(-1, target).sum(dtype=torch.float64))
