@@ -30,10 +30,15 @@ _IN = (select(_OTHER.id, _OTHER.name, _OTHER.n_units, Unit.index, UnitLink.weigh
        .select_from(UnitLink).join(Unit, Unit.id == UnitLink.unit_id).join(_OTHER, _OTHER.id == Unit.basis_id)
        .where(UnitLink.target_basis_id == bindparam("basis_id"), UnitLink.target_index == bindparam("index"),
               SHOWN_EDGE, _OTHER.status == "ready"))
-_HAS_EDGES = select(  # whether any match gave this basis family edges, either way
-    exists().where(UnitLink.target_basis_id == bindparam("basis_id"), UnitLink.kind == "family")
-    | exists().where(UnitLink.kind == "family", UnitLink.unit_id.in_(
-        select(Unit.id).where(Unit.basis_id == bindparam("basis_id")))))
+_ME = aliased(Unit)
+_IDS = select(Unit.id).where(Unit.basis_id == bindparam("basis_id"))
+_HAS_EDGES = select(  # whether any match gave this basis family edges, either way; both through ix_unit_link_kind_target
+    exists().where(UnitLink.kind == "family", UnitLink.target_basis_id == bindparam("basis_id"))
+    | exists().where(UnitLink.kind == "family", UnitLink.target_basis_id.in_(select(Basis.id)),
+                     # the basis's id range narrows the scan to O(log n); the unit check keeps it exact
+                     UnitLink.unit_id.between(_IDS.order_by(Unit.id).limit(1).scalar_subquery(),
+                                              _IDS.order_by(Unit.id.desc()).limit(1).scalar_subquery()),
+                     exists().where(_ME.id == UnitLink.unit_id, _ME.basis_id == bindparam("basis_id"))))
 _NODES = select(Unit.index, Unit.top_tokens, newest_label(Unit.basis_id, Unit.index),
                 newest_explanation(Unit.basis_id, Unit.index)).where(
     Unit.basis_id == bindparam("basis_id"), Unit.index.in_(bindparam("indices", expanding=True)))
