@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from app.cli.common import DbOpt, DeviceOpt, ForceOpt, cli, default
+from app.cli.demo_full import epoch_tokens
 from app.cli.database import ingest
 from app.cli.serve import serve
 from app.cli.stages import analyze, corpus, fit_sae, train_lm
@@ -24,7 +25,7 @@ def demo(
     run: Annotated[Path, typer.Option("--run", help="Run folder for every stage.")] = Path("runs/demo"),
     source: Annotated[str, typer.Option("--source", help="Corpus source (see `monoscope corpus`).")] = default(CorpusConfig, "source"),
     max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Cap on corpus training tokens.")] = default(CorpusConfig, "max_tokens"),
-    tokens: Annotated[int, typer.Option("--tokens", help="LM training tokens.")] = default(TrainLMConfig, "tokens"),
+    tokens: Annotated[int, typer.Option("--tokens", help="LM training tokens (with --full: at least one epoch of the corpus).")] = default(TrainLMConfig, "tokens"),
     # The demo SAE is demo_config()'s, not SAETrainConfig's defaults: the sweep's pick (TopK k=32 with AuxK).
     d_sae: Annotated[int, typer.Option("--d-sae", help="SAE features (the paper's A/1: 4,096 on 512 neurons).")] = DEMO_SAE.d_sae,
     sae_tokens: Annotated[int, typer.Option("--sae-tokens", help="SAE training tokens.")] = DEMO_SAE.tokens,
@@ -49,7 +50,7 @@ def demo(
     # One entry per stage, in order: each is the same function as its own command.
     stages = [
         ("corpus", lambda: corpus(run, source=source, max_tokens=max_tokens, force=force)),
-        ("lm", lambda: train_lm(run, tokens=tokens, device=device, force=force)),
+        ("lm", lambda: train_lm(run, tokens=epoch_tokens(run, tokens) if full else tokens, device=device, force=force)),
         ("sae", lambda: fit_sae(sae_cfg, run=run, name=f"{sae_cfg.architecture}-{d_sae}", device=device,
                                 force=force)),
         ("analysis", lambda: analyze(run, tokens=analysis_tokens, device=device, force=force)),

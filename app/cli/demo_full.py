@@ -15,6 +15,15 @@ from typing import Callable
 from app.cli.common import number_list
 
 
+def epoch_tokens(run: Path, tokens: int) -> int:
+    """LM training tokens under --full: `tokens`, raised to one epoch of the corpus's training split. Universality
+    compares two LMs; one that has not seen its data once is still far from what it converges to, and two such LMs
+    differ by where training stopped as much as by their seeds."""
+    from sae.corpus.build import load_corpus_meta
+
+    return max(tokens, int(load_corpus_meta(run)["train_tokens"]))
+
+
 def full_stages(run: Path, sae_cfg, sizes: str, tokens: int, analysis_tokens: int, db: str, device: str,
                 force: bool) -> list[tuple[str, Callable[[], None]]]:
     """Return the extra (name, stage) pairs, in order; `sae_cfg` is the demo SAE's config (its size included)."""
@@ -47,8 +56,8 @@ def full_stages(run: Path, sae_cfg, sizes: str, tokens: int, analysis_tokens: in
     stages.append((f"seed control: {demo_sae} / {control}", lambda: match(
         run, basis=demo_sae, other_basis=control, tokens=analysis_tokens, device=device, force=force)))
     stages += [
-        ("second LM (seed 1)", lambda: (second_corpus(), train_lm(other, tokens=tokens, seed=1, device=device,
-                                                                   force=force))),
+        ("second LM (seed 1)", lambda: (second_corpus(), train_lm(other, tokens=epoch_tokens(run, tokens), seed=1,
+                                                                   device=device, force=force))),
         ("second LM's SAE", lambda: fit_sae(sae_cfg, run=other, name=demo_sae, device=device, force=force)),
         ("second LM's analysis", lambda: analyze(other, tokens=analysis_tokens, device=device, force=force)),
         ("second LM into the database", lambda: ingest(other, db=db)),

@@ -119,6 +119,9 @@ def test_full_demo_adds_sizes_a_second_seed_and_their_matches(monkeypatch, capsy
         assert stage in out, stage
     second = tmp_path / "demo-seed1"
     assert rundir.read_manifest(second / "lm")["config"]["lm"]["seed"] == 1
+    epoch = json.loads((run / "corpus" / "meta.json").read_text())["train_tokens"]
+    assert epoch > 8192  # --tokens asked for less than one epoch: --full trains both LMs on a whole one
+    assert [rundir.read_manifest(r / "lm")["config"]["train"]["tokens"] for r in (run, second)] == [epoch, epoch]
     assert (second / "corpus" / "heldout.npy").read_bytes() == (run / "corpus" / "heldout.npy").read_bytes()
     site = start_server(db, run)
     try:
