@@ -31,11 +31,11 @@ from sae.analysis.proxies import Proxy
 from sae.analysis.proxy_run import analysis_proxies, heldout_scores
 from sae.analysis.proxy_scores import buckets
 from sae.analysis.reduce import BasisResult, finish
-from sae.analysis.lm_losses import LossModel, loss_model
 from sae.analysis.shard import ActsFn, AnalysisConfig, Basis, ShardState, analyze_shard, loss_mean
 from sae.conventions import NEURON_BASIS
 from sae.corpus.build import load_heldout
 from sae.errors import MonoscopeError
+from sae.lm.losses import LossModel, loss_model
 
 
 def list_saes(run_dir: Path) -> list[str]:
@@ -115,7 +115,7 @@ def _load_bases(todo: list[PlannedBasis], d_in: int) -> list[LoadedBasis]:
 
 
 def _lm_functions(model, dev: torch.device, tokens: np.ndarray, cfg: AnalysisConfig) -> tuple[ActsFn, LossModel]:
-    """Return the LM as the shard pass sees it: activations on CPU, and its LM-loss sums (sae/analysis/lm_losses.py)."""
+    """Return the LM as the shard pass sees it: activations on CPU, and its LM-loss sums (sae/lm/losses.py)."""
     from sae import lm
 
     def acts_fn(batch: torch.Tensor) -> torch.Tensor:  # [B, T] -> [B, T, d_mlp] on CPU

@@ -23,14 +23,14 @@ import numpy as np
 import torch
 
 from sae.analysis.config import AnalysisConfig
-from sae.analysis.lm_losses import LossModel
 from sae.analysis.proxy_stats import ProxyStats
 from sae.analysis.spill import Spill
 from sae.analysis.state import UnitStats
 from sae.conventions import BOS_POSITION
 from sae.dictionary.architectures import Activation
-from sae.dictionary.metrics import LossSums, ReconstructionSums, mean_activation
+from sae.dictionary.metrics import ReconstructionSums
 from sae.dictionary.model import sparse_decode
+from sae.lm.losses import LossModel, LossSums, mean_activation
 
 ActsFn = Callable[[torch.Tensor], torch.Tensor]  # tokens [B, T] long -> MLP activations [B, T, d_in]
 
@@ -51,7 +51,7 @@ class Basis:
 @dataclass
 class BasisSums:
     """Mergeable sums behind the per-basis metrics: reconstruction and sparsity (the same sums as training's
-    evaluation) and the LM losses and KL divergences (sae.dictionary.metrics.LossSums)."""
+    evaluation) and the LM losses and KL divergences (sae.lm.losses.LossSums)."""
 
     recon: ReconstructionSums = field(default_factory=ReconstructionSums)
     loss: LossSums = field(default_factory=LossSums)

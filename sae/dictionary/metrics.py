@@ -12,15 +12,11 @@ Loss recovered = (L_zero_ablation − L_sae) / (L_zero_ablation − L_clean), on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable
 
 import torch
 
-from sae.conventions import BOS_POSITION, DENSE_DENSITY
+from sae.conventions import DENSE_DENSITY
 from sae.dictionary.model import SparseAutoencoder
-
-if TYPE_CHECKING:  # sae.lm imports transformer_lens: not needed to define this module
-    from sae.lm.model import MLPHead
 
 
 @torch.no_grad()
@@ -180,192 +176,20 @@ def reconstruction_metrics(sae: SparseAutoencoder, x: torch.Tensor, chunk: int =
     return {**sums.metrics(), "density": (fired / max(1, len(x))).cpu()}
 
 
-def keep_bos(post: torch.Tensor, replacement: torch.Tensor) -> torch.Tensor:
-    """Return `replacement` [b, T, d] with the BOS position's activations put back from `post`: splices and
-    ablations leave BOS alone, as training and statistics do (sae.conventions.BOS_POSITION)."""
-    replacement[:, BOS_POSITION] = post[:, BOS_POSITION].to(replacement.dtype)
-    return replacement
-
-
-# SAELens's run_evals names for the LM-loss metrics (ce_loss_*, kl_div_*), beside the names the project used first.
-SAELENS_LOSS_NAMES = {"ce_loss_without_sae": "loss_clean", "ce_loss_with_ablation": "loss_zero_ablation",
-                      "ce_loss_with_sae": "loss_reconstructed", "ce_loss_score": "loss_recovered"}
-REPLACEMENTS = ("zero", "mean", "spliced")  # what replaces the hook's activations after BOS in LossSums
-
-
-@dataclass
-class LossSums:
-    """Mergeable sums behind the LM-loss metrics over predicted tokens (every position but the last): the next-token
-    loss of the clean model and with the hook's activations after BOS replaced by zeros, by their mean, or by the
-    reconstruction; and each replacement's KL divergence KL(clean || replaced) of the next-token distribution
-    (SAELens's per-token formula, averaged here over the predicted positions like the losses, where SAELens also
-    counts the last position). BOS keeps its own activations (sae.conventions), so its KL is 0."""
-
-    tokens: int = 0
-    ce: dict[str, float] = field(default_factory=dict)  # "clean" and REPLACEMENTS -> Σ next-token loss
-    kl: dict[str, float] = field(default_factory=dict)  # REPLACEMENTS -> Σ KL(clean || replaced)
-
-    def merge(self, other: "LossSums") -> "LossSums":
-        return LossSums(self.tokens + other.tokens, {k: self.ce.get(k, 0.0) + other.ce.get(k, 0.0) for k in
-                                                     {*self.ce, *other.ce}},
-                        {k: self.kl.get(k, 0.0) + other.kl.get(k, 0.0) for k in {*self.kl, *other.kl}})
-
-    def metrics(self) -> dict:
-        """Return the mean losses, loss recovered against zero and mean ablation, and the KL metrics; None where
-        not measured (no tokens, no splice) or undefined (an ablation that costs nothing)."""
-        mean = {k: (v / self.tokens if self.tokens else None) for k, v in self.ce.items()}
-        kl = {k: (v / self.tokens if self.tokens else None) for k, v in self.kl.items()}
-        clean, zero, abl_mean, spliced = (mean.get(k) for k in ("clean", "zero", "mean", "spliced"))
-        out = {"loss_clean": clean, "loss_zero_ablation": zero, "loss_mean_ablation": abl_mean,
-               "loss_reconstructed": spliced, "loss_recovered": _recovered(clean, zero, spliced),
-               "loss_recovered_mean_ablation": _recovered(clean, abl_mean, spliced),
-               "kl_div_with_sae": kl.get("spliced"), "kl_div_with_ablation": kl.get("zero"),
-               "kl_div_with_mean_ablation": kl.get("mean")}
-        with_sae, ablation = out["kl_div_with_sae"], out["kl_div_with_ablation"]
-        out["kl_div_score"] = (ablation - with_sae) / ablation if with_sae is not None and ablation else None
-        return out | {name: out[ours] for name, ours in SAELENS_LOSS_NAMES.items()}
-
-
-def _recovered(clean: float | None, ablated: float | None, spliced: float | None) -> float | None:
-    """(L_ablated − L_spliced) / (L_ablated − L_clean), None where a loss is missing or the ablation costs nothing."""
-    if clean is None or ablated is None or spliced is None or abs(ablated - clean) <= 1e-12:
-        return None
-    return (ablated - spliced) / (ablated - clean)
-
-
-LogitsFn = Callable[[torch.Tensor, Callable | None], torch.Tensor]  # (tokens [b, T], replace_post) -> logits
-
-
-@torch.no_grad()
-def add_losses(logits_fn: LogitsFn, tokens: torch.Tensor, mean: torch.Tensor | None,
-               splices: dict[str, Callable[[torch.Tensor], torch.Tensor]]
-               ) -> tuple[torch.Tensor, LossSums, dict[str, LossSums]]:
-    """Return (the clean activations of the hook [b, T, d]; the losses every basis shares: clean, zero- and
-    mean-ablated; per splice name, its own spliced loss and KL) on tokens [b, T].
-
-    mean [d]: the mean activation that mean ablation puts after BOS (None: no mean ablation);
-    splices: name -> function from the clean activations [b, T, d] to their reconstruction.
-    """
-    captured: list[torch.Tensor] = []
-    clean = logits_fn(tokens, lambda post: captured.append(post) or post)
-    post = captured[0]
-    targets = tokens[:, 1:].to(clean.device)
-    clean_lp = clean[:, :-1].float().log_softmax(-1)  # [b, T-1, V]
-    n = targets.numel()
-
-    def replaced(replacement: torch.Tensor) -> tuple[float, float]:
-        lp = logits_fn(tokens, lambda p: keep_bos(p, replacement.to(p.device, p.dtype)))[:, :-1].float()
-        lp = lp.log_softmax(-1)
-        nll = -float(lp.gather(-1, targets[..., None]).sum(dtype=torch.float64))
-        return nll, float((clean_lp.exp() * (clean_lp - lp)).sum(dtype=torch.float64))
-
-    shared = LossSums(n, {"clean": -float(clean_lp.gather(-1, targets[..., None]).sum(dtype=torch.float64))})
-    ablations = [("zero", torch.zeros_like(post))] + ([("mean", mean.expand_as(post).clone())] if mean is not None
-                                                      else [])
-    for name, replacement in ablations:
-        shared.ce[name], shared.kl[name] = replaced(replacement)
-    own = {}
-    for name, splice in splices.items():
-        ce, kl = replaced(splice(post))
-        own[name] = LossSums(0, {"spliced": ce}, {"spliced": kl})
-    return post, shared, own
-
-
-HEAD_ROWS = 256  # predicted positions per chunk of head_losses: their [rows, d_vocab] log-probabilities stay in cache
-
-
-@torch.no_grad()
-def head_losses(head: MLPHead, resid_mid: torch.Tensor, post: torch.Tensor, tokens: torch.Tensor,
-                mean: torch.Tensor | None, reconstructions: dict[str, torch.Tensor]
-                ) -> tuple[LossSums, dict[str, LossSums]]:
-    """Return the sums `add_losses` returns (its `shared` and `own`) for a one-layer LM, from its residual before the
-    MLP resid_mid [b, T, d_model] and the hook's activations post [b, T, d_mlp] (sae.lm.model.mid_and_post) on
-    tokens [b, T], with no forward (sae.lm.model.MLPHead).
-
-    reconstructions: name -> the SAE's reconstruction of post [b, T, d_mlp] (a splice's output).
-    The final norm's projection is linear, so the logits of resid_mid + out are (P(resid_mid) + P(out)) / scale(...)
-    + bias: one unembedding of resid_mid, one of the clean MLP output and one per reconstruction serve every
-    replacement (zero and mean ablation add a constant row). KL(clean || replaced) per position is
-    Σ p·log p − Σ p·log q, so the clean distribution is exponentiated once.
-    """
-    b, n_ctx, d_mlp = post.shape
-    n = b * (n_ctx - 1)  # predicted positions: every one but the last of each sequence
-    mid = resid_mid[:, :-1].reshape(n, -1)
-    clean_post = post[:, :-1].reshape(n, d_mlp)
-    targets = tokens[:, 1:].reshape(n, 1).to(post.device)
-    bos = torch.arange(n, device=post.device) % (n_ctx - 1) == BOS_POSITION  # [n] BOS keeps its own activations
-    outs = {"zero": head.b_out} | ({} if mean is None else {"mean": head.mlp_out(mean[None])[0]})
-    constants = {name: head.readout.project(out[None]) for name, out in outs.items()}  # (c(out), P(out) [1, V])
-    recon = {name: r[:, :-1].reshape(n, d_mlp) for name, r in reconstructions.items()}
-    ce = dict.fromkeys(["clean", *constants, *recon], 0.0)
-    kl = dict.fromkeys([*constants, *recon], 0.0)
-    for r0 in range(0, n, HEAD_ROWS):
-        rows = slice(r0, min(r0 + HEAD_ROWS, n))
-        m = rows.stop - r0
-        own = [clean_post[rows]] + [r[rows] for r in recon.values()]
-        centred, projected = head.readout.project(torch.cat([mid[rows]] + [head.mlp_out(o) for o in own]))
-        (c_mid, *c_outs), (p_mid, *p_outs) = centred.split(m), projected.split(m)
-        kept = torch.nonzero(bos[rows])[:, 0]
-        target = targets[rows]
-
-        def logprobs(c_out: torch.Tensor, p_out: torch.Tensor) -> torch.Tensor:  # [m, V]
-            scale = head.readout.scale(c_mid + c_out)
-            return (p_mid + p_out).div_(scale).add_(head.readout.bias).log_softmax(-1)
-
-        lp = logprobs(c_outs[0], p_outs[0])
-        p = lp.exp()
-        neg_entropy = _row_dot(p, lp)  # [m] Σ p log p
-        ce["clean"] -= float(lp.gather(-1, target).sum(dtype=torch.float64))
-        replaced = constants | dict(zip(recon, zip(c_outs[1:], p_outs[1:])))  # name -> (c(out), P(out))
-        for name, (c_out, p_out) in replaced.items():
-            lq = logprobs(c_out, p_out).index_copy_(0, kept, lp[kept])
-            ce[name] -= float(lq.gather(-1, target).sum(dtype=torch.float64))
-            kl[name] += float((neg_entropy - _row_dot(p, lq)).sum(dtype=torch.float64))
-    shared = LossSums(n, {k: ce[k] for k in ("clean", *constants)}, {k: kl[k] for k in constants})
-    return shared, {name: LossSums(0, {"spliced": ce[name]}, {"spliced": kl[name]}) for name in recon}
-
-
-def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Return the dot product of each row [N] of a and b [N, V], without an [N, V] temporary."""
-    return torch.linalg.vecdot(a, b)
-
-
-@torch.no_grad()
-def mean_activation(posts: Iterable[torch.Tensor]) -> torch.Tensor:
-    """Return the mean [d] of hook activations over the positions after BOS (mean ablation's vector), streamed over
-    batches [b, T, d] so that memory does not grow with the tokens."""
-    total, count = None, 0
-    for post in posts:
-        keep = torch.arange(post.shape[1], device=post.device) != BOS_POSITION
-        kept = post[:, keep].reshape(-1, post.shape[-1])
-        total = kept.sum(0, dtype=torch.float64) + (0 if total is None else total)
-        count += len(kept)
-    if total is None or count == 0:
-        raise ValueError("mean ablation needs at least one position after BOS")
-    return (total / count).float()
-
-
 @torch.no_grad()
 def loss_recovered(model, tokens: torch.Tensor, sae: SparseAutoencoder, batch_rows: int = 32) -> dict:
     """Return the LM-loss metrics of `sae` spliced in on tokens [B, T] (LossSums.metrics), mean ablation by the mean
-    activation over these tokens."""
-    from sae.lm.model import lm_logits, mid_and_post, mlp_activations, mlp_head
+    activation over these tokens; by the same LossModel the analysis uses (sae.lm.losses.loss_model)."""
+    from sae.lm.losses import LossSums, loss_model, mean_activation
+    from sae.lm.model import mlp_activations
 
     device = sae.W_enc.device
     mean = mean_activation(mlp_activations(model, tokens[s: s + batch_rows])
                            for s in range(0, len(tokens), batch_rows))
-
-    def splice(act: torch.Tensor) -> torch.Tensor:  # [b, T, d_mlp] -> same, through the SAE
-        return sae(act.to(device, torch.float32))
-
-    head = mlp_head(model, tokens[:2])
-    sums = LossSums()
+    lm, sums = loss_model(model, device, tokens, batch_rows), LossSums()
     for start in range(0, len(tokens), batch_rows):
         rows = tokens[start: start + batch_rows]
-        if head is None:
-            _, shared, own = add_losses(lambda t, replace: lm_logits(model, t, replace), rows, mean, {"sae": splice})
-        else:
-            mid, post = mid_and_post(model, rows)
-            shared, own = head_losses(head, mid, post, rows, mean, {"sae": splice(post).to(post.device)})
+        post, kept = lm.forward(rows)  # [b, T, d_mlp] float32 on CPU
+        shared, own = lm.sums(kept, rows, post, mean, {"sae": sae(post.to(device)).cpu()})
         sums = sums.merge(shared).merge(own["sae"])
     return sums.metrics()

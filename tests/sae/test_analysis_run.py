@@ -12,7 +12,7 @@ from sae import lm, rundir
 from sae.analysis.run import run_analysis
 from sae.analysis.shard import AnalysisConfig
 from sae.corpus.build import load_heldout
-from sae.dictionary.metrics import keep_bos
+from sae.lm.losses import keep_bos
 from sae.dictionary.model import SAEConfig, SparseAutoencoder
 from sae.dictionary.saelens_format import save_sae
 

@@ -12,18 +12,10 @@ from sae.activations import LMActivations
 from sae.analysis.run import run_analysis
 from sae.analysis.shard import AnalysisConfig
 from sae.dictionary import SAETrainConfig, train_sae_on_run
-from sae.dictionary.metrics import (
-    LossSums,
-    ReconstructionSums,
-    add_losses,
-    head_losses,
-    keep_bos,
-    loss_recovered,
-    mean_activation,
-    reconstruction_metrics,
-)
+from sae.dictionary.metrics import ReconstructionSums, loss_recovered, reconstruction_metrics
 from sae.dictionary.model import SAEConfig, SparseAutoencoder
 from sae.dictionary.saelens_format import load_sae, save_sae
+from sae.lm.losses import LossSums, add_losses, head_losses, keep_bos, mean_activation
 
 QUIET = dict(progress=False, log=lambda m: None)
 
@@ -237,7 +229,7 @@ def test_saelens_named_metrics_match_sae_lens_on_the_same_reconstructions():
 def test_analysis_with_the_head_equals_the_analysis_with_a_forward_per_replacement(tiny_run, tmp_path):
     """The whole analysis of the tiny run, its LM-loss metrics from the head (today's path) and from the forwards
     that ran before it (kept for LMs without a head): every array the same to the bit, the metrics to 1e-6."""
-    from sae.analysis.lm_losses import HeadLosses, SplicedLosses, loss_model
+    from sae.lm.losses import HeadLosses, SplicedLosses, loss_model
     from sae.analysis.reduce import finish
     from sae.analysis.shard import Basis, analyze_shard
     from sae.corpus.build import load_heldout

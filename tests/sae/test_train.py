@@ -10,7 +10,8 @@ import torch
 
 from sae.activations import ArrayActivations, LMActivations
 from sae.dictionary import losses
-from sae.dictionary.metrics import geometric_median, keep_bos, reconstruction_metrics
+from sae.dictionary.metrics import geometric_median, reconstruction_metrics
+from sae.lm.losses import keep_bos
 from sae.dictionary.model import SAEConfig, SparseAutoencoder
 from sae.dictionary.saelens_format import load_density, load_sae
 from sae.dictionary.stage import train_sae, train_sae_on_run
