@@ -126,11 +126,14 @@ def topk_select(pre: torch.Tensor, k: int, ws: Workspace) -> tuple[torch.Tensor,
 
     torch.topk runs a selection over all S entries of every row; here a cheap bound prunes first: the k-th largest
     of a row's block maxima is ≤ its k-th largest entry, so only entries ≥ that bound (typically ~1.2 k) remain
-    candidates. Measured here (4096 x 4096, k 32, 1 thread): about 55 ms against 90 ms for torch.topk.
+    candidates. Measured here (4096 x 4096, k 32, 1 thread): about 55 ms against 90 ms for torch.topk in fp32. Not
+    in bf16: this CPU build reduces bf16 ~7x slower than fp32 (the block maxima alone took 45 ms), so a bf16 pre
+    (training's default) goes straight to torch.topk: 16.2-16.6k against 17.7-18.1k tokens/s of TopK training
+    (BENCHMARKS.md, "TopK selection in bf16").
     """
     B, S = pre.shape
     block = 1 << max(0, (S // (4 * k)).bit_length() - 1)  # about 4k blocks per row, a power of two wide
-    if block < 4 or S % block:
+    if block < 4 or S % block or pre.dtype != torch.float32:
         return pre.topk(k, dim=-1, sorted=False)
     bound = pre.view(B, S // block, block).amax(-1).topk(k, dim=-1, sorted=False).values.amin(-1, keepdim=True)
     mask = torch.ge(pre, bound, out=ws.get("mask", (B, S), torch.bool, pre.device))  # [B, S]
