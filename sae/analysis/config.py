@@ -38,7 +38,7 @@ class AnalysisConfig:
     # as many forwards for another) use the first loss_tokens analysed tokens (rows in the seeded order: spread over
     # the whole held-out split); None: all of them, 0: none.
     loss_tokens: int | None = 1 << 18
-    loss_batch_sequences: int = 16  # sequences per loss forward, for an LM without sae.lm.model.mlp_head
+    loss_batch_sequences: int = 16  # sequences per loss forward, for an LM without sae.lm.heads.mlp_head
     seed: int = 0  # of the reservoir keys
     ultralow_threshold: float = ULTRALOW_DENSITY
     dense_threshold: float = DENSE_DENSITY

@@ -10,7 +10,7 @@ before the MLP), so ablating u at every position of a window at once (the visual
 without) gives each position's own effect, and the ablated logits need only the final residual r_t: they are
 readout(r_t − a·v_u). One forward per batch of sequences gives every r_t. Through the final norm that is
 (P_t − a·E_u) / scale + bias with P_t = c(r_t)·w @ W_U per distinct token and E_u = c(v_u)·w @ W_U per unit
-(sae.lm.model.Readout), so each distinct (token, unit) pair, shared by every window and basis that holds it, costs
+(sae.lm.heads.Readout), so each distinct (token, unit) pair, shared by every window and basis that holds it, costs
 O(d_vocab) instead of a d_model × d_vocab product (exact, not an approximation; for the demo's 1.38M pairs
 85 s against 139 s, BENCHMARKS.md).
 Where u does not fire the effect is 0 exactly; positions without a next token (the last of a sequence), BOS (never
@@ -30,7 +30,7 @@ import torch
 from sae.conventions import BOS_POSITION
 
 if TYPE_CHECKING:  # sae.lm imports transformer_lens: not needed to define this module
-    from sae.lm.model import Readout
+    from sae.lm.heads import Readout
 
 ResidFn = Callable[[torch.Tensor], torch.Tensor]  # tokens [B, T] -> final residual [B, T, d_model] float32
 PAIRS_PER_CHUNK = 128  # pairs whose [chunk, d_vocab] logits stay in cache (8x faster per pair than 8,192 here)

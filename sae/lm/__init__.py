@@ -8,7 +8,8 @@ from sae.lazy import lazy_exports
 __all__, __getattr__ = lazy_exports(__name__, {
     "sae.lm.config": ["LMConfig", "TrainLMConfig", "read_lm_config"],
     "sae.lm.model": ["HOOK_POST", "build_model", "final_residual", "lm_logits", "lm_loss", "load_lm",
-                     "load_pretrained", "mid_and_post", "mlp_activations", "mlp_head", "new_kv_cache",
-                     "pretrained_tokenizer_name", "readout", "save_lm", "unembed_directions"],
+                     "load_pretrained", "mid_and_post", "mlp_activations", "new_kv_cache",
+                     "pretrained_tokenizer_name", "save_lm", "unembed_directions"],
+    "sae.lm.heads": ["MLPHead", "Readout", "mlp_head", "readout"],
     "sae.lm.train": ["train_lm", "use_pretrained"],
 })

@@ -2,7 +2,7 @@
 the LM in next-token loss and KL divergence, defined once for training's evaluation and for the analysis.
 
 Two ways to the same sums (up to float rounding; tests/sae/test_metrics.py):
-- `HeadLosses`, a one-layer LM (sae.lm.model.mlp_head): the forward keeps the residual before the MLP too, and each
+- `HeadLosses`, a one-layer LM (sae.lm.heads.mlp_head): the forward keeps the residual before the MLP too, and each
   replacement is one MLP output and one unembedding (`head_losses`), no further forward;
 - `SplicedLosses`, any other LM: one forward per replacement with the activations spliced in at the hook
   (`add_losses`).
@@ -22,7 +22,7 @@ import torch
 from sae.conventions import BOS_POSITION
 
 if TYPE_CHECKING:  # sae.lm.model imports transformer_lens: not needed to define this module
-    from sae.lm.model import MLPHead
+    from sae.lm.heads import MLPHead
 
 
 def keep_bos(post: torch.Tensor, replacement: torch.Tensor) -> torch.Tensor:
@@ -125,7 +125,7 @@ def head_losses(head: MLPHead, resid_mid: torch.Tensor, post: torch.Tensor, toke
                 ) -> tuple[LossSums, dict[str, LossSums]]:
     """Return the sums `add_losses` returns (its `shared` and `own`) for a one-layer LM, from its residual before the
     MLP resid_mid [b, T, d_model] and the hook's activations post [b, T, d_mlp] (sae.lm.model.mid_and_post) on
-    tokens [b, T], with no forward (sae.lm.model.MLPHead).
+    tokens [b, T], with no forward (sae.lm.heads.MLPHead).
 
     reconstructions: name -> the SAE's reconstruction of post [b, T, d_mlp] (a splice's output).
     The final norm's projection is linear, so the logits of resid_mid + out are (P(resid_mid) + P(out)) / scale(...)
@@ -247,7 +247,7 @@ class SplicedLosses:
 def loss_model(model, device: torch.device, tokens: np.ndarray | torch.Tensor, rows_per_forward: int) -> LossModel:
     """Return the fastest LossModel that is exact for this LM (HeadLosses where its head reproduces the LM's own
     logits on the first two sequences of tokens [n_seq, T])."""
-    from sae.lm.model import mlp_head
+    from sae.lm.heads import mlp_head
 
     probe = tokens[:2] if isinstance(tokens, torch.Tensor) else torch.from_numpy(np.asarray(tokens[:2], np.int64))
     head = mlp_head(model, probe.to(device))

@@ -66,10 +66,10 @@ def test_a_model_with_its_layernorm_folded_gives_the_same_effects():
 
 @pytest.mark.parametrize("norm", ["LN", "LNPre", "RMS", "RMSPre", None])
 def test_the_readout_is_the_models_own_final_norm_and_unembedding(norm):
-    """sae.lm.model.Readout (what the ablation effects compute with) equals the model's ln_final + unembed."""
+    """sae.lm.heads.Readout (what the ablation effects compute with) equals the model's ln_final + unembed."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from sae.lm.model import readout
+    from sae.lm.heads import readout
 
     torch.manual_seed(0)
     cfg = HookedTransformerConfig(n_layers=1, d_model=16, d_head=8, n_heads=2, d_mlp=32, n_ctx=8, d_vocab=40,
