@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from app.cli.common import DeviceOpt, ForceOpt, RunOpt, cli, default, limit_cpu_threads
+from app.cli.common import DeviceOpt, ForceOpt, RunOpt, cli, default, limit_cpu_threads, number_list
 from sae.analysis.config import AnalysisConfig
 from sae.corpus.config import CorpusConfig
 from sae.dictionary import architectures
@@ -92,6 +92,7 @@ def train_sae(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Activations per step.")] = default(SAETrainConfig, "batch_size"),
     seed: Annotated[int, typer.Option("--seed")] = default(SAETrainConfig, "seed"),
     precision: Annotated[str, typer.Option("--precision", help="auto, fp32 or bf16 (bf16 matmuls, fp32 weights).")] = default(SAETrainConfig, "precision"),
+    resample_at: Annotated[str, typer.Option("--resample-at", help="Fractions of training after which dead latents are resampled (the paper's recipe), comma-separated, or none (the demo's TopK: AuxK alone revives them).")] = ",".join(map(str, default(SAETrainConfig, "resample_at"))),
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
 ) -> None:
@@ -106,8 +107,9 @@ def train_sae(
         raise MonoscopeError("--activations needs --out (and takes no --name)")
     if k is None and architectures.architecture(architecture, trainable=True).uses_k:
         k = demo_config().k  # the sweep's pick for TopK-style SAEs
+    resample = () if resample_at.strip().lower() == "none" else tuple(number_list(resample_at, float, "--resample-at"))
     cfg = SAETrainConfig(architecture=architecture, d_sae=d_sae, l1_coefficient=l1, k=k, lr=lr, tokens=tokens,
-                         batch_size=batch_size, seed=seed, precision=precision)
+                         batch_size=batch_size, seed=seed, precision=precision, resample_at=resample)
     fit_sae(cfg, run=run, name=name, activations=activations, out=out, device=device, force=force)
 
 

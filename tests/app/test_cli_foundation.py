@@ -180,6 +180,7 @@ def test_option_defaults_are_the_configs_defaults_and_bad_values_are_the_configs
     sae, cfg = defaults(stages.train_sae), asdict(SAETrainConfig())
     assert (sae["architecture"], sae["d_sae"], sae["l1"], sae["lr"], sae["tokens"], sae["batch_size"]) == (
         cfg["architecture"], cfg["d_sae"], cfg["l1_coefficient"], cfg["lr"], cfg["tokens"], cfg["batch_size"])
+    assert tuple(float(f) for f in sae["resample_at"].split(",")) == cfg["resample_at"]
     analyze, analysis = defaults(stages.analyze), AnalysisConfig()
     assert (analyze["tokens"], analyze["batch"], analyze["loss_tokens"]) == (
         analysis.n_tokens, analysis.batch_sequences, analysis.loss_tokens)

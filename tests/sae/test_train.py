@@ -245,9 +245,17 @@ def test_cli_trains_on_an_activations_file(tmp_path):
            "--architecture", "topk", "--k", "4", "--d-sae", "32", "--tokens", "20000", "--batch-size", "500"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "l0 4.0" in proc.stdout and json.loads((out / "cfg.json").read_text())["k"] == 4
+    cfg = json.loads((out / "cfg.json").read_text())
+    assert "l0 4.0" in proc.stdout and cfg["k"] == 4
+    assert cfg["monoscope"]["training"]["resample_at"] == list(SAETrainConfig().resample_at)  # the paper's default
+    proc = subprocess.run(cmd + ["--resample-at", "none", "--force"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr  # the demo's TopK recipe: AuxK alone, no resampling
+    assert json.loads((out / "cfg.json").read_text())["monoscope"]["training"]["resample_at"] == []
     proc = subprocess.run(cmd[:8] + ["--architecture", "relu", "--l1", "-1"], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "non-negative" in proc.stderr
+    for bad, says in (("1.5", "resample_at"), ("0.5,x", "--resample-at")):
+        proc = subprocess.run(cmd + ["--resample-at", bad], capture_output=True, text=True)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and says in proc.stderr, proc.stderr
 
 
 def test_scaled_encoder_init_starts_near_the_input_instead_of_overshooting():
