@@ -228,6 +228,11 @@ def match(
     medians = [("n/a" if m is None else f"{m:.3f}") for m in (summary["median_a"], summary["median_b"])]
     print(f"match: {basis} -> {other_basis}: median best correlation {medians[0]}; {other_basis} -> {basis}: "
           f"{medians[1]} ({summary['tokens_correlated']:,} tokens; measures {summary['relation']})")
+    for side, name in (("a", basis), ("b", other_basis)):
+        median, mutual = summary.get(f"median_population_{side}"), summary.get(f"mutual_share_{side}")
+        if median is not None:  # (absent from a match made before they were recorded)
+            print(f"match: {name}, neither dead nor ultralow (n = {summary[f'n_population_{side}']:,}): median "
+                  f"{median:.3f}, mutual best matches {mutual:.0%}")
     if "family_edges" in summary:
         print(f"match: {summary['family_edges']:,} family edges at masked cosine >= {summary['family_floor']} "
               f"(features neither dead nor ultralow: {summary['family_units'][0]:,} and {summary['family_units'][1]:,})")

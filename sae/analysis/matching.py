@@ -24,7 +24,7 @@ from sae import rundir
 from sae.analysis.config import AnalysisConfig
 from sae.analysis.correlation import CorrelationSums
 from sae.analysis.masked_cosine import MaskedSums
-from sae.analysis.pairs import pair_relation, training_config
+from sae.analysis.pairs import pair_relation, paper_population, training_config
 from sae.conventions import FAMILY_FLOOR, NEURON_BASIS
 from sae.errors import MonoscopeError, load_json
 from sae.lm.config import read_lm_config
@@ -111,6 +111,7 @@ def match_bases(run_a: Path, basis_a: str, run_b: Path, basis_b: str, *,
     lm_b = lm_a if same_lm else lm.load_lm(run_b, dev)
     sums = CorrelationSums.zeros(n_a, n_b)
     masked = MaskedSums.zeros(n_a, n_b) if relation == "splitting" else None
+    fired_a, fired_b = np.zeros(n_a, np.int64), np.zeros(n_b, np.int64)  # tokens where each unit fires
     with torch.no_grad(), tqdm(total=int(tokens.size), unit="tok", unit_scale=True, disable=not progress,
                                desc="match") as bar:
         for s0 in range(0, len(tokens), batch_sequences):
@@ -121,11 +122,14 @@ def match_bases(run_a: Path, basis_a: str, run_b: Path, basis_b: str, *,
                 -1, lm_b.cfg.d_mlp).cpu()
             acts_a, acts_b = enc_a(post_a).numpy(), enc_b(post_b).numpy()
             sums.update(acts_a, acts_b)
+            fired_a += (acts_a > 0).sum(0)
+            fired_b += (acts_b > 0).sum(0)
             if masked is not None:
                 masked.update(acts_a, acts_b)
             bar.update(batch.numel())
     a_best, a_corr, b_best, b_corr = sums.best_matches()
-    arrays = {"a_best": a_best, "a_corr": a_corr, "b_best": b_best, "b_corr": b_corr}
+    arrays = {"a_best": a_best, "a_corr": a_corr, "b_best": b_best, "b_corr": b_corr, "fired_a": fired_a,
+              "fired_b": fired_b}
     if dec_a is not None and dec_b is not None and lm_b is lm_a:  # decoder directions compare within one LM only
         arrays |= _decoder_matches(dec_a, dec_b)
     families = {}
@@ -134,11 +138,27 @@ def match_bases(run_a: Path, basis_a: str, run_b: Path, basis_b: str, *,
         arrays |= {"family_a": family_a, "family_b": family_b, "family_score": score}
         families = {"family_edges": len(score), "family_units": [int(k.sum()) for k in masked.kept()]}
     summary = {**config, "run_a": str(run_a.resolve()), "relation": relation, "n_units_a": n_a, "n_units_b": n_b,
-               "tokens_correlated": sums.n, "median_a": _median(a_corr), "median_b": _median(b_corr), **families}
+               "tokens_correlated": sums.n, "median_a": _median(a_corr), "median_b": _median(b_corr),
+               **_population_figures(arrays, sums.n), **families}
     with rundir.write_stage(out_dir, stage="match", config=config, inputs=inputs) as tmp:
         np.savez(tmp / "matches.npz", **arrays)
         (tmp / "match.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _population_figures(m: dict[str, np.ndarray], n_tokens: int) -> dict:
+    """Both ways: the paper's population (neither dead nor ultralow over the matched tokens), its median best
+    correlation and its share of mutual best matches (A's best in B has A's unit as its own best), as /matches
+    gives them from the analysis's densities."""
+    out = {}
+    for side, other in (("a", "b"), ("b", "a")):
+        best, back = m[f"{side}_best"], m[f"{other}_best"]
+        population = paper_population(m[f"fired_{side}"], m[f"fired_{side}"] / max(n_tokens, 1))
+        mutual = (best >= 0) & (back[np.maximum(best, 0)] == np.arange(len(best)))
+        out |= {f"n_population_{side}": int(population.sum()),
+                f"median_population_{side}": _median(m[f"{side}_corr"][population]),
+                f"mutual_share_{side}": float(mutual[population].mean()) if population.any() else None}
+    return out
 
 
 def _median(values: np.ndarray) -> float | None:

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
+
+from sae.conventions import ULTRALOW_DENSITY
+
 Relation = Literal["universality", "seed control", "splitting", "other"]
 
 
@@ -35,3 +39,9 @@ def pair_relation(same_lm: bool, kind_a: str, kind_b: str, n_a: int, n_b: int, t
         return "other"
     differ = {k for k in training_a.keys() | training_b.keys() if training_a.get(k) != training_b.get(k)}
     return "seed control" if differ == {"seed"} else "other"
+
+
+def paper_population(firing: np.ndarray, density: np.ndarray) -> np.ndarray:
+    """Which units the paper's medians are over: neither dead (never firing) nor ultralow (density below
+    ULTRALOW_DENSITY), whose best correlations say more about too few firings than about the match."""
+    return (firing > 0) & (density >= ULTRALOW_DENSITY)

@@ -13,6 +13,7 @@ import torch
 
 from sae import lm, rundir
 from sae.analysis.matching import match_bases
+from sae.conventions import ULTRALOW_DENSITY
 from sae.corpus.build import load_heldout
 from sae.dictionary.model import SAEConfig, SparseAutoencoder
 from sae.dictionary.saelens_format import save_sae
@@ -79,6 +80,15 @@ def test_universality_matches_equal_brute_force(two_runs, basis):
     assert summary["tokens_correlated"] == a.shape[0] and summary["median_a"] == pytest.approx(
         float(np.median(m["a_corr"][~np.isnan(m["a_corr"])])))
     assert "a_best_decoder" not in m  # decoders of two different LMs are not comparable
+    for side, acts, corr_of, best, back in (("a", a, m["a_corr"], m["a_best"], m["b_best"]),
+                                            ("b", b, m["b_corr"], m["b_best"], m["a_best"])):
+        fired = (acts > 0).sum(0)
+        np.testing.assert_array_equal(m[f"fired_{side}"], fired)
+        population = (fired > 0) & (fired / acts.shape[0] >= ULTRALOW_DENSITY)
+        mutual = [back[best[i]] == i for i in np.flatnonzero(population)]
+        assert summary[f"n_population_{side}"] == population.sum() > 0
+        assert summary[f"median_population_{side}"] == pytest.approx(float(np.median(corr_of[population])))
+        assert summary[f"mutual_share_{side}"] == pytest.approx(float(np.mean(mutual)))
     assert json.loads((folder / "match.json").read_text())["median_b"] == summary["median_b"]
 
 
@@ -99,6 +109,8 @@ def test_two_dictionaries_of_one_lm_get_decoder_matches_and_a_rerun_is_skipped(t
     assert out.returncode == 0 and "up to date" in out.stdout, out.stderr  # the same match: skipped
     medians = json.loads((run_a / "analysis" / "matches" / "large--a--small" / "match.json").read_text())
     assert f"large -> small: median best correlation {medians['median_a']:.3f}" in out.stdout
+    assert (f"large, neither dead nor ultralow (n = {medians['n_population_a']:,}): median "
+            f"{medians['median_population_a']:.3f}, mutual best matches {medians['mutual_share_a']:.0%}") in out.stdout
 
 
 def test_runs_that_cannot_be_matched_are_refused_in_one_line(two_runs, tmp_path):

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, aliased
 from app.read.match_schemas import ControlRef, DensityBand, MatchDistribution, Matches
 from app.read.urls import basis_url
 from app.store.models import Basis, Model, Unit, UnitLink
-from sae.analysis.pairs import pair_relation, training_config
+from sae.analysis.pairs import paper_population, pair_relation, training_config
 from sae.conventions import FAMILY_THRESHOLD, ULTRALOW_DENSITY
 
 BINS = 20  # histogram bins over correlations -1 .. 1
@@ -51,7 +51,7 @@ def _distribution(session: Session, s: Basis, s_model: str, t: Basis, t_model: s
     back = dict(c.execute(_BEST.with_only_columns(Unit.index, UnitLink.target_index),
                           {"kind": "best_match", "source": t.id, "target": s.id}).all())
     mutual = np.array([back.get(int(j)) == int(i) for i, j in zip(src, tgt)], dtype=bool)
-    population = (fired > 0) & (density >= ULTRALOW_DENSITY)
+    population = paper_population(fired, density)
     counts, edges = np.histogram(weight, bins=BINS, range=(-1.0, 1.0))
     bands = []
     for low, high in zip(BANDS, BANDS[1:]):
