@@ -14,15 +14,13 @@ from their reconstructions (no second encode).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 import numpy as np
 import torch
 
 from sae.conventions import BOS_POSITION
-
-if TYPE_CHECKING:  # sae.lm.model imports transformer_lens: not needed to define this module
-    from sae.lm.heads import MLPHead
+from sae.lm.heads import MLPHead
 
 
 def keep_bos(post: torch.Tensor, replacement: torch.Tensor) -> torch.Tensor:
