@@ -14,10 +14,11 @@ from app.cli.serve import serve
 from app.cli.stages import analyze, corpus, fit_sae, train_lm
 from sae.analysis.config import AnalysisConfig
 from sae.corpus.config import CorpusConfig
-from sae.dictionary.config import demo_config
+from sae.dictionary.config import control_config, demo_config
 from sae.lm.config import TrainLMConfig
 
 DEMO_SAE = demo_config()  # the sweep's pick (BENCHMARKS.md, "SAE training sweep")
+CONTROL_SAE = control_config()  # --full's dictionaries of the demo's size (BENCHMARKS.md, "Seed agreement")
 
 
 @cli.command()
@@ -28,7 +29,8 @@ def demo(
     tokens: Annotated[int, typer.Option("--tokens", help="LM training tokens (with --full: at least one epoch of the corpus).")] = default(TrainLMConfig, "tokens"),
     # The demo SAE is demo_config()'s, not SAETrainConfig's defaults: the sweep's pick (TopK k=32 with AuxK).
     d_sae: Annotated[int, typer.Option("--d-sae", help="SAE features (the paper's A/1: 4,096 on 512 neurons).")] = DEMO_SAE.d_sae,
-    sae_tokens: Annotated[int, typer.Option("--sae-tokens", help="SAE training tokens.")] = DEMO_SAE.tokens,
+    sae_tokens: Annotated[int, typer.Option("--sae-tokens", help="SAE training tokens (with --full: of the other sizes).")] = DEMO_SAE.tokens,
+    control_tokens: Annotated[int, typer.Option("--control-tokens", help="With --full: training tokens of the three dictionaries of the demo's size that the seed control and universality compare (the demo's, its second seed, the second LM's), trained with resampling.")] = CONTROL_SAE.tokens,
     sae_batch_size: Annotated[int, typer.Option("--sae-batch-size", help="SAE activations per step.")] = DEMO_SAE.batch_size,
     analysis_tokens: Annotated[int, typer.Option("--analysis-tokens", help="Held-out tokens to analyse.")] = default(AnalysisConfig, "n_tokens"),
     db: DbOpt = None,
@@ -47,6 +49,8 @@ def demo(
 
     url = load_settings(database_url=db).database_url
     sae_cfg = demo_config(d_sae=d_sae, batch_size=sae_batch_size, tokens=sae_tokens)
+    if full:  # the demo's own dictionary is one of the three the seed control and universality compare
+        sizes_cfg, sae_cfg = sae_cfg, control_config(d_sae=d_sae, batch_size=sae_batch_size, tokens=control_tokens)
     # One entry per stage, in order: each is the same function as its own command.
     stages = [
         ("corpus", lambda: corpus(run, source=source, max_tokens=max_tokens, force=force)),
@@ -59,7 +63,7 @@ def demo(
     if full:
         from app.cli.demo_full import full_stages
 
-        stages += full_stages(run, sae_cfg, sizes, tokens, analysis_tokens, url, device, force)
+        stages += full_stages(run, sae_cfg, sizes_cfg, sizes, tokens, analysis_tokens, url, device, force)
     started = time.time()
     for name, stage in stages:
         print(f"== {name}", flush=True)

@@ -24,9 +24,10 @@ def epoch_tokens(run: Path, tokens: int) -> int:
     return max(tokens, int(load_corpus_meta(run)["train_tokens"]))
 
 
-def full_stages(run: Path, sae_cfg, sizes: str, tokens: int, analysis_tokens: int, db: str, device: str,
+def full_stages(run: Path, sae_cfg, sizes_cfg, sizes: str, tokens: int, analysis_tokens: int, db: str, device: str,
                 force: bool) -> list[tuple[str, Callable[[], None]]]:
-    """Return the extra (name, stage) pairs, in order; `sae_cfg` is the demo SAE's config (its size included)."""
+    """Return the extra (name, stage) pairs, in order; `sae_cfg` is the demo SAE's config (its size included), which
+    its seed control and the second LM's SAE share; `sizes_cfg` that of the other sizes (feature splitting)."""
     from app.cli.database import ingest
     from app.cli.stages import analyze, feature_map, fit_sae, match, train_lm
 
@@ -42,7 +43,7 @@ def full_stages(run: Path, sae_cfg, sizes: str, tokens: int, analysis_tokens: in
             shutil.rmtree(other / "corpus", ignore_errors=True)
             shutil.copytree(run / "corpus", other / "corpus")
 
-    stages = [(f"sae {name(d)}", lambda d=d: fit_sae(replace(sae_cfg, d_sae=d), run=run, name=name(d),
+    stages = [(f"sae {name(d)}", lambda d=d: fit_sae(replace(sizes_cfg, d_sae=d), run=run, name=name(d),
                                                         device=device, force=force))
               for d in all_sizes if d != sae_cfg.d_sae]
     control = f"{demo_sae}-seed{sae_cfg.seed + 1}"

@@ -131,6 +131,14 @@ def demo_config(**overrides) -> SAETrainConfig:
                                     batch_size=4096, resample_at=()), **overrides})
 
 
+def control_config(**overrides) -> SAETrainConfig:
+    """Return the recipe `demo --full` trains the dictionaries its seed control and universality compare with: the
+    demo's TopK at 32M tokens (4.2 epochs of the demo corpus) with resampling, the best seed agreement measured within
+    about 40 minutes an SAE on these cores (BENCHMARKS.md, "Seed agreement: the recipe frontier"): a median best
+    correlation of 0.67-0.68 between two seeds over the paper's population, against 0.43 at the demo's 4M tokens."""
+    return demo_config(**{"tokens": 32_000_000, "resample_at": SAETrainConfig.resample_at, **overrides})
+
+
 @dataclass(frozen=True)
 class ToyConfig:
     """The shape of the toy data (sae/dictionary/toy.py); defaults are Sharkey et al.'s (d 256, 512 features,

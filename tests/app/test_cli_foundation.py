@@ -8,7 +8,7 @@ import pytest
 from webapp_fixtures import assert_one_line_error, monoscope, start_server, stop_server
 
 from sae import rundir
-from sae.dictionary.config import demo_config
+from sae.dictionary.config import control_config, demo_config
 
 TINY_LM_ARGS = ["--d-model", "16", "--d-mlp", "32", "--n-heads", "2", "--batch-size", "8", "--tokens", "2560"]
 
@@ -109,7 +109,7 @@ def test_full_demo_adds_sizes_a_second_seed_and_their_matches(monkeypatch, capsy
     run, db = tmp_path / "demo", f"sqlite:///{tmp_path / 'demo.db'}"
     tiny = ("demo", "--run", run, "--source", tiny_source, "--max-tokens", "20000", "--tokens", "8192",
             "--d-sae", "128", "--sae-tokens", "8192", "--sae-batch-size", "512", "--analysis-tokens", "2048",
-            "--db", db, "--no-serve", "--device", "cpu", "--full", "--sizes", "64")
+            "--db", db, "--no-serve", "--device", "cpu", "--control-tokens", "16384", "--full", "--sizes", "64")
     code, out, err = monoscope(monkeypatch, capsys, *tiny)
     assert code == 0, err
     for stage in ("== sae topk-64", "== seed control topk-128-seed1", "== splitting topk-128 / topk-64",
@@ -122,6 +122,13 @@ def test_full_demo_adds_sizes_a_second_seed_and_their_matches(monkeypatch, capsy
     epoch = json.loads((run / "corpus" / "meta.json").read_text())["train_tokens"]
     assert epoch > 8192  # --tokens asked for less than one epoch: --full trains both LMs on a whole one
     assert [rundir.read_manifest(r / "lm")["config"]["train"]["tokens"] for r in (run, second)] == [epoch, epoch]
+    trained = {(r.name, n): rundir.read_manifest(r / "saes" / n)["config"]["train"]
+               for r, n in ((run, "topk-128"), (run, "topk-128-seed1"), (second, "topk-128"), (run, "topk-64"))}
+    control = json.loads(json.dumps(asdict(control_config(d_sae=128, tokens=16384, batch_size=512))))
+    assert trained[("demo", "topk-128")] == control == {**trained[("demo", "topk-128-seed1")], "seed": 0}
+    assert trained[("demo-seed1", "topk-128")] == control  # the seed control and universality: one recipe
+    assert trained[("demo", "topk-64")] == json.loads(json.dumps(asdict(demo_config(d_sae=64, tokens=8192,
+                                                                                   batch_size=512))))
     assert (second / "corpus" / "heldout.npy").read_bytes() == (run / "corpus" / "heldout.npy").read_bytes()
     site = start_server(db, run)
     try:
