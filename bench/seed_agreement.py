@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-BANDS = (1e-5, 1e-4, 1e-3, 1e-2, 1.0)  # density bands above ultralow, as /matches draws them
 
 
 def monoscope(*args: str) -> float:
@@ -35,7 +34,9 @@ def monoscope(*args: str) -> float:
 
 def row(run: Path, name: str, seconds: list[float]) -> str:
     """Return the frontier's markdown row for the pair `<name>-s0` / `<name>-s1`."""
+    from app.read.queries.matches import BANDS  # density bands as /matches draws them; the first is ultralow
     from sae.analysis.matching import match_name
+    from sae.analysis.pairs import paper_population
 
     folder = run / "analysis" / "matches" / match_name(f"{name}-s0", run, f"{name}-s1")
     summary = json.loads((folder / "match.json").read_text())
@@ -45,8 +46,8 @@ def row(run: Path, name: str, seconds: list[float]) -> str:
     for side in "ab":
         fired, corr = m[f"fired_{side}"], m[f"{side}_corr"]
         density = fired / n
-        population = (fired > 0) & (density >= BANDS[0])
-        bands = [corr[population & (density >= lo) & (density < hi)] for lo, hi in zip(BANDS, BANDS[1:])]
+        population = paper_population(fired, density)
+        bands = [corr[population & (density >= lo) & (density < hi)] for lo, hi in zip(BANDS[1:], BANDS[2:])]
         cells.append((summary[f"median_population_{side}"], float(np.mean(corr[population] >= 0.7)),
                       summary[f"mutual_share_{side}"], " / ".join(f"{np.median(b):.2f}" if len(b) else "-"
                                                                 for b in bands)))
