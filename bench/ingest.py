@@ -124,8 +124,9 @@ def time_ingest(run: Path, url: str, workers: int | None) -> float:
 
 
 def bare_driver_seconds(run: Path, url: str) -> float:
-    """Baseline: the raw DB-API executemany of the same example rows (open and review windows) into an index-free
-    table (no ORM, no units, no page sections), rows made with numpy."""
+    """Baseline: the raw DB-API executemany of the same example windows (open and review), packed as ingest stores
+    them (one row per unit and kind), into an index-free table (no ORM, no units, no page sections), rows made with
+    numpy."""
     from sqlalchemy import text
 
     from app.store.db import make_engine
@@ -133,8 +134,8 @@ def bare_driver_seconds(run: Path, url: str) -> float:
     engine = make_engine(url)
     blob, mark = ("BLOB", "?") if engine.dialect.name == "sqlite" else ("BYTEA", "%s")
     with engine.begin() as conn:
-        conn.execute(text(f"CREATE TABLE bench_floor (unit_id INT, kind TEXT, bucket INT, rank INT, value REAL, "
-                          f"token_ids {blob}, activations {blob}, effects {blob})"))
+        conn.execute(text(f"CREATE TABLE bench_floor (unit_id INT, kind TEXT, n INT, width INT, buckets {blob}, "
+                          f"\"values\" {blob}, token_ids {blob}, activations {blob}, effects {blob})"))
     started = time.perf_counter()
     raw = engine.raw_connection()
     try:
@@ -143,15 +144,15 @@ def bare_driver_seconds(run: Path, url: str) -> float:
             with np.load(run / "analysis" / basis / "units.npz") as z:
                 for kind in ("top", "interval", "review_top", "review_interval"):
                     values = z[f"{kind}_values"]
-                    n = values.size
-                    per_unit = n // len(values)
-                    blobs = [z[f"{kind}_{f}"].reshape(n, W).view(f"V{4 * W}").ravel().tolist()
-                             if f"{kind}_{f}" in z else [None] * n for f in ("token_ids", "acts", "effects")]
-                    unit = (np.arange(n) // per_unit).tolist()
-                    bucket = ((np.arange(n) % per_unit) // S).tolist() if "interval" in kind else [None] * n
-                    rank = (np.arange(n) % (S if "interval" in kind else per_unit)).tolist()
-                    cursor.executemany(f"INSERT INTO bench_floor VALUES ({', '.join([mark] * 8)})",
-                                       zip(unit, [kind] * n, bucket, rank, values.ravel().tolist(), *blobs))
+                    units, per_unit = len(values), values.size // len(values)
+                    blobs = [z[f"{kind}_{f}"].reshape(units, -1).view(f"V{4 * per_unit * W}").ravel().tolist()
+                             if f"{kind}_{f}" in z else [None] * units for f in ("token_ids", "acts", "effects")]
+                    buckets = (np.repeat(np.arange(per_unit // S), S).astype("<i4").tobytes() if "interval" in kind
+                               else None)
+                    cursor.executemany(f"INSERT INTO bench_floor VALUES ({', '.join([mark] * 9)})",
+                                       zip(range(units), [kind] * units, [per_unit] * units, [W] * units,
+                                           [buckets] * units, values.reshape(units, -1).view(f"V{4 * per_unit}")
+                                           .ravel().tolist(), *blobs))
         raw.commit()
     finally:
         raw.close()
@@ -213,8 +214,9 @@ def main() -> None:
             f.write(f"\n## Ingest ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n\n`python bench/ingest.py "
                     f"--features {args.features}` (target < 20 s; 512 neurons + {args.features:,} features, 75 open "
                     f"and 75 review windows each, 14 proxies; 1-min load average {os.getloadavg()[0]:.1f}). "
-                    f"Baseline: the bare DB-API executemany of the same example rows into an index-free table, the "
-                    f"floor that ingest's units, sections, indexes and transaction add to:\n\n{table}\n")
+                    f"Baseline: the bare DB-API executemany of the same example windows, packed as ingest stores them, "
+                    f"into an index-free table, the floor that ingest's units, sections, indexes and transaction add "
+                    f"to:\n\n{table}\n")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ the export uses too.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from app.read.schemas import Example, Histogram, Interval, LogitToken, ProxyStat
 from app.read.windows import decode_window, max_abs_effect, visible_token
 from app.store.models import OPEN_KINDS, TOP_TOKENS_SEPARATOR
 from sae.analysis.config import AnalysisConfig
+
+if TYPE_CHECKING:
+    from app.store.example_rows import WindowRow
 
 
 def split_top_tokens(text: str | None) -> list[str]:
@@ -96,19 +99,19 @@ def proxy_stats_of(arrays: Mapping[str, np.ndarray], start: int, stop: int) -> l
              for k, name in enumerate(names)] for i in range(stop - start)]
 
 
-def unit_data(unit, windows: Sequence[tuple], strings: Sequence[str], context_before: int,
+def unit_data(unit, windows: Sequence[WindowRow], strings: Sequence[str], context_before: int,
               analysis: Mapping[str, object] | None = None) -> UnitData:
     """Return the UnitData of `unit` (anything with the `unit` table's columns as attributes: a row being ingested or
     a stored one) and of its other analysis fields (`analysis_fields`; without them, their defaults). `windows` are
-    its example rows (kind, bucket, value, token ids, activations, effects): top windows by rank, then interval
-    samples by interval and rank. Every interval is listed, an empty one with count 0 and no samples (none for a unit
-    that never fired); `contains_pct` is the interval's share of the unit's firing tokens."""
+    its stored windows: top windows by rank, then interval samples by interval and rank. Every interval is listed, an
+    empty one with count 0 and no samples (none for a unit that never fired); `contains_pct` is the interval's share
+    of the unit's firing tokens."""
     top: list[Example] = []
     samples: dict[int, list[Example]] = {}
-    windows = [w for w in windows if w[0] in OPEN_KINDS]  # the review sample is never a page's
-    for kind, bucket, value, token_ids, activations, effects in windows:
-        e = example(value, token_ids, activations, effects, strings, context_before)
-        (top if kind == "top" else samples.setdefault(int(bucket), [])).append(e)
+    windows = [w for w in windows if w.kind in OPEN_KINDS]  # the review sample is never a page's
+    for w in windows:
+        e = example(w.value, w.token_ids, w.activations, w.effects, strings, context_before)
+        (top if w.kind == "top" else samples.setdefault(int(w.bucket), [])).append(e)
     edges, counts = unit.interval_edges or [], unit.interval_counts or []
     firing = max(int(unit.firing_count), 1)
     intervals = [Interval.model_construct(index=i, low=float(edges[i]), high=float(edges[i + 1]), count=int(c),
@@ -120,5 +123,5 @@ def unit_data(unit, windows: Sequence[tuple], strings: Sequence[str], context_be
         act_hist=Histogram.model_construct(edges=unit.act_hist["edges"], counts=unit.act_hist["counts"]),
         logit_hist=Histogram.model_construct(edges=unit.logit_hist["edges"], counts=unit.logit_hist["counts"]),
         top_logits=logit_tokens(unit.top_logits, strings), bottom_logits=logit_tokens(unit.bottom_logits, strings),
-        top_examples=top, intervals=intervals, max_abs_effect=max_abs_effect([w[5] for w in windows]),
+        top_examples=top, intervals=intervals, max_abs_effect=max_abs_effect([w.effects for w in windows]),
         **(analysis or {}))

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from app.read.unit_data import analysis_setting, context_before
 from app.read.windows import decode_window
 from app.store.db import write_transaction
+from app.store.example_rows import PAGE_ORDER, WINDOW_COLUMNS, unpack_rows
 from app.store.models import (
     Basis,
     Example,
@@ -87,15 +88,15 @@ def _windows(session: Session, unit_id: int, strings: list[str], before: int, bo
     """The unit's stored windows of one sample (prefix "" for the page's, "review_" for the review sample's)."""
     top: list[Window] = []
     intervals: list[list[Window]] = [[] for _ in range(n_intervals)]
-    rows = session.execute(select(Example.kind, Example.bucket, Example.token_ids, Example.activations)
+    rows = session.execute(select(*WINDOW_COLUMNS)
                            .where(Example.unit_id == unit_id, Example.kind.in_([prefix + "top", prefix + "interval"]))
-                           .order_by(Example.kind.desc(), Example.bucket, Example.rank))
-    for kind, bucket, ids, acts in rows:
-        w = decode_window(ids, acts, None, strings, before)
-        plain_kind = kind.removeprefix(prefix)
+                           .order_by(*PAGE_ORDER))
+    for stored in unpack_rows(rows):
+        w = decode_window(stored.token_ids, stored.activations, None, strings, before)
+        plain_kind = stored.kind.removeprefix(prefix)
         window = Window(plain_kind, tuple(w.texts), tuple(w.acts), tuple(i != bos_id for i in w.ids),
-                        None if bucket is None else int(bucket))
-        (top if plain_kind == "top" else intervals[min(int(bucket), n_intervals - 1)]).append(window)
+                        None if stored.bucket is None else int(stored.bucket))
+        (top if plain_kind == "top" else intervals[min(int(stored.bucket), n_intervals - 1)]).append(window)
     return evidence.Source(top, intervals, [], [])
 
 
@@ -110,8 +111,9 @@ def unit_evidence(session: Session, basis: Basis, index: int, pool: Pool, cfg: A
     n_intervals = analysis_setting(basis.config, "n_intervals")
     page = _windows(session, unit.id, strings, before, pool.bos_id, n_intervals, "")
     review = _windows(session, unit.id, strings, before, pool.bos_id, n_intervals, "review_")
-    top_ids = {int(np.frombuffer(ids, np.int32)[before]) for ids in session.scalars(
-        select(Example.token_ids).where(Example.unit_id == unit.id, Example.kind == "top"))}
+    top_ids = {int(t) for width, ids in session.execute(select(Example.width, Example.token_ids)
+                                                        .where(Example.unit_id == unit.id, Example.kind == "top"))
+               for t in np.frombuffer(ids, "<i4").reshape(-1, width)[:, before]}  # each top window's max token
     held = {}
     for half, sample in (("explain", page), ("score", review)):
         n_random = cfg.explain_random if half == "explain" else cfg.sim_random + 2 * cfg.detect_silent

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from app.read.unit_data import context_before
 from app.read.windows import decode_window
 from app.store import rubric
+from app.store.example_rows import PAGE_ORDER, WINDOW_COLUMNS, unpack_windows
 from app.store.labels import list_labels, newest_labels, utc
 from app.store.models import (
     OPEN_KINDS,
@@ -105,19 +106,18 @@ def example_batches(session: Session, basis: Basis, model: Model, strings: list[
     before = context_before(basis.config)
     for start in range(0, basis.n_units, UNIT_CHUNK):
         rows = session.execute(
-            select(Unit.index, Example.kind, Example.bucket, Example.rank, Example.value, Example.token_ids,
-                   Example.activations, Example.effects)
-            .join(Unit, Unit.id == Example.unit_id)
+            select(Unit.index, *WINDOW_COLUMNS).join(Unit, Unit.id == Example.unit_id)
             .where(Unit.basis_id == basis.id, Unit.index >= start, Unit.index < start + UNIT_CHUNK,
                    Example.kind.in_(OPEN_KINDS))  # the review sample stays out of reach
-            .order_by(Unit.index, Example.kind.desc(), Example.bucket, Example.rank))
+            .order_by(Unit.index, *PAGE_ORDER))
         batch = []
-        for index, kind, bucket, rank, value, token_ids, activations, effects in rows:
-            window = decode_window(token_ids, activations, effects, strings, before)
-            batch.append(dict(model=model.name, basis=basis.name, index=index, kind=kind, interval=bucket, rank=rank,
-                              value=value, max_position=window.max_position, text="".join(window.texts),
-                              tokens=window.texts, token_ids=window.ids, activations=window.acts,
-                              effects=window.effects))
+        for index, *row in rows:
+            for w in unpack_windows(*row):
+                window = decode_window(w.token_ids, w.activations, w.effects, strings, before)
+                batch.append(dict(model=model.name, basis=basis.name, index=index, kind=w.kind, interval=w.bucket,
+                                  rank=w.rank, value=w.value, max_position=window.max_position,
+                                  text="".join(window.texts), tokens=window.texts, token_ids=window.ids,
+                                  activations=window.acts, effects=window.effects))
         yield batch
 
 

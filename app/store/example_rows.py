@@ -1,8 +1,8 @@
-"""A chunk of units' example rows for the `example` table, from a basis's analysis arrays (units.npz): the top contexts
-and the interval samples, of the open page and of the review sample, gathered with numpy for the whole chunk. Used by
-ingest (app/store/chunks.py), which renders the open ones into each unit's UnitData and page sections in the same
-pass (app/present/window_batch.py, app/present/unit_sections.py); only blind review items read the review sample
-(app/read/queries/review_items.py)."""
+"""The `example` table's rows, one per unit and kind with its windows packed (app.store.models.Example): made for a
+chunk of units from a basis's analysis arrays (units.npz) with numpy, and read back window by window (`unpack_rows`).
+The top contexts and the interval samples, of the open page and of the review sample. Ingest (app/store/chunks.py)
+renders the open ones into each unit's UnitData and page sections in the same pass (app/present/window_batch.py,
+app/present/unit_sections.py); only blind review items read the review sample (app/read/queries/review_items.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,25 @@ import numpy as np
 
 from app.store.models import OPEN_KINDS, REVIEW_KINDS, Example
 
-EXAMPLE_COLUMNS = ("unit_id", "kind", "bucket", "rank", "value", "token_ids", "activations", "effects")
-PAGE_ORDER = (Example.kind.desc(), Example.bucket, Example.rank)  # top windows by rank, then samples by interval
+EXAMPLE_COLUMNS = ("unit_id", "kind", "n", "width", "buckets", "values", "token_ids", "activations", "effects")
+WINDOW_COLUMNS = (Example.kind, Example.n, Example.width, Example.buckets, Example.values, Example.token_ids,
+                  Example.activations, Example.effects)  # what `unpack_rows` reads
+PAGE_ORDER = (Example.kind.desc(),)  # top windows (each row in rank order), then samples (by interval, then rank)
 OPEN = Example.kind.in_(OPEN_KINDS)  # every read of a unit's page's windows filters by it
+
+
+class WindowRow(NamedTuple):
+    """One stored window: its kind, interval (None for a top window), activation at its max token, int32 ids,
+    float32 activations and effects (None: not analysed) as little-endian bytes, and its rank in its kind
+    (top) or interval (samples)."""
+
+    kind: str
+    bucket: int | None
+    value: float
+    token_ids: bytes
+    activations: bytes
+    effects: bytes | None
+    rank: int
 
 
 class Windows(NamedTuple):
@@ -23,7 +39,6 @@ class Windows(NamedTuple):
     kind: str
     units: np.ndarray  # [m] unit index
     buckets: np.ndarray  # [m] interval index; -1 for a top window
-    ranks: np.ndarray  # [m]
     values: np.ndarray  # [m] float32 activation at the max token
     ids: np.ndarray  # [m, W] int32 token ids, -1 outside the sequence
     acts: np.ndarray  # [m, W] float32
@@ -57,8 +72,8 @@ def _windows(a: dict[str, np.ndarray], start: int, stop: int, prefix: str, kinds
     top = _take(a, f"{prefix}top", has_effects, start, stop, (unit, rank))
     unit_i, bucket, rank_i = np.nonzero(np.arange(s) < counts[:, :, None])
     interval = _take(a, f"{prefix}interval", has_effects, start, stop, (unit_i, bucket, rank_i))
-    return [Windows(top_kind, start + unit, np.full(len(unit), -1), rank, *top),
-            Windows(interval_kind, start + unit_i, bucket, rank_i, *interval)]
+    return [Windows(top_kind, start + unit, np.full(len(unit), -1), *top),
+            Windows(interval_kind, start + unit_i, bucket, *interval)]
 
 
 def _take(a: dict[str, np.ndarray], name: str, has_effects: bool, start: int, stop: int,
@@ -71,58 +86,42 @@ def _take(a: dict[str, np.ndarray], name: str, has_effects: bool, start: int, st
     return values, ids, acts, effects
 
 
-def example_rows(windows: list[Windows]) -> tuple[np.ndarray, list[tuple]]:
-    """Return (each row's unit index [r], the rows (kind, bucket, rank, value, token ids, activations, effects)) of
-    a chunk's windows, per unit in chunk_windows's order."""
-    units = np.concatenate([w.units for w in windows])
-    order = np.argsort(units, kind="stable")
-    columns = []
+def packed_rows(windows: list[Windows], unit_ids: np.ndarray) -> list[tuple]:
+    """Return a chunk's example rows (EXAMPLE_COLUMNS), one per unit and kind that has windows, each unit's rows
+    together in chunk_windows's order of kinds; `unit_ids[unit index]` is each unit's row id."""
+    rows, units = [], []
     for w in windows:
         m = len(w.units)
-        blobs = [_blobs(x) if x is not None else [None] * m for x in (w.ids, w.acts, w.effects)]
-        bucket = w.buckets.tolist() if w.kind not in (OPEN_KINDS[0], REVIEW_KINDS[0]) else [None] * m
-        columns.append(list(zip([w.kind] * m, bucket, w.ranks.tolist(), w.values.tolist(), *blobs)))
-    rows = [row for c in columns for row in c]
-    return units[order], [rows[i] for i in order.tolist()]
+        if not m:
+            continue
+        starts = np.flatnonzero(np.r_[True, w.units[1:] != w.units[:-1]])  # w.units is sorted (page order per unit)
+        bounds = np.r_[starts, m].tolist()
+        values, buckets = w.values.astype("<f4"), w.buckets.astype("<i4")
+        top = w.kind in (OPEN_KINDS[0], REVIEW_KINDS[0])
+        width = int(w.ids.shape[1])
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            rows.append((int(unit_ids[w.units[a]]), w.kind, b - a, width, None if top else buckets[a:b].tobytes(),
+                         values[a:b].tobytes(), w.ids[a:b].tobytes(), w.acts[a:b].tobytes(),
+                         None if w.effects is None else w.effects[a:b].tobytes()))
+            units.append(int(w.units[a]))
+    return [rows[i] for i in np.argsort(np.array(units, dtype=np.int64), kind="stable").tolist()]
 
 
-def _blobs(x: np.ndarray) -> list[bytes]:
-    """Each row of a 2-D little-endian array as bytes."""
-    x = np.ascontiguousarray(x)
-    return x.view(np.dtype((np.void, x.shape[1] * x.itemsize))).ravel().tolist() if x.shape[1] else [b""] * len(x)
+def unpack_windows(kind: str, n: int, width: int, buckets: bytes | None, values: bytes, token_ids: bytes,
+                   activations: bytes, effects: bytes | None) -> list[WindowRow]:
+    """Return the windows of one example row, in page order."""
+    bucket = [None] * n if buckets is None else np.frombuffer(buckets, "<i4").tolist()
+    value = np.frombuffer(values, "<f4").tolist()
+    size = 4 * width
+    rank, out = 0, []
+    for i in range(n):
+        rank = rank + 1 if i and bucket[i] == bucket[i - 1] else 0
+        part = slice(i * size, (i + 1) * size)
+        out.append(WindowRow(kind, bucket[i], value[i], token_ids[part], activations[part],
+                             None if effects is None else effects[part], rank))
+    return out
 
 
-_PG_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # binary COPY: signature, flags, header extension length
-_PG_TRAILER = b"\xff\xff"
-
-
-def example_copy(windows: list[Windows], unit_ids: np.ndarray) -> bytes:
-    """Return PostgreSQL's binary COPY data of a chunk's example rows (EXAMPLE_COLUMNS; each window's unit id
-    `unit_ids[unit index]`), in example_rows's order: numpy writes every field, no Python object per row."""
-    blocks, units = [], []
-    for w in windows:
-        m, bucket, effects = len(w.units), w.kind not in (OPEN_KINDS[0], REVIEW_KINDS[0]), w.effects is not None
-        kind = w.kind.encode()
-        fields = [("count", ">i2"), ("n_unit", ">i4"), ("unit", ">i4"), ("n_kind", ">i4"), ("kind", f"S{len(kind)}"),
-                  ("n_bucket", ">i4"), *([("bucket", ">i4")] if bucket else []), ("n_rank", ">i4"), ("rank", ">i4"),
-                  ("n_value", ">i4"), ("value", ">f8")]
-        for name, x in (("ids", w.ids), ("acts", w.acts), ("effects", w.effects)):
-            fields.append((f"n_{name}", ">i4"))
-            if x is not None:
-                fields.append((name, f"V{x.shape[1] * 4}"))
-        rows = np.zeros(m, np.dtype(fields))
-        rows["count"], rows["n_unit"], rows["unit"] = len(EXAMPLE_COLUMNS), 4, unit_ids[w.units]
-        rows["n_kind"], rows["kind"] = len(kind), kind
-        rows["n_bucket"] = 4 if bucket else -1
-        if bucket:
-            rows["bucket"] = w.buckets
-        rows["n_rank"], rows["rank"], rows["n_value"], rows["value"] = 4, w.ranks, 8, w.values
-        for name, x in (("ids", w.ids), ("acts", w.acts), ("effects", w.effects)):
-            rows[f"n_{name}"] = -1 if x is None else x.shape[1] * 4
-            if x is not None:
-                rows[name] = np.ascontiguousarray(x).view(rows.dtype[name]).ravel()
-        blocks.append(rows.view(np.dtype((np.void, rows.itemsize))).tolist() if m else [])
-        units.append(w.units)
-    rows = [row for block in blocks for row in block]
-    order = np.argsort(np.concatenate(units), kind="stable")
-    return b"".join([_PG_HEADER, *[rows[i] for i in order.tolist()], _PG_TRAILER])
+def unpack_rows(rows) -> list[WindowRow]:
+    """Return the windows of example rows selected as WINDOW_COLUMNS (in PAGE_ORDER: the page's order)."""
+    return [w for row in rows for w in unpack_windows(*row)]

@@ -6,8 +6,8 @@ set last; a failure anywhere rolls back to the previous version, which readers k
 PostgreSQL MVCC). The basis row keeps its id across re-ingests, so labels and reviews stay attached.
 Links point at other bases, so an SAE's links are inserted once every basis of the run is in; every link belongs to
 its SAE's version, so re-ingesting the neuron basis carries its units' links over to the new rows (a later failed
-SAE ingest then still finds its links in both directions). Unit, example, proxy and link rows go in through the
-driver (COPY on PostgreSQL, the example rows in its binary format; app/store/bulk.py); analysis arrays are
+SAE ingest then still finds its links in both directions). Unit, example (one per unit and kind, its windows packed),
+proxy and link rows go in through the driver (COPY on PostgreSQL; app/store/bulk.py); analysis arrays are
 memory-mapped (app/store/npz.py), so memory stays bounded.
 A run rebuilt with another vocabulary hides its model's bases until each is ingested again (their token ids would
 read as the wrong strings). Folders whose names start with a dot are a killed analysis's leftovers and are skipped.
@@ -22,10 +22,10 @@ import numpy as np
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from app.store.bulk import copy_binary, insert_rows
+from app.store.bulk import insert_rows
 from app.store.chunks import PROXY_COLUMNS, UNIT_COLUMNS, Chunks
 from app.store.db import checkpoint, session_factory
-from app.store.example_rows import EXAMPLE_COLUMNS, Windows, example_copy, example_rows
+from app.store.example_rows import EXAMPLE_COLUMNS, packed_rows
 from app.store.models import (
     MATCH_LINKS,
     TOP_TOKENS_SEPARATOR,
@@ -123,23 +123,13 @@ def ingest_basis(session: Session, model: Model, basis_dir: Path, chunks: Chunks
         unit_ids = np.zeros(stop, np.int64)
         for index, unit_id in _unit_ids(session, basis.id, start, stop).items():
             unit_ids[index] = unit_id
-        _insert_examples(session.connection(), chunk.windows, unit_ids)
+        insert_rows(session.connection(), Example.__table__, EXAMPLE_COLUMNS, packed_rows(chunk.windows, unit_ids))
         insert_rows(session.connection(), UnitProxy.__table__, PROXY_COLUMNS, chunk.proxies)
     if carried:
         unit_ids = _unit_ids(session, basis.id)
         insert_rows(session.connection(), UnitLink.__table__, ("unit_id", *(f.key for f in LINK_FIELDS)),
                     [(unit_ids[index], *rest) for index, *rest in carried if index in unit_ids])
     return basis
-
-
-def _insert_examples(connection, windows: list[Windows], unit_ids: np.ndarray) -> None:
-    """Insert a chunk's example rows, each window's unit id `unit_ids[its unit index]`: binary COPY on PostgreSQL."""
-    if connection.dialect.name == "postgresql":
-        copy_binary(connection, Example.__table__, EXAMPLE_COLUMNS, example_copy(windows, unit_ids))
-        return
-    units, rows = example_rows(windows)
-    insert_rows(connection, Example.__table__, EXAMPLE_COLUMNS,
-                ((unit_id, *row) for unit_id, row in zip(unit_ids[units].tolist(), rows)))
 
 
 def _unit_ids(session: Session, basis_id: int, start: int = 0, stop: int | None = None) -> dict[int, int]:

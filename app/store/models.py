@@ -141,21 +141,25 @@ REVIEW_KINDS = ("review_top", "review_interval")  # the review sample: only blin
 
 
 class Example(Base):
-    """One context window of a unit: a top activation or an interval sample (int32 ids, float32 activations and
-    per-token ablation effects, NaN where a token has none), of the open page or of the review sample (kept apart
-    from the page's: sae/analysis/review_sample.py; no effects)."""
+    """A unit's context windows of one kind, packed: its top activations or its interval samples, of the open page
+    or of the review sample (kept apart from the page's: sae/analysis/review_sample.py; no effects). One row per
+    (unit, kind) holds its n windows in page order (top: by rank; interval samples: by interval, then rank), each
+    `width` tokens: int32 ids (-1 outside the sequence), float32 activations and per-token ablation effects (NaN
+    where a token has none), all little-endian; app.store.example_rows.unpack_windows reads them back one by one.
+    One row per window made ingest write 150 rows a unit (2.5M for 16,384 features)."""
 
     __tablename__ = "example"
-    __table_args__ = (Index("ix_example_unit", "unit_id", "kind", "bucket", "rank"),)
+    __table_args__ = (Index("ix_example_unit", "unit_id", "kind"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     unit_id: Mapped[int] = mapped_column(ForeignKey("unit.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(16))  # OPEN_KINDS or REVIEW_KINDS
-    bucket: Mapped[int | None] = mapped_column(Integer)  # interval index for interval samples
-    rank: Mapped[int] = mapped_column(Integer)
-    value: Mapped[float] = mapped_column(Float)  # activation at the window's max token
-    token_ids: Mapped[bytes] = mapped_column(LargeBinary)  # int32 little-endian, -1 outside the sequence
-    activations: Mapped[bytes] = mapped_column(LargeBinary)  # float32 little-endian
-    effects: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32 little-endian; None: not analysed
+    n: Mapped[int] = mapped_column(Integer)  # windows
+    width: Mapped[int] = mapped_column(Integer)  # tokens a window
+    buckets: Mapped[bytes | None] = mapped_column(LargeBinary)  # int32 [n] interval of each sample; None: top
+    values: Mapped[bytes] = mapped_column(LargeBinary)  # float32 [n] activation at each window's max token
+    token_ids: Mapped[bytes] = mapped_column(LargeBinary)  # int32 [n, width]
+    activations: Mapped[bytes] = mapped_column(LargeBinary)  # float32 [n, width]
+    effects: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32 [n, width]; None: not analysed
 
 
 MATCH_LINKS = ("best_match", "family")  # links `monoscope match` writes: they belong to the match, not to a basis

@@ -13,7 +13,7 @@ from app.present.unit_sections import pack, unpack
 from app.read.unit_proxies import unit_proxy_stats
 from app.read.unit_data import context_before, unit_data
 from app.store.db import checkpoint, session_factory, write_transaction
-from app.store.example_rows import OPEN, PAGE_ORDER
+from app.store.example_rows import OPEN, PAGE_ORDER, WINDOW_COLUMNS, unpack_windows
 from app.store.models import Basis, Example, Model, Unit
 from app.store.vocabulary import token_strings
 
@@ -62,11 +62,10 @@ def _render_chunk(sessions, ids: list[int], model_name: str, strings: list[str],
         if not stale:
             return []
         windows: dict[int, list] = {i: [] for i in stale}
-        for unit_id, *row in session.execute(
-                select(Example.unit_id, Example.kind, Example.bucket, Example.value, Example.token_ids,
-                       Example.activations, Example.effects)
-                .where(Example.unit_id.in_(stale), OPEN).order_by(Example.unit_id, *PAGE_ORDER)):
-            windows[unit_id].append(row)
+        for unit_id, *row in session.execute(select(Example.unit_id, *WINDOW_COLUMNS)
+                                             .where(Example.unit_id.in_(stale), OPEN)
+                                             .order_by(Example.unit_id, *PAGE_ORDER)):
+            windows[unit_id].extend(unpack_windows(*row))
         units = session.scalars(select(Unit).where(Unit.id.in_(stale))).all()
         proxies = unit_proxy_stats(session, units[0].basis_id, [u.index for u in units]) if units else {}
         return [{"unit_id": unit.id, "sections": pack(unit_data(unit, windows[unit.id], strings, before,

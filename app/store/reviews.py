@@ -120,8 +120,7 @@ def reviewable(session: Session, basis: Basis) -> list[int]:
     return [int(i) for i in session.scalars(
         select(Unit.index).join(Example, Example.unit_id == Unit.id)
         .where(Unit.basis_id == basis.id, Unit.firing_count > 0, Unit.density >= ULTRALOW_DENSITY,
-               Example.kind == REVIEW_KINDS[0])
-        .group_by(Unit.index).having(func.count(Example.id) >= need).order_by(Unit.index))]
+               Example.kind == REVIEW_KINDS[0], Example.n >= need).order_by(Unit.index))]
 
 
 def find_review(session: Session, review_id: int, *, lock: bool = False) -> Review:

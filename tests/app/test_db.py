@@ -31,6 +31,16 @@ def _model_and_basis(c) -> None:
                    "'{}', '{}', '{}', 'ready', 1)"))
 
 
+def _unit(c, unit_id: int) -> None:
+    """Insert unit `unit_id` (index unit_id - 1) of basis 1, in SQL every revision accepts."""
+    from sqlalchemy import text
+
+    c.execute(text("INSERT INTO unit (id, basis_id, \"index\", firing_count, density, max_activation, "
+                   "mean_activation, top_tokens, act_hist, logit_hist, top_logits, bottom_logits, interval_edges, "
+                   "interval_counts) VALUES (:id, 1, :id - 1, 3, 0.5, 2.0, 1.0, 'a', '{}', '{}', '[]', '[]', '[]', "
+                   "'[]')"), {"id": unit_id})
+
+
 def test_upgrade_keeps_what_the_first_schema_held(database_url):
     """A database made by the first migration keeps its labels and users through the second."""
     from sqlalchemy import text
@@ -73,13 +83,11 @@ def test_downgrades_and_upgrades_keep_units_examples_and_links(database_url):
     links by cascade."""
     from sqlalchemy import text
 
-    upgrade(database_url)
+    upgrade(database_url, "0010")  # the last revision with one example row per window
     engine = make_engine(database_url)
     with engine.begin() as c:
         _model_and_basis(c)
-        c.execute(text("INSERT INTO unit (id, basis_id, \"index\", firing_count, density, max_activation, "
-                       "mean_activation, top_tokens, act_hist, logit_hist, top_logits, bottom_logits, interval_edges, "
-                       "interval_counts) VALUES (1, 1, 0, 3, 0.5, 2.0, 1.0, 'a', '{}', '{}', '[]', '[]', '[]', '[]')"))
+        _unit(c, 1)
         c.execute(text("INSERT INTO example (unit_id, kind, rank, value, token_ids, activations) "
                        "VALUES (1, 'top', 0, 2.0, :b, :b)"), {"b": b"\x00" * 8})
         c.execute(text("INSERT INTO unit_link (unit_id, kind, rank, target_basis_id, target_index, weight) "
@@ -94,3 +102,54 @@ def test_downgrades_and_upgrades_keep_units_examples_and_links(database_url):
     assert counts() == (1, 1, 1)
     upgrade(database_url)
     assert counts() == (1, 1, 1)
+
+
+def test_packing_the_examples_keeps_every_window_and_unpacking_gives_them_back(database_url):
+    """Revision 0011 packs one row per window into one row per (unit, kind) in page order; its downgrade restores the
+    rows as they were (values are float32, as the analysis writes them)."""
+    import numpy as np
+    from sqlalchemy import text
+
+    from app.store.example_rows import WINDOW_COLUMNS, unpack_rows
+    from app.store.models import Example
+    from app.store.db import session_factory
+    from sqlalchemy import select
+
+    upgrade(database_url, "0010")
+    engine = make_engine(database_url)
+    rng = np.random.default_rng(0)
+    windows = []  # (unit_id, kind, bucket, rank, value, ids, acts, effects), inserted out of order
+    for unit_id in (1, 2):
+        for kind, buckets in (("top", [None, None, None]), ("interval", [2, 0, 0, 5]), ("review_top", [None]),
+                              ("review_interval", [1, 1])):
+            for i, bucket in enumerate(buckets):
+                rank = buckets[:i].count(bucket)
+                ids = rng.integers(-1, 50, 5).astype("<i4").tobytes()
+                acts = rng.random(5, dtype=np.float32).astype("<f4").tobytes()
+                effects = None if kind.startswith("review") else rng.random(5, dtype=np.float32).tobytes()
+                windows.append((unit_id, kind, bucket, rank, float(np.float32(rng.random())), ids, acts, effects))
+    with engine.begin() as c:
+        _model_and_basis(c)
+        _unit(c, 1), _unit(c, 2)
+        for w in reversed(windows):
+            c.execute(text("INSERT INTO example (unit_id, kind, bucket, rank, value, token_ids, activations, effects) "
+                           "VALUES (:u, :k, :b, :r, :v, :i, :a, :e)"),
+                      dict(zip("ukbrviae", w)))
+    upgrade(database_url)
+    with session_factory(database_url)() as session:
+        for unit_id in (1, 2):
+            rows = session.execute(select(*WINDOW_COLUMNS).where(Example.unit_id == unit_id)
+                                   .order_by(Example.kind)).all()
+            assert [(r.kind, r.n, r.width) for r in rows] == [("interval", 4, 5), ("review_interval", 2, 5),
+                                                               ("review_top", 1, 5), ("top", 3, 5)]
+            got = [(unit_id, w.kind, w.bucket, w.rank, w.value, w.token_ids, w.activations, w.effects)
+                   for w in unpack_rows(rows)]
+            page_order = sorted((w for w in windows if w[0] == unit_id),
+                                key=lambda w: (w[1], -1 if w[2] is None else w[2], w[3]))
+            assert got == page_order
+    downgrade(database_url, "0010")
+    with engine.connect() as c:
+        back = c.execute(text("SELECT unit_id, kind, bucket, rank, value, token_ids, activations, effects "
+                              "FROM example")).all()
+    as_bytes = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in back]
+    assert sorted(as_bytes, key=repr) == sorted(windows, key=repr)

@@ -93,24 +93,26 @@ def _db_examples(url: str, index: int) -> list[tuple]:
     with session_factory(url)() as session:
         basis = session.scalar(select(Basis).where(Basis.name == SAE_NAME))
         strings = dict(session.execute(select(Token.token_id, Token.text).where(Token.model_id == basis.model_id)).all())
-        rows = session.execute(select(Example.kind, Example.bucket, Example.rank, Example.token_ids, Example.activations,
-                                      Example.effects).join(Unit, Unit.id == Example.unit_id)
+        rows = session.execute(select(Example.kind, Example.n, Example.width, Example.buckets, Example.token_ids,
+                                      Example.activations, Example.effects).join(Unit, Unit.id == Example.unit_id)
                                .where(Unit.basis_id == basis.id, Unit.index == index, Example.kind.in_(OPEN_KINDS))
-                               .order_by(Example.kind.desc(), Example.bucket, Example.rank)).all()
+                               .order_by(Example.kind.desc())).all()
     out = []
-    for kind, bucket, rank, ids, acts, effects in rows:
-        ids, acts, effects = (np.frombuffer(ids, "<i4"), np.frombuffer(acts, "<f4"), np.frombuffer(effects, "<f4"))
-        keep = ids >= 0
-        out.append((kind, bucket, rank, [strings[i] for i in ids[keep].tolist()], acts[keep].tolist(),
-                    [None if np.isnan(e) else float(e) for e in effects[keep]]))
+    for kind, n, width, buckets, *blobs in rows:  # one row per kind, its windows packed in page order
+        ids, acts, effects = (np.frombuffer(b, t).reshape(n, width) for b, t in zip(blobs, ("<i4", "<f4", "<f4")))
+        bucket = [None] * n if buckets is None else np.frombuffer(buckets, "<i4").tolist()
+        for i in range(n):
+            keep = ids[i] >= 0
+            out.append((kind, bucket[i], bucket[:i].count(bucket[i]), [strings[t] for t in ids[i][keep].tolist()],
+                        acts[i][keep].tolist(), [None if np.isnan(e) else float(e) for e in effects[i][keep]]))
     return out
 
 
 def test_export_matches_the_database(exported, labelled_db):
     with session_factory(labelled_db)() as session:
         basis = session.scalar(select(Basis).where(Basis.name == SAE_NAME))
-        n_examples = session.scalar(select(func.count(Example.id)).join(Unit).where(Unit.basis_id == basis.id,
-                                                                                   Example.kind.in_(OPEN_KINDS)))
+        n_examples = session.scalar(select(func.sum(Example.n)).join(Unit).where(Unit.basis_id == basis.id,
+                                                                                 Example.kind.in_(OPEN_KINDS)))
         unit = session.scalar(select(Unit).where(Unit.basis_id == basis.id, Unit.index == 3))
         strings = dict(session.execute(select(Token.token_id, Token.text).where(Token.model_id == basis.model_id)).all())
     for fmt in ("parquet", "jsonl"):

@@ -48,14 +48,19 @@ def test_round_trip(database_url, analysed_run):
             busiest = int(np.argmax(arrays["firing_count"]))
             unit = units[busiest]
             assert unit.act_hist["counts"] == arrays["act_hist_counts"][busiest].tolist()
-            top = session.scalars(select(Example).where(Example.unit_id == unit.id, Example.kind == "top")
-                                  .order_by(Example.rank)).all()
-            assert len(top) == arrays["top_count"][busiest]
-            np.testing.assert_array_equal(np.frombuffer(top[0].token_ids, "<i4"), arrays["top_token_ids"][busiest, 0])
-            np.testing.assert_array_equal(np.frombuffer(top[0].activations, "<f4"), arrays["top_acts"][busiest, 0])
-            n_interval = session.scalar(select(func.count()).select_from(Example).where(
-                Example.unit_id == unit.id, Example.kind == "interval"))
-            assert n_interval == arrays["interval_sample_count"][busiest].sum()
+            top = session.scalar(select(Example).where(Example.unit_id == unit.id, Example.kind == "top"))
+            n_top = int(arrays["top_count"][busiest])
+            assert (top.n, top.width, top.buckets) == (n_top, arrays["top_token_ids"].shape[2], None)
+            np.testing.assert_array_equal(np.frombuffer(top.token_ids, "<i4").reshape(top.n, top.width),
+                                          arrays["top_token_ids"][busiest, :n_top])
+            np.testing.assert_array_equal(np.frombuffer(top.activations, "<f4").reshape(top.n, top.width),
+                                          arrays["top_acts"][busiest, :n_top])
+            np.testing.assert_array_equal(np.frombuffer(top.values, "<f4"), arrays["top_values"][busiest, :n_top])
+            interval = session.scalar(select(Example).where(Example.unit_id == unit.id, Example.kind == "interval"))
+            counts = arrays["interval_sample_count"][busiest]
+            assert interval.n == counts.sum()
+            np.testing.assert_array_equal(np.frombuffer(interval.buckets, "<i4"), np.repeat(np.arange(len(counts)),
+                                                                                           counts))
         with np.load(analysed_run / "analysis" / SAE_NAME / "links.npz") as links:
             sae = session.scalar(select(Basis).where(Basis.name == SAE_NAME))
             feature0 = session.scalar(select(Unit.id).where(Unit.basis_id == sae.id, Unit.index == 0))
@@ -157,10 +162,11 @@ def _stored(url: str) -> tuple[list, list]:
     with session_factory(url)() as session:
         units = session.execute(select(Basis.name, Unit.index, Unit.sections, Unit.top_tokens, Unit.act_hist)
                                 .join(Basis).order_by(Basis.name, Unit.index)).all()
-        examples = session.execute(select(Basis.name, Unit.index, Example.kind, Example.bucket, Example.rank,
-                                          Example.value, Example.token_ids, Example.activations, Example.effects)
+        examples = session.execute(select(Basis.name, Unit.index, Example.kind, Example.n, Example.width,
+                                          Example.buckets, Example.values, Example.token_ids, Example.activations,
+                                          Example.effects)
                                    .join(Unit, Unit.id == Example.unit_id).join(Basis)
-                                   .order_by(Basis.name, Unit.index, Example.kind, Example.bucket, Example.rank)).all()
+                                   .order_by(Basis.name, Unit.index, Example.kind)).all()
     return [tuple(u) for u in units], [tuple(e) for e in examples]
 
 

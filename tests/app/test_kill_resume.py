@@ -172,7 +172,8 @@ def bases(url: str) -> dict[str, tuple]:
     with make_engine(url).connect() as c:
         rows = c.execute(text(
             "SELECT b.name, b.status, b.fingerprint, (SELECT count(*) FROM unit u WHERE u.basis_id = b.id), "
-            "(SELECT count(*) FROM example e JOIN unit u ON u.id = e.unit_id WHERE u.basis_id = b.id) FROM basis b"))
+            "(SELECT coalesce(sum(e.n), 0) FROM example e JOIN unit u ON u.id = e.unit_id WHERE u.basis_id = b.id) "
+            "FROM basis b"))
         return {name: tuple(rest) for name, *rest in rows}
 
 
@@ -194,9 +195,9 @@ def contents(url: str) -> list[list[tuple]]:
         "SELECT b.name, u.\"index\", u.firing_count, u.density, u.max_activation, u.mean_activation, u.top_tokens, "
         "u.act_hist, u.logit_hist, u.top_logits, u.bottom_logits, u.interval_edges, u.interval_counts "
         "FROM unit u JOIN basis b ON b.id = u.basis_id ORDER BY b.name, u.\"index\"",
-        "SELECT b.name, u.\"index\", e.kind, e.bucket, e.rank, e.value, e.token_ids, e.activations, e.effects "
-        "FROM example e JOIN unit u ON u.id = e.unit_id JOIN basis b ON b.id = u.basis_id "
-        "ORDER BY b.name, u.\"index\", e.kind, e.bucket, e.rank",
+        "SELECT b.name, u.\"index\", e.kind, e.n, e.width, e.buckets, e.\"values\", e.token_ids, e.activations, "
+        "e.effects FROM example e JOIN unit u ON u.id = e.unit_id JOIN basis b ON b.id = u.basis_id "
+        "ORDER BY b.name, u.\"index\", e.kind",
         "SELECT b.name, u.\"index\", l.kind, l.rank, t.name, l.target_index, l.weight FROM unit_link l "
         "JOIN unit u ON u.id = l.unit_id JOIN basis b ON b.id = u.basis_id JOIN basis t ON t.id = l.target_basis_id "
         "ORDER BY b.name, u.\"index\", l.kind, l.rank",

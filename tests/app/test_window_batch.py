@@ -12,7 +12,7 @@ from app.read.unit_data import PROXY_ARRAYS, example, unit_data
 from app.read.unit_proxies import unit_proxy_stats
 from app.store.chunks import PROXY_COLUMNS
 from app.store.db import session_factory, upgrade
-from app.store.example_rows import OPEN, PAGE_ORDER
+from app.store.example_rows import OPEN, PAGE_ORDER, WINDOW_COLUMNS, unpack_rows
 from app.store.ingest import ingest_run
 from app.store.models import Basis, Example, Model, Unit
 from app.store.vocabulary import token_strings
@@ -80,9 +80,8 @@ def test_ingested_units_are_what_the_read_model_renders_from_their_rows(analysed
             units = session.scalars(select(Unit).where(Unit.basis_id == basis.id).order_by(Unit.index)).all()
             proxies = unit_proxy_stats(session, basis.id, [u.index for u in units])
             for unit in units:
-                rows = session.execute(select(Example.kind, Example.bucket, Example.value, Example.token_ids,
-                                              Example.activations, Example.effects)
-                                       .where(Example.unit_id == unit.id, OPEN).order_by(*PAGE_ORDER)).all()
+                rows = unpack_rows(session.execute(select(*WINDOW_COLUMNS).where(Example.unit_id == unit.id, OPEN)
+                                                   .order_by(*PAGE_ORDER)))
                 data = unit_data(unit, rows, strings, int(basis.config["context_before"]),
                                  {"proxies": proxies.get(unit.index, [])})
                 stored = unpack(unit.sections)

@@ -22,7 +22,7 @@ from app.read.queries.unit import vocabulary
 from app.read.review_schemas import BlindEvidence, BlindExample, BlindInterval, BlindToken
 from app.read.unit_data import analysis_setting, context_before
 from app.read.windows import decode_window, visible_token
-from app.store.example_rows import PAGE_ORDER
+from app.store.example_rows import PAGE_ORDER, WINDOW_COLUMNS, unpack_rows
 from app.store.models import REVIEW_KINDS, Example, Unit
 
 ACT_DIGITS = 3  # activations / the unit's max
@@ -30,8 +30,8 @@ LOGIT_DIGITS = 2  # logit effects / the unit's largest |effect|
 
 _UNIT = select(Unit.id, Unit.max_activation, Unit.top_logits, Unit.bottom_logits).where(
     Unit.basis_id == bindparam("basis_id"), Unit.index == bindparam("index"))
-_WINDOWS = (select(Example.kind, Example.bucket, Example.value, Example.token_ids, Example.activations)
-            .where(Example.unit_id == bindparam("unit_id"), Example.kind.in_(REVIEW_KINDS)).order_by(*PAGE_ORDER))
+_WINDOWS = (select(*WINDOW_COLUMNS).where(Example.unit_id == bindparam("unit_id"), Example.kind.in_(REVIEW_KINDS))
+            .order_by(*PAGE_ORDER))
 
 
 def blind_evidence(session: Session, b: BasisRecord, index: int) -> BlindEvidence:
@@ -46,12 +46,12 @@ def blind_evidence(session: Session, b: BasisRecord, index: int) -> BlindEvidenc
     top: list[BlindExample] = []
     samples: list[list[BlindExample]] = [[] for _ in range(n_intervals)]
     before, relative = context_before(b.config), 1.0 / (max_activation or 1.0)
-    for kind, bucket, value, token_ids, activations in session.connection().execute(_WINDOWS, {"unit_id": unit_id}):
-        w = decode_window(token_ids, activations, None, strings, before)
+    for stored in unpack_rows(session.connection().execute(_WINDOWS, {"unit_id": unit_id})):
+        w = decode_window(stored.token_ids, stored.activations, None, strings, before)
         acts = np.round(np.asarray(w.acts) * relative, ACT_DIGITS) + 0.0  # + 0.0: no -0.0
-        example = BlindExample(value=round(value * relative, ACT_DIGITS), max_position=w.max_position,
+        example = BlindExample(value=round(stored.value * relative, ACT_DIGITS), max_position=w.max_position,
                                texts=w.texts, shown=w.shown, acts=acts.tolist())
-        (top if kind == "review_top" else samples[min(int(bucket), n_intervals - 1)]).append(example)
+        (top if stored.kind == "review_top" else samples[min(int(stored.bucket), n_intervals - 1)]).append(example)
     return BlindEvidence(
         top_logits=_tokens(top_logits, strings, scale), bottom_logits=_tokens(bottom_logits, strings, scale),
         top_examples=top,

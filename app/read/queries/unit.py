@@ -18,7 +18,7 @@ from app.read.schemas import UnitAround, UnitData, UnitDetail
 from app.read.schemas import UnitLink as UnitLinkSchema
 from app.read.unit_data import context_before, unit_data
 from app.read.urls import compare_url, labels_url, unit_url
-from app.store.example_rows import OPEN, PAGE_ORDER
+from app.store.example_rows import OPEN, PAGE_ORDER, WINDOW_COLUMNS, unpack_rows
 from app.store.models import Basis, Example, Label, Model, Unit, UnitLink
 from app.store.vocabulary import token_strings
 
@@ -70,7 +70,7 @@ def view(session: Session, b: BasisRecord, m: ModelRecord, index: int, model_par
     data_json, sections = unit_sections.unpack(blob)
     if data_json is None:
         unit = session.get(Unit, unit_id)
-        windows = session.execute(_WINDOWS, {"unit_id": unit_id}).all()
+        windows = unpack_rows(session.execute(_WINDOWS, {"unit_id": unit_id}))
         data = unit_data(unit, windows, vocabulary(session, b), context_before(b.config),
                          {"proxies": unit_proxy_stats(session, b.id, [index]).get(index, [])})
         data_json = data.model_dump_json().encode()
@@ -104,8 +104,7 @@ _VERSION = _VERSION_NO_FAMILY.add_columns(  # and of its family's other end (edg
     select(func.max(Label.id)).select_from(UnitLink).join(Unit, Unit.id == UnitLink.unit_id)
     .join(Label, (Label.basis_id == Unit.basis_id) & (Label.unit_index == Unit.index))
     .where(UnitLink.target_basis_id == _ME[0], UnitLink.target_index == _ME[1], SHOWN_EDGE).scalar_subquery())
-_WINDOWS = (select(Example.kind, Example.bucket, Example.value, Example.token_ids, Example.activations,
-                   Example.effects).where(Example.unit_id == bindparam("unit_id"), OPEN).order_by(*PAGE_ORDER))
+_WINDOWS = select(*WINDOW_COLUMNS).where(Example.unit_id == bindparam("unit_id"), OPEN).order_by(*PAGE_ORDER)
 _PAGE_UNIT = select(Unit.id, Unit.sections, newest_label(Unit.basis_id, Unit.index)).where(
     Unit.basis_id == bindparam("basis_id"), Unit.index == bindparam("index"))
 _LINKS = (select(UnitLink.kind, Basis.name, UnitLink.target_index, UnitLink.weight, Basis.model_id,
