@@ -95,7 +95,8 @@ def run_monoscope(data, steps: int, arch: str, precision: str, args) -> tuple[fl
     cfg = SAETrainConfig(architecture=arch, k=args.k if arch == "topk" else None, d_sae=D_SAE,
                          l1_coefficient=args.l1, lr=args.lr, tokens=steps * BATCH,
                          batch_size=BATCH, precision=precision, scale_activations=False, log_every=max(1, steps),
-                         checkpoint_every=10 ** 9, **({"resample_at": ()} if args.no_resample else {}))
+                         checkpoint_every=10 ** 9,  # resampling for ReLU only: TopK has AuxK (and SAELens none)
+                         **({"resample_at": ()} if args.no_resample or arch != "relu" else {}))
     started = time.perf_counter()
     sae, summary, _ = fit_sae(cfg, source, device="cpu", progress=False, log=lambda message: None)
     seconds = time.perf_counter() - started
@@ -189,7 +190,7 @@ def main() -> None:
     parser.add_argument("--data", choices=["auto", "lm", "synthetic"], default="auto")
     parser.add_argument("--data-tokens", type=int, default=262_144)
     parser.add_argument("--eval-tokens", type=int, default=8192)
-    parser.add_argument("--no-resample", action="store_true", help="Monoscope without dead-latent resampling")
+    parser.add_argument("--no-resample", action="store_true", help="Monoscope's ReLU without dead-latent resampling")
     parser.add_argument("--no-append", action="store_true")
     parser.add_argument("--step-table", action="store_true", help="time single steps per method instead")
     parser.add_argument("--repeats", type=int, default=3)

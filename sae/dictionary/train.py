@@ -28,6 +28,7 @@ from sae.dictionary.architectures import Activation
 from sae.dictionary.config import SAETrainConfig, resolve_precision, schedules  # noqa: F401 (re-exported)
 from sae.dictionary.model import SparseAutoencoder
 from sae.errors import MonoscopeError
+from sae.memory import keep_freed_memory
 
 CHECKPOINT = "checkpoint.pt"
 LIVE_LOG = "log.jsonl"
@@ -160,6 +161,7 @@ def fit_sae(
     """
     dev = resolve_device(device) if isinstance(device, str) else device
     precision = resolve_precision(cfg.precision, dev)
+    keep_freed_memory()  # each step frees and allocates the same MB-sized temporaries (sae/memory.py)
     run = _start(cfg, source, dev, checkpoint, log)
     if live_log is not None:
         live_log.write_text("".join(json.dumps(r) + "\n" for r in run.records))

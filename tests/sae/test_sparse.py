@@ -175,6 +175,29 @@ def test_topk_select_picks_the_k_largest(dtype):
     assert all(len(set(row.tolist())) == 16 for row in cols)  # no latent picked twice
 
 
+def test_positive_topk_is_topk_after_relu_in_bf16():
+    """The int16 selection keeps each row's largest positive entries exactly; where a row has fewer than k positive
+    ones (here row 1 has 3, row 2 none, row 3 only -0.0 and negatives) its other picks are non-positive, so ReLU
+    gives torch.topk's values, and the columns of the positive picks are torch.topk's."""
+    from sae.dictionary.fast.gradients import positive_topk
+
+    gen = torch.Generator().manual_seed(6)
+    pre = torch.randn(8, 512, generator=gen).to(torch.bfloat16)
+    pre[1] = -torch.rand(512, generator=gen).to(torch.bfloat16) - 0.5
+    pre[1, [7, 100, 300]] = torch.tensor([0.25, 3.0, 1.5], dtype=torch.bfloat16)
+    pre[2] = -torch.rand(512, generator=gen).to(torch.bfloat16) - 0.5
+    pre[3] = -pre[3].abs()
+    pre[3, :4] = -0.0
+    values, cols = positive_topk(pre, 16)
+    reference = pre.topk(16, dim=-1)
+    assert torch.equal(pre.gather(1, cols), values)
+    assert torch.equal(values.relu().sort(-1).values, reference.values.relu().sort(-1).values)
+    for row in range(8):
+        picked = {c for c, v in zip(cols[row].tolist(), values[row].tolist()) if v > 0}
+        assert picked == {c for c, v in zip(reference.indices[row].tolist(), reference.values[row].tolist()) if v > 0}
+    assert values[2].max() < 0 and (values[1] > 0).sum() == 3
+
+
 def test_fused_adam_matches_default_adam():
     from sae.dictionary.fast.step import adam
 

@@ -128,10 +128,11 @@ def topk_select(pre: torch.Tensor, k: int, ws: Workspace) -> tuple[torch.Tensor,
     of a row's block maxima is ≤ its k-th largest entry, so only entries ≥ that bound (typically ~1.2 k) remain
     candidates. Measured here (4096 x 4096, k 32, 1 thread): about 55 ms against 90 ms for torch.topk in fp32. Not
     in bf16: this CPU build reduces bf16 ~7x slower than fp32 (the block maxima alone took 45 ms), so a bf16 pre
-    (training's default) goes straight to torch.topk: 16.2-16.6k against 17.7-18.1k tokens/s of TopK training
-    (BENCHMARKS.md, "TopK selection in bf16").
+    (training's default) goes to positive_topk.
     """
     B, S = pre.shape
+    if pre.dtype == torch.bfloat16:
+        return positive_topk(pre, k)
     block = 1 << max(0, (S // (4 * k)).bit_length() - 1)  # about 4k blocks per row, a power of two wide
     if block < 4 or S % block or pre.dtype != torch.float32:
         return pre.topk(k, dim=-1, sorted=False)
@@ -151,6 +152,21 @@ def topk_select(pre: torch.Tensor, k: int, ws: Workspace) -> tuple[torch.Tensor,
     cand_cols[rows, slot] = cols
     values, picked = cand.topk(k, dim=-1, sorted=False)
     return values, cand_cols.gather(1, picked)
+
+
+def positive_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (values, cols) [B, k] for pre [B, S]: each row's k largest entries wherever they are positive; where a
+    row has fewer than k positive entries, the rest are some of its non-positive ones. For a selection followed by
+    ReLU (TopK, AuxK) that is torch.topk's result: the non-positive picks become 0 with zero gradient.
+
+    In bf16 it is torch.topk of the bit patterns read as int16, which order non-negative values as floats (+NaN above
+    +inf, as topk takes NaN) and put every value with the sign bit below them: 23 ms against 31 ms for torch.topk on
+    a [4,096, 4,096] bf16 pre (k 32, 2 threads), whose comparisons convert bf16 to float. Other dtypes: torch.topk.
+    """
+    if pre.dtype != torch.bfloat16:
+        return pre.topk(k, dim=-1, sorted=False)
+    keys, cols = pre.view(torch.int16).topk(k, dim=-1, sorted=False)
+    return keys.view(torch.bfloat16), cols
 
 
 def active_entries(activation: Activation, k: int | None, pre: torch.Tensor, ws: Workspace) -> Entries:
@@ -191,40 +207,30 @@ def latent_sums(e: Entries, offsets: torch.Tensor, weights: torch.Tensor, table:
     return F.embedding_bag(e.lat_rows, table, offsets, mode="sum", per_sample_weights=weights)
 
 
-def backprop_entries(e: Entries, g: torch.Tensor, xc: torch.Tensor, W_dec: torch.Tensor, l1_over_b: float,
-                     grads: dict[str, torch.Tensor], *, add: bool) -> torch.Tensor:
-    """Write (or add) the W_dec, W_enc, b_enc grads of a term whose dL/dx̂ is g [B, d] (xc [B, d], W_dec [S, d]);
-    return dpre [nnz]."""
+def backprop_entries(e: Entries, g: torch.Tensor, xc: torch.Tensor, W_dec: torch.Tensor,
+                     l1_over_b: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return (dpre [nnz], dW_dec [S', d], dW_encᵀ [S', d]) of a term whose dL/dx̂ is g [B, d] (xc [B, d]), over
+    the S' latents of W_dec [S', d] that e's columns index."""
     offsets = e.lat_offsets()
     dpre = sddmm_by_latent(e, W_dec, g)
     if l1_over_b:
         dpre.add_(l1_over_b)
     dpre.mul_(e.lat_values > 0)  # ReLU (and TopK's ReLU) gradient
-    dW_dec = latent_sums(e, offsets, e.lat_values, g)  # [S, d]
-    dW_enc_t = latent_sums(e, offsets, dpre, xc)  # [S, d]
-    if add:
-        grads["W_dec"].add_(dW_dec)
-        grads["W_enc"].add_(dW_enc_t.t())
-        grads["b_enc"].index_add_(0, e.lat_cols, dpre)
-    else:
-        grads["W_dec"].copy_(dW_dec)
-        grads["W_enc"].copy_(dW_enc_t.t())
-        grads["b_enc"].zero_().index_add_(0, e.lat_cols, dpre)
-    return dpre
+    return dpre, latent_sums(e, offsets, e.lat_values, g), latent_sums(e, offsets, dpre, xc)
 
 
-def aux_term(pre: torch.Tensor, err: torch.Tensor, aux: AuxK, W_dec: torch.Tensor,
+def aux_term(pre: torch.Tensor, err: torch.Tensor, aux: AuxK, dead: torch.Tensor, W_dead: torch.Tensor,
              ws: Workspace) -> tuple[torch.Tensor, Entries, torch.Tensor]:
-    """AuxK: return (aux loss [], its Entries, its dL/dê [B, d]) for the top aux.k dead latents of each row of
-    pre [B, S], with err = x̂ − x [B, d] and W_dec [S, d].
+    """AuxK: return (aux loss [], its Entries (columns index `dead`), its dL/dê [B, d]) for the top aux.k of the
+    dead latents `dead` [n_dead] in each row of pre [B, S], with err = x̂ − x [B, d] and their decoder rows
+    W_dead [n_dead, d].
 
     err = x̂ − x, so the (detached) residual x − x̂ is −err and ê − residual = ê + err. The normalised form
     divides loss and gradient by the constant mean_batch ‖err‖² (the residual is detached).
     """
-    dead = aux.dead.nonzero().squeeze(1)  # [n_dead]
-    top, pos = pre.index_select(1, dead).topk(aux.k, dim=-1, sorted=False)  # [B, aux.k]
-    e = fixed_k_entries(dead[pos], torch.relu(top.float()), pre.shape[1], ws)
-    diff = sparse_decode(e, W_dec).add_(err)  # [B, d]
+    top, pos = positive_topk(pre.index_select(1, dead), aux.k)  # [B, aux.k]
+    e = fixed_k_entries(pos, torch.relu(top.float()), len(dead), ws)
+    diff = sparse_decode(e, W_dead).add_(err)  # [B, d]
     loss = diff.pow(2).sum(-1).mean()
     norm = float(aux_normaliser(err)) if aux.normalised else 1.0
     return loss / norm, e, diff.mul_(2.0 * aux.weight / (pre.shape[0] * norm))
@@ -238,12 +244,19 @@ def auxk_and_b_dec_grads(sae: SparseAutoencoder, xc: torch.Tensor, pre: torch.Te
 
     xc [B, d], pre [B, S] (fp32 or bf16), err = x̂ − x [B, d], g = dL/dx̂ of the main term [B, d]. The AuxK
     residual is detached and ê has no bias, so b_dec gets the aux term only through the encoder (via db_enc).
+    The AuxK grads are nonzero only in the dead latents' rows and columns: they are computed over those alone and
+    added there (adding a whole transposed [S, d] term into W_enc's [d, S] grad took 4.5 ms a step).
     """
     W_enc, W_dec = sae.W_enc.detach(), sae.W_dec.detach()
     aux_loss = err.new_zeros(())
     if aux is not None:
-        aux_loss, e_aux, g_aux = aux_term(pre, err, aux, W_dec, ws)
-        backprop_entries(e_aux, g_aux, xc, W_dec, 0.0, grads, add=True)
+        dead = aux.dead.nonzero().squeeze(1)  # [n_dead]
+        W_dead = W_dec.index_select(0, dead)  # [n_dead, d]
+        aux_loss, e_aux, g_aux = aux_term(pre, err, aux, dead, W_dead, ws)
+        dpre, dW_dec, dW_enc_t = backprop_entries(e_aux, g_aux, xc, W_dead, 0.0)
+        grads["W_dec"].index_add_(0, dead, dW_dec)
+        grads["W_enc"].index_add_(1, dead, dW_enc_t.t())
+        grads["b_enc"].index_add_(0, dead[e_aux.lat_cols], dpre)
     torch.sub(g.sum(0), W_enc @ grads["b_enc"], out=grads["b_dec"])  # b_dec enters the encoder as −b_dec
     return aux_loss
 
@@ -259,7 +272,10 @@ def sparse_step(sae: SparseAutoencoder, x: torch.Tensor, ws: Workspace, *, activ
     err = sparse_decode(e, W_dec).add_(b_dec).sub_(x)  # [B, d]  x̂ − x
     mse = err.pow(2).sum(-1).mean()
     g = err.mul(2.0 / B)  # [B, d]  dL/dx̂
-    backprop_entries(e, g, xc, W_dec, l1_coefficient / B, grads, add=False)
+    dpre, dW_dec, dW_enc_t = backprop_entries(e, g, xc, W_dec, l1_coefficient / B)
+    grads["W_dec"].copy_(dW_dec)
+    grads["W_enc"].copy_(dW_enc_t.t())
+    grads["b_enc"].zero_().index_add_(0, e.lat_cols, dpre)
     aux_loss = auxk_and_b_dec_grads(sae, xc, pre, err, g, grads, aux, ws)
     fired_mask = e.lat_values > 0
     fired = torch.bincount(e.lat_cols[fired_mask], minlength=S)
