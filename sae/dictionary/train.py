@@ -38,8 +38,8 @@ LIVE_LOG = "log.jsonl"
 def project_decoder_grad_(sae: SparseAutoencoder) -> None:
     """Remove from each decoder row's gradient its component parallel to the row (rows have unit norm)."""
     if sae.W_dec.grad is not None:
-        w = sae.W_dec  # [d_sae, d_in]
-        sae.W_dec.grad -= (sae.W_dec.grad * w).sum(1, keepdim=True) * w
+        w, grad = sae.W_dec.detach(), sae.W_dec.grad  # [d_sae, d_in] each
+        grad.addcmul_(torch.linalg.vecdot(grad, w).unsqueeze(1), w, value=-1.0)  # no [d_sae, d_in] temporaries
 
 
 def loss_and_grads(sae: SparseAutoencoder, x: torch.Tensor, cfg: SAETrainConfig, *, l1: float, precision: str,

@@ -179,7 +179,7 @@ def test_positive_topk_is_topk_after_relu_in_bf16():
     """The int16 selection keeps each row's largest positive entries exactly; where a row has fewer than k positive
     ones (here row 1 has 3, row 2 none, row 3 only -0.0 and negatives) its other picks are non-positive, so ReLU
     gives torch.topk's values, and the columns of the positive picks are torch.topk's."""
-    from sae.dictionary.fast.gradients import positive_topk
+    from sae.dictionary.fast.select import positive_topk
 
     gen = torch.Generator().manual_seed(6)
     pre = torch.randn(8, 512, generator=gen).to(torch.bfloat16)
@@ -273,3 +273,29 @@ def test_normalised_auxk_is_zero_without_dead_latents():
     out, _ = run(sae, batch(), "sparse", dead_mask=torch.zeros(D_SAE, dtype=torch.bool), aux_coefficient=0.5,
                  aux_normalised=True)
     assert out.aux.item() == 0.0 and out.loss.item() == pytest.approx(out.mse.item())
+
+
+@pytest.mark.parametrize("width,k", [(128, 1), (128, 128), (512, 16), (1024, 32), (4096, 32)])
+def test_the_compiled_selection_keeps_the_keys_torch_topk_keeps(width, k):
+    """select_kernel.rows_topk (positive_topk's CPU path) against torch.topk of the same int16 keys, rows built to
+    break a bound-and-scan selection: all ties, many equal maxima, all negative, NaN and inf, -0.0, a lone spike."""
+    from sae.dictionary.fast.select import _kernel, positive_topk
+
+    assert _kernel() is not None, "numba is a dependency: the compiled selection must load"
+    gen = torch.Generator().manual_seed(width + k)
+    pre = (torch.randn(40, width, generator=gen) * torch.rand(40, 1, generator=gen) * 4).to(torch.bfloat16)
+    pre[0] = 0.0
+    pre[1] = 2.5
+    pre[2, :: 3] = 7.0
+    pre[3] = -pre[3].abs() - 1
+    pre[4, 5], pre[4, 6], pre[4, 7] = float("nan"), float("inf"), -float("inf")
+    pre[5] = -0.0
+    pre[6] = -1.0
+    pre[6, width - 1] = 3.0
+    pre[7] = torch.arange(width, dtype=torch.float32).to(torch.bfloat16)  # ascending: every entry a new maximum
+    values, cols = positive_topk(pre, k)
+    keys = pre.view(torch.int16)
+    reference = keys.topk(k, dim=-1).values
+    assert torch.equal(values.view(torch.int16).sort(-1).values, reference.sort(-1).values)
+    assert torch.equal(keys.gather(1, cols), values.view(torch.int16))
+    assert all(len(set(row.tolist())) == k for row in cols)  # no column twice
