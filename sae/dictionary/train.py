@@ -175,7 +175,9 @@ def fit_sae(
     started = time.time()
     logged = _LogWindow(run.step, started)
     while run.step < cfg.steps:
-        x = next(stream).to(dev, torch.float32) * run.scale  # [B, d_in]
+        x = next(stream).to(dev, torch.float32)  # [B, d_in]
+        if run.scale != 1.0:
+            x = x * run.scale
         lr, l1 = schedules(run.step, cfg)
         parts = _optimiser_step(run, x, cfg, lr=lr, l1=l1, precision=precision,
                                 dead=run.tracker.dead(run.step, window) if needs_dead else None, checkpoint=checkpoint)

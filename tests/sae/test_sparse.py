@@ -277,11 +277,11 @@ def test_normalised_auxk_is_zero_without_dead_latents():
 
 @pytest.mark.parametrize("width,k", [(128, 1), (128, 128), (512, 16), (1024, 32), (4096, 32)])
 def test_the_compiled_selection_keeps_the_keys_torch_topk_keeps(width, k):
-    """select_kernel.rows_topk (positive_topk's CPU path) against torch.topk of the same int16 keys, rows built to
+    """kernels.rows_topk (positive_topk's CPU path) against torch.topk of the same int16 keys, rows built to
     break a bound-and-scan selection: all ties, many equal maxima, all negative, NaN and inf, -0.0, a lone spike."""
-    from sae.dictionary.fast.select import _kernel, positive_topk
+    from sae.dictionary.fast.select import kernels, positive_topk
 
-    assert _kernel() is not None, "numba is a dependency: the compiled selection must load"
+    assert kernels() is not None, "numba is a dependency: the compiled selection must load"
     gen = torch.Generator().manual_seed(width + k)
     pre = (torch.randn(40, width, generator=gen) * torch.rand(40, 1, generator=gen) * 4).to(torch.bfloat16)
     pre[0] = 0.0
@@ -299,3 +299,27 @@ def test_the_compiled_selection_keeps_the_keys_torch_topk_keeps(width, k):
     assert torch.equal(values.view(torch.int16).sort(-1).values, reference.sort(-1).values)
     assert torch.equal(keys.gather(1, cols), values.view(torch.int16))
     assert all(len(set(row.tolist())) == k for row in cols)  # no column twice
+
+
+def test_entries_group_by_latent_and_their_gradient_matches_the_dense_product_both_ways():
+    """make_entries' grouping by latent (stable: rows in their order within a latent), and entry_grads (the compiled
+    kernel on CPU) and its torch fallback against the dense g W_decᵀ at each entry:
+    + shift where the entry is active, 0 where TopK kept a non-positive value; entries of unequal latents' counts."""
+    from sae.dictionary.fast.gradients import entry_grads, make_entries, sddmm_entry_grads
+
+    gen = torch.Generator().manual_seed(3)
+    B, S, d = 50, 40, 24
+    rows = torch.arange(B).repeat_interleave(5)
+    cols = torch.cat([torch.randperm(S, generator=gen)[:5] % (1 + r % S) for r in range(B)])  # low latents favoured
+    values = torch.randn(B * 5, generator=gen).clamp_min(0)  # about half inactive
+    e = make_entries(rows, cols, values, B, S)
+    entries = list(zip(rows.tolist(), cols.tolist(), values.tolist()))
+    by_latent = [(j, r, v) for j in range(S) for r, c, v in entries if c == j]
+    assert list(zip(e.lat_cols.tolist(), e.lat_rows.tolist(), e.lat_values.tolist())) == by_latent  # stable grouping
+    assert e.lat_counts.tolist() == torch.bincount(cols, minlength=S).tolist()
+    W_dec, g = torch.randn(S, d, generator=gen), torch.randn(B, d, generator=gen)
+    dense = g @ W_dec.t()  # [B, S]
+    expected = torch.where(e.lat_values > 0, dense[e.lat_rows, e.lat_cols] + 0.25, torch.zeros(()))
+    for found in (entry_grads(e, e.lat_offsets(), W_dec, g, 0.25), sddmm_entry_grads(e, W_dec, g, 0.25)):
+        assert torch.allclose(found, expected, rtol=1e-5, atol=1e-5)
+        assert torch.equal(found == 0, e.lat_values <= 0)

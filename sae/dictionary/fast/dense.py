@@ -58,8 +58,7 @@ def dense_step(sae: SparseAutoencoder, x: torch.Tensor, ws: Workspace, *, activa
     grads["W_dec"].copy_(torch.mm(f.t(), gb, out=ws.get("dW_dec", (S, d), dt, x.device)))
     df = torch.mm(gb, Wd.t(), out=ws.get("df", (B, S), dt, x.device))  # [B, S]
     df.add_(l1_coefficient / B).mul_(gate)  # dL/dpre
-    xcb = xc if not ws.bf16 else ws.tensors["xc_bf16"]
-    grads["W_enc"].copy_(torch.mm(xcb.t(), df, out=ws.get("dW_enc", (d, S), dt, x.device)))
+    grads["W_enc"].copy_(torch.mm(xc.t(), df, out=ws.get("dW_enc", (d, S), dt, x.device)))
     grads["b_enc"].copy_(df.sum(0))
     ones = block_ones(ws, B, dt, x.device)
     fired = torch.mm(ones, gate).float().sum(0).round_().long()  # [S]

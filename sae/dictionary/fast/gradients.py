@@ -7,10 +7,13 @@ Then dW_dec = fᵀ g, dW_enc = xcᵀ dpre, db_enc = Σ_b dpre and, because b_dec
 db_dec = Σ_b g − W_enc db_enc (no [B, d] backward matmul through the encoder is needed).
 
 The sparse path keeps the active entries of f as (row, col, value) lists, nnz = B·L0 of them:
-decode = embedding_bag over W_dec rows; g W_decᵀ only at active entries = torch.sparse.sampled_addmm (SDDMM);
-fᵀ g and xcᵀ dpre = embedding_bag over rows of g / xc grouped by latent (one argsort by latent).
-Those ops are memory-bound, so they run in fp32 even when precision is bf16: only the dense encoder matmul
-(2·B·d·S flops, the one cost that does not shrink with L0) uses bf16.
+decode = embedding_bag over W_dec rows; g W_decᵀ only at active entries = one dot product per entry (the compiled
+kernels.entry_grads; torch.sparse.sampled_addmm, an SDDMM, without numba or off CPU); fᵀ g and xcᵀ dpre =
+embedding_bag over rows of g / xc grouped by latent (a counting sort by latent). Those ops are memory-bound. With bf16
+precision the two weighted sums gather bf16 rows of g and xc (as autocast's backward matmuls take bf16 inputs:
+3.5 against 7 ms for both, [4,096, 512] tables, 131,072 entries, 2 threads); the decode and the dot products, which
+set x̂ and dL/dpre, stay fp32, and only the dense encoder matmul (2·B·d·S flops, the one cost that does not shrink
+with L0) uses bf16 besides.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from sae.dictionary.architectures import Activation
-from sae.dictionary.fast.select import positive_topk
+from sae.dictionary.fast.select import kernels, positive_topk
 from sae.dictionary.losses import AuxK, aux_normaliser, batch_top
 from sae.dictionary.model import SparseAutoencoder
 from sae.dictionary.model import sparse_decode as decode_entries
@@ -70,16 +73,17 @@ def attach_grads(sae: SparseAutoencoder, ws: Workspace) -> dict[str, torch.Tenso
 
 
 def encoder_pre(sae: SparseAutoencoder, x: torch.Tensor, ws: Workspace) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (xc [B, d] fp32, pre [B, S]) with pre in bf16 when the workspace is bf16 (bias added in the matmul)."""
+    """Return (xc [B, d], pre [B, S]), both in bf16 when the workspace is bf16 (x − b_dec rounded once; bias added
+    in the matmul), else fp32. The gradients take xc in that dtype too (dW_enc's sum gathers its rows)."""
     B, d, S = x.shape[0], sae.cfg.d_in, sae.cfg.d_sae
-    xc = torch.sub(x, sae.b_dec.detach(), out=ws.get("xc", (B, d), device=x.device))
+    dt = torch.bfloat16 if ws.bf16 else torch.float32
+    xc = torch.sub(x, sae.b_dec.detach(), out=ws.get("xc", (B, d), dt, x.device))
     if not ws.bf16:
         pre = ws.get("pre", (B, S), device=x.device)
         return xc, torch.addmm(sae.b_enc.detach(), xc, sae.W_enc.detach(), out=pre)
-    xcb = ws.get("xc_bf16", (B, d), torch.bfloat16, x.device).copy_(xc)
-    wb = ws.get("W_enc_bf16", (d, S), torch.bfloat16, x.device).copy_(sae.W_enc.detach())
-    bb = ws.get("b_enc_bf16", (S,), torch.bfloat16, x.device).copy_(sae.b_enc.detach())
-    return xc, torch.addmm(bb, xcb, wb, out=ws.get("pre_bf16", (B, S), torch.bfloat16, x.device))
+    wb = ws.get("W_enc_bf16", (d, S), dt, x.device).copy_(sae.W_enc.detach())
+    bb = ws.get("b_enc_bf16", (S,), dt, x.device).copy_(sae.b_enc.detach())
+    return xc, torch.addmm(bb, xc, wb, out=ws.get("pre_bf16", (B, S), dt, x.device))
 
 
 @dataclass
@@ -102,15 +106,23 @@ class Entries:
 
 
 def make_entries(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n_rows: int, n_latents: int) -> Entries:
-    """Return Entries from by-row lists rows, cols (long [nnz]) and values (fp32 [nnz]); one argsort gives the rest."""
+    """Return Entries from by-row lists rows, cols (long [nnz]) and values (fp32 [nnz]); a counting sort by latent
+    gives the rest (kernels.group_by_latent; torch.argsort without numba or off CPU)."""
     row_offsets = torch.zeros(n_rows, dtype=torch.long, device=rows.device)
     torch.cumsum(torch.bincount(rows, minlength=n_rows)[:-1], 0, out=row_offsets[1:])
-    order = torch.argsort(cols)
-    return Entries(
-        row_offsets=row_offsets, row_cols=cols, row_values=values,
-        lat_counts=torch.bincount(cols, minlength=n_latents), lat_rows=rows[order],
-        lat_cols=cols[order], lat_values=values[order],
-    )
+    compiled = kernels() if cols.device.type == "cpu" else None
+    if compiled is None:
+        order = torch.argsort(cols)
+        return Entries(row_offsets=row_offsets, row_cols=cols, row_values=values,
+                       lat_counts=torch.bincount(cols, minlength=n_latents), lat_rows=rows[order],
+                       lat_cols=cols[order], lat_values=values[order])
+    rows, cols, values = rows.contiguous(), cols.contiguous(), values.contiguous()
+    e = Entries(row_offsets=row_offsets, row_cols=cols, row_values=values,
+                lat_counts=torch.empty(n_latents, dtype=torch.long), lat_rows=torch.empty_like(rows),
+                lat_cols=torch.empty_like(cols), lat_values=torch.empty_like(values))
+    compiled.group_by_latent(cols.numpy(), rows.numpy(), values.numpy(), e.lat_counts.numpy(), e.lat_rows.numpy(),
+                             e.lat_cols.numpy(), e.lat_values.numpy())
+    return e
 
 
 def fixed_k_entries(cols: torch.Tensor, values: torch.Tensor, n_latents: int, ws: Workspace) -> Entries:
@@ -176,8 +188,21 @@ def sparse_decode(e: Entries, W_dec: torch.Tensor) -> torch.Tensor:
     return decode_entries(W_dec, e.row_cols, e.row_offsets, e.row_values)
 
 
-def sddmm_by_latent(e: Entries, W_dec: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Return (g W_decᵀ)[row, latent] at each by-latent entry [nnz], never forming the dense [B, S] product."""
+def entry_grads(e: Entries, offsets: torch.Tensor, W_dec: torch.Tensor, g: torch.Tensor, shift: float) -> torch.Tensor:
+    """Return dL/dpre at each by-latent entry [nnz] (offsets: e.lat_offsets()): (g W_decᵀ)[row, latent] + shift where
+    the entry is active, else 0 (ReLU's and TopK's gradient), never forming the dense [B, S] product."""
+    compiled = kernels() if g.device.type == "cpu" else None
+    if compiled is not None and W_dec.dtype == g.dtype == torch.float32:
+        out = torch.empty(e.lat_rows.numel(), dtype=torch.float32)
+        compiled.threads(torch.get_num_threads())
+        compiled.entry_grads(offsets.numpy(), e.lat_counts.numpy(), e.lat_rows.numpy(), e.lat_values.numpy(),
+                             W_dec.contiguous().numpy(), g.contiguous().numpy(), shift, out.numpy())
+        return out
+    return sddmm_entry_grads(e, W_dec, g, shift)
+
+
+def sddmm_entry_grads(e: Entries, W_dec: torch.Tensor, g: torch.Tensor, shift: float) -> torch.Tensor:
+    """entry_grads by torch.sparse.sampled_addmm (any device, no numba)."""
     S, B = W_dec.shape[0], g.shape[0]
     crow = torch.zeros(S + 1, dtype=torch.long, device=g.device)
     torch.cumsum(e.lat_counts, 0, out=crow[1:])
@@ -185,24 +210,26 @@ def sddmm_by_latent(e: Entries, W_dec: torch.Tensor, g: torch.Tensor) -> torch.T
         warnings.simplefilter("ignore")
         pattern = torch.sparse_csr_tensor(crow, e.lat_rows, torch.zeros(e.lat_rows.numel(), device=g.device),
                                           (S, B), check_invariants=False)  # [S, B]
-    return torch.sparse.sampled_addmm(pattern, W_dec, g.t(), beta=0.0).values()
+    dpre = torch.sparse.sampled_addmm(pattern, W_dec, g.t(), beta=0.0).values()
+    if shift:
+        dpre.add_(shift)
+    return dpre.mul_(e.lat_values > 0)
 
 
 def latent_sums(e: Entries, offsets: torch.Tensor, weights: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Return [S, d]: for each latent j, Σ over its entries n of weights[n] · table[row n] (fᵀ g or dpreᵀ xc)."""
-    return F.embedding_bag(e.lat_rows, table, offsets, mode="sum", per_sample_weights=weights)
+    """Return [S, d] in table's dtype: for each latent j, Σ over its entries n of weights[n] · table[row n] (fᵀ g or
+    dpreᵀ xc)."""
+    return F.embedding_bag(e.lat_rows, table, offsets, mode="sum", per_sample_weights=weights.to(table.dtype))
 
 
 def backprop_entries(e: Entries, g: torch.Tensor, xc: torch.Tensor, W_dec: torch.Tensor,
                      l1_over_b: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Return (dpre [nnz], dW_dec [S', d], dW_encᵀ [S', d]) of a term whose dL/dx̂ is g [B, d] (xc [B, d]), over
-    the S' latents of W_dec [S', d] that e's columns index."""
+    """Return (dpre [nnz] fp32, dW_dec [S', d], dW_encᵀ [S', d]) of a term whose dL/dx̂ is g [B, d] fp32 (xc [B, d]),
+    over the S' latents of W_dec [S', d] that e's columns index. The two weight gradients are summed from rows in
+    xc's dtype (bf16 with bf16 precision: g is rounded for them) and come back in it."""
     offsets = e.lat_offsets()
-    dpre = sddmm_by_latent(e, W_dec, g)
-    if l1_over_b:
-        dpre.add_(l1_over_b)
-    dpre.mul_(e.lat_values > 0)  # ReLU (and TopK's ReLU) gradient
-    return dpre, latent_sums(e, offsets, e.lat_values, g), latent_sums(e, offsets, dpre, xc)
+    dpre = entry_grads(e, offsets, W_dec, g, l1_over_b)
+    return dpre, latent_sums(e, offsets, e.lat_values, g.to(xc.dtype)), latent_sums(e, offsets, dpre, xc)
 
 
 def aux_term(pre: torch.Tensor, err: torch.Tensor, aux: AuxK, dead: torch.Tensor, W_dead: torch.Tensor,
@@ -240,8 +267,8 @@ def auxk_and_b_dec_grads(sae: SparseAutoencoder, xc: torch.Tensor, pre: torch.Te
         W_dead = W_dec.index_select(0, dead)  # [n_dead, d]
         aux_loss, e_aux, g_aux = aux_term(pre, err, aux, dead, W_dead, ws)
         dpre, dW_dec, dW_enc_t = backprop_entries(e_aux, g_aux, xc, W_dead, 0.0)
-        grads["W_dec"].index_add_(0, dead, dW_dec)
-        grads["W_enc"].index_add_(1, dead, dW_enc_t.t())
+        grads["W_dec"].index_add_(0, dead, dW_dec.float())
+        grads["W_enc"].index_add_(1, dead, dW_enc_t.t().float())
         grads["b_enc"].index_add_(0, dead[e_aux.lat_cols], dpre)
     torch.sub(g.sum(0), W_enc @ grads["b_enc"], out=grads["b_dec"])  # b_dec enters the encoder as −b_dec
     return aux_loss

@@ -1,5 +1,5 @@
 """TopK's selection of a bf16 pre-activation (training's default): each row's k largest entries, on its bit patterns
-read as int16, by the compiled kernel of select_kernel.py where it applies (CPU), else by torch.topk of those keys.
+read as int16, by the compiled kernel of kernels.py where it applies (CPU), else by torch.topk of those keys.
 An fp32 pre-activation goes to sae.dictionary.fast.gradients.topk_select.
 """
 
@@ -16,7 +16,7 @@ def positive_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     ReLU (TopK, AuxK) that is torch.topk's result: the non-positive picks become 0 with zero gradient.
 
     In bf16 it selects the bit patterns read as int16, which order non-negative values as floats (+NaN above +inf,
-    as topk takes NaN) and put every value with the sign bit below them: on CPU by select_kernel.rows_topk where the
+    as topk takes NaN) and put every value with the sign bit below them: on CPU by kernels.rows_topk where the
     row width is a multiple of its LANES and k at most LANES (6.1 ms against 20.8 ms for torch.topk of the keys on a
     [4,096, 4,096] pre, k 32, 2 threads; BENCHMARKS.md), else torch.topk of the keys (31 ms on the bf16 values,
     whose comparisons convert bf16 to float). Other dtypes: torch.topk.
@@ -24,7 +24,7 @@ def positive_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     if pre.dtype != torch.bfloat16:
         return pre.topk(k, dim=-1, sorted=False)
     keys = pre.view(torch.int16)
-    kernel = _kernel() if pre.device.type == "cpu" else None
+    kernel = kernels() if pre.device.type == "cpu" else None
     if kernel is None or pre.shape[-1] % kernel.LANES or not 0 < k <= kernel.LANES or pre.dim() != 2:
         top, cols = keys.topk(k, dim=-1, sorted=False)
         return top.view(torch.bfloat16), cols
@@ -37,10 +37,10 @@ def positive_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 @lru_cache(maxsize=1)
-def _kernel():
-    """select_kernel, or None where numba is missing (torch.topk then)."""
+def kernels():
+    """The compiled kernels (sae.dictionary.fast.kernels), or None where numba is missing (torch ops then)."""
     try:
-        import sae.dictionary.fast.select_kernel as select_kernel
+        import sae.dictionary.fast.kernels as compiled
     except ImportError:
         return None
-    return select_kernel
+    return compiled

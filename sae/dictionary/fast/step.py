@@ -25,8 +25,9 @@ weights and grads stay fp32, as with torch.autocast on CPU (the "autograd" metho
 method "autograd": plain autograd through `sae` (the reference; the path a jumprelu module trains by). "dense":
 hand-written backprop, five big matmuls, into buffers reused across steps. "sparse": only the encoder matmul stays
 dense; the decode and all weight gradients touch just the active latents (the ReLU/TopK gradient is zero
-elsewhere), in fp32 (memory-bound gathers: bf16 would not be faster). "auto": sparse while L0 is small enough to
-win (SPARSE_MAX_L0_FRACTION, measured), else dense. `adam(params, lr=...)` returns the fused Adam (4x faster here).
+elsewhere): the decode and dL/dpre in fp32, the weight gradients' sums from bf16 rows when precision is bf16.
+"auto": sparse while L0 is small enough to win (SPARSE_MAX_L0_FRACTION, measured), else dense.
+`adam(params, lr=...)` returns the fused Adam (4x faster here).
 """
 
 from __future__ import annotations
