@@ -117,24 +117,29 @@ def frontier_plots(bases: list) -> tuple[dict, dict] | None:
     return plot("fvu", "FVU (lower is better)"), plot("loss_recovered", "loss recovered (higher is better)")
 
 
+_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+            "#17becf")  # plotly's default sequence, named so that a median line can take its histogram's colour
+
+
 def match_plot(pairs: list) -> dict:
-    """Overlaid histograms of best-match correlations, one per pair of bases (named with what it measures), each
-    median over the paper's population as a labelled dashed line."""
-    data, lines, notes = [], [], []
+    """Overlaid histograms of best-match correlations, one per pair of bases (named with what it measures and its
+    median over the paper's population), each median a dashed line in its histogram's colour (text labels on the
+    plot piled up on a `demo --full` run's ten pairs)."""
+    data, lines = [], []
     for k, p in enumerate(pairs):
+        colour = _COLOURS[k % len(_COLOURS)]
         centres = [(a + b) / 2 for a, b in zip(p.edges, p.edges[1:])]
         total = max(sum(p.counts), 1)
-        name = html.escape(f"{p.relation}: {p.basis} ({p.model}) → {p.other_basis} ({p.other_model})")  # plotly: HTML
+        median = "" if p.median_population is None else f", median {p.median_population:.2f}"
+        name = html.escape(f"{p.relation}: {p.basis} ({p.model}) → {p.other_basis} ({p.other_model}){median}")
         data.append({"type": "bar", "x": centres, "y": [c / total for c in p.counts], "name": name, "opacity": 0.6,
+                     "marker": {"color": colour},
                      "hovertemplate": "correlation %{x:.2f}: %{y:.1%} of units<extra></extra>"})
         if p.median_population is not None:
             lines.append({"type": "line", "xref": "x", "yref": "paper", "x0": p.median_population,
-                          "x1": p.median_population, "y0": 0, "y1": 1, "line": {"dash": "dash", "width": 1}})
-            notes.append({"xref": "x", "yref": "paper", "x": p.median_population, "y": 1 - 0.07 * k,
-                          "text": html.escape(f"median {p.basis} → {p.other_basis} ({p.other_model}): "
-                                              f"{p.median_population:.2f}"),
-                          "showarrow": False, "xanchor": "left", "font": {"size": 11}})
-    return {"data": data, "layout": {"barmode": "overlay", "showlegend": True, "shapes": lines, "annotations": notes,
+                          "x1": p.median_population, "y0": 0, "y1": 1,
+                          "line": {"dash": "dash", "width": 1.5, "color": colour}})
+    return {"data": data, "layout": {"barmode": "overlay", "showlegend": True, "shapes": lines,
                                      "xaxis": {"title": {"text": "best-match activation correlation"}, "range": [-1, 1]},
                                      "yaxis": {"title": {"text": "fraction of units"}}}}
 

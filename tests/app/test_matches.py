@@ -91,7 +91,12 @@ def test_matches_page_draws_both_distributions(matched):
     spec = page.split('id="match-plot"')[1].split('class="plot-spec">')[1].split("</script>")[0]
     plot = json.loads(html.unescape(spec))
     assert len(plot["data"]) == 8 and all(abs(sum(trace["y"]) - 1) < 1e-6 for trace in plot["data"])
-    assert all(note["text"].startswith("median ") for note in plot["layout"]["annotations"])  # labelled medians
+    pairs = httpx.get(site.url + "/api/v1/matches", timeout=30).json()["pairs"]
+    medians = [p["median_population"] for p in pairs if p["median_population"] is not None]
+    assert [t["name"].rsplit(", median ", 1)[1] for t in plot["data"]] == [f"{m:.2f}" for m in medians]  # named medians
+    colours = {t["marker"]["color"] for t in plot["data"]}
+    assert [line["x0"] for line in plot["layout"]["shapes"]] == medians and len(colours) == len(plot["data"])
+    assert [line["line"]["color"] for line in plot["layout"]["shapes"]] == [t["marker"]["color"] for t in plot["data"]]
 
 
 def test_what_each_pair_measures_its_seed_control_and_population_figures(matched):
@@ -118,7 +123,7 @@ def test_what_each_pair_measures_its_seed_control_and_population_figures(matched
     assert seed["mutual_share"] == pytest.approx(mutual.mean())
     assert sum(b["n"] for b in seed["bands"]) == (matched_units & (u["firing_count"] > 0)).sum()
     findings = httpx.get(site.url + "/api/v1/matches", timeout=30).json()["findings"]
-    line = next(f for f in findings if f.startswith(f"{SAE_NAME} (saes) of alpha"))
+    line = next(f for f in findings if f.startswith(f"{SAE_NAME} (SAE features) of alpha"))
     assert f"agree at {seed['median_population']:.2f}" in line and SEED1 in line
     assert any("by definition" in f for f in findings)
     assert any("not more universal than neurons" in f for f in findings)  # one LM twice: both are 1

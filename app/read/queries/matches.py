@@ -99,12 +99,15 @@ def _control_for(pair: MatchDistribution, seeds: dict[tuple[str, str], MatchDist
                       n_population=seed.n_population, by_definition=False)
 
 
+_KIND_WORDS = {"neuron": "neurons", "sae": "SAE features"}
+
+
 def _findings(pairs: list[MatchDistribution]) -> list[str]:
     """Sentences that say what the universality figures say, each from its numbers."""
     out = []
     universal = [p for p in pairs if p.relation == "universality" and p.median_population is not None]
     for p in universal:
-        line = (f"{p.basis} ({p.kind}s) of {p.model} against {p.other_model}: median best correlation "
+        line = (f"{p.basis} ({_KIND_WORDS[p.kind]}) of {p.model} against {p.other_model}: median best correlation "
                 f"{p.median_population:.2f} over the paper's population (n = {p.n_population:,}; "
                 f"{p.median:.2f} over all {p.n_units:,})")
         if p.control is not None and p.control.by_definition:
