@@ -284,8 +284,8 @@ def append_section(rows, what: str, args) -> None:
     for arch, precision, ts, ps, tm, pm, floor in rows:
         name = f"topk k={args.k}" if arch == "topk" else f"relu λ={args.l1}"
         lines.append(f"| {name} | {precision} | {ts:,.0f} | {tm:,.0f} | {tm / ts:.2f}x | "
-                     f"{floor:,.0f} ({tm / floor:.0%}) | {ps['loss']:.4g} ({ps['l0']:.0f}, {ps['fvu']:.3f}) | {pm['loss']:.4g} ({pm['l0']:.0f}, "
-                     f"{pm['fvu']:.3f}) | {pm['loss'] / ps['loss']:.3f} |")
+                     f"{floor:,.0f} ({tm / floor:.0%}) | {ps['loss']:.4g} ({ps['l0']:.0f}, {ps['fvu']:.3f}) | "
+                     f"{pm['loss']:.4g} ({pm['l0']:.0f}, {pm['fvu']:.3f}) | {pm['loss'] / ps['loss']:.3f} |")
     append_lines(lines)
 
 

@@ -281,7 +281,7 @@ def test_the_compiled_selection_keeps_the_keys_torch_topk_keeps(width, k):
     break a bound-and-scan selection: all ties, many equal maxima, all negative, NaN and inf, -0.0, a lone spike."""
     from sae.dictionary.fast.select import kernels, positive_topk
 
-    assert kernels() is not None, "numba is a dependency: the compiled selection must load"
+    assert kernels(torch.device("cpu")) is not None, "numba is a dependency: the compiled selection must load"
     gen = torch.Generator().manual_seed(width + k)
     pre = (torch.randn(40, width, generator=gen) * torch.rand(40, 1, generator=gen) * 4).to(torch.bfloat16)
     pre[0] = 0.0

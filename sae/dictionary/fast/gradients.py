@@ -110,7 +110,7 @@ def make_entries(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n
     gives the rest (kernels.group_by_latent; torch.argsort without numba or off CPU)."""
     row_offsets = torch.zeros(n_rows, dtype=torch.long, device=rows.device)
     torch.cumsum(torch.bincount(rows, minlength=n_rows)[:-1], 0, out=row_offsets[1:])
-    compiled = kernels() if cols.device.type == "cpu" else None
+    compiled = kernels(cols.device)
     if compiled is None:
         order = torch.argsort(cols)
         return Entries(row_offsets=row_offsets, row_cols=cols, row_values=values,
@@ -191,10 +191,9 @@ def sparse_decode(e: Entries, W_dec: torch.Tensor) -> torch.Tensor:
 def entry_grads(e: Entries, offsets: torch.Tensor, W_dec: torch.Tensor, g: torch.Tensor, shift: float) -> torch.Tensor:
     """Return dL/dpre at each by-latent entry [nnz] (offsets: e.lat_offsets()): (g W_decᵀ)[row, latent] + shift where
     the entry is active, else 0 (ReLU's and TopK's gradient), never forming the dense [B, S] product."""
-    compiled = kernels() if g.device.type == "cpu" else None
+    compiled = kernels(g.device)
     if compiled is not None and W_dec.dtype == g.dtype == torch.float32:
         out = torch.empty(e.lat_rows.numel(), dtype=torch.float32)
-        compiled.threads(torch.get_num_threads())
         compiled.entry_grads(offsets.numpy(), e.lat_counts.numpy(), e.lat_rows.numpy(), e.lat_values.numpy(),
                              W_dec.contiguous().numpy(), g.contiguous().numpy(), shift, out.numpy())
         return out

@@ -24,21 +24,28 @@ def positive_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     if pre.dtype != torch.bfloat16:
         return pre.topk(k, dim=-1, sorted=False)
     keys = pre.view(torch.int16)
-    kernel = kernels() if pre.device.type == "cpu" else None
+    kernel = kernels(pre.device)
     if kernel is None or pre.shape[-1] % kernel.LANES or not 0 < k <= kernel.LANES or pre.dim() != 2:
         top, cols = keys.topk(k, dim=-1, sorted=False)
         return top.view(torch.bfloat16), cols
     keys = keys.contiguous()
     top = torch.empty(keys.shape[0], k, dtype=torch.int16)
     cols = torch.empty(keys.shape[0], k, dtype=torch.int64)
-    kernel.threads(torch.get_num_threads())
     kernel.rows_topk(keys.numpy(), k, top.numpy(), cols.numpy(), 8 * torch.get_num_threads())
     return top.view(torch.bfloat16), cols
 
 
+def kernels(device: torch.device):
+    """The compiled kernels (sae.dictionary.fast.kernels) for tensors on `device`, on torch's thread count; None off
+    CPU or where numba is missing (torch ops then)."""
+    compiled = _load() if device.type == "cpu" else None
+    if compiled is not None:
+        compiled.threads(torch.get_num_threads())
+    return compiled
+
+
 @lru_cache(maxsize=1)
-def kernels():
-    """The compiled kernels (sae.dictionary.fast.kernels), or None where numba is missing (torch ops then)."""
+def _load():
     try:
         import sae.dictionary.fast.kernels as compiled
     except ImportError:
