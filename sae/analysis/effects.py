@@ -27,14 +27,16 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
+from sae import compiled
 from sae.conventions import BOS_POSITION
 
 if TYPE_CHECKING:  # sae.lm imports transformer_lens: not needed to define this module
     from sae.lm.heads import Readout
 
 ResidFn = Callable[[torch.Tensor], torch.Tensor]  # tokens [B, T] -> final residual [B, T, d_model] float32
-PAIRS_PER_CHUNK = 128  # pairs whose [chunk, d_vocab] logits stay in cache (8x faster per pair than 8,192 here)
-TOKENS_PER_CHUNK = 64  # distinct tokens whose projections stay in cache while their pairs read them
+TOKENS_PER_CHUNK = 512  # distinct tokens projected at once ([chunk, d_vocab] float32: 8 MB at d_vocab 4,096)
+PAIRS_PER_CHUNK = 4096  # pairs per call: bounds the [pairs, d_vocab] rows of E made when E is not kept whole
+TORCH_ROWS = 128  # rows of the torch fallback's sums at a time
 LOG2E = 1.0 / math.log(2.0)  # exp(y) = 2^(y·LOG2E)
 MAX_UNIT_LOGITS_BYTES = 1 << 30  # E [units, d_vocab] kept whole up to this size, else its rows are made per chunk
 
@@ -81,33 +83,29 @@ def ablation_effects(resid_fn: ResidFn, readout: Readout, tokens: np.ndarray, ba
             continue
         s1 = min(s0 + batch_sequences, n_seq)
         resid = resid_fn(torch.from_numpy(np.asarray(tokens[s0:s1], dtype=np.int64))).reshape(-1, directions.shape[1])
-        # Pairs are token-sorted: each distinct token owns a run of them. Tokens go in small chunks so that their
-        # projections [c, d_vocab] stay in cache while every pair of theirs reads them.
+        # Pairs are token-sorted: each distinct token owns a run of them, and a chunk of tokens is projected once
+        # for all the pairs that read it.
         token, first_pair = np.unique(pair_token[lo:hi], return_index=True)
         bounds = np.append(first_pair, hi - lo) + lo  # pairs of token i: bounds[i]:bounds[i + 1]
         for t0 in range(0, len(token), TOKENS_PER_CHUNK):
             t1 = min(t0 + TOKENS_PER_CHUNK, len(token))
             centred, projected = readout.project(resid[torch.from_numpy(token[t0:t1] - s0 * n_ctx)])  # [c, d], [c, V]
             next_ids = torch.from_numpy(tokens_flat[token[t0:t1] + 1].astype(np.int64))
-            next_logit = projected.gather(1, next_ids[:, None])[:, 0]  # [c]
-            offset = projected.amax(-1)  # [c]: rows shifted by their maximum keep every exponential below in range
-            projected.sub_(offset[:, None])
-            token_scale = readout.scale(centred)[:, 0]
-            clean = softmax.logprob(projected.clone(), next_logit - offset, token_scale, next_ids,
-                                    lambda bad: projected[bad])  # [c]
+            projected.sub_(projected.amax(-1, keepdim=True))  # the shift cancels in the log-softmax
+            rows = torch.arange(t1 - t0)
+            clean = softmax.logprob(projected, rows, projected, rows, torch.zeros(t1 - t0),
+                                    readout.scale(centred)[:, 0], next_ids)  # [c]
             owner = np.repeat(np.arange(t1 - t0), np.diff(bounds[t0:t1 + 1]))  # chunk-local token of each pair
             for p0 in range(bounds[t0], bounds[t1], PAIRS_PER_CHUNK):
                 p1 = min(p0 + PAIRS_PER_CHUNK, bounds[t1])
                 r = torch.from_numpy(owner[p0 - bounds[t0]:p1 - bounds[t0]])
                 u, a = pair_unit[p0:p1], pair_act[p0:p1]
-                e = (torch.index_select(unit_logits, 0, u) if unit_logits is not None
-                     else (unit_centred[u] * readout.w) @ readout.W_U)
-                ids = next_ids[r]
-                logits = torch.index_select(projected, 0, r).addcmul_(a[:, None], e, value=-1.0)  # P_t − a·E_u
-                picked = next_logit[r] - offset[r] - a * e.gather(1, ids[:, None])[:, 0]
+                if unit_logits is not None:
+                    table, of = unit_logits, u
+                else:
+                    table, of = (unit_centred[u] * readout.w) @ readout.W_U, torch.arange(p1 - p0)
                 scale = readout.scale(centred[r] - a[:, None] * unit_centred[u])[:, 0]
-                ablated = softmax.logprob(logits, picked, scale, ids,
-                                          lambda bad: projected[r[bad]] - a[bad, None] * e[bad])
+                ablated = softmax.logprob(projected, r, table, of, a, scale, next_ids[r])  # log softmax(P_t − a·E_u)
                 delta[p0:p1] = (ablated - clean[r]).numpy()
                 if progress is not None:
                     progress(p1 - p0)
@@ -128,27 +126,37 @@ def _unit_terms(readout: Readout, directions: torch.Tensor) -> tuple[torch.Tenso
 
 
 class _Softmax:
-    """log-softmax(x / scale + bias)[id] per row, in four passes over the vocabulary where a plain log-softmax takes
-    eight: the bias's exponentials are taken once, so the sum over the vocabulary is exp(x / scale) @ exp(bias).
-    Rows come shifted (x ≤ about 0, as `projected` minus its row maximum); the shift cancels in the log-softmax.
-    A row that the shift leaves out of floating range (an ablation that moves the logits by tens of nats) is
-    done again the plain way."""
+    """log-softmax(x / scale + bias)[id] for rows x = rows[i] − coef·deltas[j] of two tables (the ablation's
+    P_t − a·E_u, which is never formed): sae.softmax_kernels.exp_sums takes Σ_v exp(x_v / scale + bias_v) in one
+    pass over both rows (torch ops where numba is missing: six passes). Rows may come shifted by any constant
+    (projected minus its maximum keeps the exponentials in range); the shift cancels. A row whose sum leaves
+    floating range (an ablation that moves the logits by tens of nats) is done again the plain way."""
 
     def __init__(self, bias: torch.Tensor) -> None:
         self.bias, self.bias_max = bias, float(bias.max())
-        self.exp_bias = (bias - self.bias_max).exp()  # [V]
+        self.log2_weights = (bias - self.bias_max) * LOG2E  # [V] exp(bias − bias_max) as a power of 2
+        self.kernels = compiled.kernels("sae.softmax_kernels")
 
-    def logprob(self, x: torch.Tensor, picked: torch.Tensor, scale: torch.Tensor, ids: torch.Tensor,
-                rebuild: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """Return [N] for unscaled logits x [N, V] (scratch: overwritten), their values at ids `picked` [N], the
-        norm's divisors scale [N], and `rebuild`, which gives x's rows again for a boolean mask."""
-        own = picked / scale + self.bias[ids]
-        # exp(y) as 2^(y·log2 e): torch's exp2 is about 3x faster than its exp on CPU here (BENCHMARKS.md)
-        total = x.mul_((LOG2E / scale)[:, None]).exp2_() @ self.exp_bias  # [N]: Σ_V exp(logit − bias_max)
-        out = own - total.log_() - self.bias_max
-        bad = ~torch.isfinite(out)  # the sum overflowed or vanished
+    def logprob(self, rows: torch.Tensor, row_of: torch.Tensor, deltas: torch.Tensor, delta_of: torch.Tensor,
+                coef: torch.Tensor, scale: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Return [N]: log-softmax((rows[row_of] − coef[:, None]·deltas[delta_of]) / scale[:, None] + bias)
+        at ids, for tables rows [R, V], deltas [D, V] and indexes row_of, delta_of [N], coef, scale [N]."""
+        own = (rows[row_of, ids] - coef * deltas[delta_of, ids]) / scale + self.bias[ids]
+        total = torch.empty(len(own))
+        if self.kernels is not None:
+            self.kernels.exp_sums(rows.numpy(), row_of.numpy(), deltas.numpy(), delta_of.numpy(), coef.numpy(),
+                                  (LOG2E / scale).numpy(), self.log2_weights.numpy(), total.numpy())
+        else:
+            for c0 in range(0, len(own), TORCH_ROWS):
+                c = slice(c0, c0 + TORCH_ROWS)
+                x = torch.index_select(rows, 0, row_of[c]).addcmul_(coef[c, None], deltas[delta_of[c]], value=-1.0)
+                total[c] = x.mul_((LOG2E / scale[c])[:, None]).add_(self.log2_weights).exp2_().sum(-1)
+        out = own - total.log() - self.bias_max
+        low, high = self.kernels.SUM_RANGE if self.kernels is not None else (0.0, math.inf)
+        bad = ~((total >= low) & (total <= high) & torch.isfinite(out))  # a term clamped, or the sum out of range
         if bad.any():
-            out[bad] = own[bad] - torch.logsumexp(rebuild(bad) / scale[bad, None] + self.bias, -1)
+            x = rows[row_of[bad]] - coef[bad, None] * deltas[delta_of[bad]]
+            out[bad] = own[bad] - torch.logsumexp(x / scale[bad, None] + self.bias, -1)
         return out
 
 

@@ -89,7 +89,8 @@ class GroupSelect:
     def _store(self, touched, group, key, token, value, order) -> None:
         """Write the k first entries of each group (entries [n], `order` sorting them) over the touched groups."""
         g = group[order]
-        rank = np.arange(len(g)) - np.searchsorted(g, g, side="left")
+        starts = np.flatnonzero(np.diff(g, prepend=g[:1] - 1))  # where each group's run begins in sorted order
+        rank = np.arange(len(g)) - np.repeat(starts, np.diff(starts, append=len(g)))  # place within its group
         idx = order[rank < self.k]
         rank = rank[rank < self.k]
         self.key[touched], self.token[touched], self.value[touched] = self.PAD, -1, 0.0

@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Protocol
 import numpy as np
 import torch
 
+from sae.compiled import kernels
 from sae.conventions import BOS_POSITION
 from sae.lm.heads import MLPHead
 
@@ -114,7 +115,7 @@ def add_losses(logits_fn: LogitsFn, tokens: torch.Tensor, mean: torch.Tensor | N
     return post, shared, own
 
 
-HEAD_ROWS = 256  # predicted positions per chunk of head_losses: their [rows, d_vocab] log-probabilities stay in cache
+HEAD_ROWS = 256  # predicted positions per chunk of head_losses: their [rows, d_vocab] projections stay in cache
 
 
 @torch.no_grad()
@@ -128,44 +129,73 @@ def head_losses(head: MLPHead, resid_mid: torch.Tensor, post: torch.Tensor, toke
     reconstructions: name -> the SAE's reconstruction of post [b, T, d_mlp] (a splice's output).
     The final norm's projection is linear, so the logits of resid_mid + out are (P(resid_mid) + P(out)) / scale(...)
     + bias: one unembedding of resid_mid, one of the clean MLP output and one per reconstruction serve every
-    replacement (zero and mean ablation add a constant row). KL(clean || replaced) per position is
-    Σ p·log p − Σ p·log q, so the clean distribution is exponentiated once.
+    replacement (zero and mean ablation add a constant row). The log-softmaxes and KL(clean || replaced) of a chunk
+    of positions are sae.softmax_kernels.replaced_logprobs's (one pass over the vocabulary per replaced distribution,
+    the clean one exponentiated once; torch ops off CPU), and BOS keeps the clean distribution.
     """
     b, n_ctx, d_mlp = post.shape
     n = b * (n_ctx - 1)  # predicted positions: every one but the last of each sequence
     mid = resid_mid[:, :-1].reshape(n, -1)
     clean_post = post[:, :-1].reshape(n, d_mlp)
-    targets = tokens[:, 1:].reshape(n, 1).to(post.device)
+    targets = tokens[:, 1:].reshape(n).to(post.device)
     bos = torch.arange(n, device=post.device) % (n_ctx - 1) == BOS_POSITION  # [n] BOS keeps its own activations
-    outs = {"zero": head.b_out} | ({} if mean is None else {"mean": head.mlp_out(mean[None])[0]})
-    constants = {name: head.readout.project(out[None]) for name, out in outs.items()}  # (c(out), P(out) [1, V])
+    outs = {"zero": head.b_out[None]} | ({} if mean is None else {"mean": head.mlp_out(mean[None])})  # [1, d_model]
     recon = {name: r[:, :-1].reshape(n, d_mlp) for name, r in reconstructions.items()}
-    ce = dict.fromkeys(["clean", *constants, *recon], 0.0)
-    kl = dict.fromkeys([*constants, *recon], 0.0)
+    names = ["clean", *outs, *recon]  # the distributions, clean first
+    compiled = kernels("sae.softmax_kernels", post.device)
+    logp = torch.empty(len(names), n, device=post.device)
+    kl = torch.empty(len(names), n, device=post.device)
     for r0 in range(0, n, HEAD_ROWS):
         rows = slice(r0, min(r0 + HEAD_ROWS, n))
         m = rows.stop - r0
+        # One projection: [mid; the clean and every reconstruction's MLP output (m rows each); the constant outputs]
         own = [clean_post[rows]] + [r[rows] for r in recon.values()]
-        centred, projected = head.readout.project(torch.cat([mid[rows]] + [head.mlp_out(o) for o in own]))
-        (c_mid, *c_outs), (p_mid, *p_outs) = centred.split(m), projected.split(m)
-        kept = torch.nonzero(bos[rows])[:, 0]
-        target = targets[rows]
+        centred, projected = head.readout.project(torch.cat([mid[rows]] + [head.mlp_out(o) for o in own]
+                                                            + list(outs.values())))
+        local = torch.arange(m, device=post.device)
+        add_of = torch.stack([local + m] + [torch.full_like(local, (1 + len(own)) * m + j) for j in range(len(outs))]
+                             + [local + (2 + j) * m for j in range(len(recon))])  # [D, m] rows of P(out)
+        scale = head.readout.scale(centred[:m][None] + centred[add_of])[..., 0]  # [D, m] the norm's divisors
+        if compiled is None:
+            logp[:, rows], kl[:, rows] = _replaced_logprobs(projected, local, add_of, scale, head.readout.bias,
+                                                            targets[rows])
+            continue
+        sums = torch.empty(len(names), m)
+        compiled.replaced_logprobs(projected.numpy(), add_of.numpy(), (1.0 / scale).numpy(), head.readout.bias.numpy(),
+                                   targets[rows].numpy(), logp[:, rows].numpy(), kl[:, rows].numpy(), sums.numpy(),
+                                   4 * torch.get_num_threads())
+        low, high = compiled.SUM_RANGE
+        bad = torch.nonzero(~((sums >= low) & (sums <= high)))  # (distribution, row) whose sums left the range
+        if len(bad):
+            d, i = bad[:, 0], bad[:, 1]
+            redo_logp, redo_kl = _replaced_logprobs(projected, i, torch.stack([add_of[0, i], add_of[d, i]]),
+                                                    torch.stack([scale[0, i], scale[d, i]]), head.readout.bias,
+                                                    targets[rows][i])
+            logp[d, r0 + i], kl[d, r0 + i] = redo_logp[1], redo_kl[1]
+    logp[1:, bos] = logp[0, bos]  # BOS keeps its activations: its replaced distributions are the clean one
+    kl[1:, bos] = 0.0
+    ce = {name: -float(logp[d].sum(dtype=torch.float64)) for d, name in enumerate(names)}
+    kls = {name: float(kl[d].sum(dtype=torch.float64)) for d, name in enumerate(names)}
+    shared = LossSums(n, {k: ce[k] for k in ("clean", *outs)}, {k: kls[k] for k in outs})
+    return shared, {name: LossSums(0, {"spliced": ce[name]}, {"spliced": kls[name]}) for name in recon}
 
-        def logprobs(c_out: torch.Tensor, p_out: torch.Tensor) -> torch.Tensor:  # [m, V]
-            scale = head.readout.scale(c_mid + c_out)
-            return (p_mid + p_out).div_(scale).add_(head.readout.bias).log_softmax(-1)
 
-        lp = logprobs(c_outs[0], p_outs[0])
-        p = lp.exp()
-        neg_entropy = torch.linalg.vecdot(p, lp)  # [m] Σ p log p, row by row without an [m, V] temporary
-        ce["clean"] -= float(lp.gather(-1, target).sum(dtype=torch.float64))
-        replaced = constants | dict(zip(recon, zip(c_outs[1:], p_outs[1:])))  # name -> (c(out), P(out))
-        for name, (c_out, p_out) in replaced.items():
-            lq = logprobs(c_out, p_out).index_copy_(0, kept, lp[kept])
-            ce[name] -= float(lq.gather(-1, target).sum(dtype=torch.float64))
-            kl[name] += float((neg_entropy - torch.linalg.vecdot(p, lq)).sum(dtype=torch.float64))
-    shared = LossSums(n, {k: ce[k] for k in ("clean", *constants)}, {k: kl[k] for k in constants})
-    return shared, {name: LossSums(0, {"spliced": ce[name]}, {"spliced": kl[name]}) for name in recon}
+def _replaced_logprobs(projected: torch.Tensor, base_of: torch.Tensor, add_of: torch.Tensor, scale: torch.Tensor,
+                       bias: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """sae.softmax_kernels.replaced_logprobs in torch ops (off CPU, without numba, and for the rows whose sums left
+    the kernel's range): position i's logits under distribution d are (projected[base_of[i]] +
+    projected[add_of[d, i]]) / scale[d, i] + bias, d = 0 the clean ones. Returns (logp, kl) [D, m]: the
+    log-probability of target [m] and KL(clean || d)."""
+    base = projected[base_of]  # [m, V]
+    logp, kl = torch.empty(add_of.shape, device=base.device), torch.zeros(add_of.shape, device=base.device)
+    for d in range(add_of.shape[0]):
+        x = (base + projected[add_of[d]]).div_(scale[d][:, None]).add_(bias).log_softmax(-1)  # [m, V]
+        logp[d] = x.gather(-1, target[:, None])[:, 0]
+        if d == 0:
+            clean, p = x, x.exp()
+        else:
+            kl[d] = torch.linalg.vecdot(p, clean - x)
+    return logp, kl
 
 
 @torch.no_grad()

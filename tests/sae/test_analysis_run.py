@@ -195,16 +195,25 @@ def test_cli_refuses_an_unknown_sae_in_one_line(analysed):
     assert out.stderr.strip().count("\n") == 0 and "no trained SAE 'nope'" in out.stderr
 
 
-def test_the_fast_log_softmax_equals_torch_and_falls_back_out_of_range():
-    """The effects' log-softmax (exp(x / scale) against exp(bias)) agrees with torch's, also for rows whose sum
-    overflows (a logit 200 above the shift) or vanishes (every logit 200 below it)."""
+@pytest.mark.parametrize("compiled", [True, False], ids=["numba", "torch"])
+def test_the_fast_log_softmax_equals_torch_and_falls_back_out_of_range(compiled):
+    """The effects' log-softmax of rows[i] − coef·deltas[j] (exp(x / scale) against exp(bias), never forming x)
+    agrees with torch's, by the compiled kernel and by its torch fallback, also for rows whose sum overflows (a logit
+    200 above the shift) or vanishes (every logit 200 below it)."""
     from sae.analysis.effects import _Softmax
 
     gen = torch.Generator().manual_seed(0)
-    bias, x = torch.randn(50, generator=gen), torch.randn(4, 50, generator=gen) - 3
-    x[1, 7] += 200.0
-    x[2] -= 200.0
-    scale, ids = torch.tensor([1.0, 0.5, 0.25, 2.0]), torch.tensor([0, 7, 3, 49])
+    bias, rows, deltas = torch.randn(50, generator=gen), torch.randn(3, 50, generator=gen) - 3, torch.randn(2, 50)
+    rows[1, 7] += 200.0
+    rows[2] -= 200.0
+    row_of, delta_of = torch.tensor([0, 1, 2, 0, 2]), torch.tensor([0, 1, 0, 1, 1])
+    coef, scale, ids = torch.tensor([0.0, 0.5, 0.0, 2.0, -1.5]), torch.tensor([1.0, 0.5, 0.25, 2.0, 1.0]), \
+        torch.tensor([0, 7, 3, 49, 11])
+    x = rows[row_of] - coef[:, None] * deltas[delta_of]
     expected = torch.log_softmax(x / scale[:, None] + bias, -1).gather(1, ids[:, None])[:, 0]
-    got = _Softmax(bias).logprob(x.clone(), x.gather(1, ids[:, None])[:, 0], scale, ids, lambda bad: x[bad])
+    softmax = _Softmax(bias)
+    assert softmax.kernels is not None, "numba is a dependency: the compiled sums must load"
+    if not compiled:
+        softmax.kernels = None
+    got = softmax.logprob(rows, row_of, deltas, delta_of, coef, scale, ids)
     assert torch.allclose(got, expected, atol=1e-5)

@@ -2,6 +2,7 @@
 figures in training's metrics.json and log.jsonl and in the analysis's basis.json."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from sae.dictionary import SAETrainConfig, train_sae_on_run
 from sae.dictionary.metrics import ReconstructionSums, loss_recovered, reconstruction_metrics
 from sae.dictionary.model import SAEConfig, SparseAutoencoder
 from sae.dictionary.saelens_format import load_sae, save_sae
+from sae.lm.heads import MLPHead
 from sae.lm.losses import LossSums, add_losses, head_losses, keep_bos, mean_activation
 
 QUIET = dict(progress=False, log=lambda m: None)
@@ -132,9 +134,13 @@ def test_loss_metrics_match_sae_lens_on_the_tiny_lm(tiny_run, tmp_path):
     assert ours["kl_div_with_mean_ablation"] > 0 and ours["kl_div_with_mean_ablation"] != ours["kl_div_with_ablation"]
 
 
-def test_head_losses_equal_the_spliced_forwards_on_the_tiny_lm(tiny_run):
+@pytest.mark.parametrize("compiled", [True, False], ids=["numba", "torch"])
+def test_head_losses_equal_the_spliced_forwards_on_the_tiny_lm(tiny_run, compiled, monkeypatch):
     """The one-layer shortcut (each replacement one MLP output and one unembedding, no forward) gives the sums of
-    running the model once per replacement, and the tiny LM takes it (so the sae_lens comparison above checks it)."""
+    running the model once per replacement, by the compiled log-softmaxes and by their torch fallback (as without
+    numba), and the tiny LM takes it (so the sae_lens comparison above checks it)."""
+    if not compiled:
+        monkeypatch.setattr("sae.lm.losses.kernels", lambda *args: None)  # what numba's absence gives
     model = lm.load_lm(tiny_run)
     tokens = torch.from_numpy(np.load(tiny_run / "corpus" / "heldout.npy")[:12].astype(np.int64))
     head = lm.mlp_head(model, tokens[:2])
@@ -260,3 +266,28 @@ def test_analysis_with_the_head_equals_the_analysis_with_a_forward_per_replaceme
         for key, value in a.items():  # None where a metric does not apply (the neurons reconstruct nothing)
             assert value == b[key] if value is None else value == pytest.approx(b[key], rel=1e-6, abs=1e-9), key
     assert ours.summary["metrics"]["kl_div_with_sae"] > 1e-3  # the SAE changes the LM's predictions
+
+
+def test_head_losses_redo_the_positions_whose_sums_leave_the_kernels_range(tiny_run, monkeypatch):
+    """A readout 300x steeper puts replaced logits hundreds of nats from the clean row's maximum, which the kernel's
+    shifted sums cannot hold: those (distribution, position) pairs are redone the plain way, and the sums equal the
+    torch fallback's."""
+    model = lm.load_lm(tiny_run)
+    tokens = torch.from_numpy(np.load(tiny_run / "corpus" / "heldout.npy")[:6].astype(np.int64))
+    head = lm.mlp_head(model, tokens[:2])
+    steep = MLPHead(head.W_out, head.b_out, replace(head.readout, w=head.readout.w * 300))
+    mid, post = lm.mid_and_post(model, tokens)
+    mean = post[:, 1:].reshape(-1, 64).mean(0)
+    with torch.no_grad():
+        logits = steep.logits(mid.reshape(-1, mid.shape[-1]))  # zero ablation's, up to the constant b_out
+        clean = steep.logits((mid + steep.mlp_out(post.reshape(-1, 64)).reshape(*mid.shape[:2], -1))
+                             .reshape(-1, mid.shape[-1]))
+        assert (logits.amax(-1) - clean.amax(-1)).abs().max() > 100  # out of the kernel's range somewhere
+        fast = head_losses(steep, mid, post, tokens, mean, {"s": post * 0.5})
+        monkeypatch.setattr("sae.lm.losses.kernels", lambda *args: None)
+        plain = head_losses(steep, mid, post, tokens, mean, {"s": post * 0.5})
+    for got, want in ((fast[0], plain[0]), (fast[1]["s"], plain[1]["s"])):
+        for key in want.ce:
+            assert got.ce[key] == pytest.approx(want.ce[key], rel=1e-5), key
+        for key in want.kl:
+            assert got.kl[key] == pytest.approx(want.kl[key], rel=1e-4), key

@@ -131,7 +131,3 @@ def group_by_latent(cols, rows, values, counts, lat_rows, lat_cols, lat_values):
         lat_rows[p], lat_cols[p], lat_values[p] = rows[n], j, values[n]
         place[j] = p + 1
 
-
-def threads(n: int) -> None:
-    """Run the kernels on n threads (the caller's torch setting), at most numba's own limit."""
-    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))

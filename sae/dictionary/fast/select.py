@@ -5,9 +5,9 @@ An fp32 pre-activation goes to sae.dictionary.fast.gradients.topk_select.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
+
+from sae import compiled
 
 
 def positive_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,18 +36,5 @@ def positive_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 def kernels(device: torch.device):
-    """The compiled kernels (sae.dictionary.fast.kernels) for tensors on `device`, on torch's thread count; None off
-    CPU or where numba is missing (torch ops then)."""
-    compiled = _load() if device.type == "cpu" else None
-    if compiled is not None:
-        compiled.threads(torch.get_num_threads())
-    return compiled
-
-
-@lru_cache(maxsize=1)
-def _load():
-    try:
-        import sae.dictionary.fast.kernels as compiled
-    except ImportError:
-        return None
-    return compiled
+    """The compiled kernels of sae/dictionary/fast/kernels.py for tensors on `device` (sae.compiled.kernels)."""
+    return compiled.kernels("sae.dictionary.fast.kernels", device)
