@@ -15,11 +15,14 @@ def kernels(module: str, device: torch.device | str = "cpu") -> ModuleType | Non
     on torch's thread count; None off CPU or where numba is missing."""
     if torch.device(device).type != "cpu":
         return None
+    threads = torch.get_num_threads()
     compiled = _import(module)
     if compiled is not None:
         import numba
 
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        if torch.get_num_threads() != threads:  # numba's OpenMP layer, started by the import, resets the count
+            torch.set_num_threads(threads)      # that torch reads: a caller's setting would be lost
     return compiled
 
 

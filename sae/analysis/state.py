@@ -14,8 +14,9 @@ Two passes, because the paper's intervals (11 equal-width bins from 0 to the uni
   windows, `gather_windows`: one more read of each spill looks up every window token's activation for the chosen
       entries (top-k and interval samples, and the review sample kept apart from them: sae/analysis/review_sample.py),
       each shard filling the entries that fall in its own tokens.
-All bookkeeping runs on the non-zeros of all units at once (bincount, scatter_reduce, one stable argsort of packed
-(group, key) integers for the selections), never per unit in Python; memory is the state (U·K + U·I·S entries)
+All bookkeeping runs on the non-zeros of all units at once (bincount, scatter_reduce; the selections by a compiled
+insertion per entry, sae/analysis/group_kernels.py, or one stable argsort of packed (group, key) integers without
+numba), never per unit in Python; memory is the state (U·K + U·I·S entries)
 plus one batch, whatever the number of tokens. Spills stay on disk and are read back one batch at a time.
 """
 
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from sae.analysis.review_sample import POOL, OpenWindows
+from sae.compiled import kernels
 
 
 def descending_key(values: np.ndarray) -> np.ndarray:
@@ -49,6 +51,10 @@ class GroupSelect:
 
     def update(self, group: np.ndarray, key: np.ndarray, token: np.ndarray, value: np.ndarray) -> None:
         """Offer entries [n] in token order; tokens must come after every token already offered (stream order)."""
+        compiled = kernels("sae.analysis.group_kernels")
+        if compiled is not None:
+            compiled.offer(self.key, self.token, self.value, group, key, token, value)
+            return
         # Offer a big batch in slices: once the first slice has filled the groups, the filter below drops most of
         # the rest, instead of sorting millions of entries (a neuron basis's first batch) at once.
         step = max(2 * self.n_groups * self.k, 1 << 16)

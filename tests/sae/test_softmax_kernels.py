@@ -1,5 +1,8 @@
 """The compiled softmax sums (sae/softmax_kernels.py) against float64."""
 
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import torch
@@ -36,3 +39,14 @@ def test_exp_sums_equal_the_sums_in_float64():
     K.exp_sums(rows, row_of, deltas, delta_of, coef, scale, log2_weights, out)
     z = (rows[row_of].astype(np.float64) - coef[:, None] * deltas[delta_of]) * scale[:, None] + log2_weights
     np.testing.assert_allclose(out, np.exp2(z).sum(-1), rtol=1e-6)
+
+
+def test_loading_the_kernels_keeps_the_callers_torch_thread_count():
+    """numba's OpenMP layer, started when a module of parallel kernels loads, reset the thread count torch reads to
+    the number of cores: an analysis asked to run on one thread ran on two from its first loss chunk (and its float
+    sums changed with it). A fresh interpreter, as the layer starts once a process."""
+    code = ("import torch; torch.set_num_threads(1); from sae import compiled; "
+            "assert compiled.kernels('sae.softmax_kernels') is not None; "
+            "assert compiled.kernels('sae.analysis.group_kernels') is not None; print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "1"
