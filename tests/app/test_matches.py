@@ -214,3 +214,33 @@ def test_a_label_changes_the_cache_key_of_exactly_the_pages_showing_it(matched):
         label(*shown_unit)
         assert key() != before, shown_unit
         before = key()
+
+
+def test_a_reingested_match_shows_at_once_on_matches_and_the_unit_pages(matched):
+    """What the server keeps of a match (the split counts, the cached unit pages drawing families) follows a new
+    ingest of it (a run's ingest takes its bases and then its matches: the bases' versions key the cache); here with
+    every edge scored under the threshold."""
+    site, run_a, *_ = matched
+    folder = run_a / "analysis" / "matches" / f"{SAE_NAME}--alpha--{SMALL}"
+    saved = (folder / "matches.npz").read_bytes()
+    m = dict(np.load(folder / "matches.npz"))
+    parent = int(np.argmax(np.bincount(m["family_b"][m["family_score"] >= 0.4], minlength=32)))
+
+    def split_counts() -> list[int]:
+        pairs = httpx.get(site.url + "/api/v1/matches", timeout=30).json()["pairs"]
+        return next(p for p in pairs if p["basis"] == SAE_NAME and p["other_basis"] == SMALL)["split_counts"]
+
+    def n_children() -> int:
+        url = f"{site.url}/api/v1/bases/{SMALL}/units/{parent}?model=alpha"
+        return httpx.get(url, timeout=30).json()["family"]["n_children"]
+
+    before, children = split_counts(), n_children()
+    assert sum(before[1:]) > 0 and children > 0 and (before, children) == (split_counts(), n_children())  # cached
+    try:
+        np.savez(folder / "matches.npz", **(m | {"family_score": np.minimum(m["family_score"], 0.39)}))
+        ingest_run(run_a, url=site.db_url, log=QUIET)
+        assert split_counts() == [sum(before), 0, 0, 0, 0, 0] and n_children() == 0
+    finally:
+        (folder / "matches.npz").write_bytes(saved)
+        ingest_run(run_a, url=site.db_url, log=QUIET)
+    assert (split_counts(), n_children()) == (before, children)
