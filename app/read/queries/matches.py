@@ -74,24 +74,18 @@ def _distribution(session: Session, s: Basis, s_model: str, t: Basis, t_model: s
 def _split_counts(session: Session, large: Basis, small: Basis) -> list[int] | None:
     """How many of the smaller dictionary's features (neither dead nor ultralow) have 0, 1, ... (last: MAX_SPLIT or
     more) children in the larger one in the family graph at FAMILY_THRESHOLD; None without family edges. Counted by
-    the database (a full run holds millions of edges: fetching them took 6.5 s a request) and kept while both bases
-    are the same versions (a match is ingested with its run's bases, app.store.ingest.ingest_run)."""
-    def count() -> list[int] | None:
-        c = session.connection()
-        both = ({"large": large.id, "small": small.id}, {"large": small.id, "small": large.id})
-        if not any(c.scalar(_HAS_FAMILY, ids) for ids in both):
-            return None
-        children = np.zeros(small.n_units, dtype=np.int64)
-        for parent, n in [*c.execute(_CHILDREN, both[0]), *c.execute(_CHILDREN_STORED_BACK, both[1])]:
-            children[parent] += n
-        live = np.array(c.scalars(_LIVE, {"basis": small.id}).all(), dtype=np.int64)
-        return np.bincount(np.minimum(children[live], MAX_SPLIT), minlength=MAX_SPLIT + 1).tolist()
-
-    state = (large.version, str(large.ingested_at), small.version, str(small.ingested_at))
-    return _SPLITS.get((str(session.get_bind().url), large.id, small.id), count, state=state)
+    the database: a full run holds millions of edges (fetching them took 6.5 s a request)."""
+    c = session.connection()
+    both = ({"large": large.id, "small": small.id}, {"large": small.id, "small": large.id})
+    if not any(c.scalar(_HAS_FAMILY, ids) for ids in both):
+        return None
+    children = np.zeros(small.n_units, dtype=np.int64)
+    for parent, n in [*c.execute(_CHILDREN, both[0]), *c.execute(_CHILDREN_STORED_BACK, both[1])]:
+        children[parent] += n
+    live = np.array(c.scalars(_LIVE, {"basis": small.id}).all(), dtype=np.int64)
+    return np.bincount(np.minimum(children[live], MAX_SPLIT), minlength=MAX_SPLIT + 1).tolist()
 
 
-_SPLITS = Cache()
 _EDGES = select().select_from(UnitLink).join(Unit, Unit.id == UnitLink.unit_id).where(
     UnitLink.kind == "family", Unit.basis_id == bindparam("large"), UnitLink.target_basis_id == bindparam("small"))
 _HAS_FAMILY = select(_EDGES.add_columns(UnitLink.id).exists())
@@ -148,10 +142,21 @@ def _findings(pairs: list[MatchDistribution]) -> list[str]:
 
 
 def matches(*, session: Session) -> Matches:
-    """Return one distribution per (source basis, target basis) with best-match links, sources by model and name."""
-    several_models = session.scalar(select(func.count()).select_from(Model)) > 1
-    pairs = [_distribution(session, s, s_model, t, t_model, several_models)
-             for s, s_model, t, t_model in session.execute(_PAIRS).all()]
-    seeds = {(p.model, p.basis): p for p in pairs if p.relation == "seed control"}
-    pairs = [p.model_copy(update={"control": _control_for(p, seeds)}) for p in pairs]
-    return Matches(pairs=pairs, findings=_findings(pairs), family_threshold=FAMILY_THRESHOLD)
+    """Return one distribution per (source basis, target basis) with best-match links, sources by model and name;
+    computed once per state of the database's bases (every ingest changes it: a run's matches come in with its
+    bases), since a full run's figures take seconds to read."""
+    def compute() -> Matches:
+        several_models = session.scalar(select(func.count()).select_from(Model)) > 1
+        pairs = [_distribution(session, s, s_model, t, t_model, several_models)
+                 for s, s_model, t, t_model in session.execute(_PAIRS).all()]
+        seeds = {(p.model, p.basis): p for p in pairs if p.relation == "seed control"}
+        pairs = [p.model_copy(update={"control": _control_for(p, seeds)}) for p in pairs]
+        return Matches(pairs=pairs, findings=_findings(pairs), family_threshold=FAMILY_THRESHOLD)
+
+    state = tuple(session.connection().execute(_STATE).one())
+    return _MATCHES.get(str(session.get_bind().url), compute, state=state)
+
+
+_MATCHES = Cache(max_size=16)
+_STATE = select(func.sum(Basis.version), func.count(Basis.id), func.count(Basis.id).filter(Basis.status == "ready"),
+                func.max(Basis.ingested_at), select(func.count(Model.id)).scalar_subquery())
