@@ -28,6 +28,7 @@ from sae.analysis.spill import Spill
 from sae.analysis.state import UnitStats
 from sae.conventions import BOS_POSITION
 from sae.dictionary.architectures import Activation
+from sae.dictionary.fast.select import kernels
 from sae.dictionary.metrics import ReconstructionSums
 from sae.dictionary.model import sparse_decode
 from sae.lm.losses import LossModel, LossSums, mean_activation
@@ -118,12 +119,7 @@ def analyze_shard(acts_fn: ActsFn, losses: LossModel | None, tokens: np.ndarray,
         scores = None if not n_proxies else proxy_scores[s0 - proxy_from: s1 - proxy_from].reshape(n, -1)[
             counted.numpy()]  # [N - B, K]
         for basis, state in zip(bases, states):
-            f = _encode(basis, x, buffers)  # [N, U]
-            # Neurons may be negative (GELU); SAE outputs are >= 0, so for them non-zero means firing.
-            firing = f if basis.sae is not None else torch.gt(f, 0, out=_buffer(buffers, "mask", f.shape, torch.bool))
-            nz = torch.nonzero(firing).numpy()  # [nnz, 2], token-ordered
-            rows, units = nz[:, 0].copy(), nz[:, 1].copy()
-            values = f.numpy().reshape(-1)[rows * basis.n_units + units]  # [nnz] (masked_select is 10x slower here)
+            rows, units, values = _firing(basis, x, buffers)
             row_counts = np.bincount(rows, minlength=n)  # [N] non-zeros per token
             keep = rows % n_ctx != BOS_POSITION  # [nnz]
             state.stats.update(rows[keep], units[keep], values[keep], len(x_counted), token_offset)
@@ -173,6 +169,38 @@ def _buffer(buffers: dict, key: str, shape: torch.Size, dtype: torch.dtype) -> t
     if buf is None or buf.shape[0] < shape[0] or buf.dtype != dtype:
         buf = buffers[key] = torch.empty(shape, dtype=dtype)
     return buf[: shape[0]]
+
+
+def _firing(basis: Basis, x: torch.Tensor, buffers: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (rows, units, values) [nnz] of the units firing on x [N, d_in]: token-ordered, units ascending within a
+    token. A TopK SAE's come from the compiled selection of each row's k largest pre-activations (their float32 bits
+    read as int32 order the positive ones as floats; the others are dropped by the ReLU), never a dense [N, U] f: 4x
+    less time than torch.topk, a scatter into zeros and torch.nonzero. A row with a tie at its k-th largest value (two
+    in the demo's million tokens) is selected by torch.topk, so the units are sae.encode's, whoever breaks the tie."""
+    sae = basis.sae
+    compiled = kernels(x.device) if sae is not None and sae.cfg.arch.activation is Activation.TOPK else None
+    if compiled is not None and basis.n_units % compiled.LANES == 0 and 0 < sae.cfg.k <= compiled.LANES:
+        k = sae.cfg.k
+        pre = torch.matmul(x - sae.b_dec, sae.W_enc, out=_buffer(buffers, basis.name, (x.shape[0], basis.n_units),
+                                                                  x.dtype)).add_(sae.b_enc)
+        keys, cols = np.empty((len(x), k), np.int32), np.empty((len(x), k), np.int64)
+        tied = np.empty(len(x), dtype=bool)
+        compiled.rows_topk(pre.numpy().view(np.int32), k, keys, cols, tied, 8 * torch.get_num_threads())
+        if tied.any():  # a tie at the k-th value: those rows as torch.topk chooses, as sae.encode does
+            again = np.flatnonzero(tied)
+            top = pre[torch.from_numpy(again)].topk(k, dim=-1, sorted=False)
+            keys[again], cols[again] = top.values.numpy().view(np.int32), top.indices.numpy()
+        order = np.argsort(cols, axis=1, kind="stable")
+        cols, values = np.take_along_axis(cols, order, 1), np.take_along_axis(keys, order, 1).view(np.float32)
+        firing = ~(values <= 0)  # the ReLU's non-zeros (NaN stays, as torch.nonzero keeps it)
+        rows = np.repeat(np.arange(len(x), dtype=np.int64), k).reshape(len(x), k)[firing]
+        return rows, cols[firing], values[firing]
+    f = _encode(basis, x, buffers)  # [N, U]
+    # Neurons may be negative (GELU); SAE outputs are >= 0, so for them non-zero means firing.
+    firing = f if sae is not None else torch.gt(f, 0, out=_buffer(buffers, "mask", f.shape, torch.bool))
+    nz = torch.nonzero(firing).numpy()  # [nnz, 2], token-ordered
+    rows, units = nz[:, 0].copy(), nz[:, 1].copy()
+    return rows, units, f.numpy().reshape(-1)[rows * basis.n_units + units]  # (masked_select is 10x slower here)
 
 
 def _encode(basis: Basis, x: torch.Tensor, buffers: dict) -> torch.Tensor:

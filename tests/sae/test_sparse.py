@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -298,6 +299,13 @@ def test_the_compiled_selection_keeps_the_keys_torch_topk_keeps(width, k):
     reference = keys.topk(k, dim=-1).values
     assert torch.equal(values.view(torch.int16).sort(-1).values, reference.sort(-1).values)
     assert torch.equal(keys.gather(1, cols), values.view(torch.int16))
+    # The tie flag (the analysis redoes those rows by torch.topk): more keys equal the k-th than places left for them
+    top, at = np.empty((40, k), np.int16), np.empty((40, k), np.int64)
+    tied = np.empty(40, dtype=bool)
+    kernels(torch.device("cpu")).rows_topk(keys.numpy(), k, top, at, tied, 4)
+    kth = reference[:, -1:]
+    expected = (keys == kth).sum(-1) > k - (keys > kth).sum(-1)
+    assert tied.tolist() == expected.tolist() and (k == width or tied[:3].all())  # all ties, all equal, thirds
     assert all(len(set(row.tolist())) == k for row in cols)  # no column twice
 
 

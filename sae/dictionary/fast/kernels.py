@@ -1,9 +1,9 @@
 """The fast step's kernels compiled by numba (imported lazily by sae.dictionary.fast.select.kernels: importing numba
 takes ~0.5 s; torch ops stand in where numba is missing).
 
-`rows_topk`: the k largest int16 keys of each row, TopK's selection on a bf16 pre-activation read as int16
-(sae/dictionary/fast/select.py says why), without torch.topk's per-row sort of (key, index) pairs. Per row: the
-maxima of LANES interleaved lanes (lane j holds entries j, j + LANES, ...: a pass over the row that vectorises), then
+`rows_topk`: the k largest integer keys of each row, TopK's selection on a bf16 pre-activation read as int16
+(sae/dictionary/fast/select.py says why; the analysis reads fp32 as int32: sae/analysis/shard.py), without
+torch.topk's per-row sort of (key, index) pairs. Per row: the maxima of LANES interleaved lanes (lane j holds entries j, j + LANES, ...: a pass over the row that vectorises), then
 the k-th largest of those maxima, a bound no larger than the row's k-th largest entry (k lanes each hold an entry at
 least that large); only entries of lanes whose maximum reaches the bound can pass it, so a strided scan of those
 lanes collects the few candidates (~40 of 4,096 for k 32 on real pre-activations), and a quickselect of them gives
@@ -50,14 +50,15 @@ def _kth_largest(buf, n, k):
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def rows_topk(keys, k, out_keys, out_cols, n_chunks):
-    """Write each row's k largest keys [B, k] (any order) and their columns into out_keys, out_cols."""
+def rows_topk(keys, k, out_keys, out_cols, tied, n_chunks):
+    """Write each row's k largest keys [B, k] (any order) and their columns into out_keys, out_cols, and into tied [B]
+    whether the row had more entries equal to its k-th largest key than places left for them (a choice was made)."""
     n_rows, width = keys.shape
     per = (n_rows + n_chunks - 1) // n_chunks
     for chunk in numba.prange(n_chunks):
-        lane_max = np.empty(LANES, np.int16)
-        scratch = np.empty(max(width, LANES), np.int16)
-        cand_keys = np.empty(width, np.int16)
+        lane_max = np.empty(LANES, keys.dtype)
+        scratch = np.empty(max(width, LANES), keys.dtype)
+        cand_keys = np.empty(width, keys.dtype)
         cand_cols = np.empty(width, np.int64)
         for r in range(chunk * per, min(n_rows, (chunk + 1) * per)):
             row = keys[r]
@@ -87,10 +88,12 @@ def rows_topk(keys, k, out_keys, out_cols, n_chunks):
                     out_keys[r, m] = cand_keys[i]
                     out_cols[r, m] = cand_cols[i]
                     m += 1
+            tied[r] = False
             for i in range(n):
-                if m == k:
-                    break
                 if cand_keys[i] == kth:
+                    if m == k:
+                        tied[r] = True
+                        break
                     out_keys[r, m] = cand_keys[i]
                     out_cols[r, m] = cand_cols[i]
                     m += 1

@@ -5,6 +5,7 @@ An fp32 pre-activation goes to sae.dictionary.fast.gradients.topk_select.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from sae import compiled
@@ -31,7 +32,8 @@ def positive_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     keys = keys.contiguous()
     top = torch.empty(keys.shape[0], k, dtype=torch.int16)
     cols = torch.empty(keys.shape[0], k, dtype=torch.int64)
-    kernel.rows_topk(keys.numpy(), k, top.numpy(), cols.numpy(), 8 * torch.get_num_threads())
+    tied = np.empty(keys.shape[0], dtype=bool)  # ties are broken by scan order here: training needs no flag
+    kernel.rows_topk(keys.numpy(), k, top.numpy(), cols.numpy(), tied, 8 * torch.get_num_threads())
     return top.view(torch.bfloat16), cols
 
 

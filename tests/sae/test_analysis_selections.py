@@ -1,5 +1,5 @@
-"""GroupSelect (sae/analysis/state.py): the k first entries per group by (key, token), compiled and in numpy, against
-sorting everything offered."""
+"""The analysis's selections, compiled, against sorting everything: GroupSelect's k first entries per group by
+(key, token) (sae/analysis/state.py, also in numpy) and a TopK SAE's firing units (sae/analysis/shard.py)."""
 
 import numpy as np
 import pytest
@@ -31,3 +31,26 @@ def test_the_selection_equals_a_stable_sort_of_every_entry_offered(compiled, mon
         assert select.value[g, :n].tolist() == value[mine].tolist()
         assert (select.token[g, n:] == -1).all() and (select.key[g, n:] == GroupSelect.PAD).all()
     assert select.count().sum() == n_groups * k  # every group filled: the comparison above is not vacuous
+
+
+@pytest.mark.parametrize("shift", [0.0, -2.0], ids=["mostly-positive", "fewer-than-k-positive"])
+def test_a_topk_saes_firing_units_by_the_compiled_selection_equal_the_dense_encodes(shift):
+    """The analysis takes a TopK SAE's firing units from the compiled selection of each row's k largest
+    pre-activations (never a dense f); they equal torch's encode and its non-zeros, also on rows with fewer than k
+    positive pre-activations (the rest dropped by the ReLU)."""
+    import torch
+
+    from sae.analysis.shard import Basis, _firing
+    from sae.dictionary.model import SAEConfig, SparseAutoencoder
+
+    sae = SparseAutoencoder(SAEConfig(d_in=16, d_sae=256, architecture="topk", k=8))
+    sae.init_weights(torch.Generator().manual_seed(0)).requires_grad_(False)
+    sae.b_enc.fill_(shift)
+    x = torch.randn(300, 16, generator=torch.Generator().manual_seed(1))
+    rows, units, values = _firing(Basis("t", 256, sae), x, {})
+    f = sae.encode(x)
+    expected = torch.nonzero(f).numpy()
+    assert rows.tolist() == expected[:, 0].tolist() and units.tolist() == expected[:, 1].tolist()
+    assert values.tolist() == f[f != 0].tolist()
+    per_row = np.bincount(rows, minlength=300)
+    assert (per_row == 8).any() and (per_row < 8).any() == (shift < 0)  # the rows this case is about were there
