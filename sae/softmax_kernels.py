@@ -46,6 +46,11 @@ def exp2f(y):
 SUM_RANGE = (2.0**-60, 2.0**100)  # a sum outside: a term may have been clamped, or the sum is imprecise
 
 
+def out_of_range(sums):
+    """Which of the kernels' sums (an array or tensor) leave SUM_RANGE: the caller redoes those the plain way."""
+    return ~((sums >= SUM_RANGE[0]) & (sums <= SUM_RANGE[1]))
+
+
 @numba.njit(parallel=True, nogil=True, cache=True, fastmath={"reassoc", "contract"})
 def exp_sums(rows, row_of, deltas, delta_of, coef, scale, log2_weights, out):
     """out[p] = Σ_v 2^((rows[row_of[p], v] − coef[p]·deltas[delta_of[p], v])·scale[p] + log2_weights[v]) for every p:

@@ -152,8 +152,9 @@ class _Softmax:
                 x = torch.index_select(rows, 0, row_of[c]).addcmul_(coef[c, None], deltas[delta_of[c]], value=-1.0)
                 total[c] = x.mul_((LOG2E / scale[c])[:, None]).add_(self.log2_weights).exp2_().sum(-1)
         out = own - total.log() - self.bias_max
-        low, high = self.kernels.SUM_RANGE if self.kernels is not None else (0.0, math.inf)
-        bad = ~((total >= low) & (total <= high) & torch.isfinite(out))  # a term clamped, or the sum out of range
+        bad = ~torch.isfinite(out)  # the sum overflowed or vanished; the kernel's also where a term was clamped
+        if self.kernels is not None:
+            bad |= self.kernels.out_of_range(total)
         if bad.any():
             x = rows[row_of[bad]] - coef[bad, None] * deltas[delta_of[bad]]
             out[bad] = own[bad] - torch.logsumexp(x / scale[bad, None] + self.bias, -1)

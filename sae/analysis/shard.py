@@ -180,9 +180,7 @@ def _firing(basis: Basis, x: torch.Tensor, buffers: dict) -> tuple[np.ndarray, n
     sae = basis.sae
     compiled = kernels(x.device) if sae is not None and sae.cfg.arch.activation is Activation.TOPK else None
     if compiled is not None and basis.n_units % compiled.LANES == 0 and 0 < sae.cfg.k <= compiled.LANES:
-        k = sae.cfg.k
-        pre = torch.matmul(x - sae.b_dec, sae.W_enc, out=_buffer(buffers, basis.name, (x.shape[0], basis.n_units),
-                                                                  x.dtype)).add_(sae.b_enc)
+        k, pre = sae.cfg.k, _pre_activations(basis, x, buffers)
         keys, cols = np.empty((len(x), k), np.int32), np.empty((len(x), k), np.int64)
         tied = np.empty(len(x), dtype=bool)
         compiled.rows_topk(pre.numpy().view(np.int32), k, keys, cols, tied, 8 * torch.get_num_threads())
@@ -208,11 +206,17 @@ def _encode(basis: Basis, x: torch.Tensor, buffers: dict) -> torch.Tensor:
     sae = basis.sae
     if sae is None:
         return x
-    pre = torch.matmul(x - sae.b_dec, sae.W_enc, out=_buffer(buffers, basis.name, (x.shape[0], basis.n_units), x.dtype))
-    pre += sae.b_enc
+    pre = _pre_activations(basis, x, buffers)
     if sae.cfg.arch.activation is Activation.RELU:  # in place: the same maths as sae.activate, no new [N, U]
         return pre.relu_()
     return sae.activate(pre)
+
+
+def _pre_activations(basis: Basis, x: torch.Tensor, buffers: dict) -> torch.Tensor:
+    """Return an SAE basis's pre-activations [N, U] of x [N, d_in], written into the basis's reused buffer."""
+    sae = basis.sae
+    pre = torch.matmul(x - sae.b_dec, sae.W_enc, out=_buffer(buffers, basis.name, (x.shape[0], basis.n_units), x.dtype))
+    return pre.add_(sae.b_enc)
 
 
 def _decode_sparse(sae, row_counts: np.ndarray, units: np.ndarray, values: np.ndarray) -> torch.Tensor:

@@ -16,8 +16,8 @@ Two passes, because the paper's intervals (11 equal-width bins from 0 to the uni
       each shard filling the entries that fall in its own tokens.
 All bookkeeping runs on the non-zeros of all units at once (bincount, scatter_reduce; the selections by a compiled
 insertion per entry, sae/analysis/group_kernels.py, or one stable argsort of packed (group, key) integers without
-numba), never per unit in Python; memory is the state (U·K + U·I·S entries)
-plus one batch, whatever the number of tokens. Spills stay on disk and are read back one batch at a time.
+numba), never per unit in Python; memory is the state (U·K + U·I·S entries) plus one batch, whatever the number of
+tokens. Spills stay on disk and are read back one batch at a time.
 """
 
 from __future__ import annotations

@@ -164,8 +164,7 @@ def head_losses(head: MLPHead, resid_mid: torch.Tensor, post: torch.Tensor, toke
         compiled.replaced_logprobs(projected.numpy(), add_of.numpy(), (1.0 / scale).numpy(), head.readout.bias.numpy(),
                                    targets[rows].numpy(), logp[:, rows].numpy(), kl[:, rows].numpy(), sums.numpy(),
                                    4 * torch.get_num_threads())
-        low, high = compiled.SUM_RANGE
-        bad = torch.nonzero(~((sums >= low) & (sums <= high)))  # (distribution, row) whose sums left the range
+        bad = torch.nonzero(compiled.out_of_range(sums))  # (distribution, row) whose sums left the range
         if len(bad):
             d, i = bad[:, 0], bad[:, 1]
             redo_logp, redo_kl = _replaced_logprobs(projected, i, torch.stack([add_of[0, i], add_of[d, i]]),

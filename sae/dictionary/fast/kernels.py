@@ -2,13 +2,13 @@
 takes ~0.5 s; torch ops stand in where numba is missing).
 
 `rows_topk`: the k largest integer keys of each row, TopK's selection on a bf16 pre-activation read as int16
-(sae/dictionary/fast/select.py says why; the analysis reads fp32 as int32: sae/analysis/shard.py), without
-torch.topk's per-row sort of (key, index) pairs. Per row: the maxima of LANES interleaved lanes (lane j holds entries j, j + LANES, ...: a pass over the row that vectorises), then
-the k-th largest of those maxima, a bound no larger than the row's k-th largest entry (k lanes each hold an entry at
-least that large); only entries of lanes whose maximum reaches the bound can pass it, so a strided scan of those
-lanes collects the few candidates (~40 of 4,096 for k 32 on real pre-activations), and a quickselect of them gives
-the k largest. Ties at the k-th value are broken by scan order (torch.topk breaks them in its own order: the keys
-match, the columns may differ).
+(sae/dictionary/fast/select.py says why; the analysis reads fp32 as int32: sae/analysis/shard.py), without torch.topk's
+per-row sort of (key, index) pairs. Per row: the maxima of LANES interleaved lanes (lane j holds entries j, j + LANES,
+...: a pass over the row that vectorises), then the k-th largest of those maxima, a bound no larger than the row's k-th
+largest entry (k lanes each hold an entry at least that large); only entries of lanes whose maximum reaches the bound
+can pass it, so a strided scan of those lanes collects the few candidates (~40 of 4,096 for k 32 on real
+pre-activations), and a quickselect of them gives the k largest. Ties at the k-th value are broken by scan order
+(torch.topk breaks them in its own order: the keys match, the columns may differ).
 
 `group_by_latent`: the active entries in latent order, a counting sort (0.3 against ~3 ms for torch.argsort and
 three gathers of 131,072 entries). `entry_grads`: dL/dpre at the active entries only (sae/dictionary/fast/
