@@ -1,10 +1,11 @@
 """A unit page's ingest-only sections, rendered once from the unit's UnitData: its statistics, its plots and logit
-tables, and its example windows. They change only when the basis is ingested again, so ingest renders them
-(templates/unit_sections.html) and stores them, with the UnitData's JSON they were rendered from, packed in
+tables, and the frame of its example windows. They change only when the basis is ingested again, so ingest renders
+them (templates/unit_sections.html) and stores them, with the UnitData's JSON they were rendered from, packed in
 `unit.sections`; a unit page's first view then renders only what changes without an ingest (labels, links, the family)
-around them, and its JSON twin splices the stored JSON the same way (app.read.queries.unit). A stored copy of another
-FORMAT, or rendered by other templates, is ignored and made again live, from the same functions.
-"""
+around them, and its JSON twin splices the stored JSON the same way (app.read.queries.unit). The windows, ~95% of a
+page's bytes, are stored once, as the example rows, and rendered into both with the page (app/present/window_batch.py).
+A stored copy of another FORMAT, or rendered by other templates, is ignored and made again live, from the same
+functions."""
 
 from __future__ import annotations
 
@@ -12,16 +13,15 @@ import hashlib
 import re
 import threading
 from functools import lru_cache
-from typing import Mapping, NamedTuple, Sequence
+from typing import Collection, Mapping, NamedTuple, Sequence
 
 import zstandard
 from jinja2 import Environment, FileSystemLoader
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from app.present.templating import configure, format_number
-from app.present.windows import window_html
 from app.read.proxy_schemas import best_proxy
-from app.read.schemas import Example, Interval, ProxyStat, UnitData
+from app.read.schemas import Interval, LogitToken, ProxyStat, UnitData
 from app.resources import resource
 from sae.analysis.proxy_scores import BUCKETS as PROXY_BUCKETS
 
@@ -30,10 +30,10 @@ TEMPLATE = "unit_sections.html"
 _TEMPLATES = resource("templates")
 # The stored form's version: bump FORMAT when UnitData's fields or the packing below change. The sections are current
 # while the templates that render them are unchanged (their hash); code that only moves them around does not count.
-FORMAT = 4
+FORMAT = 5  # 5: windows left out, rendered with the page from the example rows
 TEMPLATES_HASH = hashlib.sha256(b"".join((_TEMPLATES / name).read_bytes()
                                          for name in (TEMPLATE, "_macros.html"))).hexdigest()[:16]
-_WINDOWS_MARKER = re.compile(rb"<!--windows (-?\d+)-->")  # render_sections's: where made windows go
+_WINDOWS_MARKER = re.compile(rb"<!--windows (\d+)-->")  # render_sections's: where a group's windows go
 SEPARATOR = "<!--section-->"  # a section placeholder in a rendered page; escaped data never holds "<"
 _SEPARATOR_BYTES = SEPARATOR.encode()
 _CODECS = threading.local()  # zstd contexts are not thread-safe: one pair per thread (pages render in a thread pool)
@@ -122,29 +122,36 @@ def proxy_plots_of_edges(stat: ProxyStat, edges: Sequence[float]) -> tuple[dict,
     return spec(stat.hist_counts, "firing tokens"), spec(stat.hist_acts, "activation × tokens (expected value)")
 
 
+def logit_rows(tokens: Sequence[LogitToken]) -> Markup:
+    """A logit table's rows, written here rather than by a Jinja loop (~4x faster; ingest renders ~16k pages)."""
+    return Markup("".join(f'<tr><td class="tokcell" title="token {t.id}">{escape(t.shown)}</td>'
+                          f'<td class="num">{escape(format_number(t.value))}</td></tr>' for t in tokens))
+
+
+def proxy_rows(stats: Sequence[ProxyStat], best: ProxyStat | None) -> Markup:
+    """The proxy table's rows, by corr > 0 (highest first; proxies without it left out), the best one marked."""
+    shown = sorted((p for p in stats if p.corr_pos is not None), key=lambda p: p.corr_pos, reverse=True)
+    n = lambda x: escape(format_number(x))  # noqa: E731
+    selected = lambda p: ' class="selected"' if best and p.name == best.name else ""  # noqa: E731
+    return Markup("".join(
+        f'<tr{selected(p)}><td><code>{escape(p.name)}</code></td>\n<td class="num">{n(p.corr)}</td>'
+        f'<td class="num">{n(p.corr_pos)}</td><td class="num">{n(p.fire_share)}</td>\n<td class="num">'
+        f'{n(p.act_share)}</td><td class="num">{n(p.recall)}</td></tr>' for p in shown))
+
+
 @lru_cache(maxsize=1)
 def _macros():
-    return configure(Environment(loader=FileSystemLoader(str(_TEMPLATES)))).get_template(TEMPLATE).module
+    env = configure(Environment(loader=FileSystemLoader(str(_TEMPLATES))))
+    env.globals.update(logit_rows=logit_rows, proxy_rows=proxy_rows)
+    return env.get_template(TEMPLATE).module
 
 
-def render_sections(data: UnitData, model_name: str,
-                    windows_html: tuple[bytes, Mapping[int, bytes]] | None = None) -> Sections | tuple[bytes, ...]:
-    """Return the Sections of a unit's UnitData. Windows are coloured on the unit's max activation and, in the effect
-    view, on its largest |effect|. With `windows_html`, the windows' UTF-8 HTML made already (ingest makes it with
-    app/present/window_batch.py: the top windows', and per interval index with samples), return the Sections encoded,
-    those put in."""
-    scale, effect_scale = data.max_activation, data.max_abs_effect or None
-
-    def windows(examples: Sequence[Example]) -> Markup:
-        return Markup("".join(window_html(e.value, e.shown, e.acts, e.effects, e.max_position, scale, effect_scale)
-                              for e in examples))
-
-    if windows_html is None:
-        top = windows(data.top_examples)
-        samples = {iv.index: windows(iv.samples) for iv in data.intervals if iv.samples}
-    else:  # a marker where each goes (escaped data never holds "<"); an empty top shows the template's note instead
-        top = Markup("<!--windows -1-->") if windows_html[0] else Markup("")
-        samples = {i: Markup(f"<!--windows {i}-->") for i in windows_html[1]}
+def render_sections(data: UnitData, model_name: str, groups: Collection[int]) -> Sections:
+    """Return the Sections of a unit's UnitData, with a marker (`fill_windows`) where each group of its windows goes:
+    `groups` are those that have windows (0: the top windows; 1 + b: the samples of interval b). The windows
+    themselves are rendered when the page is (app.present.window_batch.windows_html), from the example rows."""
+    top = Markup(_marker(0)) if 0 in groups else Markup("")  # an empty top shows the template's note instead
+    samples = {g - 1: Markup(_marker(g)) for g in sorted(groups) if g > 0}
     m = _macros()
     plots = (interval_plot(data.intervals),
              step_plot(data.act_hist.edges, data.act_hist.counts, x_title="activation (log scale)", log_x=True,
@@ -153,22 +160,48 @@ def render_sections(data: UnitData, model_name: str,
                        y_title="output tokens"))
     best = best_proxy(data.proxies)
     proxy = (best, *proxy_plots(best, data.intervals)) if best is not None and data.intervals else (best, None, None)
-    sections = Sections(
+    return Sections(
         m.stats(data, model_name),
         m.body(*plots, data.top_logits, data.bottom_logits, data.firing_count) + m.proxies(data.proxies, *proxy),
         m.examples(data.max_activation, data.max_abs_effect, top, data.intervals, samples, data.firing_count))
-    if windows_html is None:
-        return sections
-    parts = _WINDOWS_MARKER.split(sections.examples.encode())  # text, marker's index, text, ...
-    made = {-1: windows_html[0], **windows_html[1]}
-    parts[1::2] = [made[int(i)] for i in parts[1::2]]
-    return sections.stats.encode(), sections.body.encode(), b"".join(parts)
 
 
-def pack(data: UnitData, model_name: str) -> bytes:
-    """Return the stored form of a unit: zstd of a header line (FORMAT, TEMPLATES_HASH, the parts' lengths), the
-    UnitData's JSON and the Sections rendered from it (~7 kB of HTML and ~20 kB of JSON a unit)."""
-    return pack_parts(data.model_dump_json().encode(), render_sections(data, model_name))
+def _marker(group: int) -> str:
+    return f"<!--windows {group}-->"  # escaped data never holds "<"
+
+
+def fill_windows(examples: bytes, made: Mapping[int, bytes]) -> bytes:
+    """Return the examples section with each group's marker replaced by its windows' HTML (`made[group]`)."""
+    parts = _WINDOWS_MARKER.split(examples)  # text, marker's group, text, ...
+    parts[1::2] = [made.get(int(g), b"") for g in parts[1::2]]
+    return b"".join(parts)
+
+
+def fill_windows_json(data_json: bytes, made: Mapping[int, bytes]) -> bytes:
+    """Return a UnitData's JSON stored without windows with each group's `Example`s (`made[group]`, comma-joined)
+    put in: the top windows' list, and the k-th interval's samples (intervals are listed by index from 0)."""
+    head, *rest = data_json.split(_SAMPLES)
+    if head.count(_TOP) != 1 or any(g > len(rest) for g in made):
+        raise ValueError("a unit's stored UnitData JSON has an unexpected shape")
+    parts = [head.replace(_TOP, b'"top_examples":[' + made.get(0, b"") + b"]")]
+    for k, after in enumerate(rest):
+        parts += [b'"samples":[', made.get(1 + k, b""), b"]", after]
+    return b"".join(parts)
+
+
+_TOP, _SAMPLES = b'"top_examples":[]', b'"samples":[]'  # where a UnitData without windows gets them
+
+
+def without_windows(data: UnitData) -> UnitData:
+    """The UnitData as stored: its windows left out (`fill_windows_json` puts them back)."""
+    return data.model_copy(update={"top_examples": [], "intervals": [iv.model_copy(update={"samples": []})
+                                                                     for iv in data.intervals]})
+
+
+def pack(data: UnitData, model_name: str, groups: Collection[int]) -> bytes:
+    """Return the stored form of a unit without its windows (`without_windows`): zstd of a header line (FORMAT,
+    TEMPLATES_HASH, the parts' lengths), the UnitData's JSON and the Sections rendered from it."""
+    return pack_parts(data.model_dump_json().encode(), render_sections(data, model_name, groups))
 
 
 def pack_parts(data_json: bytes, sections: Sequence[str | bytes]) -> bytes:

@@ -1,21 +1,22 @@
-"""The open example windows of many units at once, as the JSON of their UnitData's `Example`s and as page HTML: the
-bytes `UnitData.model_dump_json()` and `window_html` give, one window at a time, made in one numpy pass over a chunk
-of units (ingest: ~2,500 tokens a unit, ~42M for 16,384 features). What depends on the token string alone (its JSON,
-its visible whitespace, its escaped silent span) is made once per vocabulary entry; only the tokens where a unit
-fires go through app.present.windows.token_span one by one. Numbers are written by pydantic-core itself, as the
-schema's serializer writes them. tests/app/test_window_batch.py holds it to the one-window definitions, byte for byte.
+"""Example windows as the JSON of their UnitData's `Example`s and as page HTML: the bytes
+`UnitData.model_dump_json()` and `window_html` give one window at a time, made with numpy for all the windows of a
+unit (a page's first render: ~75 windows, ~2,500 tokens) or of many. What depends on the token string alone (its
+JSON, its visible whitespace, its escaped spans) is made once per vocabulary entry, and the numbers a coloured span
+shows are table entries or one format call each; every piece is then gathered by one index array and joined.
+tests/app/test_window_batch.py holds it to the one-window definitions, byte for byte.
 """
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 from pydantic_core import to_json
 
 from app.present.windows import escape_token, scale_inverses, silent_span, token_span, window_head
-from app.read.windows import visible_text
+from app.read.windows import Batch, visible_text
 
 _FALSE, _TRUE, _KEEP = 0, 1, 2  # what a token does to "at line start" (app.read.windows.visible_text)
 
@@ -32,16 +33,41 @@ def _listed(items: list[bytes]) -> list[bytes]:
     return [piece for item in items for piece in (b"," + item, item)]
 
 
+def _hundredths(template: str) -> list[bytes]:
+    """template formatted with each of 0.00, 0.01, ..., 1.00 (`.2f` of a colour in [0, 1])."""
+    return [template.format(r / 100).encode() for r in range(101)]
+
+
 _CONSTANTS = (b"", b",0.0", b"0.0", b",null", b"null", b'],"texts":[', b'],"shown":[', b'],"acts":[',
-              b'],"effects":[', b"]}", b'],"effects":null}', b"</div>")
+              b'],"effects":[', b"]}", b'],"effects":null}', b"</div>", b'<span class="tok"',
+              b'<span class="tok max"', b' title="', b' title="-', " · Δ log p(next) +".encode(),
+              " · Δ log p(next) -".encode(), b"0")
 (_EMPTY, _ZERO, _ZERO_FIRST, _NULL, _NULL_FIRST, _TEXTS, _SHOWN, _ACTS, _EFFECTS, _END, _NO_EFFECTS,
- _DIV_END) = range(len(_CONSTANTS))
+ _DIV_END, _OPEN, _OPEN_MAX, _TITLE, _TITLE_MINUS, _EFFECT_PLUS, _EFFECT_MINUS, _ZERO_DIGIT) = range(len(_CONSTANTS))
+def _significant(p: int) -> list[bytes]:
+    """`.{p}g` of every m * 10 ** (e - p + 1), m of p digits, e in [-4, p): the magnitudes `.{p}g` writes without an
+    exponent, at (e + 4) * 9 * 10 ** (p - 1) + m - 10 ** (p - 1)."""
+    out = []
+    for e in range(-4, p):
+        for m in range(10 ** (p - 1), 10 ** p):
+            digits = str(m)
+            whole, fraction = (digits[:e + 1], digits[e + 1:]) if e >= 0 else ("0", "0" * (-e - 1) + digits)
+            fraction = fraction.rstrip("0")
+            out.append((whole + ("." + fraction if fraction else "")).encode())
+    return out
+
+
+_COLOURS = {"act": _hundredths(' style="--a:{:.2f}"'),  # app.present.windows.token_span's style attribute
+            "act_effect": _hundredths(' style="--a:{:.2f}'),
+            "effect": [piece for r in range(101) for piece in (f';--e:{r / 100:.2f}" data-e="+"'.encode(),
+                                                               f';--e:{r / 100:.2f}" data-e="-"'.encode())]}
 
 
 class Vocabulary:
-    """A table of the byte strings windows are made of: constants, then per token id (and one more entry, V: an id
-    outside the vocabulary, shown as "") its JSON (comma-led and bare), and per "at line start" state its visible
-    form as JSON and as a silent span, and its id; what each token does to that state."""
+    """A table of the byte strings windows are made of: constants, colours, then per token id (and one more entry,
+    V: an id outside the vocabulary, shown as "") its JSON (comma-led and bare), and per "at line start" state its
+    visible form as JSON, as a silent span and as a coloured span's text and close, and its id; what each token does
+    to that state."""
 
     def __init__(self, strings: Sequence[str]):
         texts = [*strings, ""]
@@ -49,25 +75,30 @@ class Vocabulary:
         forms = [[visible_text(t, state) for t in texts] for state in (False, True)]
         after = np.array([[f[1] for f in forms[state]] for state in (0, 1)])  # [2, V + 1]
         self.code = np.where(after[0] == after[1], after[0].astype(np.int8), _KEEP).astype(np.int8)
-        self.escaped = [[escape_token(f[0]) for f in forms[s]] for s in (0, 1)]
-        tables = {"text": _listed([to_json(t) for t in texts]),
+        tables = {**_COLOURS, "text": _listed([to_json(t) for t in texts]),
                   "shown": _listed([to_json(f[0]) for f in forms[0]]) + _listed([to_json(f[0]) for f in forms[1]]),
                   "silent": [silent_span(f[0]).encode() for s in (0, 1) for f in forms[s]],
+                  "closed": [('">' + escape_token(f[0]) + "</span>").encode() for s in (0, 1) for f in forms[s]],
+                  "g4": _significant(4), "g3": _significant(3),
                   "id": _listed([str(i).encode() for i in range(n + 1)])}
+        self.escaped = [escape_token(f[0]) for s in (0, 1) for f in forms[s]]  # [2 (V + 1)], as "closed"
         self.offset, pieces = {}, list(_CONSTANTS)
         for name, table in tables.items():
             self.offset[name] = len(pieces)
             pieces += table
         self.ids = n + 1  # ids the "id" table reaches
-        self.pieces = pieces
+        self.pieces = _objects(pieces)
 
     def reaching(self, largest: int) -> Vocabulary:
-        """This vocabulary, its id table reaching at least `largest` (a window holding ids outside the vocabulary)."""
-        if largest >= self.ids:
-            self.offset["id"] = len(self.pieces)
-            self.pieces = self.pieces + _listed([str(i).encode() for i in range(largest + 1)])
-            self.ids = largest + 1
-        return self
+        """This vocabulary, or a copy whose id table reaches `largest` (a window holding ids outside the vocabulary;
+        a copy, as pages render in threads)."""
+        if largest < self.ids:
+            return self
+        wider = copy.copy(self)
+        wider.offset = {**self.offset, "id": len(self.pieces)}
+        wider.pieces = np.concatenate([self.pieces, _objects(_listed([str(i).encode() for i in range(largest + 1)]))])
+        wider.ids = largest + 1
+        return wider
 
 
 @lru_cache(maxsize=2)
@@ -94,19 +125,50 @@ class _Table:
         self.extra += pieces
         return at
 
-    def listed_floats(self, values: np.ndarray, keep: np.ndarray, first: np.ndarray, zero: int,
-                      zero_first: int) -> np.ndarray:
+    def listed_floats(self, values: np.ndarray, keep: np.ndarray, first: np.ndarray) -> np.ndarray:
         """[m, W] indexes of the JSON list items of float32 values (+0.0 from the constants; padding empty)."""
         plus_zero = (values == 0) & ~np.signbit(values)
-        index = np.where(keep, np.where(first, zero_first, zero), _EMPTY)
+        index = np.where(keep, np.where(first, _ZERO_FIRST, _ZERO), _EMPTY)
         other = keep & ~plus_zero
         bare = _floats(values[other])
         at = self.add(bare + [b"," + v for v in bare])
         index[other] = at + np.arange(len(bare)) + np.where(first[other], 0, len(bare))
         return index
 
-    def take(self, index: np.ndarray) -> np.ndarray:
-        return _objects(self.static + self.extra)[index]
+    def join(self, index: np.ndarray, starts: list[int]) -> list[bytes]:
+        """Join the pieces of rows index[starts[i]:starts[i + 1]] for each i."""
+        n = len(self.static)
+        pieces = np.empty(index.shape, dtype=object)
+        own = index >= n
+        pieces[~own] = self.static[index[~own]]
+        pieces[own] = _objects(self.extra)[index[own] - n]
+        return [b"".join(pieces[s:e].ravel().tolist()) for s, e in zip(starts, starts[1:])]
+
+
+class _Layout(NamedTuple):
+    """What both renderings need: kept tokens, each one's vocabulary entry and line-start state, the max token."""
+
+    keep: np.ndarray
+    first: np.ndarray  # [m, W] the first kept token of its window
+    index: np.ndarray  # [m, W] the token's entry (V: outside the vocabulary or padding)
+    state: np.ndarray  # [m, W] bool: starts at a line start
+    position: np.ndarray  # [m] the max token's position among the kept tokens
+    is_max: np.ndarray  # [m, W]
+    starts: list[int]  # where each (unit, group) begins, and m
+    keys: list[tuple[int, int]]  # each one's (unit, group)
+
+
+def _layout(b: Batch, vocab: Vocabulary, before: int) -> _Layout:
+    keep = b.ids >= 0
+    first = keep & (np.cumsum(keep, axis=1) == 1)
+    index = np.where(keep, np.minimum(b.ids, vocab.size), vocab.size)
+    state = _state_before(np.where(keep, vocab.code[index], _KEEP))
+    position, is_max = _max_slots(keep, b.acts, before)
+    new_group = np.ones(len(b.ids), bool)
+    new_group[1:] = (b.units[1:] != b.units[:-1]) | (b.groups[1:] != b.groups[:-1])
+    starts = np.flatnonzero(new_group).tolist()
+    keys = list(zip(b.units[starts].tolist(), b.groups[starts].tolist()))
+    return _Layout(keep, first, index, state, position, is_max, starts + [len(b.ids)], keys)
 
 
 def _state_before(code: np.ndarray) -> np.ndarray:
@@ -132,67 +194,124 @@ def _max_slots(keep: np.ndarray, acts: np.ndarray, before: int) -> tuple[np.ndar
     return position, one_hot
 
 
-def render(ids: np.ndarray, acts: np.ndarray, effects: np.ndarray | None, values: np.ndarray, units: np.ndarray,
-           groups: np.ndarray, scales: Mapping[int, tuple[float, float | None]], vocab: Vocabulary,
-           before: int) -> dict[tuple[int, int], tuple[bytes, bytes]]:
-    """Return {(unit, group): (JSON, HTML)} of windows ids/acts/effects [m, W] with values [m], in page order, each
-    window's unit and group (0: top, 1 + interval bucket) [m]; `scales[unit]` = (max activation, max |effect| or
-    None). JSON: the windows' `Example` objects, comma-joined; HTML: their window_html, joined (UTF-8)."""
-    m, w = ids.shape
-    vocab = vocab.reaching(int(ids.max(initial=0)))
-    table = _Table(vocab)
-    keep = ids >= 0
-    first = keep & (np.cumsum(keep, axis=1) == 1)
-    index = np.where(keep, np.minimum(ids, vocab.size), vocab.size)  # [m, W] the token's entry
-    state = _state_before(np.where(keep, vocab.code[index], _KEEP))
-    position, is_max = _max_slots(keep, acts, before)
-    bare, n = first.astype(np.int64), vocab.size + 1
+def windows_json(b: Batch, vocab: Vocabulary, before: int) -> dict[tuple[int, int], bytes]:
+    """Return {(unit, group): its windows' `Example` objects as JSON, comma-joined}."""
+    m, w = b.ids.shape
+    vocab = vocab.reaching(int(b.ids.max(initial=0)))
+    lay, table = _layout(b, vocab, before), _Table(vocab)
+    keep, n = lay.keep, vocab.size + 1
+    bare = lay.first.astype(np.int64)
     listed = lambda name, i: np.where(keep, vocab.offset[name] + 2 * i + bare, _EMPTY)  # noqa: E731
-    new_group = np.ones(m, bool)
-    new_group[1:] = (units[1:] != units[:-1]) | (groups[1:] != groups[:-1])
+    opens = np.zeros(m, bool)
+    opens[lay.starts[:-1]] = True
     heads = table.add([(b"{" if g else b",{") + b'"value":' + v + b',"max_position":' + str(p).encode()
-                       + b',"token_ids":[' for g, v, p in zip(new_group.tolist(), _floats(values), position.tolist())])
+                       + b',"token_ids":['
+                       for g, v, p in zip(opens.tolist(), _floats(b.values), lay.position.tolist())])
     column = lambda i: np.full((m, 1), i)  # noqa: E731
-    if effects is None:
+    if b.effects is None:
         effect_columns = [column(_NO_EFFECTS)]
     else:
-        nan = np.isnan(effects)
-        effect_index = table.listed_floats(np.where(nan, 0, effects), keep, first, _ZERO, _ZERO_FIRST)
-        effect_index[keep & nan] = np.where(first[keep & nan], _NULL_FIRST, _NULL)
+        nan = np.isnan(b.effects)
+        effect_index = table.listed_floats(np.where(nan, 0, b.effects), keep, lay.first)
+        effect_index[keep & nan] = np.where(lay.first[keep & nan], _NULL_FIRST, _NULL)
         effect_columns = [column(_EFFECTS), effect_index, column(_END)]
-    json_index = np.concatenate([
-        (heads + np.arange(m))[:, None], listed("id", np.maximum(ids, 0)), column(_TEXTS), listed("text", index),
-        column(_SHOWN), listed("shown", index + n * state), column(_ACTS),
-        table.listed_floats(acts, keep, first, _ZERO, _ZERO_FIRST), *effect_columns], axis=1)
-    html_index = _html(table, acts, effects, values, units, keep, index, state, is_max, scales, vocab)
-    pieces = table.take(np.concatenate([json_index, html_index], axis=1))
-    cut = json_index.shape[1]
-    starts = np.flatnonzero(new_group).tolist() + [m]
-    return {(int(units[s]), int(groups[s])): (b"".join(pieces[s:e, :cut].ravel().tolist()),
-                                              b"".join(pieces[s:e, cut:].ravel().tolist()))
-            for s, e in zip(starts, starts[1:])}
+    index = np.concatenate([
+        (heads + np.arange(m))[:, None], listed("id", np.maximum(b.ids, 0)), column(_TEXTS), listed("text", lay.index),
+        column(_SHOWN), listed("shown", lay.index + n * lay.state), column(_ACTS),
+        table.listed_floats(b.acts, keep, lay.first), *effect_columns], axis=1)
+    return dict(zip(lay.keys, table.join(index, lay.starts)))
 
 
-def _html(table: _Table, acts, effects, values, units, keep, index, state, is_max, scales,
-          vocab: Vocabulary) -> np.ndarray:
-    """[m, W + 2] indexes of the windows' HTML pieces (app.present.windows.window_html's)."""
-    m, w = acts.shape
-    per_unit = [scales[u] for u in units.tolist()]
-    shows_effects = np.array([bool(e) for _, e in per_unit]) if effects is not None else np.zeros(m, bool)
-    effect = np.where(shows_effects[:, None] & ~np.isnan(effects), effects, 0) if effects is not None else None
-    silent = (acts == 0) & ~np.signbit(acts) & ~is_max
+def windows_html(b: Batch, scales: Mapping[int, tuple[float, float | None]], vocab: Vocabulary,
+                 before: int) -> dict[tuple[int, int], bytes]:
+    """Return {(unit, group): its windows' window_html, joined (UTF-8)}; `scales[unit]` = (max activation, max |effect|
+    or None)."""
+    m, w = b.ids.shape
+    vocab = vocab.reaching(int(b.ids.max(initial=0)))
+    lay, table = _layout(b, vocab, before), _Table(vocab)
+    acts, keep, n = b.acts, lay.keep, vocab.size + 1
+    inverses = np.array([scale_inverses(*scales[u]) for u in b.units.tolist()], dtype=np.float64).reshape(m, 2)
+    shows = inverses[:, 1] > 0 if b.effects is not None else np.zeros(m, bool)
+    effect = np.where(shows[:, None] & ~np.isnan(b.effects), b.effects, 0) if b.effects is not None else None
+    silent = (acts == 0) & ~np.signbit(acts) & ~lay.is_max
     if effect is not None:
         silent &= effect == 0
-    spans = np.where(keep, vocab.offset["silent"] + (vocab.size + 1) * state + index, _EMPTY)
+    entry = lay.index + n * lay.state
     rows, cols = np.nonzero(keep & ~silent)
-    by_unit = {u: scale_inverses(*scale) for u, scale in scales.items()}
-    inverses = [by_unit[u] for u in units.tolist()]
-    escaped = _objects(vocab.escaped[0] + vocab.escaped[1])[index[rows, cols] + (vocab.size + 1) * state[rows, cols]]
-    loud_effects = effect[rows, cols].tolist() if effect is not None else [0.0] * len(rows)
-    loud = [token_span(text, act, e or None, top, *inverses[r]).encode()
-            for text, act, e, top, r in zip(escaped.tolist(), acts[rows, cols].tolist(), loud_effects,
-                                            is_max[rows, cols].tolist(), rows.tolist())]
-    spans[rows, cols] = table.add(loud) + np.arange(len(loud))
-    heads = table.add([window_head(v).encode() for v in values.tolist()])
-    return np.concatenate([(heads + np.arange(m))[:, None], spans, np.full((m, 1), _DIV_END)], axis=1)
+    spans = _coloured(table, vocab, acts[rows, cols], effect[rows, cols] if effect is not None else None,
+                      lay.is_max[rows, cols], entry[rows, cols], inverses[rows])
+    heads = table.add([window_head(v).encode() for v in b.values.tolist()])
+    # One piece per window head, silent token (or padding) and window end; a coloured token's SPAN_PIECES after it.
+    cells = np.concatenate([(heads + np.arange(m))[:, None], np.where(keep, vocab.offset["silent"] + entry, _EMPTY),
+                            np.full((m, 1), _DIV_END)], axis=1).ravel()
+    coloured = rows * (w + 2) + cols + 1
+    counts = np.ones(len(cells), np.int64)
+    counts[coloured] = SPAN_PIECES
+    starts = np.cumsum(counts) - counts
+    index = np.empty(int(counts.sum()), np.int64)
+    index[starts] = cells
+    index[starts[coloured][:, None] + np.arange(SPAN_PIECES)] = spans
+    return dict(zip(lay.keys, table.join(index, starts[np.array(lay.starts[:-1], np.int64) * (w + 2)].tolist()
+                                         + [len(index)])))
 
+
+SPAN_PIECES = 8  # a coloured span: open, --a, --e, title, its digits, the effect's sign, its digits, text and close
+
+
+def _coloured(table: _Table, vocab: Vocabulary, act: np.ndarray, effect: np.ndarray | None, is_max: np.ndarray,
+              entry: np.ndarray, inverses: np.ndarray) -> np.ndarray:
+    """Return [L, SPAN_PIECES] indexes of the pieces of app.present.windows.token_span for L tokens that are not
+    silent: colours and numbers from the vocabulary's tables where they are exact (`.2f` of a colour farther than
+    1e-9 from a rounding tie; `.4g` and `+.3g` of float32 numbers from 1e-4 to below 1e4, exact in float64); any other
+    token's whole span from token_span itself, in its first piece."""
+    act64 = act.astype(np.float64)
+    e = effect.astype(np.float64) if effect is not None else np.zeros_like(act64)
+    has_effect = e != 0
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        a = np.minimum(np.where(has_effect, np.maximum(act64, 0.0), act64) * inverses[:, 0], 1.0)
+        e_colour = np.minimum(np.abs(e) * inverses[:, 1], 1.0)
+        negative_zero = (act64 == 0) & np.signbit(act64)  # max(-0.0, 0.0) is -0.0 in Python: "-0.00"
+        exact = np.where(has_effect, _unambiguous(a) & _unambiguous(e_colour) & ~negative_zero,
+                         ~(act64 > 0) | _unambiguous(a))  # no --a where act <= 0: the title alone
+        act_digits, act_fixed = _digits(act64, 4, vocab.offset["g4"])
+        effect_digits, effect_fixed = _digits(e, 3, vocab.offset["g3"])
+    exact &= (act_fixed | (act64 == 0)) & (effect_fixed | ~has_effect)
+    r_a = np.rint(np.where(exact, a, 0) * 100).astype(np.int64)
+    r_e = np.rint(np.where(exact, e_colour, 0) * 100).astype(np.int64)
+    spans = np.stack([
+        np.where(is_max, _OPEN_MAX, _OPEN),
+        np.where(has_effect, vocab.offset["act_effect"] + r_a, np.where(act64 > 0, vocab.offset["act"] + r_a, _EMPTY)),
+        np.where(has_effect, vocab.offset["effect"] + 2 * r_e + (e < 0), _EMPTY),
+        np.where(np.signbit(act64), _TITLE_MINUS, _TITLE),
+        np.where(act64 == 0, _ZERO_DIGIT, act_digits),
+        np.where(has_effect, np.where(e < 0, _EFFECT_MINUS, _EFFECT_PLUS), _EMPTY),
+        np.where(has_effect, effect_digits, _EMPTY),
+        vocab.offset["closed"] + entry], axis=1)
+    hard = np.flatnonzero(~exact)
+    if hard.size:  # the definition itself
+        effects = e.tolist() if effect is not None else None
+        whole = [token_span(vocab.escaped[entry[i]], float(act[i]), effects[i] if effects else None, bool(is_max[i]),
+                            *inverses[i].tolist()).encode() for i in hard.tolist()]
+        spans[hard] = _EMPTY
+        spans[hard, 0] = table.add(whole) + np.arange(len(whole))
+    return spans
+
+
+def _digits(x: np.ndarray, p: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return the index of `.{p}g` of |x| in its table (`_significant`) and whether it is there: x a float32 value
+    (in float64) of magnitude [1e-4, 10 ** p) after rounding, where x * 10 ** (p - 1 - e) is exact in float64."""
+    magnitude = np.abs(x)
+    e = np.floor(np.log10(np.where(magnitude > 0, magnitude, 1.0))).astype(np.int64)
+    for _ in range(2):  # log10 can be one off next to a power of ten
+        m = np.rint(magnitude * 10.0 ** (p - 1 - np.clip(e, -4, p - 1)))
+        e = np.where(m >= 10 ** p, e + 1, np.where(m < 10 ** (p - 1), e - 1, e))
+    m = np.rint(magnitude * 10.0 ** (p - 1 - np.clip(e, -4, p - 1))).astype(np.int64)
+    fixed = (e >= -4) & (e < p) & (m >= 10 ** (p - 1)) & (m < 10 ** p) & np.isfinite(x)
+    return np.where(fixed, offset + (e + 4) * 9 * 10 ** (p - 1) + m - 10 ** (p - 1), _EMPTY), fixed
+
+
+def _unambiguous(x: np.ndarray) -> np.ndarray:
+    """Whether x in [0, 1] rounds to hundredths the same whether by x * 100 in floats or exactly: x * 100 (within
+    ~1e-14 of its exact value) is farther than 1e-9 from a half; positive, finite."""
+    scaled = x * 100
+    return (np.abs(scaled - np.floor(scaled) - 0.5) > 1e-9) & (x >= 0) & ~((x == 0) & np.signbit(x)) & np.isfinite(x)

@@ -11,6 +11,9 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from app.store.example_rows import Windows, decoded
+from app.store.models import OPEN_KINDS
+
 
 class Window(NamedTuple):
     """One decoded window: padding (id -1) dropped; effects None when not analysed, an entry None where a token
@@ -90,3 +93,57 @@ def visible_token(text: str) -> str:
     """Return a lone token string with its whitespace visible (·, →, ↵): plain text, still autoescaped on output.
     Memoised: a page shows hundreds, of a vocabulary's few thousand strings."""
     return visible_whitespace([text], at_line_start=True)[0].replace("\n", "")
+
+
+class Batch(NamedTuple):
+    """The open page's windows of one or more units, in page order (each unit's top windows by rank, then its interval
+    samples by interval and rank): ids, acts, effects [m, W] (int32, -1 outside the sequence; float32, effects NaN
+    where a token has none, None when not analysed), values [m] (the activation at the max token), each window's
+    unit and group (0: top; 1 + b: interval b) [m]. Pages render them
+    (app/present/window_batch.py)."""
+
+    ids: np.ndarray
+    acts: np.ndarray
+    effects: np.ndarray | None
+    values: np.ndarray
+    units: np.ndarray
+    groups: np.ndarray
+
+    def groups_of(self, unit: int) -> set[int]:
+        """The groups of `unit` that have windows."""
+        return set(self.groups[self.units == unit].tolist())
+
+    def max_abs_effect(self) -> float | None:
+        """The largest |effect| over the windows (app.read.windows.max_abs_effect): None without effects or windows,
+        0.0 where every effect is NaN."""
+        if self.effects is None or not len(self.ids):
+            return None
+        values = np.abs(self.effects[~np.isnan(self.effects)])
+        return float(values.max()) if values.size else 0.0
+
+
+def open_batch(windows: Sequence[Windows]) -> Batch:
+    """Return the Batch of the open page's windows among `windows` (each unit's in page order)."""
+    shown = [w for w in windows if w.kind in OPEN_KINDS and len(w.units)]
+    if not shown:
+        empty = np.zeros(0, np.int64)
+        return Batch(np.zeros((0, 0), "<i4"), np.zeros((0, 0), "<f4"), None, np.zeros(0, "<f4"), empty, empty)
+    order = np.argsort(np.concatenate([w.units for w in shown]), kind="stable")  # per unit: top, then samples
+    cat = lambda field: np.concatenate([field(w) for w in shown])[order]  # noqa: E731
+    effects = cat(lambda w: w.effects) if all(w.effects is not None for w in shown) else None
+    return Batch(cat(lambda w: w.ids), cat(lambda w: w.acts), effects, cat(lambda w: w.values),
+                 cat(lambda w: w.units), cat(lambda w: w.buckets + 1))
+
+
+def row_windows(rows, unit: int = 0) -> list[Windows]:
+    """Return the Windows of one unit's example rows (app.store.example_rows.WINDOW_COLUMNS), views of their stored
+    bytes."""
+    out = []
+    for kind, n, width, buckets, values, token_ids, activations, effects, codec in rows:
+        shape = (n, width)
+        ids, acts, effects = (decoded(b, codec) for b in (token_ids, activations, effects))
+        out.append(Windows(kind, np.full(n, unit), np.full(n, -1) if buckets is None else np.frombuffer(buckets, "<i4"),
+                           np.frombuffer(values, "<f4"), np.frombuffer(ids, "<i4").reshape(shape),
+                           np.frombuffer(acts, "<f4").reshape(shape),
+                           None if effects is None else np.frombuffer(effects, "<f4").reshape(shape)))
+    return out

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from app.read.unit_data import analysis_setting, context_before
 from app.read.windows import decode_window
 from app.store.db import write_transaction
-from app.store.example_rows import PAGE_ORDER, WINDOW_COLUMNS, unpack_rows
+from app.store.example_rows import PAGE_ORDER, WINDOW_COLUMNS, decoded, unpack_rows
 from app.store.models import (
     Basis,
     Example,
@@ -111,9 +111,10 @@ def unit_evidence(session: Session, basis: Basis, index: int, pool: Pool, cfg: A
     n_intervals = analysis_setting(basis.config, "n_intervals")
     page = _windows(session, unit.id, strings, before, pool.bos_id, n_intervals, "")
     review = _windows(session, unit.id, strings, before, pool.bos_id, n_intervals, "review_")
-    top_ids = {int(t) for width, ids in session.execute(select(Example.width, Example.token_ids)
-                                                        .where(Example.unit_id == unit.id, Example.kind == "top"))
-               for t in np.frombuffer(ids, "<i4").reshape(-1, width)[:, before]}  # each top window's max token
+    tops = select(Example.width, Example.token_ids, Example.codec).where(Example.unit_id == unit.id,
+                                                                         Example.kind == "top")
+    top_ids = {int(t) for width, ids, codec in session.execute(tops)  # each top window's max token
+               for t in np.frombuffer(decoded(ids, codec), "<i4").reshape(-1, width)[:, before]}
     held = {}
     for half, sample in (("explain", page), ("score", review)):
         n_random = cfg.explain_random if half == "explain" else cfg.sim_random + 2 * cfg.detect_silent

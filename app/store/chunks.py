@@ -20,7 +20,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from app.store.example_rows import Windows, chunk_windows
+from app.store.example_rows import chunk_windows, packed_rows
 from app.store.models import TOP_TOKENS_SEPARATOR
 from app.store.npz import read_npz
 from sae.errors import MonoscopeError
@@ -88,10 +88,11 @@ _JSON_COLUMNS = frozenset(("act_hist", "logit_hist", "top_logits", "bottom_logit
 
 class Chunk(NamedTuple):
     """What ingest writes for a chunk of units: their `unit` rows (UNIT_COLUMNS, with the packed `sections`), their
-    windows (the example rows: app.store.example_rows) and their `unit_proxy` rows."""
+    example rows (app.store.example_rows.EXAMPLE_COLUMNS, compressed, each with its unit's index where its unit's row
+    id goes) and their `unit_proxy` rows."""
 
     units: list[tuple]
-    windows: list[Windows]
+    examples: list[tuple]
     proxies: list[tuple]
 
 
@@ -107,7 +108,7 @@ def make_chunk(units_npz: Path, basis_id: int, model_name: str, before: int, sta
     analysis = analysis_fields_of(a, start, stop)
     add_sections(units, windows, analysis, _STRINGS, model_name, before)
     rows = [tuple(json.dumps(row[c]) if c in _JSON_COLUMNS else row[c] for c in UNIT_COLUMNS) for row in units]
-    return Chunk(rows, windows, proxy_rows(basis_id, start, analysis))
+    return Chunk(rows, packed_rows(windows, np.arange(stop)), proxy_rows(basis_id, start, analysis))
 
 
 class Chunks:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from app.store.bulk import insert_rows
 from app.store.chunks import PROXY_COLUMNS, UNIT_COLUMNS, Chunks
 from app.store.db import checkpoint, session_factory
-from app.store.example_rows import EXAMPLE_COLUMNS, packed_rows
+from app.store.example_rows import EXAMPLE_COLUMNS
 from app.store.models import (
     MATCH_LINKS,
     TOP_TOKENS_SEPARATOR,
@@ -123,7 +123,8 @@ def ingest_basis(session: Session, model: Model, basis_dir: Path, chunks: Chunks
         unit_ids = np.zeros(stop, np.int64)
         for index, unit_id in _unit_ids(session, basis.id, start, stop).items():
             unit_ids[index] = unit_id
-        insert_rows(session.connection(), Example.__table__, EXAMPLE_COLUMNS, packed_rows(chunk.windows, unit_ids))
+        insert_rows(session.connection(), Example.__table__, EXAMPLE_COLUMNS,
+                    [(int(unit_ids[index]), *rest) for index, *rest in chunk.examples])
         insert_rows(session.connection(), UnitProxy.__table__, PROXY_COLUMNS, chunk.proxies)
     if carried:
         unit_ids = _unit_ids(session, basis.id)

@@ -13,7 +13,8 @@ from app.present.unit_sections import pack, unpack
 from app.read.unit_proxies import unit_proxy_stats
 from app.read.unit_data import context_before, unit_data
 from app.store.db import checkpoint, session_factory, write_transaction
-from app.store.example_rows import OPEN, PAGE_ORDER, WINDOW_COLUMNS, unpack_windows
+from app.read.windows import open_batch, row_windows
+from app.store.example_rows import OPEN, PAGE_ORDER, WINDOW_COLUMNS
 from app.store.models import Basis, Example, Model, Unit
 from app.store.vocabulary import token_strings
 
@@ -61,13 +62,17 @@ def _render_chunk(sessions, ids: list[int], model_name: str, strings: list[str],
                  if unpack(blob).sections is None]
         if not stale:
             return []
-        windows: dict[int, list] = {i: [] for i in stale}
+        rows: dict[int, list] = {i: [] for i in stale}
         for unit_id, *row in session.execute(select(Example.unit_id, *WINDOW_COLUMNS)
                                              .where(Example.unit_id.in_(stale), OPEN)
                                              .order_by(Example.unit_id, *PAGE_ORDER)):
-            windows[unit_id].extend(unpack_windows(*row))
+            rows[unit_id].append(row)
         units = session.scalars(select(Unit).where(Unit.id.in_(stale))).all()
         proxies = unit_proxy_stats(session, units[0].basis_id, [u.index for u in units]) if units else {}
-        return [{"unit_id": unit.id, "sections": pack(unit_data(unit, windows[unit.id], strings, before,
-                                                                {"proxies": proxies.get(unit.index, [])}), model_name)}
-                for unit in units]
+        out = []
+        for unit in units:
+            windows = open_batch(row_windows(rows[unit.id]))
+            data = unit_data(unit, [], strings, before, {"proxies": proxies.get(unit.index, [])})
+            data = data.model_copy(update={"max_abs_effect": windows.max_abs_effect()})
+            out.append({"unit_id": unit.id, "sections": pack(data, model_name, windows.groups_of(0))})
+        return out

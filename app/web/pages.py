@@ -48,7 +48,7 @@ async def unit_page(request: Request, basis: str, index: UnitIndex, model: Model
     def page(unit: queries.UnitView) -> bytes:  # the twin renders the same UnitView (app/web/api.py)
         context = {"unit": unit.around, "sections": unit_sections.PLACEHOLDERS, "plots": True}
         return unit_sections.splice(render(request, "unit.html", context, api_url=twin_url(request)).body,
-                                    unit.sections)
+                                    unit.page_sections())
 
     body = await cached_unit_response(request, "page", basis=basis, index=index, model=model, render=page)
     return HTMLResponse(body, headers={"Vary": "HX-Request"})

@@ -153,3 +153,42 @@ def test_packing_the_examples_keeps_every_window_and_unpacking_gives_them_back(d
                               "FROM example")).all()
     as_bytes = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in back]
     assert sorted(as_bytes, key=repr) == sorted(windows, key=repr)
+
+
+def test_examples_are_stored_compressed_and_the_downgrade_decompresses_them(analysed_run, database_url):
+    """Ingest writes every example row's window arrays as zstd frames (codec 1), read back as the analysis wrote
+    them; revision 0012's downgrade leaves the same windows as plain arrays, which the code reads again (codec 0)."""
+    import numpy as np
+    from sqlalchemy import select, text
+
+    from app.store.db import session_factory
+    from app.store.example_rows import WINDOW_COLUMNS, ZSTD, unpack_rows
+    from app.store.ingest import ingest_run
+    from app.store.models import Basis, Example, Unit
+
+    upgrade(database_url)
+    ingest_run(analysed_run, url=database_url, log=lambda m: None, workers=1)
+    with np.load(analysed_run / "analysis" / "neurons" / "units.npz") as z:
+        n_top = int(z["top_count"][3])
+        expected_ids, expected_acts = z["top_token_ids"][3, :n_top], z["top_acts"][3, :n_top]
+
+    def windows() -> tuple[list, set[int]]:
+        with session_factory(database_url)() as session:
+            rows = session.execute(select(Example.unit_id, *WINDOW_COLUMNS).order_by(Example.id)).all()
+            unit_id = session.scalar(select(Unit.id).join(Basis).where(Basis.name == "neurons", Unit.index == 3))
+        top = [w for w in unpack_rows([r[1:] for r in rows if r[0] == unit_id]) if w.kind == "top"]
+        assert np.array_equal(np.frombuffer(b"".join(w.token_ids for w in top), "<i4").reshape(n_top, -1),
+                              expected_ids)
+        assert np.array_equal(np.frombuffer(b"".join(w.activations for w in top), "<f4").reshape(n_top, -1),
+                              expected_acts)
+        return [(r[0], unpack_rows([r[1:]])) for r in rows], {r.codec for r in rows}
+
+    stored, codecs = windows()
+    assert codecs == {ZSTD} and len(stored) > 100
+    downgrade(database_url, "0011")
+    with make_engine(database_url).begin() as c:  # plain arrays again, as revision 0011 reads them
+        sizes = c.execute(text("SELECT n, width, length(token_ids) FROM example")).all()
+        assert all(length == 4 * n * width for n, width, length in sizes)
+    upgrade(database_url)
+    again, codecs = windows()
+    assert codecs == {0} and again == stored

@@ -18,6 +18,7 @@ from webapp_fixtures import SAE_NAME, ingest_run
 
 from app.store import rubric
 from app.store.db import read_snapshot, session_factory, write_transaction
+from app.store.example_rows import decoded
 from app.store.labels import add_label
 from app.store.models import OPEN_KINDS, Basis, Example, Token, Unit
 from app.store.reviews import Answer, close_review, create_review, find_item, save_score
@@ -93,13 +94,15 @@ def _db_examples(url: str, index: int) -> list[tuple]:
     with session_factory(url)() as session:
         basis = session.scalar(select(Basis).where(Basis.name == SAE_NAME))
         strings = dict(session.execute(select(Token.token_id, Token.text).where(Token.model_id == basis.model_id)).all())
-        rows = session.execute(select(Example.kind, Example.n, Example.width, Example.buckets, Example.token_ids,
-                                      Example.activations, Example.effects).join(Unit, Unit.id == Example.unit_id)
+        rows = session.execute(select(Example.kind, Example.n, Example.width, Example.buckets, Example.codec,
+                                      Example.token_ids, Example.activations, Example.effects)
+                               .join(Unit, Unit.id == Example.unit_id)
                                .where(Unit.basis_id == basis.id, Unit.index == index, Example.kind.in_(OPEN_KINDS))
                                .order_by(Example.kind.desc())).all()
     out = []
-    for kind, n, width, buckets, *blobs in rows:  # one row per kind, its windows packed in page order
-        ids, acts, effects = (np.frombuffer(b, t).reshape(n, width) for b, t in zip(blobs, ("<i4", "<f4", "<f4")))
+    for kind, n, width, buckets, codec, *blobs in rows:  # one row per kind, its windows packed in page order
+        ids, acts, effects = (np.frombuffer(decoded(b, codec), t).reshape(n, width)
+                              for b, t in zip(blobs, ("<i4", "<f4", "<f4")))
         bucket = [None] * n if buckets is None else np.frombuffer(buckets, "<i4").tolist()
         for i in range(n):
             keep = ids[i] >= 0

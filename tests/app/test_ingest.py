@@ -12,6 +12,7 @@ from sqlalchemy import func, insert, select
 from webapp_fixtures import SAE_NAME
 
 from app.store.db import session_factory, upgrade
+from app.store.example_rows import ZSTD, decoded
 from app.store.ingest import ingest_run
 from app.store.models import Basis, Example, Label, Model, Token, Unit, UnitLink
 from app.store.npz import load_npz
@@ -51,10 +52,11 @@ def test_round_trip(database_url, analysed_run):
             top = session.scalar(select(Example).where(Example.unit_id == unit.id, Example.kind == "top"))
             n_top = int(arrays["top_count"][busiest])
             assert (top.n, top.width, top.buckets) == (n_top, arrays["top_token_ids"].shape[2], None)
-            np.testing.assert_array_equal(np.frombuffer(top.token_ids, "<i4").reshape(top.n, top.width),
-                                          arrays["top_token_ids"][busiest, :n_top])
-            np.testing.assert_array_equal(np.frombuffer(top.activations, "<f4").reshape(top.n, top.width),
-                                          arrays["top_acts"][busiest, :n_top])
+            assert top.codec == ZSTD  # the window arrays compressed, read back as the analysis wrote them
+            np.testing.assert_array_equal(np.frombuffer(decoded(top.token_ids, top.codec), "<i4")
+                                          .reshape(top.n, top.width), arrays["top_token_ids"][busiest, :n_top])
+            np.testing.assert_array_equal(np.frombuffer(decoded(top.activations, top.codec), "<f4")
+                                          .reshape(top.n, top.width), arrays["top_acts"][busiest, :n_top])
             np.testing.assert_array_equal(np.frombuffer(top.values, "<f4"), arrays["top_values"][busiest, :n_top])
             interval = session.scalar(select(Example).where(Example.unit_id == unit.id, Example.kind == "interval"))
             counts = arrays["interval_sample_count"][busiest]

@@ -25,6 +25,8 @@ from webapp_fixtures import SAE_NAME, ingest_run, start_server, stop_server
 from app.present import unit_sections
 from app.present.templating import format_number
 from app.read.queries.bases import RESOLVE_TTL_S
+from app.read.queries.unit import unit_view
+from app.store.db import session_factory
 from app.store.models import Basis, Unit
 
 AWKWARD = "<b>\"x\"&'y'</b>"
@@ -161,14 +163,13 @@ def test_page_shows_the_json_twins_tokens_and_values(two_sites):
 
 
 def _stored_windows(url: str, basis: str, index: int) -> list[str]:
-    """Return the windows of a unit's stored sections, each as its HTML."""
-    engine = create_engine(url)
-    with engine.connect() as c:
-        blob = c.execute(select(Unit.sections).join(Basis).where(Basis.name == basis, Unit.index == index)).scalar()
-    engine.dispose()
-    sections = unit_sections.unpack(blob).sections
-    assert sections is not None  # stored by this version of the code
-    return ['<div class="ctx">' + w for w in sections[2].decode().split('<div class="ctx">')[1:]]
+    """Return the windows of a unit's page as the read model assembles it from the database (its stored sections, by
+    this version of the code, and its example rows), each as its HTML."""
+    with session_factory(url)() as session:
+        blob = session.scalar(select(Unit.sections).join(Basis).where(Basis.name == basis, Unit.index == index))
+        assert unit_sections.unpack(blob).sections is not None  # stored by this version of the code
+        examples = unit_view(session=session, basis=basis, index=index, model=None).page_sections()[2]
+    return ['<div class="ctx">' + w for w in examples.decode().split('<div class="ctx">')[1:]]
 
 
 def test_reingest_replaces_the_stored_sections_and_escapes_awkward_tokens(analysed_run, database_url, tmp_path):

@@ -8,6 +8,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from app.present import unit_sections
+from app.present.window_batch import Vocabulary, windows_html, windows_json
 from app.read.cache import Cache
 from app.read.queries.bases import BasisRecord, ModelRecord, NotFound, check_unit, resolve, summary
 from app.read.queries.explanations import explanations_state, newest_explanation, unit_explanations
@@ -18,7 +19,8 @@ from app.read.schemas import UnitAround, UnitData, UnitDetail
 from app.read.schemas import UnitLink as UnitLinkSchema
 from app.read.unit_data import context_before, unit_data
 from app.read.urls import compare_url, labels_url, unit_url
-from app.store.example_rows import OPEN, PAGE_ORDER, WINDOW_COLUMNS, unpack_rows
+from app.read.windows import Batch, open_batch, row_windows
+from app.store.example_rows import OPEN, PAGE_ORDER, WINDOW_COLUMNS
 from app.store.models import Basis, Example, Label, Model, Unit, UnitLink
 from app.store.vocabulary import token_strings
 
@@ -36,17 +38,31 @@ def unit_version(*, session: Session, basis: str, index: int, model: str | None)
 
 
 class UnitView(NamedTuple):
-    """One unit as its page and its JSON twin both show it: what changes without an ingest (`around`) and the stored
-    UnitData with the page sections rendered from it at ingest. The page renders `around` and splices `sections`;
-    the twin splices `around`'s JSON with `data_json`: the same object, two renderings."""
+    """One unit as its page and its JSON twin both show it: what changes without an ingest (`around`), the stored
+    UnitData and the page sections rendered from it at ingest, both without windows, and the unit's windows (its open
+    example rows), which each rendering puts in: the page renders `around` and splices `page_sections()`; the twin
+    splices `around`'s JSON with `data_json`'s, windows put in: the same object, two renderings."""
 
     around: UnitAround
-    data_json: bytes  # UnitData as JSON
-    sections: tuple[bytes, bytes, bytes]  # UTF-8 HTML rendered from that UnitData (unit_sections.render_sections)
+    data_json: bytes  # UnitData as JSON, without windows (app.present.unit_sections.without_windows)
+    sections: tuple[bytes, bytes, bytes]  # UTF-8 HTML rendered from it, a marker where each group of windows goes
+    windows: Batch
+    vocab: Vocabulary
+    before: int
+    scale: float  # the unit's max activation: the windows' colour scale
+
+    def page_sections(self) -> tuple[bytes, bytes, bytes]:
+        """Return the page's sections, windows in."""
+        scales = {0: (self.scale, self.windows.max_abs_effect() or None)}
+        made = windows_html(self.windows, scales, self.vocab, self.before)
+        stats, body, examples = self.sections
+        return stats, body, unit_sections.fill_windows(examples, {g: html for (_, g), html in made.items()})
 
     def json(self) -> bytes:
         """Return the UnitDetail JSON (the twin's body): both objects' fields, without parsing either again."""
-        return self.around.model_dump_json().encode()[:-1] + b"," + self.data_json[1:]
+        made = windows_json(self.windows, self.vocab, self.before)
+        data = unit_sections.fill_windows_json(self.data_json, {g: j for (_, g), j in made.items()})
+        return self.around.model_dump_json().encode()[:-1] + b"," + data[1:]
 
     def detail(self) -> UnitDetail:
         """Return the UnitDetail as one object (for views that trim or embed it: /compare, reviews)."""
@@ -55,7 +71,7 @@ class UnitView(NamedTuple):
 
 def unit_view(*, session: Session, basis: str, index: int, model: str | None) -> UnitView:
     """Return unit `index` of basis `basis` (neuron or feature alike): its stored UnitData and sections, made now from
-    its rows when another version of the code stored them."""
+    its rows when another version of the code stored them, and its windows."""
     b, m, model_param = resolve(session, basis, model)
     return view(session, b, m, index, model_param)
 
@@ -66,18 +82,19 @@ def view(session: Session, b: BasisRecord, m: ModelRecord, index: int, model_par
     row = session.connection().execute(_PAGE_UNIT, {"basis_id": b.id, "index": index}).first()
     if row is None:  # a basis mid-re-ingest never shows (status), so only a damaged database gets here
         raise NotFound(f"unit {index} of basis {b.name!r} is missing from the database")
-    unit_id, blob, label = row
+    unit_id, blob, scale, label = row
+    windows = open_batch(row_windows(session.connection().execute(_WINDOWS, {"unit_id": unit_id})))
     data_json, sections = unit_sections.unpack(blob)
+    before = context_before(b.config)
     if data_json is None:
-        unit = session.get(Unit, unit_id)
-        windows = unpack_rows(session.execute(_WINDOWS, {"unit_id": unit_id}))
-        data = unit_data(unit, windows, vocabulary(session, b), context_before(b.config),
+        data = unit_data(session.get(Unit, unit_id), [], vocabulary(session, b), before,
                          {"proxies": unit_proxy_stats(session, b.id, [index]).get(index, [])})
-        data_json = data.model_dump_json().encode()
+        data_json = data.model_copy(update={"max_abs_effect": windows.max_abs_effect()}).model_dump_json().encode()
     if sections is None:
         data = UnitData.model_validate_json(data_json)
-        sections = tuple(part.encode() for part in unit_sections.render_sections(data, m.name))
-    return UnitView(_around(session, b, m, unit_id, index, label or None, model_param), data_json, sections)
+        sections = tuple(part.encode() for part in unit_sections.render_sections(data, m.name, windows.groups_of(0)))
+    return UnitView(_around(session, b, m, unit_id, index, label or None, model_param), data_json, sections, windows,
+                    window_vocabulary(session, b), before, float(scale))
 
 
 def detail(session: Session, b: BasisRecord, m: ModelRecord, index: int, model_param: str | None,
@@ -105,7 +122,7 @@ _VERSION = _VERSION_NO_FAMILY.add_columns(  # and of its family's other end (edg
     .join(Label, (Label.basis_id == Unit.basis_id) & (Label.unit_index == Unit.index))
     .where(UnitLink.target_basis_id == _ME[0], UnitLink.target_index == _ME[1], SHOWN_EDGE).scalar_subquery())
 _WINDOWS = select(*WINDOW_COLUMNS).where(Example.unit_id == bindparam("unit_id"), OPEN).order_by(*PAGE_ORDER)
-_PAGE_UNIT = select(Unit.id, Unit.sections, newest_label(Unit.basis_id, Unit.index)).where(
+_PAGE_UNIT = select(Unit.id, Unit.sections, Unit.max_activation, newest_label(Unit.basis_id, Unit.index)).where(
     Unit.basis_id == bindparam("basis_id"), Unit.index == bindparam("index"))
 _LINKS = (select(UnitLink.kind, Basis.name, UnitLink.target_index, UnitLink.weight, Basis.model_id,
                  Model.name.label("model"),
@@ -138,6 +155,7 @@ def _compare_url(b: BasisRecord, index: int, links: list[UnitLinkSchema], model_
 
 
 _STRINGS = Cache(max_size=64)
+_VOCABULARIES = Cache(max_size=8)
 
 
 def vocabulary(session: Session, b: BasisRecord) -> list[str]:
@@ -146,6 +164,12 @@ def vocabulary(session: Session, b: BasisRecord) -> list[str]:
     in place and hides every basis of the model until each is ingested again with it."""
     return _STRINGS.get((str(session.get_bind().url), b.id), lambda: token_strings(session, b.model_id),
                         state=b.ingest)
+
+
+def window_vocabulary(session: Session, b: BasisRecord) -> Vocabulary:
+    """Return the window renderer's tables of basis `b`'s vocabulary (cached per process, as `vocabulary`)."""
+    return _VOCABULARIES.get((str(session.get_bind().url), b.id), lambda: Vocabulary(vocabulary(session, b)),
+                             state=b.ingest)
 
 
 def _links(session: Session, unit_id: int, model_param: str | None, own_model: int) -> list[UnitLinkSchema]:
