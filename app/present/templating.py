@@ -9,6 +9,7 @@ import json
 from functools import lru_cache
 
 from jinja2 import Environment
+from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup, escape
 from pydantic_core import PydanticSerializationError, to_json
 
@@ -48,11 +49,20 @@ def json_text(value, **_) -> str:
         return json.dumps(value)
 
 
+def plot_figure(spec: dict) -> Markup:
+    """A plotly spec as the page's figure: its JSON (html-safe, as `|tojson` writes it) in a script element that
+    static/plots.js draws. The `plot` macro of templates/_macros.html; a Python call here costs a fifth of a macro's,
+    and a unit page has five."""
+    return Markup('<figure class="plot"><script type="application/json" class="plot-spec">'
+                  f'{htmlsafe_json_dumps(spec, dumps=json_text)}</script><div class="plot-area"></div></figure>')
+
+
 def configure(env: Environment) -> Environment:
     """Set up `env` as every Monoscope template expects, and return it."""
     env.autoescape = True  # for every template, whatever its extension
     env.auto_reload = False  # templates ship with the package: no stat of the file on every render
     env.globals["format_number"] = format_number
+    env.globals["plot_figure"] = plot_figure
     env.filters["visible"] = visible_token
     env.policies["json.dumps_function"] = json_text
     env.policies["json.dumps_kwargs"] = {}

@@ -139,10 +139,20 @@ def proxy_rows(stats: Sequence[ProxyStat], best: ProxyStat | None) -> Markup:
         f'{n(p.act_share)}</td><td class="num">{n(p.recall)}</td></tr>' for p in shown))
 
 
+def interval_sections(intervals: Sequence[Interval], samples: Mapping[int, Markup]) -> Markup:
+    """Each interval's heading (its range, and how many of the unit's firing tokens lie in it) over its samples
+    (`samples[index]`, HTML), highest first."""
+    n = lambda x: escape(format_number(x))  # noqa: E731
+    return Markup("".join(
+        f'\n<div class="interval">\n<h3>Interval {iv.index + 1}: activation {n(iv.low)} – {n(iv.high)} · '
+        + (f"{n(iv.count)} firing tokens, {iv.contains_pct:.1f}% of all" if iv.count else "no firing tokens")
+        + f'</h3>\n{samples.get(iv.index, "")}\n</div>\n' for iv in reversed(intervals)))
+
+
 @lru_cache(maxsize=1)
 def _macros():
     env = configure(Environment(loader=FileSystemLoader(str(_TEMPLATES))))
-    env.globals.update(logit_rows=logit_rows, proxy_rows=proxy_rows)
+    env.globals.update(logit_rows=logit_rows, proxy_rows=proxy_rows, interval_sections=interval_sections)
     return env.get_template(TEMPLATE).module
 
 

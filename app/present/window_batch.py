@@ -138,9 +138,8 @@ class _Table:
     def join(self, index: np.ndarray, starts: list[int]) -> list[bytes]:
         """Join the pieces of rows index[starts[i]:starts[i + 1]] for each i."""
         n = len(self.static)
-        pieces = np.empty(index.shape, dtype=object)
+        pieces = self.static.take(index, mode="clip")
         own = index >= n
-        pieces[~own] = self.static[index[~own]]
         pieces[own] = _objects(self.extra)[index[own] - n]
         return [b"".join(pieces[s:e].ravel().tolist()) for s, e in zip(starts, starts[1:])]
 
@@ -297,15 +296,18 @@ def _coloured(table: _Table, vocab: Vocabulary, act: np.ndarray, effect: np.ndar
     return spans
 
 
+_POWERS = 10.0 ** np.arange(8)  # 10 ** (p - 1 - e) for p <= 4, e >= -4: exact in float64
+
+
 def _digits(x: np.ndarray, p: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
     """Return the index of `.{p}g` of |x| in its table (`_significant`) and whether it is there: x a float32 value
     (in float64) of magnitude [1e-4, 10 ** p) after rounding, where x * 10 ** (p - 1 - e) is exact in float64."""
     magnitude = np.abs(x)
     e = np.floor(np.log10(np.where(magnitude > 0, magnitude, 1.0))).astype(np.int64)
     for _ in range(2):  # log10 can be one off next to a power of ten
-        m = np.rint(magnitude * 10.0 ** (p - 1 - np.clip(e, -4, p - 1)))
+        m = np.rint(magnitude * _POWERS[p - 1 - np.clip(e, -4, p - 1)])
         e = np.where(m >= 10 ** p, e + 1, np.where(m < 10 ** (p - 1), e - 1, e))
-    m = np.rint(magnitude * 10.0 ** (p - 1 - np.clip(e, -4, p - 1))).astype(np.int64)
+    m = np.rint(magnitude * _POWERS[p - 1 - np.clip(e, -4, p - 1)]).astype(np.int64)
     fixed = (e >= -4) & (e < p) & (m >= 10 ** (p - 1)) & (m < 10 ** p) & np.isfinite(x)
     return np.where(fixed, offset + (e + 4) * 9 * 10 ** (p - 1) + m - 10 ** (p - 1), _EMPTY), fixed
 

@@ -6,7 +6,7 @@ beside it, the split counts of the family graph, and sentences that say what tho
 from __future__ import annotations
 
 import numpy as np
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, literal_column, select
 from sqlalchemy.orm import Session, aliased
 
 from app.read.cache import Cache
@@ -47,7 +47,8 @@ def _distribution(session: Session, s: Basis, s_model: str, t: Basis, t_model: s
                   several_models: bool) -> MatchDistribution:
     """One pair's figures (the control is filled in by `matches`)."""
     c = session.connection()
-    rows = np.array(c.execute(_BEST, {"kind": "best_match", "source": s.id, "target": t.id}).all(), dtype=float)
+    rows = np.array([tuple(r) for r in c.execute(_BEST, {"kind": "best_match", "source": s.id, "target": t.id})],
+                    dtype=float)  # tuples: numpy probes a Row for the array protocols, an exception a row
     src, tgt, weight, density, fired = (rows[:, k] if len(rows) else np.zeros(0) for k in range(5))
     back = dict(c.execute(_BEST.with_only_columns(Unit.index, UnitLink.target_index),
                           {"kind": "best_match", "source": t.id, "target": s.id}).all())
@@ -91,7 +92,11 @@ _EDGES = select().select_from(UnitLink).join(Unit, Unit.id == UnitLink.unit_id).
 _HAS_FAMILY = select(_EDGES.add_columns(UnitLink.id).exists())
 # Edges are stored once, from the match's first basis: children per parent from either end.
 _STRONG = _EDGES.where(UnitLink.weight >= FAMILY_THRESHOLD)
-_CHILDREN = _STRONG.add_columns(UnitLink.target_index, func.count()).group_by(UnitLink.target_index)
+# "+ 0": grouped by the index on the target's index, SQLite read the edges' table rows in that order, a random read
+# each (5.3 s for 2.7M edges of the full demo); grouped by an expression, it reads them through the (kind, target)
+# index in table order and groups in a temporary tree (0.7 s).
+_PARENT = (UnitLink.target_index + literal_column("0")).label("parent")
+_CHILDREN = _STRONG.add_columns(_PARENT, func.count()).group_by(_PARENT)
 _CHILDREN_STORED_BACK = _STRONG.add_columns(Unit.index, func.count()).group_by(Unit.index)
 
 
