@@ -114,12 +114,8 @@ class Batch(NamedTuple):
         return set(self.groups[self.units == unit].tolist())
 
     def max_abs_effect(self) -> float | None:
-        """The largest |effect| over the windows (app.read.windows.max_abs_effect): None without effects or windows,
-        0.0 where every effect is NaN."""
-        if self.effects is None or not len(self.ids):
-            return None
-        values = np.abs(self.effects[~np.isnan(self.effects)])
-        return float(values.max()) if values.size else 0.0
+        """The largest |effect| over all the windows (`max_abs_effects`)."""
+        return max_abs_effects(self.effects, np.zeros(len(self.ids), np.int64), 0, 1)[0]
 
 
 def open_batch(windows: Sequence[Windows]) -> Batch:
@@ -147,3 +143,15 @@ def row_windows(rows, unit: int = 0) -> list[Windows]:
                            np.frombuffer(acts, "<f4").reshape(shape),
                            None if effects is None else np.frombuffer(effects, "<f4").reshape(shape)))
     return out
+
+
+def max_abs_effects(effects: np.ndarray | None, owners: np.ndarray, start: int, n: int) -> list[float | None]:
+    """Each of units [start, start + n)'s largest |effect| over its windows (`owners`: each window's unit), as
+    `max_abs_effect` defines it: None without effects or windows, 0.0 where every effect is NaN."""
+    if effects is None or not len(owners):
+        return [None] * n
+    per_window = np.fmax.reduce(np.abs(effects), axis=1) if effects.shape[1] else np.full(len(effects), np.nan)
+    per_unit = np.full(n, np.nan, dtype=np.float32)
+    np.fmax.at(per_unit, owners - start, per_window.astype(np.float32))
+    has = (np.bincount(owners - start, minlength=n) > 0).tolist()
+    return [(0.0 if v != v else v) if h else None for v, h in zip(per_unit.tolist(), has)]

@@ -9,12 +9,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Sequence
 
-import numpy as np
 from pydantic_core import to_json
 
 from app.present.unit_sections import pack_parts, render_sections
 from app.read.unit_data import PROXY_ARRAYS, unit_data
-from app.read.windows import open_batch
+from app.read.windows import max_abs_effects, open_batch
 from app.store.example_rows import Windows
 
 
@@ -24,7 +23,7 @@ def add_sections(units: list[dict], windows: list[Windows], analysis: list[dict]
     chunk's windows and its analysis fields (app.read.unit_data.analysis_fields_of)."""
     batch = open_batch(windows)
     start = units[0]["index"]
-    largest = _max_abs_effects(batch.effects, batch.units, start, len(units))
+    largest = max_abs_effects(batch.effects, batch.units, start, len(units))
     groups: list[set[int]] = [set() for _ in units]
     for u, g in set(zip((batch.units - start).tolist(), batch.groups.tolist())):
         groups[u].add(g)
@@ -32,18 +31,6 @@ def add_sections(units: list[dict], windows: list[Windows], analysis: list[dict]
         data = unit_data(SimpleNamespace(**row), [], strings, before, fields)
         data = data.model_copy(update={"max_abs_effect": effect_scale})
         row["sections"] = pack_parts(data.model_dump_json().encode(), render_sections(data, model_name, present))
-
-
-def _max_abs_effects(effects: np.ndarray | None, owners: np.ndarray, start: int, n: int) -> list[float | None]:
-    """Each unit's largest |effect| over its windows (app.read.windows.max_abs_effect): None without effects or
-    windows, 0.0 where every effect is NaN."""
-    if effects is None or not len(owners):
-        return [None] * n
-    per_window = np.fmax.reduce(np.abs(effects), axis=1) if effects.shape[1] else np.full(len(effects), np.nan)
-    per_unit = np.full(n, np.nan, dtype=np.float32)
-    np.fmax.at(per_unit, owners - start, per_window.astype(np.float32))
-    has = (np.bincount(owners - start, minlength=n) > 0).tolist()
-    return [(0.0 if v != v else v) if h else None for v, h in zip(per_unit.tolist(), has)]
 
 
 def proxy_rows(basis_id: int, start: int, analysis: list[dict]) -> list[tuple]:
