@@ -44,6 +44,8 @@ _CONSTANTS = (b"", b",0.0", b"0.0", b",null", b"null", b'],"texts":[', b'],"show
               " · Δ log p(next) -".encode(), b"0")
 (_EMPTY, _ZERO, _ZERO_FIRST, _NULL, _NULL_FIRST, _TEXTS, _SHOWN, _ACTS, _EFFECTS, _END, _NO_EFFECTS,
  _DIV_END, _OPEN, _OPEN_MAX, _TITLE, _TITLE_MINUS, _EFFECT_PLUS, _EFFECT_MINUS, _ZERO_DIGIT) = range(len(_CONSTANTS))
+
+
 def _significant(p: int) -> list[bytes]:
     """`.{p}g` of every m * 10 ** (e - p + 1), m of p digits, e in [-4, p): the magnitudes `.{p}g` writes without an
     exponent, at (e + 4) * 9 * 10 ** (p - 1) + m - 10 ** (p - 1)."""
@@ -66,8 +68,9 @@ _COLOURS = {"act": _hundredths(' style="--a:{:.2f}"'),  # app.present.windows.to
 class Vocabulary:
     """A table of the byte strings windows are made of: constants, colours, then per token id (and one more entry,
     V: an id outside the vocabulary, shown as "") its JSON (comma-led and bare), and per "at line start" state its
-    visible form as JSON, as a silent span and as a coloured span's text and close, and its id; what each token does
-    to that state."""
+    visible form as JSON, as a silent span and as a coloured span's text and close, the digits of every `.4g` and
+    `.3g` number written without an exponent, and its id; what each token does to that state. ~130k pieces, ~50 ms
+    to build, once per vocabulary and process."""
 
     def __init__(self, strings: Sequence[str]):
         texts = [*strings, ""]
