@@ -2,112 +2,46 @@
 `UnitData.model_dump_json()` and `window_html` give one window at a time, made with numpy for all the windows of a
 unit (a page's first render: ~75 windows, ~2,500 tokens) or of many. What depends on the token string alone (its
 JSON, its visible whitespace, its escaped spans) is made once per vocabulary entry, and the numbers a coloured span
-shows are table entries or one format call each; every piece is then gathered by one index array and joined.
+shows are table entries or one format call each (app/present/window_pieces.py); every piece is then gathered by one
+index array and joined.
 tests/app/test_window_batch.py holds it to the one-window definitions, byte for byte.
 """
 
 from __future__ import annotations
 
-import copy
-from functools import lru_cache
-from typing import Mapping, NamedTuple, Sequence
+from typing import Mapping, NamedTuple
 
 import numpy as np
 from pydantic_core import to_json
 
-from app.present.windows import escape_token, scale_inverses, silent_span, token_span, window_head
-from app.read.windows import Batch, visible_text
-
-_FALSE, _TRUE, _KEEP = 0, 1, 2  # what a token does to "at line start" (app.read.windows.visible_text)
-
-
-def _objects(items: list) -> np.ndarray:
-    """A 1-D object array of the items (np.array would make a 2-D one of equal-length sequences)."""
-    out = np.empty(len(items), dtype=object)
-    out[:] = items
-    return out
-
-
-def _listed(items: list[bytes]) -> list[bytes]:
-    """Each item comma-led (at 2 i: a list's later item), then bare (at 2 i + 1: its first)."""
-    return [piece for item in items for piece in (b"," + item, item)]
-
-
-def _hundredths(template: str) -> list[bytes]:
-    """template formatted with each of 0.00, 0.01, ..., 1.00 (`.2f` of a colour in [0, 1])."""
-    return [template.format(r / 100).encode() for r in range(101)]
-
-
-_CONSTANTS = (b"", b",0.0", b"0.0", b",null", b"null", b'],"texts":[', b'],"shown":[', b'],"acts":[',
-              b'],"effects":[', b"]}", b'],"effects":null}', b"</div>", b'<span class="tok"',
-              b'<span class="tok max"', b' title="', b' title="-', " · Δ log p(next) +".encode(),
-              " · Δ log p(next) -".encode(), b"0")
-(_EMPTY, _ZERO, _ZERO_FIRST, _NULL, _NULL_FIRST, _TEXTS, _SHOWN, _ACTS, _EFFECTS, _END, _NO_EFFECTS,
- _DIV_END, _OPEN, _OPEN_MAX, _TITLE, _TITLE_MINUS, _EFFECT_PLUS, _EFFECT_MINUS, _ZERO_DIGIT) = range(len(_CONSTANTS))
-
-
-def _significant(p: int) -> list[bytes]:
-    """`.{p}g` of every m * 10 ** (e - p + 1), m of p digits, e in [-4, p): the magnitudes `.{p}g` writes without an
-    exponent, at (e + 4) * 9 * 10 ** (p - 1) + m - 10 ** (p - 1)."""
-    out = []
-    for e in range(-4, p):
-        for m in range(10 ** (p - 1), 10 ** p):
-            digits = str(m)
-            whole, fraction = (digits[:e + 1], digits[e + 1:]) if e >= 0 else ("0", "0" * (-e - 1) + digits)
-            fraction = fraction.rstrip("0")
-            out.append((whole + ("." + fraction if fraction else "")).encode())
-    return out
-
-
-_COLOURS = {"act": _hundredths(' style="--a:{:.2f}"'),  # app.present.windows.token_span's style attribute
-            "act_effect": _hundredths(' style="--a:{:.2f}'),
-            "effect": [piece for r in range(101) for piece in (f';--e:{r / 100:.2f}" data-e="+"'.encode(),
-                                                               f';--e:{r / 100:.2f}" data-e="-"'.encode())]}
-
-
-class Vocabulary:
-    """A table of the byte strings windows are made of: constants, colours, then per token id (and one more entry,
-    V: an id outside the vocabulary, shown as "") its JSON (comma-led and bare), and per "at line start" state its
-    visible form as JSON, as a silent span and as a coloured span's text and close, the digits of every `.4g` and
-    `.3g` number written without an exponent, and its id; what each token does to that state. ~130k pieces, ~50 ms
-    to build, once per vocabulary and process."""
-
-    def __init__(self, strings: Sequence[str]):
-        texts = [*strings, ""]
-        self.size = n = len(strings)
-        forms = [[visible_text(t, state) for t in texts] for state in (False, True)]
-        after = np.array([[f[1] for f in forms[state]] for state in (0, 1)])  # [2, V + 1]
-        self.code = np.where(after[0] == after[1], after[0].astype(np.int8), _KEEP).astype(np.int8)
-        tables = {**_COLOURS, "text": _listed([to_json(t) for t in texts]),
-                  "shown": _listed([to_json(f[0]) for f in forms[0]]) + _listed([to_json(f[0]) for f in forms[1]]),
-                  "silent": [silent_span(f[0]).encode() for s in (0, 1) for f in forms[s]],
-                  "closed": [('">' + escape_token(f[0]) + "</span>").encode() for s in (0, 1) for f in forms[s]],
-                  "g4": _significant(4), "g3": _significant(3),
-                  "id": _listed([str(i).encode() for i in range(n + 1)])}
-        self.escaped = [escape_token(f[0]) for s in (0, 1) for f in forms[s]]  # [2 (V + 1)], as "closed"
-        self.offset, pieces = {}, list(_CONSTANTS)
-        for name, table in tables.items():
-            self.offset[name] = len(pieces)
-            pieces += table
-        self.ids = n + 1  # ids the "id" table reaches
-        self.pieces = _objects(pieces)
-
-    def reaching(self, largest: int) -> Vocabulary:
-        """This vocabulary, or a copy whose id table reaches `largest` (a window holding ids outside the vocabulary;
-        a copy, as pages render in threads)."""
-        if largest < self.ids:
-            return self
-        wider = copy.copy(self)
-        wider.offset = {**self.offset, "id": len(self.pieces)}
-        wider.pieces = np.concatenate([self.pieces, _objects(_listed([str(i).encode() for i in range(largest + 1)]))])
-        wider.ids = largest + 1
-        return wider
-
-
-@lru_cache(maxsize=2)
-def vocabulary(strings: tuple[str, ...]) -> Vocabulary:
-    return Vocabulary(strings)
-
+from app.present.window_pieces import (
+    ACTS,
+    DIV_END,
+    EFFECTS,
+    EFFECT_MINUS,
+    EFFECT_PLUS,
+    EMPTY,
+    END,
+    KEEPS_STATE,
+    NO_EFFECTS,
+    NULL,
+    NULL_FIRST,
+    OPEN,
+    OPEN_MAX,
+    SETS_FALSE,
+    SETS_TRUE,
+    SHOWN,
+    TEXTS,
+    TITLE,
+    TITLE_MINUS,
+    Vocabulary,
+    ZERO,
+    ZERO_DIGIT,
+    ZERO_FIRST,
+    objects,
+)
+from app.present.windows import scale_inverses, token_span, window_head
+from app.read.windows import Batch
 
 def _floats(values: np.ndarray) -> list[bytes]:
     """pydantic-core's JSON of each value (as a Python float; NaN as null)."""
@@ -131,7 +65,7 @@ class _Table:
     def listed_floats(self, values: np.ndarray, keep: np.ndarray, first: np.ndarray) -> np.ndarray:
         """[m, W] indexes of the JSON list items of float32 values (+0.0 from the constants; padding empty)."""
         plus_zero = (values == 0) & ~np.signbit(values)
-        index = np.where(keep, np.where(first, _ZERO_FIRST, _ZERO), _EMPTY)
+        index = np.where(keep, np.where(first, ZERO_FIRST, ZERO), EMPTY)
         other = keep & ~plus_zero
         bare = _floats(values[other])
         at = self.add(bare + [b"," + v for v in bare])
@@ -143,7 +77,7 @@ class _Table:
         n = len(self.static)
         pieces = self.static.take(index, mode="clip")
         own = index >= n
-        pieces[own] = _objects(self.extra)[index[own] - n]
+        pieces[own] = objects(self.extra)[index[own] - n]
         return [b"".join(pieces[s:e].ravel().tolist()) for s, e in zip(starts, starts[1:])]
 
 
@@ -164,7 +98,7 @@ def _layout(b: Batch, vocab: Vocabulary, before: int) -> _Layout:
     keep = b.ids >= 0
     first = keep & (np.cumsum(keep, axis=1) == 1)
     index = np.where(keep, np.minimum(b.ids, vocab.size), vocab.size)
-    state = _state_before(np.where(keep, vocab.code[index], _KEEP))
+    state = _state_before(np.where(keep, vocab.code[index], KEEPS_STATE))
     position, is_max = _max_slots(keep, b.acts, before)
     new_group = np.ones(len(b.ids), bool)
     new_group[1:] = (b.units[1:] != b.units[:-1]) | (b.groups[1:] != b.groups[:-1])
@@ -176,9 +110,9 @@ def _layout(b: Batch, vocab: Vocabulary, before: int) -> _Layout:
 def _state_before(code: np.ndarray) -> np.ndarray:
     """[m, W] whether each token starts at a line start: the last token before it that sets the state, else False."""
     m, w = code.shape
-    where = np.where(code != _KEEP, np.arange(w), -1)
+    where = np.where(code != KEEPS_STATE, np.arange(w), -1)
     last = np.maximum.accumulate(where, axis=1)
-    after = np.where(last >= 0, np.take_along_axis(code, np.maximum(last, 0), axis=1), _FALSE) == _TRUE
+    after = np.where(last >= 0, np.take_along_axis(code, np.maximum(last, 0), axis=1), SETS_FALSE) == SETS_TRUE
     return np.concatenate([np.zeros((m, 1), bool), after[:, :-1]], axis=1)
 
 
@@ -203,7 +137,7 @@ def windows_json(b: Batch, vocab: Vocabulary, before: int) -> dict[tuple[int, in
     lay, table = _layout(b, vocab, before), _Table(vocab)
     keep, n = lay.keep, vocab.size + 1
     bare = lay.first.astype(np.int64)
-    listed = lambda name, i: np.where(keep, vocab.offset[name] + 2 * i + bare, _EMPTY)  # noqa: E731
+    listed = lambda name, i: np.where(keep, vocab.offset[name] + 2 * i + bare, EMPTY)  # noqa: E731
     opens = np.zeros(m, bool)
     opens[lay.starts[:-1]] = True
     heads = table.add([(b"{" if g else b",{") + b'"value":' + v + b',"max_position":' + str(p).encode()
@@ -211,15 +145,15 @@ def windows_json(b: Batch, vocab: Vocabulary, before: int) -> dict[tuple[int, in
                        for g, v, p in zip(opens.tolist(), _floats(b.values), lay.position.tolist())])
     column = lambda i: np.full((m, 1), i)  # noqa: E731
     if b.effects is None:
-        effect_columns = [column(_NO_EFFECTS)]
+        effect_columns = [column(NO_EFFECTS)]
     else:
         nan = np.isnan(b.effects)
         effect_index = table.listed_floats(np.where(nan, 0, b.effects), keep, lay.first)
-        effect_index[keep & nan] = np.where(lay.first[keep & nan], _NULL_FIRST, _NULL)
-        effect_columns = [column(_EFFECTS), effect_index, column(_END)]
+        effect_index[keep & nan] = np.where(lay.first[keep & nan], NULL_FIRST, NULL)
+        effect_columns = [column(EFFECTS), effect_index, column(END)]
     index = np.concatenate([
-        (heads + np.arange(m))[:, None], listed("id", np.maximum(b.ids, 0)), column(_TEXTS), listed("text", lay.index),
-        column(_SHOWN), listed("shown", lay.index + n * lay.state), column(_ACTS),
+        (heads + np.arange(m))[:, None], listed("id", np.maximum(b.ids, 0)), column(TEXTS), listed("text", lay.index),
+        column(SHOWN), listed("shown", lay.index + n * lay.state), column(ACTS),
         table.listed_floats(b.acts, keep, lay.first), *effect_columns], axis=1)
     return dict(zip(lay.keys, table.join(index, lay.starts)))
 
@@ -244,8 +178,8 @@ def windows_html(b: Batch, scales: Mapping[int, tuple[float, float | None]], voc
                       lay.is_max[rows, cols], entry[rows, cols], inverses[rows])
     heads = table.add([window_head(v).encode() for v in b.values.tolist()])
     # One piece per window head, silent token (or padding) and window end; a coloured token's SPAN_PIECES after it.
-    cells = np.concatenate([(heads + np.arange(m))[:, None], np.where(keep, vocab.offset["silent"] + entry, _EMPTY),
-                            np.full((m, 1), _DIV_END)], axis=1).ravel()
+    cells = np.concatenate([(heads + np.arange(m))[:, None], np.where(keep, vocab.offset["silent"] + entry, EMPTY),
+                            np.full((m, 1), DIV_END)], axis=1).ravel()
     coloured = rows * (w + 2) + cols + 1
     counts = np.ones(len(cells), np.int64)
     counts[coloured] = SPAN_PIECES
@@ -281,20 +215,20 @@ def _coloured(table: _Table, vocab: Vocabulary, act: np.ndarray, effect: np.ndar
     r_a = np.rint(np.where(exact, a, 0) * 100).astype(np.int64)
     r_e = np.rint(np.where(exact, e_colour, 0) * 100).astype(np.int64)
     spans = np.stack([
-        np.where(is_max, _OPEN_MAX, _OPEN),
-        np.where(has_effect, vocab.offset["act_effect"] + r_a, np.where(act64 > 0, vocab.offset["act"] + r_a, _EMPTY)),
-        np.where(has_effect, vocab.offset["effect"] + 2 * r_e + (e < 0), _EMPTY),
-        np.where(np.signbit(act64), _TITLE_MINUS, _TITLE),
-        np.where(act64 == 0, _ZERO_DIGIT, act_digits),
-        np.where(has_effect, np.where(e < 0, _EFFECT_MINUS, _EFFECT_PLUS), _EMPTY),
-        np.where(has_effect, effect_digits, _EMPTY),
+        np.where(is_max, OPEN_MAX, OPEN),
+        np.where(has_effect, vocab.offset["act_effect"] + r_a, np.where(act64 > 0, vocab.offset["act"] + r_a, EMPTY)),
+        np.where(has_effect, vocab.offset["effect"] + 2 * r_e + (e < 0), EMPTY),
+        np.where(np.signbit(act64), TITLE_MINUS, TITLE),
+        np.where(act64 == 0, ZERO_DIGIT, act_digits),
+        np.where(has_effect, np.where(e < 0, EFFECT_MINUS, EFFECT_PLUS), EMPTY),
+        np.where(has_effect, effect_digits, EMPTY),
         vocab.offset["closed"] + entry], axis=1)
     hard = np.flatnonzero(~exact)
     if hard.size:  # the definition itself
         effects = e.tolist() if effect is not None else None
         whole = [token_span(vocab.escaped[entry[i]], float(act[i]), effects[i] if effects else None, bool(is_max[i]),
                             *inverses[i].tolist()).encode() for i in hard.tolist()]
-        spans[hard] = _EMPTY
+        spans[hard] = EMPTY
         spans[hard, 0] = table.add(whole) + np.arange(len(whole))
     return spans
 
@@ -312,7 +246,7 @@ def _digits(x: np.ndarray, p: int, offset: int) -> tuple[np.ndarray, np.ndarray]
         e = np.where(m >= 10 ** p, e + 1, np.where(m < 10 ** (p - 1), e - 1, e))
     m = np.rint(magnitude * _POWERS[p - 1 - np.clip(e, -4, p - 1)]).astype(np.int64)
     fixed = (e >= -4) & (e < p) & (m >= 10 ** (p - 1)) & (m < 10 ** p) & np.isfinite(x)
-    return np.where(fixed, offset + (e + 4) * 9 * 10 ** (p - 1) + m - 10 ** (p - 1), _EMPTY), fixed
+    return np.where(fixed, offset + (e + 4) * 9 * 10 ** (p - 1) + m - 10 ** (p - 1), EMPTY), fixed
 
 
 def _unambiguous(x: np.ndarray) -> np.ndarray:

@@ -6,7 +6,8 @@ import numpy as np
 from sqlalchemy import select
 
 from app.present.unit_sections import fill_windows, render_sections, without_windows
-from app.present.window_batch import vocabulary, windows_html, windows_json
+from app.present.window_batch import windows_html, windows_json
+from app.present.window_pieces import vocabulary
 from app.present.windows import window_html
 from app.read.queries.unit import unit_view
 from app.read.unit_data import PROXY_ARRAYS, example, unit_data

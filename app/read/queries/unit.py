@@ -8,7 +8,8 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from app.present import unit_sections
-from app.present.window_batch import Vocabulary, windows_html, windows_json
+from app.present.window_batch import windows_html, windows_json
+from app.present.window_pieces import Vocabulary
 from app.read.cache import Cache
 from app.read.queries.bases import BasisRecord, ModelRecord, NotFound, check_unit, resolve, summary
 from app.read.queries.explanations import explanations_state, newest_explanation, unit_explanations
