@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import threading
 from functools import lru_cache
 from typing import Collection, Mapping, NamedTuple, Sequence
 
@@ -23,6 +22,7 @@ from app.present.templating import configure, format_number
 from app.read.proxy_schemas import best_proxy
 from app.read.schemas import Interval, LogitToken, ProxyStat, UnitData
 from app.resources import resource
+from app.zstd_codecs import zstd_codecs
 from sae.analysis.proxy_scores import BUCKETS as PROXY_BUCKETS
 
 HOT = "rgb(235,110,20)"
@@ -36,16 +36,6 @@ TEMPLATES_HASH = hashlib.sha256(b"".join((_TEMPLATES / name).read_bytes()
 _WINDOWS_MARKER = re.compile(rb"<!--windows (\d+)-->")  # render_sections's: where a group's windows go
 SEPARATOR = "<!--section-->"  # a section placeholder in a rendered page; escaped data never holds "<"
 _SEPARATOR_BYTES = SEPARATOR.encode()
-_CODECS = threading.local()  # zstd contexts are not thread-safe: one pair per thread (pages render in a thread pool)
-
-
-def _codecs() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
-    """Return this thread's zstd contexts: level 1, within 3% of level 3's size (and of zlib's level 6) on unit
-    pages, packing 1.4x faster than level 3 (ingest packs ~270 kB a unit), unpacking as fast."""
-    codecs = getattr(_CODECS, "pair", None)
-    if codecs is None:
-        codecs = _CODECS.pair = (zstandard.ZstdCompressor(level=1), zstandard.ZstdDecompressor())
-    return codecs
 
 
 class Sections(NamedTuple):
@@ -218,14 +208,14 @@ def pack_parts(data_json: bytes, sections: Sequence[str | bytes]) -> bytes:
     """Return the stored form of a unit from its UnitData's JSON and its Sections, str or UTF-8 (`pack`)."""
     parts = [data_json, *(part if isinstance(part, bytes) else part.encode() for part in sections)]
     header = f"{FORMAT} {TEMPLATES_HASH} {' '.join(str(len(p)) for p in parts)}\n".encode()
-    return _codecs()[0].compress(b"".join([header, *parts]))
+    return zstd_codecs()[0].compress(b"".join([header, *parts]))
 
 
 def unpack(blob: bytes | None) -> Stored:
     """Return what `pack` stored (parts of another FORMAT, damaged or absent are None; sections rendered by other
     templates are None)."""
     try:
-        raw = _codecs()[1].decompress(blob) if blob else b""
+        raw = zstd_codecs()[1].decompress(blob) if blob else b""
         head, _, rest = raw.partition(b"\n")
         fmt, templates, *lengths = head.decode().split(" ")
         if int(fmt) != FORMAT or len(lengths) != 4:

@@ -6,7 +6,6 @@ vocabulary (`Vocabulary`) so that rendering a window is gathering table entries.
 from __future__ import annotations
 
 import copy
-from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -99,8 +98,3 @@ class Vocabulary:
         wider.pieces = np.concatenate([self.pieces, objects(listed([str(i).encode() for i in range(largest + 1)]))])
         wider.ids = largest + 1
         return wider
-
-
-@lru_cache(maxsize=2)
-def vocabulary(strings: tuple[str, ...]) -> Vocabulary:
-    return Vocabulary(strings)

@@ -105,7 +105,8 @@ def unit_data(unit, windows: Sequence[WindowRow], strings: Sequence[str], contex
     a stored one) and of its other analysis fields (`analysis_fields`; without them, their defaults). `windows` are
     its stored windows: top windows by rank, then interval samples by interval and rank. Every interval is listed, an
     empty one with count 0 and no samples (none for a unit that never fired); `contains_pct` is the interval's share
-    of the unit's firing tokens."""
+    of the unit's firing tokens. `max_abs_effect` comes from `windows` unless `analysis` gives it (a UnitData built
+    without its windows, as stored)."""
     top: list[Example] = []
     samples: dict[int, list[Example]] = {}
     windows = [w for w in windows if w.kind in OPEN_KINDS]  # the review sample is never a page's
@@ -123,5 +124,5 @@ def unit_data(unit, windows: Sequence[WindowRow], strings: Sequence[str], contex
         act_hist=Histogram.model_construct(edges=unit.act_hist["edges"], counts=unit.act_hist["counts"]),
         logit_hist=Histogram.model_construct(edges=unit.logit_hist["edges"], counts=unit.logit_hist["counts"]),
         top_logits=logit_tokens(unit.top_logits, strings), bottom_logits=logit_tokens(unit.bottom_logits, strings),
-        top_examples=top, intervals=intervals, max_abs_effect=max_abs_effect([w.effects for w in windows]),
-        **(analysis or {}))
+        top_examples=top, intervals=intervals,
+        **{"max_abs_effect": max_abs_effect([w.effects for w in windows]), **(analysis or {})})

@@ -6,34 +6,25 @@ app/present/unit_sections.py); only blind review items read the review sample (a
 
 from __future__ import annotations
 
-import threading
 from typing import NamedTuple
 
 import numpy as np
-import zstandard
 
 from app.store.models import OPEN_KINDS, REVIEW_KINDS, Example
+from app.zstd_codecs import zstd_codecs
 
 EXAMPLE_COLUMNS = ("unit_id", "kind", "n", "width", "buckets", "values", "token_ids", "activations", "effects",
                    "codec")
 WINDOW_COLUMNS = (Example.kind, Example.n, Example.width, Example.buckets, Example.values, Example.token_ids,
                   Example.activations, Example.effects, Example.codec)  # what `unpack_rows` reads
 ZSTD = 1  # Example.codec of rows whose window arrays are zstd frames (0: as they are, written before 0012)
-_CODECS = threading.local()  # zstd contexts are not thread-safe: one pair per thread
-
-
-def _codecs() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
-    pair = getattr(_CODECS, "pair", None)
-    if pair is None:
-        pair = _CODECS.pair = (zstandard.ZstdCompressor(level=1), zstandard.ZstdDecompressor())
-    return pair
+PAGE_ORDER = (Example.kind.desc(),)  # top windows (each row in rank order), then samples (by interval, then rank)
+OPEN = Example.kind.in_(OPEN_KINDS)  # every read of a unit's page's windows filters by it
 
 
 def decoded(blob: bytes | None, codec: int) -> bytes | None:
     """Return a stored window array's bytes as the analysis wrote them."""
-    return _codecs()[1].decompress(blob) if blob is not None and codec == ZSTD else blob
-PAGE_ORDER = (Example.kind.desc(),)  # top windows (each row in rank order), then samples (by interval, then rank)
-OPEN = Example.kind.in_(OPEN_KINDS)  # every read of a unit's page's windows filters by it
+    return zstd_codecs()[1].decompress(blob) if blob is not None and codec == ZSTD else blob
 
 
 class WindowRow(NamedTuple):
@@ -108,7 +99,7 @@ def packed_rows(windows: list[Windows], unit_ids: np.ndarray) -> list[tuple]:
     together in chunk_windows's order of kinds, their window arrays zstd-compressed (level 1: ~0.15 ms a unit, and
     ingest writes 2-4.6x fewer bytes); `unit_ids[unit index]` is each unit's row id."""
     rows, units = [], []
-    compress = _codecs()[0].compress
+    compress = zstd_codecs()[0].compress
     for w in windows:
         m = len(w.units)
         if not m:

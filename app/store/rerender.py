@@ -72,7 +72,7 @@ def _render_chunk(sessions, ids: list[int], model_name: str, strings: list[str],
         out = []
         for unit in units:
             windows = open_batch(row_windows(rows[unit.id]))
-            data = unit_data(unit, [], strings, before, {"proxies": proxies.get(unit.index, [])})
-            data = data.model_copy(update={"max_abs_effect": windows.max_abs_effect()})
+            data = unit_data(unit, [], strings, before, {"proxies": proxies.get(unit.index, []),
+                                                         "max_abs_effect": windows.max_abs_effect()})
             out.append({"unit_id": unit.id, "sections": pack(data, model_name, windows.groups_of(0))})
         return out

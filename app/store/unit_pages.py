@@ -28,8 +28,7 @@ def add_sections(units: list[dict], windows: list[Windows], analysis: list[dict]
     for u, g in set(zip((batch.units - start).tolist(), batch.groups.tolist())):
         groups[u].add(g)
     for row, fields, effect_scale, present in zip(units, analysis, largest, groups):
-        data = unit_data(SimpleNamespace(**row), [], strings, before, fields)
-        data = data.model_copy(update={"max_abs_effect": effect_scale})
+        data = unit_data(SimpleNamespace(**row), [], strings, before, {**fields, "max_abs_effect": effect_scale})
         row["sections"] = pack_parts(data.model_dump_json().encode(), render_sections(data, model_name, present))
 
 

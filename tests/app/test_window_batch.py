@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from app.present.unit_sections import fill_windows, render_sections, without_windows
 from app.present.window_batch import windows_html, windows_json
-from app.present.window_pieces import vocabulary
+from app.present.window_pieces import Vocabulary
 from app.present.windows import window_html
 from app.read.queries.unit import unit_view
 from app.read.unit_data import PROXY_ARRAYS, example, unit_data
@@ -23,6 +23,7 @@ from app.store.vocabulary import token_strings
 STRINGS = ["\n", "    ", " ", "\t", "\r\n", "<", ">", "&", '"', "'", "</span>", "\x00", "\u2028é", "  x", "a\n  ",
            "\\", "Δ", "def", " \n", "\t\t"]
 BEFORE, W = 4, 9
+VOCAB = Vocabulary(STRINGS)
 
 
 def _windows(rng: np.random.Generator, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -53,8 +54,8 @@ def test_batch_is_the_one_window_json_and_html_byte_for_byte():
     scales = {0: (2.5, 1.7), 1: (0.0, None), 2: (3.0, 0.0), 3: (1.0, 2.0), 4: (2.5, 1.7), 5: (1e-30, 1e-30)}
     for with_effects in (True, False):
         batch = Batch(ids, acts, effects if with_effects else None, values, units, groups)
-        made_json = windows_json(batch, vocabulary(tuple(STRINGS)), BEFORE)
-        made_html = windows_html(batch, scales, vocabulary(tuple(STRINGS)), BEFORE)
+        made_json = windows_json(batch, VOCAB, BEFORE)
+        made_html = windows_html(batch, scales, VOCAB, BEFORE)
         expected: dict[tuple[int, int], tuple[list, list]] = {}
         for i in range(len(ids)):
             e = example(float(values[i]), ids[i].tobytes(), acts[i].tobytes(),
@@ -81,7 +82,7 @@ def test_colours_near_rounding_ties_are_the_definitions():
         acts = np.nextafter(acts, acts + rng.integers(-1, 2, (m, W)).astype(np.float32))
     effects = np.where(rng.random((m, W)) < 0.5, acts * np.float32(-0.7), 0).astype(np.float32)
     batch = Batch(ids, acts, effects, np.ones(m, np.float32), np.zeros(m, int), np.repeat(np.arange(8), m // 8))
-    made = windows_html(batch, {0: (2.5, 1.75)}, vocabulary(tuple(STRINGS)), BEFORE)
+    made = windows_html(batch, {0: (2.5, 1.75)}, VOCAB, BEFORE)
     for g in range(8):
         expected = "".join(window_html(1.0, e.shown, e.acts, e.effects, e.max_position, 2.5, 1.75)
                            for i in range(g * m // 8, (g + 1) * m // 8)
@@ -102,7 +103,7 @@ def test_numbers_of_every_magnitude_are_the_definitions():
     acts[: len(edges), 0], acts[: len(edges), 1] = edges, -edges
     effects = (acts * rng.choice(np.float32([-1, 1, 1e-3, 1e5]), (m, W))).astype(np.float32)
     batch = Batch(ids, acts, effects, np.ones(m, np.float32), np.zeros(m, int), np.zeros(m, int))
-    made = windows_html(batch, {0: (7.5, 0.3)}, vocabulary(tuple(STRINGS)), BEFORE)
+    made = windows_html(batch, {0: (7.5, 0.3)}, VOCAB, BEFORE)
     expected = "".join(window_html(1.0, e.shown, e.acts, e.effects, e.max_position, 7.5, 0.3) for i in range(m)
                        for e in [example(1.0, ids[i].tobytes(), acts[i].tobytes(), effects[i].tobytes(), STRINGS,
                                          BEFORE)])

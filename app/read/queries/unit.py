@@ -88,9 +88,9 @@ def view(session: Session, b: BasisRecord, m: ModelRecord, index: int, model_par
     data_json, sections = unit_sections.unpack(blob)
     before = context_before(b.config)
     if data_json is None:
-        data = unit_data(session.get(Unit, unit_id), [], vocabulary(session, b), before,
-                         {"proxies": unit_proxy_stats(session, b.id, [index]).get(index, [])})
-        data_json = data.model_copy(update={"max_abs_effect": windows.max_abs_effect()}).model_dump_json().encode()
+        data_json = unit_data(session.get(Unit, unit_id), [], vocabulary(session, b), before,
+                              {"proxies": unit_proxy_stats(session, b.id, [index]).get(index, []),
+                               "max_abs_effect": windows.max_abs_effect()}).model_dump_json().encode()
     if sections is None:
         data = UnitData.model_validate_json(data_json)
         sections = tuple(part.encode() for part in unit_sections.render_sections(data, m.name, windows.groups_of(0)))
