@@ -85,7 +85,7 @@ def worker_split(run: Path, units: int = 1024) -> dict[str, float]:
 
     for module, name in ((chunks, "unit_rows"), (chunks, "chunk_windows"), (chunks, "packed_rows"),
                          (unit_data, "analysis_fields_of"), (unit_pages, "unit_data"),
-                         (unit_pages, "render_sections"), (unit_pages, "pack_parts"), (unit_pages, "proxy_rows")):
+                         (unit_pages, "render_sections"), (unit_pages, "pack_parts"), (chunks, "proxy_columns")):
         timed(module, name)
     chunks._set_strings(json.loads((run / "corpus" / "token_strings.json").read_text()))
     npz = run / "analysis" / "sae" / "units.npz"

@@ -15,6 +15,7 @@ import numpy as np
 from app.read.schemas import Example, Histogram, Interval, LogitToken, ProxyStat, UnitData
 from app.read.windows import decode_window, max_abs_effect, visible_token
 from app.store.models import OPEN_KINDS, TOP_TOKENS_SEPARATOR
+from app.store.proxy_columns import STATS
 from sae.analysis.config import AnalysisConfig
 
 if TYPE_CHECKING:
@@ -60,8 +61,6 @@ def example(value: float, token_ids: bytes, activations: bytes, effects: bytes |
 BUILT = frozenset({"firing_count", "density", "max_activation", "mean_activation", "top_token_entropy", "act_hist",
                    "logit_hist", "top_logits", "bottom_logits", "top_examples", "intervals", "max_abs_effect",
                    "proxies"})
-PROXY_ARRAYS = {"corr": "proxy_corr", "corr_pos": "proxy_corr_pos", "fire_share": "proxy_fire_share",
-                "act_share": "proxy_act_share", "recall": "proxy_recall"}  # ProxyStat field -> units.npz array
 
 
 def analysis_fields(arrays: Mapping[str, np.ndarray], u: int) -> dict:
@@ -89,14 +88,32 @@ def proxy_stats(arrays: Mapping[str, np.ndarray], u: int) -> list[ProxyStat]:
 
 def proxy_stats_of(arrays: Mapping[str, np.ndarray], start: int, stop: int) -> list[list[ProxyStat]]:
     """Return the ProxyStat lists of units [start, stop), reading each array once."""
-    values = {field: [[None if v != v else v for v in row] for row in arrays[name][start:stop].tolist()]
-              for field, name in PROXY_ARRAYS.items()}
-    counts = arrays["proxy_hist_counts"][start:stop].tolist()  # [U, K, I, B]
-    acts = np.round(arrays["proxy_hist_acts"][start:stop].astype(np.float64), 3).tolist()
-    names = [str(name) for name in arrays["proxy_names"]]
-    return [[ProxyStat.model_construct(name=name, hist_counts=counts[i][k], hist_acts=acts[i][k],
-                                       **{field: v[i][k] for field, v in values.items()})
-             for k, name in enumerate(names)] for i in range(stop - start)]
+    stats = np.stack([arrays[name][start:stop] for name in STATS.values()], axis=-1)
+    return proxy_stat_lists([str(name) for name in arrays["proxy_names"]], stats,
+                            arrays["proxy_hist_counts"][start:stop], arrays["proxy_hist_acts"][start:stop])
+
+
+def stat_values(stats: np.ndarray) -> dict[str, list]:
+    """Return {ProxyStat field: its values as (nested) lists, None where NaN} of statistics [..., len(STATS)]."""
+    values = {}
+    for i, field in enumerate(STATS):
+        column = stats[..., i]
+        shown = column.astype(object)
+        shown[np.isnan(column)] = None
+        values[field] = shown.tolist()
+    return values
+
+
+def proxy_stat_lists(names: Sequence[str], stats: np.ndarray, counts: np.ndarray,
+                     acts: np.ndarray) -> list[list[ProxyStat]]:
+    """Return each unit's ProxyStat list from its statistics [U, K, len(STATS)] (NaN: undefined), its stacked
+    histograms' counts and activation sums [U, K, I, B] (sums shown to 3 decimals), K proxies named `names`: one
+    definition for ingest (units.npz) and for a UnitData rebuilt from the database (app.read.unit_proxies)."""
+    values = stat_values(stats)
+    counts, acts = counts.tolist(), np.round(acts.astype(np.float64), 3).tolist()
+    return [[ProxyStat.model_construct(name=name, hist_counts=counts[u][k], hist_acts=acts[u][k],
+                                       **{field: v[u][k] for field, v in values.items()})
+             for k, name in enumerate(names)] for u in range(len(counts))]
 
 
 def unit_data(unit, windows: Sequence[WindowRow], strings: Sequence[str], context_before: int,

@@ -1,23 +1,31 @@
-"""Units' proxy statistics as stored in `unit_proxy`: what rebuilds a UnitData's `proxies` from the database alone
-(the unit page of a stale stored form, `monoscope db render`), equal to what ingest built from units.npz."""
+"""Units' proxy statistics as stored in their rows (app.store.proxy_columns): what rebuilds a UnitData's `proxies`
+from the database alone (the unit page of a stale stored form, `monoscope db render`), equal to what ingest built from
+units.npz."""
 
 from __future__ import annotations
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.read.schemas import ProxyStat
-from app.read.unit_data import PROXY_ARRAYS
-from app.store.models import UnitProxy
+from app.read.unit_data import proxy_stat_lists
+from app.store.models import Basis, Unit
+from app.store.proxy_columns import hists, stats_array
+
+
+def proxy_names(basis: Basis) -> list[str]:
+    """Return a basis's proxies in the analysis's order: the order of its units' packed statistics."""
+    return [p["name"] for p in (basis.config or {}).get("proxies", [])]
 
 
 def unit_proxy_stats(session: Session, basis_id: int, indexes: list[int]) -> dict[int, list[ProxyStat]]:
     """Return {unit index: its ProxyStat list in the analysis's order} for the given units of one basis."""
-    rows = session.execute(select(UnitProxy).where(UnitProxy.basis_id == basis_id, UnitProxy.unit_index.in_(indexes))
-                           .order_by(UnitProxy.unit_index, UnitProxy.position)).scalars()
-    out: dict[int, list[ProxyStat]] = {}
-    for r in rows:
-        out.setdefault(r.unit_index, []).append(ProxyStat.model_construct(
-            name=r.proxy, **{f: getattr(r, f) for f in PROXY_ARRAYS}, hist_counts=r.hist_counts,
-            hist_acts=r.hist_acts))
-    return out
+    rows = session.execute(select(Unit.index, Unit.proxy_stats, Unit.proxy_hists).where(
+        Unit.basis_id == basis_id, Unit.index.in_(indexes), Unit.proxy_stats.is_not(None))).all()
+    if not rows:
+        return {}
+    unpacked = [hists(r.proxy_hists) for r in rows]
+    lists = proxy_stat_lists(proxy_names(session.get(Basis, basis_id)), stats_array([r.proxy_stats for r in rows]),
+                             np.stack([h.counts for h in unpacked]), np.stack([h.acts for h in unpacked]))
+    return {r.index: stats for r, stats in zip(rows, lists)}

@@ -6,9 +6,9 @@ set last; a failure anywhere rolls back to the previous version, which readers k
 PostgreSQL MVCC). The basis row keeps its id across re-ingests, so labels and reviews stay attached.
 Links point at other bases, so an SAE's links are inserted once every basis of the run is in; every link belongs to
 its SAE's version, so re-ingesting the neuron basis carries its units' links over to the new rows (a later failed
-SAE ingest then still finds its links in both directions). Unit, example (one per unit and kind, its windows packed),
-proxy and link rows go in through the driver (COPY on PostgreSQL; app/store/bulk.py); analysis arrays are
-memory-mapped (app/store/npz.py), so memory stays bounded.
+SAE ingest then still finds its links in both directions). Unit (with its proxy statistics), example (one per unit and
+kind, its windows packed) and link rows go in through the driver (COPY on PostgreSQL; app/store/bulk.py); analysis
+arrays are memory-mapped (app/store/npz.py), so memory stays bounded.
 A run rebuilt with another vocabulary hides its model's bases until each is ingested again (their token ids would
 read as the wrong strings). Folders whose names start with a dot are a killed analysis's leftovers and are skipped.
 """
@@ -23,7 +23,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.store.bulk import insert_rows
-from app.store.chunks import PROXY_COLUMNS, UNIT_COLUMNS, Chunks
+from app.store.chunks import UNIT_COLUMNS, Chunks
 from app.store.db import checkpoint, session_factory
 from app.store.example_rows import EXAMPLE_COLUMNS
 from app.store.models import (
@@ -35,7 +35,6 @@ from app.store.models import (
     Token,
     Unit,
     UnitLink,
-    UnitProxy,
 )
 from app.store.npz import read_npz
 from sae.conventions import NEURON_BASIS
@@ -91,6 +90,8 @@ def ingest_basis(session: Session, model: Model, basis_dir: Path, chunks: Chunks
     n_units = int(meta["n_units"])
     if len(arrays.get("firing_count", ())) != n_units:
         raise MonoscopeError(f"{basis_dir}/units.npz does not hold {n_units} units: run `monoscope analyze --force`")
+    if "proxy_names" in arrays and arrays["proxy_names"].tolist() != [p["name"] for p in meta.get("proxies", [])]:
+        raise MonoscopeError(f"{basis_dir}: basis.json's proxies are not units.npz's: run `monoscope analyze --force`")
     basis = session.scalar(select(Basis).where(Basis.model_id == model.id, Basis.name == meta["name"]))
     fields = dict(kind=meta["kind"], hook_name=meta["hook_name"], n_units=n_units, d_in=int(meta["d_in"]),
                   architecture=(meta.get("sae") or {}).get("architecture"), metrics=meta["metrics"],
@@ -116,7 +117,6 @@ def ingest_basis(session: Session, model: Model, basis_dir: Path, chunks: Chunks
         session.execute(delete(Unit).where(Unit.basis_id == basis.id))  # examples and links cascade
     session.flush()
     before = int(meta["context_before"])
-    session.execute(delete(UnitProxy).where(UnitProxy.basis_id == basis.id))
     for chunk in chunks.of(basis_dir / "units.npz", basis.id, model.name, before, n_units):
         insert_rows(session.connection(), Unit.__table__, UNIT_COLUMNS, chunk.units)
         start, stop = chunk.units[0][1], chunk.units[-1][1] + 1
@@ -125,7 +125,6 @@ def ingest_basis(session: Session, model: Model, basis_dir: Path, chunks: Chunks
             unit_ids[index] = unit_id
         insert_rows(session.connection(), Example.__table__, EXAMPLE_COLUMNS,
                     [(int(unit_ids[index]), *rest) for index, *rest in chunk.examples])
-        insert_rows(session.connection(), UnitProxy.__table__, PROXY_COLUMNS, chunk.proxies)
     if carried:
         unit_ids = _unit_ids(session, basis.id)
         insert_rows(session.connection(), UnitLink.__table__, ("unit_id", *(f.key for f in LINK_FIELDS)),

@@ -114,26 +114,9 @@ class Unit(Base):
     # its UnitData and the page sections rendered from it (app.present.unit_sections.pack); None: ingested before
     # revision 0006. Deferred: only the unit page and its twin read it.
     sections: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
-
-
-class UnitProxy(Base):
-    """One unit's statistics against one specificity proxy (sae/analysis/proxy_stats.py), keyed by (basis, unit
-    index) like labels; re-ingesting the basis replaces them. NULL where undefined (a unit that never varies)."""
-
-    __tablename__ = "unit_proxy"
-    __table_args__ = (UniqueConstraint("basis_id", "proxy", "unit_index"),)
-    id: Mapped[int] = mapped_column(primary_key=True)
-    basis_id: Mapped[int] = mapped_column(ForeignKey("basis.id", ondelete="CASCADE"))
-    unit_index: Mapped[int] = mapped_column(Integer)
-    position: Mapped[int] = mapped_column(Integer)  # the proxy's place in the analysis's list
-    proxy: Mapped[str] = mapped_column(String(300))
-    corr: Mapped[float | None] = mapped_column(Float)  # Pearson of activation with the score
-    corr_pos: Mapped[float | None] = mapped_column(Float)  # ... with the score thresholded at 0 (the headline)
-    fire_share: Mapped[float | None] = mapped_column(Float)  # share of its firing tokens that are proxy-positive
-    act_share: Mapped[float | None] = mapped_column(Float)  # the same, activation-weighted
-    recall: Mapped[float | None] = mapped_column(Float)  # share of proxy-positive tokens on which it fires
-    hist_counts: Mapped[list] = mapped_column(JSON)  # [interval][bucket] firing tokens (the stacked histogram)
-    hist_acts: Mapped[list] = mapped_column(JSON)  # [interval][bucket] their activation sums (expected value)
+    # its statistics against the specificity proxies (app.store.proxy_columns; None: an analysis without proxies)
+    proxy_stats: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    proxy_hists: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
 
 OPEN_KINDS = ("top", "interval")  # windows the unit's page, its twin and the export show

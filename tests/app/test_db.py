@@ -192,3 +192,52 @@ def test_examples_are_stored_compressed_and_the_downgrade_decompresses_them(anal
     upgrade(database_url)
     again, codecs = windows()
     assert codecs == {0} and again == stored
+
+
+def test_proxy_rows_become_unit_columns_and_the_downgrade_restores_them(database_url):
+    """Revision 0013 packs a unit's `unit_proxy` rows (one per proxy) into its row's two proxy columns, which the read
+    model unpacks to the same ProxyStat values; its downgrade restores the rows as they were (NULL stays NULL, the
+    activation sums keep their stored decimals)."""
+    import json
+
+    import numpy as np
+    from sqlalchemy import text
+
+    from app.read.unit_proxies import unit_proxy_stats
+    from app.store.db import session_factory
+
+    upgrade(database_url, "0012")
+    engine = make_engine(database_url)
+    rows = []  # (unit_index, position, proxy, corr, corr_pos, fire_share, act_share, recall, counts, acts)
+    for index in (0, 2):
+        for position, proxy in enumerate(("comment", "digits")):
+            stats = [0.25 * (index + 1), None if position else -0.5, 0.125, 1.0, 3e-8]
+            counts = [[index, position, 7, 0], [1, 2, 3, 4]]
+            acts = [[0.125, 12345.679, 0.0, 1.5], [2.0, 0.001, 7.25, 99999.999]]
+            rows.append((index, position, proxy, *stats, counts, acts))
+    with engine.begin() as c:
+        _model_and_basis(c)
+        c.execute(text("UPDATE basis SET config = :c"),
+                  {"c": json.dumps({"proxies": [{"name": "comment"}, {"name": "digits"}]})})
+        for unit_id in (1, 2, 3):
+            _unit(c, unit_id)
+        for r in rows:
+            c.execute(text("INSERT INTO unit_proxy (basis_id, unit_index, position, proxy, corr, corr_pos, "
+                           "fire_share, act_share, recall, hist_counts, hist_acts) VALUES (1, :u, :p, :n, :c, :cp, "
+                           ":f, :a, :r, :hc, :ha)"),
+                      dict(zip(("u", "p", "n", "c", "cp", "f", "a", "r"), r[:8]), hc=json.dumps(r[8]),
+                           ha=json.dumps(r[9])))
+    upgrade(database_url)
+    with session_factory(database_url)() as session:
+        stats = unit_proxy_stats(session, 1, [0, 1, 2])
+    assert sorted(stats) == [0, 2]  # unit 1 had no rows: no proxies
+    got = [(i, k, p.name, p.corr, p.corr_pos, p.fire_share, p.act_share, p.recall, p.hist_counts, p.hist_acts)
+           for i in (0, 2) for k, p in enumerate(stats[i])]
+    assert got == [(*r[:3], *(None if v is None else float(np.float32(v)) for v in r[3:8]), *r[8:]) for r in rows]
+    downgrade(database_url, "0012")
+    with engine.connect() as c:
+        back = c.execute(text("SELECT unit_index, position, proxy, corr, corr_pos, fire_share, act_share, recall, "
+                              "hist_counts, hist_acts FROM unit_proxy ORDER BY unit_index, position")).all()
+    assert [(*r[:8], json.loads(r[8]) if isinstance(r[8], str) else r[8],
+             json.loads(r[9]) if isinstance(r[9], str) else r[9]) for r in back] == \
+        [(*r[:3], *(None if v is None else float(np.float32(v)) for v in r[3:8]), *r[8:]) for r in rows]

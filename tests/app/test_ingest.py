@@ -162,7 +162,8 @@ def test_cli_ingest_and_bad_input(analysed_run, tmp_path):
 
 def _stored(url: str) -> tuple[list, list]:
     with session_factory(url)() as session:
-        units = session.execute(select(Basis.name, Unit.index, Unit.sections, Unit.top_tokens, Unit.act_hist)
+        units = session.execute(select(Basis.name, Unit.index, Unit.sections, Unit.top_tokens, Unit.act_hist,
+                                       Unit.proxy_stats, Unit.proxy_hists)
                                 .join(Basis).order_by(Basis.name, Unit.index)).all()
         examples = session.execute(select(Basis.name, Unit.index, Example.kind, Example.n, Example.width,
                                           Example.buckets, Example.values, Example.token_ids, Example.activations,
@@ -187,6 +188,27 @@ def test_chunks_made_by_worker_processes_are_the_ones_this_process_makes(analyse
     n_units = sum(len(load_units(analysed_run, b)["density"]) for b in ("neurons", SAE_NAME))
     assert len(serial[0]) == n_units > 2 * 16 and len(serial[1]) > 0
     assert parallel == serial
+
+
+def test_making_a_chunk_leaves_the_cycle_collector_as_it_found_it(analysed_run):
+    """make_chunk pauses Python's cycle collector while it works (app/store/chunks.py) and restores it, also when the
+    chunk fails, and leaves a collector someone else paused paused."""
+    import gc
+
+    from app.store.chunks import make_chunk
+
+    npz = analysed_run / "analysis" / "neurons" / "units.npz"
+    assert gc.isenabled()
+    assert len(make_chunk(npz, 1, "m", 2, 0, 3).units) == 3 and gc.isenabled()
+    with pytest.raises(MonoscopeError):
+        make_chunk(analysed_run / "missing.npz", 1, "m", 2, 0, 3)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        make_chunk(npz, 1, "m", 2, 0, 3)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_ingest_refuses_no_workers_in_one_line(monkeypatch, capsys, analysed_run, tmp_path):

@@ -10,9 +10,9 @@ from app.present.window_batch import windows_html, windows_json
 from app.present.window_pieces import Vocabulary
 from app.present.windows import window_html
 from app.read.queries.unit import unit_view
-from app.read.unit_data import PROXY_ARRAYS, example, unit_data
+from app.read.unit_data import example, proxy_stats_of, unit_data
 from app.read.unit_proxies import unit_proxy_stats
-from app.store.chunks import PROXY_COLUMNS
+from app.store.proxy_columns import STATS, hists, proxy_columns, stats_array
 from app.store.db import session_factory, upgrade
 from app.read.windows import Batch
 from app.store.example_rows import OPEN, PAGE_ORDER, WINDOW_COLUMNS, unpack_rows
@@ -110,8 +110,25 @@ def test_numbers_of_every_magnitude_are_the_definitions():
     assert made[(0, 0)].decode() == expected
 
 
-def test_proxy_rows_have_the_proxy_statistics_columns():
-    assert PROXY_COLUMNS == ("basis_id", "unit_index", "position", "proxy", *PROXY_ARRAYS, "hist_counts", "hist_acts")
+def test_packed_proxy_columns_hold_the_analysis_statistics():
+    """A unit row's proxy columns give back the analysis's arrays exactly (NaN where a statistic is undefined), and
+    an analysis without proxies packs none."""
+    rng = np.random.default_rng(0)
+    arrays = {name: rng.normal(size=(5, 3)).astype(np.float32) for name in STATS.values()}
+    arrays["proxy_corr"][1, 2] = arrays["proxy_recall"][4, 0] = np.nan
+    arrays["proxy_hist_counts"] = rng.integers(0, 1000, (5, 3, 11, 4)).astype(np.int32)
+    arrays["proxy_hist_acts"] = rng.random((5, 3, 11, 4), dtype=np.float32) * 1e4
+    arrays["proxy_names"] = np.array(["a", "b", "c"])
+    packed = proxy_columns(arrays, 1, 5)
+    stats = stats_array([s for s, _ in packed])
+    expected = np.stack([arrays[name][1:5] for name in STATS.values()], axis=-1)
+    assert np.array_equal(stats, expected, equal_nan=True)
+    for u, (_, blob) in enumerate(packed, start=1):
+        unpacked = hists(blob)
+        assert np.array_equal(unpacked.counts, arrays["proxy_hist_counts"][u])
+        assert np.array_equal(unpacked.acts, arrays["proxy_hist_acts"][u].astype(np.float64))
+    assert proxy_stats_of(arrays, 1, 2)[0][2].corr is None and proxy_stats_of(arrays, 4, 5)[0][0].recall is None
+    assert proxy_columns({"proxy_corr": arrays["proxy_corr"]}, 0, 2) == [(None, None), (None, None)]
 
 
 def test_ingested_units_are_what_the_read_model_renders_from_their_rows(analysed_run, tmp_path):

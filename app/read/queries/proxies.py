@@ -1,4 +1,4 @@
-"""The proxy pages' reads: units ranked against a specificity proxy (table `unit_proxy`), and a unit's stacked
+"""The proxy pages' reads: units ranked against a specificity proxy (their rows' `proxy_stats`), and a unit's stacked
 histograms for one proxy (its stored UnitData)."""
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from app.read.queries.bases import NotFound, model_bases, resolve
 from app.read.queries.labels import labels_for
 from app.read.queries.unit import view
 from app.read.schemas import UnitData
+from app.read.unit_data import stat_values
+from app.read.unit_proxies import proxy_names
 from app.read.urls import unit_url
-from app.store.models import Model, UnitProxy
+from app.store.models import Model, Unit
+from app.store.proxy_columns import STATS, stats_array
 from sae.conventions import NEURON_BASIS
-
-COLUMNS = ("corr", "corr_pos", "fire_share", "act_share", "recall")
 
 
 def proxy_ranking(*, session: Session, basis: str | None, proxy: str | None, model: str | None,
@@ -37,16 +38,18 @@ def proxy_ranking(*, session: Session, basis: str | None, proxy: str | None, mod
 
 
 def _ranked(session: Session, b, proxy: str, model_param: str | None, limit: int) -> RankedBasis:
-    rows = session.execute(select(UnitProxy.unit_index, *(getattr(UnitProxy, c) for c in COLUMNS))
-                           .where(UnitProxy.basis_id == b.id, UnitProxy.proxy == proxy)).all()
-    rows.sort(key=lambda r: (r.corr_pos is None, -(r.corr_pos or 0.0), r.unit_index))
+    names = proxy_names(b)
+    stored = session.execute(select(Unit.index, Unit.proxy_stats).where(
+        Unit.basis_id == b.id, Unit.proxy_stats.is_not(None))).all() if proxy in names else []
+    values = stat_values(stats_array([r.proxy_stats for r in stored])[:, names.index(proxy)]) if stored else {}
+    rows = [(r.index, {c: values[c][i] for c in STATS}) for i, r in enumerate(stored)]
+    rows.sort(key=lambda r: (r[1]["corr_pos"] is None, -(r[1]["corr_pos"] or 0.0), r[0]))
     top = rows[:limit]
-    labels = labels_for(session=session, basis_id=b.id, indexes=[r.unit_index for r in top])
-    units = [RankedUnit(basis=b.name, index=r.unit_index, label=labels.get(r.unit_index),
-                        url=unit_url(b.name, r.unit_index, model_param), **{c: getattr(r, c) for c in COLUMNS})
-             for r in top]
+    labels = labels_for(session=session, basis_id=b.id, indexes=[index for index, _ in top])
+    units = [RankedUnit(basis=b.name, index=index, label=labels.get(index), url=unit_url(b.name, index, model_param),
+                        **stats) for index, stats in top]
     return RankedBasis(name=b.name, kind=b.kind, n_units=b.n_units, units=units,
-                       correlations=[round(r.corr_pos, 4) for r in rows if r.corr_pos is not None])
+                       correlations=[round(s["corr_pos"], 4) for _, s in rows if s["corr_pos"] is not None])
 
 
 def _verdict(ranked: list[RankedBasis]) -> str | None:
