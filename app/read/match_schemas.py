@@ -22,6 +22,7 @@ class ControlRef(Schema):
     """The same-LM seed control of a universality pair: how far two bases of one LM that differ only in their seed
     agree, the ceiling a cross-LM figure is read against."""
 
+    model: str = Field(description="The LM whose two dictionaries (or neurons) the control compares.")
     basis: str
     other_basis: str
     median_population: float | None

@@ -106,12 +106,14 @@ def test_what_each_pair_measures_its_seed_control_and_population_figures(matched
     seed, universal = pairs[("alpha", SAE_NAME, "alpha", SEED1)], pairs[("alpha", SAE_NAME, "beta", SAE_NAME)]
     assert seed["relation"] == "seed control" and universal["relation"] == "universality"
     assert pairs[("alpha", SAE_NAME, "alpha", SMALL)]["relation"] == "splitting"
-    assert universal["control"] == {"basis": SAE_NAME, "other_basis": SEED1, "by_definition": False,
+    assert universal["control"] == {"model": "alpha", "basis": SAE_NAME, "other_basis": SEED1, "by_definition": False,
                                     "median_population": seed["median_population"],
                                     "n_population": seed["n_population"]}
     neurons = pairs[("alpha", "neurons", "beta", "neurons")]["control"]
     assert neurons["by_definition"] and neurons["median_population"] == 1.0
-    assert pairs[("beta", SAE_NAME, "alpha", SAE_NAME)]["control"] is None  # beta has no seed control
+    # beta has no seed control of its own: the pair read the other way takes alpha's, named as alpha's
+    assert pairs[("beta", SAE_NAME, "alpha", SAE_NAME)]["control"] == universal["control"]
+    assert pairs[("alpha", SAE_NAME, "alpha", SMALL)]["control"] is None  # splitting has none
     m = dict(np.load(run_a / "analysis" / "matches" / f"{SAE_NAME}--alpha--{SEED1}" / "matches.npz"))
     u = dict(np.load(run_a / "analysis" / SAE_NAME / "units.npz"))
     matched_units = m["a_best"] >= 0
@@ -125,10 +127,13 @@ def test_what_each_pair_measures_its_seed_control_and_population_figures(matched
     findings = httpx.get(site.url + "/api/v1/matches", timeout=30).json()["findings"]
     line = next(f for f in findings if f.startswith(f"{SAE_NAME} (SAE features) of alpha"))
     assert f"agree at {seed['median_population']:.2f}" in line and SEED1 in line
+    back = next(f for f in findings if f.startswith(f"{SAE_NAME} (SAE features) of beta"))
+    assert f"against {SEED1} of alpha" in back and "no seed control" not in back
     assert any("by definition" in f for f in findings)
     assert any("not more universal than neurons" in f for f in findings)  # one LM twice: both are 1
     page = httpx.get(site.url + "/matches", timeout=30).text
     assert 'id="findings"' in page and 'id="bands"' in page and "(by definition)" in page
+    assert f"{SEED1} of alpha)" in page  # the reverse pair's control, named as alpha's
 
 
 def test_feature_families_by_masked_cosine(matched):
@@ -143,6 +148,12 @@ def test_feature_families_by_masked_cosine(matched):
     children = np.bincount(m["family_b"][strong], minlength=32)
     assert split["split_counts"] == np.bincount(np.minimum(children[live], 5), minlength=6).tolist()
     assert next(p for p in pairs if p["basis"] == SMALL)["split_counts"] is None  # only larger against smaller
+    counts = split["split_counts"]
+    finding = next(f for f in httpx.get(site.url + "/api/v1/matches", timeout=30).json()["findings"]
+                   if f.startswith(f"Splitting, {SMALL} into {SAE_NAME}"))
+    assert (f"{counts[5]:,} of {sum(counts):,} features of {SMALL} have 5 or more children, "
+            f"{sum(counts[1:5]):,} have 1 to 4 and {counts[0]:,} none") in finding
+    assert ("does not single out families" in finding) == (counts[5] > sum(counts) / 2)
     parent = int(np.argmax(children))  # the small feature with the most children
     assert children[parent] >= 1
     unit = httpx.get(f"{site.url}/api/v1/bases/{SMALL}/units/{parent}?model=alpha", timeout=30).json()

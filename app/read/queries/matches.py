@@ -102,17 +102,18 @@ _CHILDREN_STORED_BACK = _STRONG.add_columns(Unit.index, func.count()).group_by(U
 
 def _control_for(pair: MatchDistribution, seeds: dict[tuple[str, str], MatchDistribution]) -> ControlRef | None:
     """The same-LM seed control of a universality pair: for neurons, 1 by definition (the same LM has the same
-    neurons); for a dictionary, its seed-control match in the source LM, if one was run."""
+    neurons); for a dictionary, its seed-control match in the source LM, else the target's in the target LM (the
+    same comparison read the other way: `demo --full` trains the second seed on the first LM only), if one was run."""
     if pair.relation != "universality":
         return None
     if pair.kind == "neuron":
-        return ControlRef(basis=pair.basis, other_basis=pair.basis, median_population=1.0, n_population=None,
-                          by_definition=True)
-    seed = seeds.get((pair.model, pair.basis))
+        return ControlRef(model=pair.model, basis=pair.basis, other_basis=pair.basis, median_population=1.0,
+                          n_population=None, by_definition=True)
+    seed = seeds.get((pair.model, pair.basis)) or seeds.get((pair.other_model, pair.other_basis))
     if seed is None:
         return None
-    return ControlRef(basis=seed.basis, other_basis=seed.other_basis, median_population=seed.median_population,
-                      n_population=seed.n_population, by_definition=False)
+    return ControlRef(model=seed.model, basis=seed.basis, other_basis=seed.other_basis,
+                      median_population=seed.median_population, n_population=seed.n_population, by_definition=False)
 
 
 _KIND_WORDS = {"neuron": "neurons", "sae": "SAE features"}
@@ -131,11 +132,14 @@ def _findings(pairs: list[MatchDistribution]) -> list[str]:
         elif p.control is not None and p.control.median_population:
             share = p.median_population / p.control.median_population
             line += (f"; two dictionaries of one LM trained from different seeds agree at {p.control.median_population:.2f}"
-                     f" ({p.control.basis} against {p.control.other_basis}), so this is {share:.0%} of what the recipe "
-                     "itself reproduces")
+                     f" ({p.control.basis} against {p.control.other_basis} of {p.control.model}), so this is "
+                     f"{share:.0%} of what the recipe itself reproduces")
         else:
             line += "; no seed control was run, so the figure has no ceiling to be read against"
         out.append(line + ".")
+    for p in pairs:
+        if p.split_counts and sum(p.split_counts):
+            out.append(_splitting_finding(p))
     for f in (p for p in universal if p.kind == "sae"):
         for n in (p for p in universal if p.kind == "neuron" and (p.model, p.other_model) == (f.model, f.other_model)):
             more = f.median_population > n.median_population
@@ -144,6 +148,19 @@ def _findings(pairs: list[MatchDistribution]) -> list[str]:
                        f"{'' if more else ', unlike the paper'} (the paper: {PAPER['features']} against "
                        f"{PAPER['neurons']}).")
     return out
+
+
+def _splitting_finding(p: MatchDistribution) -> str:
+    """What a splitting pair's family graph says: how many of the smaller dictionary's features have children."""
+    counts, total = p.split_counts, sum(p.split_counts)
+    many, none = counts[-1], counts[0]
+    line = (f"Splitting, {p.other_basis} into {p.basis}: at a masked cosine of {FAMILY_THRESHOLD} or more (the paper's "
+            f"edge), {many:,} of {total:,} features of {p.other_basis} have {MAX_SPLIT} or more children, "
+            f"{total - many - none:,} have 1 to {MAX_SPLIT - 1} and {none:,} none")
+    if many > total / 2:
+        line += ("; most features are joined to many, so at this threshold the graph does not single out families "
+                 "(the paper's families are a few features each)")
+    return line + "."
 
 
 def matches(*, session: Session) -> Matches:
