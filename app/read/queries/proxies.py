@@ -3,6 +3,7 @@ histograms for one proxy (its stored UnitData)."""
 
 from __future__ import annotations
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -38,18 +39,23 @@ def proxy_ranking(*, session: Session, basis: str | None, proxy: str | None, mod
 
 
 def _ranked(session: Session, b, proxy: str, model_param: str | None, limit: int) -> RankedBasis:
+    """A basis's units by corr > 0 against `proxy` (highest first; undefined last; then by index): the first `limit`
+    with their statistics, every defined correlation (rounded) for the distribution."""
     names = proxy_names(b)
     stored = session.execute(select(Unit.index, Unit.proxy_stats).where(
         Unit.basis_id == b.id, Unit.proxy_stats.is_not(None))).all() if proxy in names else []
-    values = stat_values(stats_array([r.proxy_stats for r in stored])[:, names.index(proxy)]) if stored else {}
-    rows = [(r.index, {c: values[c][i] for c in STATS}) for i, r in enumerate(stored)]
-    rows.sort(key=lambda r: (r[1]["corr_pos"] is None, -(r[1]["corr_pos"] or 0.0), r[0]))
-    top = rows[:limit]
-    labels = labels_for(session=session, basis_id=b.id, indexes=[index for index, _ in top])
+    stats = stats_array([r.proxy_stats for r in stored])[:, names.index(proxy)] if stored else np.zeros((0, len(STATS)))
+    indexes = np.array([r.index for r in stored], np.int64)
+    corr_pos = stats[:, list(STATS).index("corr_pos")].astype(np.float64)
+    undefined = np.isnan(corr_pos)
+    order = np.lexsort((indexes, -np.where(undefined, 0.0, corr_pos), undefined))
+    top = order[:limit]
+    values = stat_values(stats[top])
+    labels = labels_for(session=session, basis_id=b.id, indexes=indexes[top].tolist())
     units = [RankedUnit(basis=b.name, index=index, label=labels.get(index), url=unit_url(b.name, index, model_param),
-                        **stats) for index, stats in top]
+                        **{c: values[c][i] for c in STATS}) for i, index in enumerate(indexes[top].tolist())]
     return RankedBasis(name=b.name, kind=b.kind, n_units=b.n_units, units=units,
-                       correlations=[round(s["corr_pos"], 4) for _, s in rows if s["corr_pos"] is not None])
+                       correlations=[round(c, 4) for c in corr_pos[order][~undefined[order]].tolist()])
 
 
 def _verdict(ranked: list[RankedBasis]) -> str | None:
