@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlencode
 
-from app.read.schemas import UnitListParams
+from app.read.unit_list_schemas import UnitListParams
 
 
 def basis_url(basis: str, model_param: str | None) -> str:

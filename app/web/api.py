@@ -12,7 +12,8 @@ from app.read.autointerp_schemas import AutointerpResults
 from app.read.infer_schemas import MAX_INFER_CHARS, STRIP_PATTERN, InferResult
 from app.read.match_schemas import FeatureMap, Matches
 from app.read.proxy_schemas import ProxyRanking, UnitProxyPlots
-from app.read.schemas import BasisSummary, Comparison, Overview, UnitDetail, UnitList
+from app.read.schemas import BasisSummary, Comparison, Overview, UnitDetail
+from app.read.unit_list_schemas import UnitList
 from app.read.steer_schemas import SteerApiQuery, SteerRequest, SteerResult
 from app.read.text_rules import Matching, Text
 from app.web.deps import ModelParam, SessionDep, UnitIndex, UnitListParamsDep, cached_unit_response, run_db

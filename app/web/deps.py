@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.read import queries
-from app.read.schemas import UnitListForm, UnitListParams
+from app.read.unit_list_schemas import UnitListForm, UnitListParams
 from app.read.steer_schemas import SteerQuery
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from app.read.cache import Cache
 from app.read.queries.bases import resolve, summary
 from app.read.queries.explanations import basis_explanations
-from app.read.schemas import UnitList, UnitListParams, UnitRow
+from app.read.unit_list_schemas import UnitList, UnitListParams, UnitRow
 from app.read.unit_data import split_top_tokens
 from app.read.urls import unit_url
 from app.store.labels import newest_labels
