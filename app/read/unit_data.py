@@ -15,7 +15,7 @@ import numpy as np
 from app.read.schemas import Example, Histogram, Interval, LogitToken, ProxyStat, UnitData
 from app.read.windows import decode_window, max_abs_effect, visible_token
 from app.store.models import OPEN_KINDS, TOP_TOKENS_SEPARATOR
-from app.store.proxy_columns import STATS
+from app.store.proxy_columns import STATS, stats_of
 from sae.analysis.config import AnalysisConfig
 
 if TYPE_CHECKING:
@@ -88,8 +88,7 @@ def proxy_stats(arrays: Mapping[str, np.ndarray], u: int) -> list[ProxyStat]:
 
 def proxy_stats_of(arrays: Mapping[str, np.ndarray], start: int, stop: int) -> list[list[ProxyStat]]:
     """Return the ProxyStat lists of units [start, stop), reading each array once."""
-    stats = np.stack([arrays[name][start:stop] for name in STATS.values()], axis=-1)
-    return proxy_stat_lists([str(name) for name in arrays["proxy_names"]], stats,
+    return proxy_stat_lists([str(name) for name in arrays["proxy_names"]], stats_of(arrays, start, stop),
                             arrays["proxy_hist_counts"][start:stop], arrays["proxy_hist_acts"][start:stop])
 
 

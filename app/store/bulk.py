@@ -1,8 +1,9 @@
 """Bulk insert of many plain rows inside the caller's transaction: PostgreSQL COPY, SQLite executemany.
 
-Ingest writes ~5 rows per unit (its row, four of packed example windows) and the links: ~300k for 16,384 features. Through the ORM or Core `insert`, SQLAlchemy spends most of the time building and processing one
-parameter dict per row (measured on 2.5M rows: ~11 s of which the driver needed ~1.5 s); handing tuples to the
-driver directly removes that overhead. The rows go through the same connection, so they commit or roll back with
+Ingest writes ~5 rows per unit (its row, four of packed example windows) and the links: ~300k for 16,384 features.
+Through the ORM or Core `insert`, SQLAlchemy spends most of the time building and processing one parameter dict per
+row (measured on 2.5M rows: ~11 s of which the driver needed ~1.5 s); handing tuples to the driver directly removes
+that overhead. The rows go through the same connection, so they commit or roll back with
 the rest of the basis.
 """
 

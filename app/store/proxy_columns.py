@@ -29,13 +29,18 @@ def proxy_columns(arrays: Mapping[str, np.ndarray], start: int, stop: int) -> li
     unit of an analysis without proxies."""
     if "proxy_names" not in arrays:
         return [(None, None)] * (stop - start)
-    stats = np.stack([arrays[name][start:stop] for name in STATS.values()], axis=-1).astype("<f4")  # [U, K, 5]
+    stats = stats_of(arrays, start, stop).astype("<f4")
     counts = arrays["proxy_hist_counts"][start:stop].astype("<i4")
     acts = arrays["proxy_hist_acts"][start:stop].astype("<f8")
     header = np.array(counts.shape[1:], _HEADER).tobytes()
     compress = zstd_codecs()[0].compress
     return [(stats[u].tobytes(), compress(header + counts[u].tobytes() + acts[u].tobytes()))
             for u in range(stop - start)]
+
+
+def stats_of(arrays: Mapping[str, np.ndarray], start: int, stop: int) -> np.ndarray:
+    """Return units [start, stop)'s statistics [U, K, len(STATS)] from their units.npz arrays."""
+    return np.stack([arrays[name][start:stop] for name in STATS.values()], axis=-1)
 
 
 def stats_array(blobs: list[bytes]) -> np.ndarray:

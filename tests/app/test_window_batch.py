@@ -121,7 +121,7 @@ def test_packed_proxy_columns_hold_the_analysis_statistics():
     arrays["proxy_names"] = np.array(["a", "b", "c"])
     packed = proxy_columns(arrays, 1, 5)
     stats = stats_array([s for s, _ in packed])
-    expected = np.stack([arrays[name][1:5] for name in STATS.values()], axis=-1)
+    expected = np.stack([arrays[name][1:5] for name in STATS.values()], axis=-1)  # the definition, spelt out
     assert np.array_equal(stats, expected, equal_nan=True)
     for u, (_, blob) in enumerate(packed, start=1):
         unpacked = hists(blob)
