@@ -11,12 +11,7 @@ from sqlalchemy.orm import Session
 from app.read.schemas import ProxyStat
 from app.read.unit_data import proxy_stat_lists
 from app.store.models import Basis, Unit
-from app.store.proxy_columns import hists, stats_array
-
-
-def proxy_names(basis: Basis) -> list[str]:
-    """Return a basis's proxies in the analysis's order: the order of its units' packed statistics."""
-    return [p["name"] for p in (basis.config or {}).get("proxies", [])]
+from app.store.proxy_columns import hists, proxy_names, stats_array
 
 
 def unit_proxy_stats(session: Session, basis_id: int, indexes: list[int]) -> dict[int, list[ProxyStat]]:
@@ -26,6 +21,7 @@ def unit_proxy_stats(session: Session, basis_id: int, indexes: list[int]) -> dic
     if not rows:
         return {}
     unpacked = [hists(r.proxy_hists) for r in rows]
-    lists = proxy_stat_lists(proxy_names(session.get(Basis, basis_id)), stats_array([r.proxy_stats for r in rows]),
+    names = proxy_names(session.get(Basis, basis_id).config)
+    lists = proxy_stat_lists(names, stats_array([r.proxy_stats for r in rows]),
                              np.stack([h.counts for h in unpacked]), np.stack([h.acts for h in unpacked]))
     return {r.index: stats for r, stats in zip(rows, lists)}

@@ -37,6 +37,7 @@ from app.store.models import (
     UnitLink,
 )
 from app.store.npz import read_npz
+from app.store.proxy_columns import proxy_names
 from sae.conventions import NEURON_BASIS
 from sae.corpus.build import read_token_strings
 from sae.errors import MonoscopeError, load_json
@@ -90,7 +91,7 @@ def ingest_basis(session: Session, model: Model, basis_dir: Path, chunks: Chunks
     n_units = int(meta["n_units"])
     if len(arrays.get("firing_count", ())) != n_units:
         raise MonoscopeError(f"{basis_dir}/units.npz does not hold {n_units} units: run `monoscope analyze --force`")
-    if "proxy_names" in arrays and arrays["proxy_names"].tolist() != [p["name"] for p in meta.get("proxies", [])]:
+    if "proxy_names" in arrays and arrays["proxy_names"].tolist() != proxy_names(meta):
         raise MonoscopeError(f"{basis_dir}: basis.json's proxies are not units.npz's: run `monoscope analyze --force`")
     basis = session.scalar(select(Basis).where(Basis.model_id == model.id, Basis.name == meta["name"]))
     fields = dict(kind=meta["kind"], hook_name=meta["hook_name"], n_units=n_units, d_in=int(meta["d_in"]),

@@ -24,6 +24,12 @@ class Hists(NamedTuple):
     acts: np.ndarray  # float64 [K, I, B]
 
 
+def proxy_names(config: Mapping | None) -> list[str]:
+    """Return the proxies of a basis's analysis (its basis.json, or `basis.config`) in the order of its units'
+    packed statistics."""
+    return [p["name"] for p in (config or {}).get("proxies", [])]
+
+
 def proxy_columns(arrays: Mapping[str, np.ndarray], start: int, stop: int) -> list[tuple[bytes | None, bytes | None]]:
     """Return (proxy_stats, proxy_hists) of units [start, stop) from their units.npz arrays; (None, None) for every
     unit of an analysis without proxies."""

@@ -13,10 +13,9 @@ from app.read.queries.labels import labels_for
 from app.read.queries.unit import view
 from app.read.schemas import UnitData
 from app.read.unit_data import stat_values
-from app.read.unit_proxies import proxy_names
 from app.read.urls import unit_url
 from app.store.models import Model, Unit
-from app.store.proxy_columns import STATS, stats_array
+from app.store.proxy_columns import STATS, proxy_names, stats_array
 from sae.conventions import NEURON_BASIS
 
 
@@ -41,7 +40,7 @@ def proxy_ranking(*, session: Session, basis: str | None, proxy: str | None, mod
 def _ranked(session: Session, b, proxy: str, model_param: str | None, limit: int) -> RankedBasis:
     """A basis's units by corr > 0 against `proxy` (highest first; undefined last; then by index): the first `limit`
     with their statistics, every defined correlation (rounded) for the distribution."""
-    names = proxy_names(b)
+    names = proxy_names(b.config)
     stored = session.execute(select(Unit.index, Unit.proxy_stats).where(
         Unit.basis_id == b.id, Unit.proxy_stats.is_not(None))).all() if proxy in names else []
     stats = stats_array([r.proxy_stats for r in stored])[:, names.index(proxy)] if stored else np.zeros((0, len(STATS)))
