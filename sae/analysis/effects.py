@@ -29,6 +29,7 @@ import torch
 
 from sae import compiled
 from sae.conventions import BOS_POSITION
+from sae.memory import give_back_freed_memory
 
 if TYPE_CHECKING:  # sae.lm imports transformer_lens: not needed to define this module
     from sae.lm.heads import Readout
@@ -69,8 +70,11 @@ def ablation_effects(resid_fn: ResidFn, readout: Readout, tokens: np.ndarray, ba
         out.append(effect)
         keys.append(slot_keys)
         acts.append(slot_acts)
+    n_slots = [len(k) for k in keys]
     unique, first, inverse = np.unique(np.concatenate(keys), return_index=True, return_inverse=True)
     pair_act = torch.from_numpy(np.concatenate(acts)[first])  # [P]
+    del keys, acts, first
+    give_back_freed_memory()  # the slots' keys and temporaries (~0.1 GiB at 4,096 units), before the forwards
     pair_token, pair_unit = unique // n_units_total, torch.from_numpy(unique % n_units_total)  # [P], token-sorted
     directions = torch.cat([w.directions.float().cpu() for w in bases])  # [sum U, d_model]
     unit_centred, unit_logits = _unit_terms(readout, directions)
@@ -110,10 +114,10 @@ def ablation_effects(resid_fn: ResidFn, readout: Readout, tokens: np.ndarray, ba
                 if progress is not None:
                     progress(p1 - p0)
     start = 0
-    for effect, slot_keys in zip(out, keys):
+    for effect, n in zip(out, n_slots):
         slots = np.nonzero(effect.reshape(-1) == _PENDING)[0]
-        effect.reshape(-1)[slots] = delta[inverse[start:start + len(slot_keys)]]
-        start += len(slot_keys)
+        effect.reshape(-1)[slots] = delta[inverse[start:start + n]]
+        start += n
     return out
 
 
@@ -172,8 +176,9 @@ def _slots(windows: Windows, n_ctx: int, unit_offset: int, n_units_total: int
     position = (windows.centers % n_ctx).astype(np.int32)[:, None] + offsets  # [E, W] within the center's sequence
     defined = ((windows.units[:, None] >= 0) & (position >= 0) & (position != BOS_POSITION)
                & (position < n_ctx - 1))
-    effect = np.where(defined, np.float32(0), np.float32(np.nan)).astype(np.float32)
-    firing = defined & (windows.acts != 0)
+    effect = np.full(defined.shape, np.nan, np.float32)
+    effect[defined] = 0
+    firing = np.not_equal(windows.acts, 0, out=defined, where=defined)  # defined & firing, in defined's memory
     effect[firing] = _PENDING
     ei, wi = np.nonzero(firing)  # row-major, the order the pending slots are filled in
     unit = windows.units[ei].astype(np.int64) + unit_offset

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import reduce
+from typing import Iterator
 
 import numpy as np
 
@@ -25,17 +26,43 @@ from sae.analysis.review_sample import OpenWindows, ReviewSample, select
 from sae.analysis.state import GroupSelect, IntervalStats
 from sae.conventions import BOS_POSITION
 from sae.dictionary.metrics import SAELENS_RECONSTRUCTION_METRICS
+from sae.memory import give_back_freed_memory
+
+
+WINDOW_KINDS = ("top", "interval", "review_top", "review_interval")  # the order of a basis's windows
+WINDOW_ROWS = 1 << 13  # windows whose token ids are looked up at a time (bounds the [rows, W] index arrays)
 
 
 @dataclass(frozen=True)
 class BasisResult:
-    """The reduce's output for one basis (the arrays dict is filled further with the weight-based views)."""
+    """The reduce's output for one basis (the arrays dict is filled further with the weight-based views and the
+    ablation effects; the windows' token ids are made when written: `token_ids`)."""
 
-    arrays: dict[str, np.ndarray]  # units.npz, without the logit and ablation effects
+    arrays: dict[str, np.ndarray]  # units.npz, without the logit and ablation effects and the windows' token ids
     summary: dict  # basis.json's {metrics, density_histogram}
-    window_units: np.ndarray  # [E] the unit of each open window (top windows, then interval samples; -1: empty)
-    window_centers: np.ndarray  # [E] the global token at each window's center
-    window_acts: np.ndarray  # [E, W] the windows' activations (top_acts and interval_acts are views of it)
+    units: np.ndarray  # [E] the unit of every window, in WINDOW_KINDS order (-1: an empty slot)
+    centers: np.ndarray  # [E] the global token at each window's center
+    acts: np.ndarray  # [E, W] the windows' activations (the *_acts arrays are views of it)
+    n_open: int  # the first n_open windows are the open ones (top windows, then interval samples): ablation effects
+
+    def token_ids(self, tokens: np.ndarray, before: int) -> Iterator[tuple[str, np.ndarray]]:
+        """Yield each kind's (name, *_token_ids [..., W] int32: -1 outside the window's sequence), looked up in the
+        tokens [n_seq, T] one kind at a time when written (sae.analysis.npz), rather than held since pass 2: all four
+        are 81 MB at 4,096 units."""
+        n_ctx, flat = tokens.shape[1], tokens.reshape(-1)
+        offsets = np.arange(self.acts.shape[1], dtype=np.int32) - before  # [W]
+        start = 0
+        for kind in WINDOW_KINDS:
+            shape = self.arrays[f"{kind}_acts"].shape
+            stop = start + int(np.prod(shape[:-1]))
+            ids = np.full((stop - start, shape[-1]), -1, np.int32)
+            for r0 in range(start, stop, WINDOW_ROWS):
+                rows = slice(r0, min(r0 + WINDOW_ROWS, stop))
+                position = (self.centers[rows] % n_ctx).astype(np.int32)[:, None] + offsets  # [r, W] in the sequence
+                e, w = np.nonzero((self.units[rows, None] >= 0) & (position >= 0) & (position < n_ctx))
+                ids[e + (r0 - start), w] = flat[self.centers[rows][e] + offsets[w]]
+            yield f"{kind}_token_ids", ids.reshape(shape)
+            start = stop
 
 
 def finish(shards: list[list[ShardState]], bases: list[Basis], tokens: np.ndarray, cfg: AnalysisConfig,
@@ -67,10 +94,12 @@ def finish(shards: list[list[ShardState]], bases: list[Basis], tokens: np.ndarra
                 group = intervals.update(rows, units, values, p.seq_start * n_ctx)
                 if hist is not None:
                     hist.update(units, group % cfg.n_intervals, values, rows + p.seq_start * n_ctx)
+        give_back_freed_memory()  # the spill batches' temporaries, before the windows' arrays
         arrays = _unit_arrays(stats, intervals, cfg)
         if hist is not None:
             proxy_sums = reduce(lambda a, o: a.merge(o), [p.proxies for p in parts])
             arrays.update(proxy_sums.arrays(stats.firing), **hist.arrays())
+            del hist  # its float64 sums (20 MB at 4,096 units) before the windows
         # Windows: top-k entries, open interval samples, then the review sample, in one read of each shard's spill.
         u, i, s = basis.n_units, cfg.n_intervals, cfg.samples_per_interval
         open_samples = intervals.reservoir.token[:, :s]  # [U * I, S]
@@ -85,28 +114,25 @@ def finish(shards: list[list[ShardState]], bases: list[Basis], tokens: np.ndarra
         units = np.concatenate([np.where(t >= 0, owner[:, None], -1).reshape(-1) for t, owner in entries])
         centers = np.concatenate([t.reshape(-1) for t, _ in entries])
         w = cfg.context_before + 1 + cfg.context_after
-        ids = np.full((len(units), w), -1, np.int32)
         acts = np.zeros((len(units), w), np.float32)
         for p in parts:
-            gather_windows(p.spill, tokens_flat, n_ctx, p.seq_start * n_ctx, units, centers, cfg.context_before,
-                           cfg.context_after, ids, acts)
+            gather_windows(p.spill, n_ctx, p.seq_start * n_ctx, units, centers, cfg.context_before, cfg.context_after,
+                           acts)
         shapes = {"top": (u, cfg.top_k), "interval": (u, i, s), "review_top": (u, cfg.review_top_k),
                   "review_interval": (u, i, cfg.review_samples_per_interval)}
         start = 0
-        for name, shape in shapes.items():
-            stop = start + int(np.prod(shape))
-            arrays[f"{name}_token_ids"] = ids[start:stop].reshape(*shape, w)
-            arrays[f"{name}_acts"] = acts[start:stop].reshape(*shape, w)
+        for name in WINDOW_KINDS:
+            stop = start + int(np.prod(shapes[name]))
+            arrays[f"{name}_acts"] = acts[start:stop].reshape(*shapes[name], w)
             start = stop
-        n_open = u * (cfg.top_k + i * s)  # the open windows: the ones with ablation effects
         arrays.update(_review_arrays(review, cfg))
         g = arrays.pop("top_global_token")
         arrays["top_sequence"] = np.where(g >= 0, g // n_ctx, -1)
         arrays["top_position"] = np.where(g >= 0, g % n_ctx, -1).astype(np.int32)
-        centers_ids = arrays["top_token_ids"][:, :, cfg.context_before]  # [U, K] the max tokens
+        centers_ids = np.where(g >= 0, tokens_flat[np.maximum(g, 0)], -1).astype(np.int32)  # [U, K] the max tokens
         arrays["top_token_entropy"] = _top_token_entropy(centers_ids, arrays["top_count"])
-        results.append(BasisResult(arrays, _basis_summary(basis, arrays, sums, cfg), units[:n_open],
-                                   centers[:n_open], acts[:n_open]))
+        results.append(BasisResult(arrays, _basis_summary(basis, arrays, sums, cfg), units, centers, acts,
+                                   n_open=u * (cfg.top_k + i * s)))
     return results
 
 

@@ -17,6 +17,7 @@ import socket
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
+from itertools import chain
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +28,7 @@ from sae import rundir
 from sae.analysis.effects import Windows, ablation_effects
 from sae.analysis.executor import LocalExecutor, shard_ranges
 from sae.analysis.logits import links, logit_effects
+from sae.analysis.npz import save_npz
 from sae.analysis.proxies import Proxy
 from sae.analysis.proxy_run import analysis_proxies, heldout_scores
 from sae.analysis.proxy_scores import buckets
@@ -36,6 +38,7 @@ from sae.conventions import NEURON_BASIS
 from sae.corpus.build import load_heldout
 from sae.errors import MonoscopeError
 from sae.lm.losses import LossModel, loss_model
+from sae.memory import give_back_freed_memory
 
 
 def list_saes(run_dir: Path) -> list[str]:
@@ -170,6 +173,7 @@ def _passes(run_dir: Path, model, dev: torch.device, tokens: np.ndarray, loaded:
     started = time.perf_counter()
     ranges = shard_ranges(len(tokens), cfg.batch_sequences, executor.n_shards())
     mean = loss_mean(acts_fn, tokens, cfg)  # one vector for every shard
+    give_back_freed_memory()  # the mean's forwards, before pass 1
     scores = None
     if proxies:
         scored = time.perf_counter()
@@ -189,6 +193,7 @@ def _passes(run_dir: Path, model, dev: torch.device, tokens: np.ndarray, loaded:
             else:
                 states = executor.map(lambda r: analyze_shard(acts_fn, losses, tokens, r, bases, cfg, spill,
                                                               bar.update, mean, scores), ranges)
+        give_back_freed_memory()  # pass 1's heap, before pass 2's windows
         log("pass 2 over the spilled activations: histograms, intervals, context windows")
         results = finish(states, bases, tokens, cfg, None if scores is None else buckets(scores))
     log(f"passes 1 and 2: {time.perf_counter() - started:.1f} s")
@@ -212,7 +217,7 @@ def _add_ablation_effects(model, dev: torch.device, tokens: np.ndarray, results:
         log(f"ablation effects left out: the LM has {model.cfg.n_layers} layers, and the per-position effect is exact"
             " for one layer only")
         return
-    windows = [Windows(r.window_units, r.window_centers, r.window_acts, d, cfg.context_before)
+    windows = [Windows(r.units[:r.n_open], r.centers[:r.n_open], r.acts[:r.n_open], d, cfg.context_before)
                for r, d in zip(results, directions)]
     started, pairs = time.perf_counter(), []
     with tqdm(unit="pair", unit_scale=True, disable=not progress, desc="ablation effects") as bar:
@@ -248,7 +253,7 @@ def _write_basis(loaded: LoadedBasis, result: BasisResult, directions: torch.Ten
         arrays["proxy_names"] = np.array([p.name for p in proxies])
     planned = loaded.plan
     with rundir.write_stage(planned.out_dir, stage="analysis", config=planned.config, inputs=planned.inputs) as tmp:
-        np.savez(tmp / "units.npz", **arrays)
+        save_npz(tmp / "units.npz", chain(arrays.items(), result.token_ids(tokens, cfg.context_before)))
         if basis.sae is not None:
             np.savez(tmp / "links.npz", **links(basis.sae.W_dec.detach(), cfg.n_links))
         (tmp / "basis.json").write_text(json.dumps(meta, indent=1))
@@ -281,8 +286,10 @@ def run_analysis(run_dir: Path, *, sae_names: list[str] | None = None, cfg: Anal
     proxies = analysis_proxies(run_dir, cfg.proxies, cfg.extra_proxies)
     results = _passes(run_dir, model, dev, tokens, loaded, cfg, executor or LocalExecutor(), device, progress, log,
                       proxies)
+    give_back_freed_memory()  # pass 2's heap, before the effects
     directions = [_residual_directions(b, W_out) for b in bases]
     _add_ablation_effects(model, dev, tokens, results, directions, cfg, progress, log)
+    give_back_freed_memory()  # the effects' heap, before the windows' token ids
     for item, result, d in zip(loaded, results, directions):
         _write_basis(item, result, d, W_U, tokens, cfg, proxies)
     return {item.basis.name: result.summary["metrics"] for item, result in zip(loaded, results)}

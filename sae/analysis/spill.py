@@ -68,14 +68,15 @@ class Spill:
             token0, nnz0 = token0 + n_tokens, nnz0 + nnz
 
 
-def gather_windows(spill: Spill, tokens_flat: np.ndarray, n_ctx: int, shard_start: int, units: np.ndarray,
-                   centers: np.ndarray, before: int, after: int, ids: np.ndarray, acts: np.ndarray) -> None:
-    """Fill the windows around the entries that lie in this shard into ids [E, W] int32 and acts [E, W] float32,
-    which come as -1 and 0 (outside the sequence they stay so); the other entries' rows are left as they are.
+def gather_windows(spill: Spill, n_ctx: int, shard_start: int, units: np.ndarray, centers: np.ndarray, before: int,
+                   after: int, acts: np.ndarray) -> None:
+    """Fill the activations of the windows around the entries that lie in this shard into acts [E, W] float32, which
+    come as 0 (outside the sequence they stay so); the other entries' rows are left as they are.
 
     units, centers [E]: the unit and global token of each entry; the shard holds global tokens shard_start ..
     shard_start + spill tokens. Filled in place: the windows of every unit of a basis are the analysis's largest
-    arrays, and a copy per shard would double them.
+    arrays, and a copy per shard would double them. (Their token ids come from the tokens alone:
+    sae.analysis.reduce.BasisResult.token_ids.)
     """
     n_shard = spill.n_tokens
     filled = (centers >= shard_start) & (centers < shard_start + n_shard) & (units >= 0)
@@ -95,7 +96,6 @@ def gather_windows(spill: Spill, tokens_flat: np.ndarray, n_ctx: int, shard_star
         pos = (c % n_ctx)[:, None] + offsets
         me, mw = np.nonzero((pos >= 0) & (pos < n_ctx) & (t >= token0) & (t < token0 + n_tokens))
         t = t[me, mw]
-        ids[sel[me], mw] = tokens_flat[t + shard_start]
         if len(rows):
             # The batch's keys local_token * U + unit are sorted (token order, units ascending within a token).
             query, keys = t * n + units[sel[me]], rows * n + u

@@ -152,12 +152,18 @@ class ReconstructionSums:
         return out
 
 
+PAIR_ROWS = 2048  # rows of x and x̂ in float64 at a time: 16 MB each at d_in 512, not the batch's 64 MB
+
+
 def _pair_terms(x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, float]:
     """Return Σ over tokens of ‖x‖, ‖x̂‖, ‖x̂‖/‖x‖ (‖x‖ < 1e-4 counts as 1), ‖x̂‖², x·x̂ and cos(x, x̂): SAELens's
-    l2 and cosine terms (its relative_reconstruction_bias is mean ‖x̂‖² / mean x·x̂, Marks et al.'s shrinkage)."""
-    x, x_hat = x.double(), x_hat.double()
-    norm_in, norm_out = x.norm(dim=-1), x_hat.norm(dim=-1)  # [N]
-    dot = (x * x_hat).sum(-1)
+    l2 and cosine terms (its relative_reconstruction_bias is mean ‖x̂‖² / mean x·x̂, Marks et al.'s shrinkage).
+    The per-token terms are made in float64 PAIR_ROWS rows at a time (each row's own: the same bits as all at once)."""
+    norm_in, norm_out, dot = (torch.empty(len(x), dtype=torch.float64, device=x.device) for _ in range(3))  # [N]
+    for r0 in range(0, len(x), PAIR_ROWS):
+        rows = slice(r0, r0 + PAIR_ROWS)
+        xr, hr = x[rows].double(), x_hat[rows].double()
+        norm_in[rows], norm_out[rows], dot[rows] = xr.norm(dim=-1), hr.norm(dim=-1), (xr * hr).sum(-1)
     return {"n": float(len(x)), "norm_in": float(norm_in.sum()), "norm_out": float(norm_out.sum()),
             "norm_ratio": float((norm_out / torch.where(norm_in < 1e-4, 1.0, norm_in)).sum()),
             "out_sq": float(norm_out.pow(2).sum()), "dot": float(dot.sum()),

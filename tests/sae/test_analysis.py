@@ -50,7 +50,10 @@ def counted(f: np.ndarray) -> np.ndarray:
 def run(setup, tmp_path, cuts):
     tokens, acts_fn, bases, _ = setup
     shards = [analyze_shard(acts_fn, None, tokens, (a, b), bases, CFG, tmp_path) for a, b in zip(cuts, cuts[1:])]
-    return finish(shards, bases, tokens, CFG)
+    results = finish(shards, bases, tokens, CFG)
+    for result in results:  # as the analysis adds them when it writes units.npz
+        result.arrays.update(result.token_ids(tokens, CFG.context_before))
+    return results
 
 
 @pytest.fixture(scope="module")

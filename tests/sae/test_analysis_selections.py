@@ -33,24 +33,29 @@ def test_the_selection_equals_a_stable_sort_of_every_entry_offered(compiled, mon
     assert select.count().sum() == n_groups * k  # every group filled: the comparison above is not vacuous
 
 
-@pytest.mark.parametrize("shift", [0.0, -2.0], ids=["mostly-positive", "fewer-than-k-positive"])
-def test_a_topk_saes_firing_units_by_the_compiled_selection_equal_the_dense_encodes(shift):
+@pytest.mark.parametrize("architecture,shift", [("topk", 0.0), ("topk", -2.0), ("relu", -1.0)],
+                         ids=["topk-mostly-positive", "topk-fewer-than-k-positive", "relu"])
+def test_an_saes_firing_units_equal_the_dense_encodes(architecture, shift):
     """The analysis takes a TopK SAE's firing units from the compiled selection of each row's k largest
     pre-activations (never a dense f); they equal torch's encode and its non-zeros, also on rows with fewer than k
-    positive pre-activations (the rest dropped by the ReLU)."""
+    positive pre-activations (the rest dropped by the ReLU). Every SAE is encoded ENCODE_ROWS rows at a time: the rows
+    here span three blocks, and come back in token order with their own rows."""
     import torch
 
-    from sae.analysis.shard import Basis, _firing
+    from sae.analysis.shard import ENCODE_ROWS, Basis, _firing
     from sae.dictionary.model import SAEConfig, SparseAutoencoder
 
-    sae = SparseAutoencoder(SAEConfig(d_in=16, d_sae=256, architecture="topk", k=8))
+    sae = SparseAutoencoder(SAEConfig(d_in=16, d_sae=256, architecture=architecture, k=8))
     sae.init_weights(torch.Generator().manual_seed(0)).requires_grad_(False)
     sae.b_enc.fill_(shift)
-    x = torch.randn(300, 16, generator=torch.Generator().manual_seed(1))
+    n = 2 * ENCODE_ROWS + 37
+    x = torch.randn(n, 16, generator=torch.Generator().manual_seed(1))
     rows, units, values = _firing(Basis("t", 256, sae), x, {})
     f = sae.encode(x)
     expected = torch.nonzero(f).numpy()
     assert rows.tolist() == expected[:, 0].tolist() and units.tolist() == expected[:, 1].tolist()
     assert values.tolist() == f[f != 0].tolist()
-    per_row = np.bincount(rows, minlength=300)
-    assert (per_row == 8).any() and (per_row < 8).any() == (shift < 0)  # the rows this case is about were there
+    per_row = np.bincount(rows, minlength=n)
+    assert rows.max() >= 2 * ENCODE_ROWS  # the last block's rows were there
+    if architecture == "topk":
+        assert (per_row == 8).any() and (per_row < 8).any() == (shift < 0)  # the rows this case is about were there

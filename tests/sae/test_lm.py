@@ -150,3 +150,17 @@ def test_pretrained_is_loaded_from_the_local_cache_only():
     assert "from_pretrained('gelu-1l')" in message  # how to get it
     with pytest.raises(MonoscopeError, match="unknown pretrained model"):
         load_pretrained("no-such-model-xyz")
+
+
+def test_a_forward_in_pieces_gives_each_sequence_its_own_activations(tiny_run, model):
+    """activations_at runs FORWARD_SEQUENCES sequences at a time (the analysis's memory): every sequence's activations
+    are the ones a forward of that sequence alone gives, to the bit."""
+    from sae.lm.model import FORWARD_SEQUENCES, RESID_MID, activations_at
+
+    tokens = torch.from_numpy(np.asarray(load_tokens(tiny_run, "train")[:2 * FORWARD_SEQUENCES + 3], dtype=np.int64))
+    assert len(tokens) > 2 * FORWARD_SEQUENCES
+    mid, post = activations_at(model, tokens, [RESID_MID, HOOK_POST])
+    assert post.shape[:2] == tokens.shape
+    for i in [0, FORWARD_SEQUENCES - 1, FORWARD_SEQUENCES, len(tokens) - 1]:
+        alone_mid, alone_post = activations_at(model, tokens[i: i + 1], [RESID_MID, HOOK_POST])
+        assert torch.equal(mid[i], alone_mid[0]) and torch.equal(post[i], alone_post[0]), i
