@@ -111,14 +111,15 @@ def activation_at(model, tokens: torch.Tensor, hook_name: str) -> torch.Tensor:
     return activations_at(model, tokens, [hook_name])[0]
 
 
-FORWARD_SEQUENCES = 16  # sequences a forward runs at a time: its attention's and MLP's temporaries at 64 were
-# ~0.1 GiB of the analysis's peak; each sequence's activations are the same to the bit either way
+FORWARD_SEQUENCES = 16  # sequences a CPU forward runs at a time: its attention's and MLP's temporaries at 64 were
+# ~0.1 GiB of the analysis's peak, and it is faster in cache (BENCHMARKS.md); each sequence's activations are the same
+# to the bit either way. An accelerator runs the batch whole.
 
 
 def activations_at(model, tokens: torch.Tensor, hook_names: list[str]) -> list[torch.Tensor]:
     """Return the activations at hook_names (in the order the forward reaches them) as float32 for tokens [B, T];
-    the forward stops at the last one, and runs FORWARD_SEQUENCES sequences at a time."""
-    if len(tokens) <= FORWARD_SEQUENCES:
+    the forward stops at the last one, and on CPU runs FORWARD_SEQUENCES sequences at a time."""
+    if len(tokens) <= FORWARD_SEQUENCES or torch.device(model.cfg.device).type != "cpu":
         return _activations_at(model, tokens, hook_names)
     pieces = [_activations_at(model, tokens[s: s + FORWARD_SEQUENCES], hook_names)
               for s in range(0, len(tokens), FORWARD_SEQUENCES)]
