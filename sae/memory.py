@@ -32,9 +32,9 @@ def keep_freed_memory() -> bool:
 
 def give_back_freed_memory() -> None:
     """Return the heap's free pages to the system (glibc's malloc_trim; elsewhere nothing), between the stages of a
-    long computation: a stage's temporaries of a few MB leave ~0.2 GiB free but resident in the heap, under the
-    next stage's large arrays, which are mapped afresh. Once a stage, not once a batch: the pages freed are faulted
-    in again when the heap grows back (the analysis: 3 s more a run when trimmed after every batch)."""
+    long computation and every few batches of its loops: temporaries of a few MB leave ~0.2 GiB free but resident in
+    the heap's holes, under the next stage's large arrays, which are mapped afresh. Not after every batch: the pages
+    freed are faulted in again when the heap grows back (the analysis: 3 s more a run when trimmed every batch)."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
