@@ -18,12 +18,21 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>
 
 
 @lru_cache(maxsize=1)
-def keep_freed_memory() -> bool:
-    """Fix glibc's mmap threshold at its largest (32 MB: smaller allocations come from the heap) and keep up to 1 GiB
-    of freed heap; return whether it applied (False: not glibc). Process-wide and for the rest of the process."""
+def _glibc() -> ctypes.CDLL | None:
+    """Return the C library when it is glibc's (its allocator's calls below), else None."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") else None
+
+
+@lru_cache(maxsize=1)
+def keep_freed_memory() -> bool:
+    """Fix glibc's mmap threshold at its largest (32 MB: smaller allocations come from the heap) and keep up to 1 GiB
+    of freed heap; return whether it applied (False: not glibc). Process-wide and for the rest of the process."""
+    libc = _glibc()
+    if libc is None:
         return False
     libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
     libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
@@ -35,7 +44,6 @@ def give_back_freed_memory() -> None:
     long computation and every few batches of its loops: temporaries of a few MB leave ~0.2 GiB free but resident in
     the heap's holes, under the next stage's large arrays, which are mapped afresh. Not after every batch: the pages
     freed are faulted in again when the heap grows back (the analysis: 3 s more a run when trimmed every batch)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)

@@ -186,9 +186,10 @@ def _firing(basis: Basis, x: torch.Tensor, buffers: dict) -> tuple[np.ndarray, n
     token. An SAE encodes ENCODE_ROWS rows at a time into one reused buffer."""
     if basis.sae is None or len(x) <= ENCODE_ROWS:
         return _firing_rows(basis, x, buffers)
-    parts = [_firing_rows(basis, x[r0: r0 + ENCODE_ROWS], buffers) for r0 in range(0, len(x), ENCODE_ROWS)]
-    return (np.concatenate([rows + r0 for (rows, _, _), r0 in zip(parts, range(0, len(x), ENCODE_ROWS))]),
-            np.concatenate([units for _, units, _ in parts]), np.concatenate([values for _, _, values in parts]))
+    starts = range(0, len(x), ENCODE_ROWS)
+    rows, units, values = zip(*(_firing_rows(basis, x[r0: r0 + ENCODE_ROWS], buffers) for r0 in starts))
+    return (np.concatenate([r + r0 for r, r0 in zip(rows, starts)]), np.concatenate(units),
+            np.concatenate(values))
 
 
 def _firing_rows(basis: Basis, x: torch.Tensor, buffers: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
