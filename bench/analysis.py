@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -92,6 +93,10 @@ def measure(run: Path, mode: str, n_tokens: int, sae_name: str) -> dict:
     else:
         cfg = AnalysisConfig(n_tokens=n_tokens)
         cfg = replace(cfg, loss_tokens=0) if mode.endswith("-noloss") else cfg
+        if mode.endswith("-cold"):  # the first SAE of a run: nothing kept of the clean LM's loss rows
+            from sae.analysis.loss_cache import CACHE
+
+            shutil.rmtree(run / CACHE, ignore_errors=True)
         run_analysis(run, sae_names=[sae_name], cfg=cfg, force=True, device="cpu", progress=False,
                      include_neurons=mode.startswith("all"), log=lambda m: None)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
@@ -128,8 +133,11 @@ def main() -> None:
               f"cpu {r['cpu_seconds']:6.1f} s  peak RSS {r['peak_rss_gib']:.2f} GiB", flush=True)
         return r
 
-    labels = {"sae": "SAE basis (4,096 features), all metrics", "sae-noloss": "SAE basis, no LM-loss metrics",
-              "all": "neurons + SAE (the default command)"}
+    # sae-cold: the first SAE analysed on a run; sae: the next one, the clean LM's loss rows kept by sae-cold
+    # (sae/analysis/loss_cache.py), as every later mode finds them.
+    labels = {"sae-cold": "SAE basis (4,096 features), all metrics, first SAE",
+              "sae": "SAE basis, all metrics, next SAE (LM's loss rows kept)",
+              "sae-noloss": "SAE basis, no LM-loss metrics", "all": "neurons + SAE (the default command)"}
     pairs = {mode: (run("bare"), run(mode)) for mode in labels}  # each analysis next to its own bare pass
     sdb = None
     if not args.no_saedashboard:  # SAEDashboard on the same tokens, LM and SAE, in its own venv (bench/saedashboard/)
@@ -147,7 +155,7 @@ def main() -> None:
     for mode, (bare, r) in pairs.items():
         wall = bare["seconds"] / r["seconds"]
         cpu = bare["cpu_seconds"] / r["cpu_seconds"]
-        line = (f"{labels[mode]:40s} {r['tokens'] / r['seconds']:>7,.0f} tok/s vs bare forward+encode "
+        line = (f"{labels[mode]:54s} {r['tokens'] / r['seconds']:>7,.0f} tok/s vs bare forward+encode "
                 f"{bare['tokens'] / bare['seconds']:>7,.0f}: {wall:5.1%} (CPU time: {cpu:5.1%}); {r['seconds']:.1f} s, "
                 f"peak RSS {r['peak_rss_gib']:.2f} GiB")
         if sdb is not None and mode.startswith("sae"):

@@ -67,31 +67,34 @@ def exp_sums(rows, row_of, deltas, delta_of, coef, scale, log2_weights, out):
 
 
 @numba.njit(parallel=True, nogil=True, cache=True, fastmath={"reassoc", "contract"})
-def replaced_logprobs(proj, add_of, inv_scale, bias, target, logp, kl, sums, n_chunks):
-    """The LM-loss metrics' log-softmaxes of one chunk of positions (sae.lm.losses.head_losses), without forming a
+def replaced_logprobs(proj, add_of, inv_scale, bias, target, logp, kl, sums, probs, kappa, n_chunks):
+    """The LM-loss metrics' log-softmaxes of one chunk of positions (sae.lm.losses.clean_rows), without forming a
     log-probability row. Position i's logits under distribution d are (proj[i] + proj[add_of[d, i]])·inv_scale[d, i]
     + bias: the projection of the residual before the MLP plus that of an MLP output (d = 0: the clean one), over the
     norm's divisor. Writes logp[d, i], the log-probability of target[i]; kl[d, i] = KL(clean || d) at i (0 for
     d = 0); sums[d, i], the sum of exponentials shifted by the clean row's maximum: outside SUM_RANGE the caller
-    redoes (d, i) the plain way (2^100 above: a term may have been clamped; 2^-60 below: imprecise)."""
+    redoes (d, i) the plain way (2^100 above: a term may have been clamped; 2^-60 below: imprecise). And of the clean
+    distribution p: probs[i] = p, kappa[i] = Σ_v p_v·(logit_v − bias_v) − logsumexp(logits), what a later splice's
+    KL needs of it (sae.lm.losses.spliced_rows)."""
     n_dist, n_rows = add_of.shape
     n_vocab = proj.shape[1]
     per = (n_rows + n_chunks - 1) // n_chunks
     for chunk in numba.prange(n_chunks):
-        e = np.empty(n_vocab, np.float32)  # the clean row's exponentials, shifted by its maximum
         for i in range(chunk * per, min(n_rows, (chunk + 1) * per)):
+            e = probs[i]  # the clean row's exponentials, shifted by its maximum, until they are divided by the sum
             a0, s0, t = add_of[0, i], inv_scale[0, i], target[i]
             top = np.float32(-np.inf)
             for v in range(n_vocab):
                 top = max(top, (proj[i, v] + proj[a0, v]) * s0 + bias[v])
-            total = np.float32(0.0)
+            total, weighted = np.float32(0.0), np.float32(0.0)
             for v in range(n_vocab):
                 x = exp2f(((proj[i, v] + proj[a0, v]) * s0 + bias[v] - top) * LOG2E)
                 e[v] = x
                 total += x
+                weighted += x * (proj[i, v] + proj[a0, v])
             lse = top + np.log(total)
             logp[0, i] = (proj[i, t] + proj[a0, t]) * s0 + bias[t] - lse
-            kl[0, i], sums[0, i] = 0.0, total
+            kl[0, i], sums[0, i], kappa[i] = 0.0, total, weighted * s0 / total - lse
             for d in range(1, n_dist):
                 ad, sd = add_of[d, i], inv_scale[d, i]
                 other, cross = np.float32(0.0), np.float32(0.0)
@@ -103,3 +106,27 @@ def replaced_logprobs(proj, add_of, inv_scale, bias, target, logp, kl, sums, n_c
                 lse_d = top + np.log(other)
                 logp[d, i] = (proj[i, t] + proj[ad, t]) * sd + bias[t] - lse_d
                 kl[d, i], sums[d, i] = cross / total - lse + lse_d, other
+            inv_total = np.float32(1.0) / total
+            for v in range(n_vocab):
+                e[v] *= inv_total
+
+
+@numba.njit(parallel=True, nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def spliced_logprobs(proj, inv_scale, bias, target, logp, lse, n_chunks):
+    """The log-softmax of one chunk of spliced positions (sae.lm.losses.spliced_rows) without forming its row: row i's
+    logits are proj[i]·inv_scale[i] + bias. Writes logp[i], the log-probability of target[i], and lse[i], the
+    logits' log-sum-exp. Shifted by the row's own maximum, the sum lies in [1, d_vocab]: no term that matters is
+    clamped, and nothing needs redoing."""
+    n_rows, n_vocab = proj.shape
+    per = (n_rows + n_chunks - 1) // n_chunks
+    for chunk in numba.prange(n_chunks):
+        for i in range(chunk * per, min(n_rows, (chunk + 1) * per)):
+            s = inv_scale[i]
+            top = np.float32(-np.inf)
+            for v in range(n_vocab):
+                top = max(top, proj[i, v] * s + bias[v])
+            total = np.float32(0.0)
+            for v in range(n_vocab):
+                total += exp2f((proj[i, v] * s + bias[v] - top) * LOG2E)
+            lse[i] = top + np.log(total)
+            logp[i] = proj[i, target[i]] * s + bias[target[i]] - lse[i]

@@ -6,7 +6,8 @@ order, rounded up to whole sequences, or all of them when fewer), the LM and the
 and the config (its `conventions` included), so an unchanged basis is skipped. One pass-1 loop serves every basis
 that is out of date; it runs as shards of sequences on an executor (sae/analysis/executor.py: here, or Ray tasks
 that load everything from the run folder through `run_shard`), and the reduce runs here. The spills live in a
-temporary folder under analysis/ and are removed at the end.
+temporary folder under analysis/ and are removed at the end. What the LM-loss metrics compute of the clean LM is
+kept in the run's .cache/lm-losses/ for the next analysis (sae/analysis/loss_cache.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sae import rundir
 from sae.analysis.effects import Windows, ablation_effects
 from sae.analysis.executor import LocalExecutor, shard_ranges
 from sae.analysis.logits import links, logit_effects
+from sae.analysis.loss_cache import CleanRowsCache, clean_rows_cache
 from sae.analysis.npz import save_npz
 from sae.analysis.proxies import Proxy
 from sae.analysis.proxy_run import analysis_proxies, heldout_scores
@@ -117,14 +119,16 @@ def _load_bases(todo: list[PlannedBasis], d_in: int) -> list[LoadedBasis]:
     return loaded
 
 
-def _lm_functions(model, dev: torch.device, tokens: np.ndarray, cfg: AnalysisConfig) -> tuple[ActsFn, LossModel]:
-    """Return the LM as the shard pass sees it: activations on CPU, and its LM-loss sums (sae/lm/losses.py)."""
+def _lm_functions(model, dev: torch.device, tokens: np.ndarray, cfg: AnalysisConfig,
+                  cache: CleanRowsCache) -> tuple[ActsFn, LossModel]:
+    """Return the LM as the shard pass sees it: activations on CPU, and its LM-loss sums (sae/lm/losses.py), what
+    they compute of the clean LM kept in cache."""
     from sae import lm
 
     def acts_fn(batch: torch.Tensor) -> torch.Tensor:  # [B, T] -> [B, T, d_mlp] on CPU
         return lm.mlp_activations(model, batch.to(dev)).float().cpu()
 
-    return acts_fn, loss_model(model, dev, tokens, cfg.loss_batch_sequences)
+    return acts_fn, loss_model(model, dev, tokens, cfg.loss_batch_sequences, cache)
 
 
 @dataclass(frozen=True)
@@ -153,7 +157,7 @@ def run_shard(job: ShardJob) -> list[ShardState]:
     model = lm.load_lm(job.run_dir, dev)
     tokens = load_heldout(job.run_dir, job.cfg.n_tokens)
     bases = [item.basis for item in _load_bases(job.plans, int(model.cfg.d_mlp))]
-    acts_fn, losses = _lm_functions(model, dev, tokens, job.cfg)
+    acts_fn, losses = _lm_functions(model, dev, tokens, job.cfg, clean_rows_cache(job.run_dir, job.cfg, dev))
     return analyze_shard(acts_fn, losses, tokens, job.seq_range, bases, job.cfg, job.spill_dir, mean=job.mean,
                          proxy_scores=job.proxy_scores, proxy_from=job.seq_range[0])
 
@@ -165,14 +169,15 @@ def _passes(run_dir: Path, model, dev: torch.device, tokens: np.ndarray, loaded:
     spills live and die in between."""
     from tqdm import tqdm
 
-    acts_fn, losses = _lm_functions(model, dev, tokens, cfg)
+    cache = clean_rows_cache(run_dir, cfg, dev, tidy=True)
+    acts_fn, losses = _lm_functions(model, dev, tokens, cfg, cache)
     bases = [item.basis for item in loaded]
     (run_dir / "analysis").mkdir(parents=True, exist_ok=True)
     for stale in (run_dir / "analysis").glob(".spill-*"):  # left by a killed analysis
         shutil.rmtree(stale, ignore_errors=True)
     started = time.perf_counter()
     ranges = shard_ranges(len(tokens), cfg.batch_sequences, executor.n_shards())
-    mean = loss_mean(acts_fn, tokens, cfg)  # one vector for every shard
+    mean = cache.mean(lambda: loss_mean(acts_fn, tokens, cfg))  # one vector for every shard
     give_back_freed_memory()  # the mean's forwards, before pass 1
     scores = None
     if proxies:

@@ -143,7 +143,7 @@ def analyze_shard(acts_fn: ActsFn, losses: LossModel | None, tokens: np.ndarray,
             else:
                 sums.recon.add(len(x_counted), int(keep.sum()))
         if with_loss:  # after the encoders: each SAE's reconstruction is its splice
-            shared, own = losses.sums(kept, batch, post, mean, reconstructions)
+            shared, own = losses.sums(kept, batch, post, mean, reconstructions, s0)
             for name, sums in batch_sums:
                 sums.loss = shared.merge(own.get(name, LossSums()))
         if progress is not None:

@@ -57,13 +57,18 @@ def analysed_copy(run_dir: Path, folder: Path, executor) -> Path:
 
     copy = folder / "run"
     shutil.copytree(run_dir, copy)
+    return analysed_in_place(copy, executor)
+
+
+def analysed_in_place(run_dir: Path, executor) -> Path:
+    """(Re)do the analysis of run_dir at one torch thread and return run_dir."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run_analysis(copy, cfg=CFG, device="cpu", progress=False, log=lambda m: None, executor=executor)
+        run_analysis(run_dir, cfg=CFG, device="cpu", progress=False, log=lambda m: None, executor=executor, force=True)
     finally:
         torch.set_num_threads(threads)
-    return copy
+    return run_dir
 
 
 def assert_same_analysis(a: Path, b: Path) -> None:
@@ -162,3 +167,33 @@ def test_a_worker_that_cannot_see_the_run_folder_says_so(tmp_path):
                                              "shared filesystem, at the same path") as err:
         run_shard(job)
     assert "\n" not in str(err.value)
+
+
+def test_a_second_analysis_reads_the_clean_rows_kept_and_gives_the_same_files(one_shard, tmp_path):
+    """The clean LM's loss rows and mean-ablation vector are kept per loss batch under the run's .cache/lm-losses/;
+    the next analysis (here in 3 shards) reads them and writes the same files to the bit. That it reads them and
+    does not recompute: a kept kappa raised by 1 raises the SAE's KL by 1 at every counted position of that batch."""
+    import shutil
+
+    from sae.analysis.loss_cache import CACHE
+
+    (kept,) = (one_shard / CACHE).glob("*/*")  # one key, one device and thread count
+    assert kept.name == "cpu-1" and sorted(p.name for p in kept.iterdir()) == ["0.npz", "16.npz", "mean.npy"]
+    copy = tmp_path / "run"
+    shutil.copytree(one_shard, copy)
+    again = analysed_in_place(copy, LocalExecutor(3))
+    assert_same_analysis(one_shard, again)
+    before = json.loads((one_shard / "analysis" / "tiny" / "basis.json").read_text())["metrics"]
+    entry = copy / kept.relative_to(one_shard) / "0.npz"
+    with np.load(entry) as rows:
+        doctored = dict(rows)
+    doctored["kappa"] = doctored["kappa"] + np.float32(1.0)
+    np.savez(entry, **doctored)
+    after = json.loads((analysed_in_place(copy, LocalExecutor()) / "analysis" / "tiny" / "basis.json")
+                       .read_text())["metrics"]
+    counted = BATCH * 30  # batch 0's predicted positions after BOS: 31 a sequence, BOS's own KL stays 0
+    assert after["kl_div_with_sae"] - before["kl_div_with_sae"] == pytest.approx(counted / before["loss_tokens"],
+                                                                                rel=1e-4)
+    for unchanged in ("loss_clean", "loss_reconstructed", "kl_div_with_ablation"):  # kappa is the splice's KL's alone
+        assert after[unchanged] == before[unchanged], unchanged
+

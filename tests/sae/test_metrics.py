@@ -17,7 +17,7 @@ from sae.dictionary.metrics import ReconstructionSums, loss_recovered, reconstru
 from sae.dictionary.model import SAEConfig, SparseAutoencoder
 from sae.dictionary.saelens_format import load_sae, save_sae
 from sae.lm.heads import MLPHead
-from sae.lm.losses import LossSums, add_losses, head_losses, keep_bos, mean_activation
+from sae.lm.losses import LossSums, add_losses, clean_rows, head_losses, keep_bos, mean_activation, spliced_rows
 
 QUIET = dict(progress=False, log=lambda m: None)
 
@@ -164,6 +164,39 @@ def test_head_losses_equal_the_spliced_forwards_on_the_tiny_lm(tiny_run, compile
     capped = lm.load_lm(tiny_run)
     capped.cfg.output_logits_soft_cap = 2.0  # a readout the head does not reproduce: the probe finds it out
     assert lm.mlp_head(capped, tokens[:2]) is None
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["numba", "torch"])
+def test_the_spliced_kl_from_the_clean_rows_equals_the_kl_of_both_distributions_in_float64(tiny_run, compiled,
+                                                                                           monkeypatch):
+    """A splice's KL comes from the clean rows (kappa and u = W_U p, kept between analyses) and its own log-sum-exp,
+    never from the clean logits: at every predicted position it equals Σ p·(log p − log q) of the two whole
+    distributions in float64, BOS (which keeps its activations) included, and so does its next-token loss."""
+    if not compiled:
+        monkeypatch.setattr("sae.lm.losses.kernels", lambda *args: None)
+    model = lm.load_lm(tiny_run)
+    tokens = torch.from_numpy(np.load(tiny_run / "corpus" / "heldout.npy")[:10].astype(np.int64))
+    head = lm.mlp_head(model, tokens[:2])
+    with torch.no_grad():
+        mid, post = lm.mid_and_post(model, tokens)
+        recon = post * 0.6 + 0.02  # KLs of ~0.02 nats, a good SAE's order: where a difference would show
+        clean = clean_rows(head, mid, post, tokens, post[:, 1:].reshape(-1, 64).mean(0))
+        logp, kl = spliced_rows(head, mid, recon, tokens, clean)
+        ro = head.readout
+        wide = MLPHead(head.W_out.double(), head.b_out.double(),
+                       replace(ro, w=ro.w.double(), W_U=ro.W_U.double(), bias=ro.bias.double()))
+
+        def log_probs(acts):  # [b, T, 64] -> [b·(T − 1), V] float64, through the head in float64
+            out = wide.mlp_out(acts[:, :-1].double().reshape(-1, 64)).reshape(*acts[:, :-1].shape[:2], -1)
+            return wide.logits((mid[:, :-1].double() + out).reshape(-1, mid.shape[-1])).log_softmax(-1)
+
+        p_log, q_log = log_probs(post), log_probs(keep_bos(post, recon.clone()))
+        want_kl = (p_log.exp() * (p_log - q_log)).sum(-1)
+        want_logp = q_log.gather(-1, tokens[:, 1:].reshape(-1, 1))[:, 0]
+    assert float(want_kl.mean()) > 0.01  # not vacuous
+    assert float((kl.double() - want_kl).abs().max()) < 5e-6
+    assert float((logp.double() - want_logp).abs().max()) < 5e-6
+    assert float(clean.u.abs().max()) > 0 and clean.u.shape == (len(want_kl), mid.shape[-1])
 
 
 @pytest.mark.usefixtures("single_thread")
