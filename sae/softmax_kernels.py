@@ -67,15 +67,15 @@ def exp_sums(rows, row_of, deltas, delta_of, coef, scale, log2_weights, out):
 
 
 @numba.njit(parallel=True, nogil=True, cache=True, fastmath={"reassoc", "contract"})
-def replaced_logprobs(proj, add_of, inv_scale, bias, target, logp, kl, sums, probs, kappa, n_chunks):
+def replaced_logprobs(proj, add_of, inv_scale, bias, target, logp, kl, sums, probs, lse_clean, n_chunks):
     """The LM-loss metrics' log-softmaxes of one chunk of positions (sae.lm.losses.clean_rows), without forming a
     log-probability row. Position i's logits under distribution d are (proj[i] + proj[add_of[d, i]])·inv_scale[d, i]
     + bias: the projection of the residual before the MLP plus that of an MLP output (d = 0: the clean one), over the
     norm's divisor. Writes logp[d, i], the log-probability of target[i]; kl[d, i] = KL(clean || d) at i (0 for
     d = 0); sums[d, i], the sum of exponentials shifted by the clean row's maximum: outside SUM_RANGE the caller
     redoes (d, i) the plain way (2^100 above: a term may have been clamped; 2^-60 below: imprecise). And of the clean
-    distribution p: probs[i] = p, kappa[i] = Σ_v p_v·(logit_v − bias_v) − logsumexp(logits), what a later splice's
-    KL needs of it (sae.lm.losses.spliced_rows)."""
+    distribution: probs[i], its probabilities, and lse_clean[i], its logits' log-sum-exp, what a later splice's KL
+    needs of it (sae.lm.losses.clean_rows)."""
     n_dist, n_rows = add_of.shape
     n_vocab = proj.shape[1]
     per = (n_rows + n_chunks - 1) // n_chunks
@@ -86,15 +86,14 @@ def replaced_logprobs(proj, add_of, inv_scale, bias, target, logp, kl, sums, pro
             top = np.float32(-np.inf)
             for v in range(n_vocab):
                 top = max(top, (proj[i, v] + proj[a0, v]) * s0 + bias[v])
-            total, weighted = np.float32(0.0), np.float32(0.0)
+            total = np.float32(0.0)
             for v in range(n_vocab):
                 x = exp2f(((proj[i, v] + proj[a0, v]) * s0 + bias[v] - top) * LOG2E)
                 e[v] = x
                 total += x
-                weighted += x * (proj[i, v] + proj[a0, v])
             lse = top + np.log(total)
             logp[0, i] = (proj[i, t] + proj[a0, t]) * s0 + bias[t] - lse
-            kl[0, i], sums[0, i], kappa[i] = 0.0, total, weighted * s0 / total - lse
+            kl[0, i], sums[0, i], lse_clean[i] = 0.0, total, lse
             for d in range(1, n_dist):
                 ad, sd = add_of[d, i], inv_scale[d, i]
                 other, cross = np.float32(0.0), np.float32(0.0)

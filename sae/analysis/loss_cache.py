@@ -2,18 +2,20 @@
 
 The clean loss, the ablations' losses and KLs, and what a splice's KL needs of the clean distribution
 (sae.lm.losses.CleanRows) depend on the LM and the analysed tokens, never on the SAE; the next SAE analysed on the
-same run pays one unembedding a position where it paid three, and no mean-ablation pass. Kept per loss batch (by its
-first sequence, so that any sharding finds them) and for mean ablation's vector, in
-.cache/lm-losses/<key>/<device>-<threads>/: the key hashes what they are a function of (the LM's and the corpus's
-fingerprints, the tokens and batches analysed, the conventions), and the device and torch's thread count have a
-folder each (float sums differ between them, and an analysis is the same to the bit whatever it finds here). The
-driver removes other keys' folders (stale: another LM, corpus or config). Keeping is best effort: a file that cannot
-be written or read back is computed.
+same run pays one unembedding a position where it paid three, and no mean-ablation pass. Kept per loss batch (named
+by its first sequence, its length and its mean-ablation vector, so that any sharding finds them) and for mean
+ablation's vector, in .cache/lm-losses/<key>/<device>-<threads>-<build>/: the key hashes what they are a function of
+(the LM's and the corpus's fingerprints, the tokens and batches analysed, the conventions); the device, torch's thread
+count and build have a folder each (float sums differ between them, and an analysis is the same to the bit whatever
+it finds here). The driver of an analysis with loss metrics removes other keys' folders (stale: another LM, corpus or
+config). Keeping is best effort: a file that cannot be written or read back is computed again. Size: 4·(d_model + 5)
+bytes a loss position, 135 MB for 262,144 positions at d_model 128.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -34,19 +36,24 @@ VERSION = 1  # of CleanRows's definition: a change makes the cache miss
 
 @dataclass(frozen=True)
 class CleanRowsCache:
-    """One key's folder for one device and thread count: <first sequence>.npz per loss batch, mean.npy; each written
-    whole or not at all."""
+    """One key's folder for one device, thread count and build: a .npz per loss batch, mean.npy; each written whole
+    (flushed to disk, then renamed) or not at all."""
 
     folder: Path
 
-    def rows(self, first_sequence: int, compute: Callable[[], CleanRows]) -> CleanRows:
-        """Return the kept CleanRows of the batch starting at first_sequence, or compute() and keep them."""
-        path = self.folder / f"{first_sequence}.npz"
+    def rows(self, first_sequence: int, n_rows: int, mean: torch.Tensor | None,
+             compute: Callable[[], CleanRows]) -> CleanRows:
+        """Return the kept CleanRows of the batch from first_sequence with n_rows predicted positions and this
+        mean-ablation vector, or compute() and keep them."""
+        digest = "none" if mean is None else hashlib.sha256(mean.cpu().numpy().tobytes()).hexdigest()[:12]
+        path = self.folder / f"{first_sequence}-{n_rows}-{digest}.npz"
         try:
             with np.load(path) as kept:
-                return CleanRows(tuple(str(n) for n in kept["names"]),
+                rows = CleanRows(tuple(str(n) for n in kept["names"]),
                                  *(torch.from_numpy(kept[k]) for k in ("logp", "kl", "u", "kappa")))
-        except (OSError, KeyError, ValueError):  # not kept (or removed by another analysis meanwhile)
+            if rows.logp.shape[1] == len(rows.u) == len(rows.kappa) == n_rows:
+                return rows
+        except Exception:  # not kept, removed meanwhile, or unreadable: computed again
             pass
         rows = compute()
         self._write(path, lambda f: np.savez(f, names=np.array(rows.names), logp=rows.logp.cpu().numpy(),
@@ -59,7 +66,7 @@ class CleanRowsCache:
         path = self.folder / "mean.npy"
         try:
             return torch.from_numpy(np.load(path))
-        except (OSError, ValueError):
+        except Exception:  # not kept, removed meanwhile, or unreadable
             pass
         mean = compute()
         if mean is not None:
@@ -69,14 +76,18 @@ class CleanRowsCache:
     def _write(self, path: Path, write: Callable) -> None:
         """Write path whole or not at all (shards and other analyses may write beside this one, and another
         analysis's driver may remove the folder: then nothing is kept)."""
+        tmp = None
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{path.name}.")
             with os.fdopen(fd, "wb") as f:
                 write(f)
+                f.flush()
+                os.fsync(f.fileno())
             Path(tmp).replace(path)
         except OSError:
-            return
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
 
 
 def clean_rows_cache(run_dir: Path, cfg: AnalysisConfig, device: torch.device, tidy: bool = False) -> CleanRowsCache:
@@ -93,4 +104,10 @@ def clean_rows_cache(run_dir: Path, cfg: AnalysisConfig, device: torch.device, t
         for old in cache.iterdir():
             if old.name != key:
                 shutil.rmtree(old, ignore_errors=True)
-    return CleanRowsCache(cache / key / f"{torch.device(device).type}-{torch.get_num_threads()}")
+    return CleanRowsCache(cache / key / f"{torch.device(device).type}-{torch.get_num_threads()}-{_build()}")
+
+
+def _build() -> str:
+    """What else changes the bits: torch's version, the CPU's vector instructions it uses, numba or its fallback."""
+    parts = [torch.__version__, torch.backends.cpu.get_cpu_capability(), importlib.util.find_spec("numba") is not None]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:8]

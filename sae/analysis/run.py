@@ -120,15 +120,20 @@ def _load_bases(todo: list[PlannedBasis], d_in: int) -> list[LoadedBasis]:
 
 
 def _lm_functions(model, dev: torch.device, tokens: np.ndarray, cfg: AnalysisConfig,
-                  cache: CleanRowsCache) -> tuple[ActsFn, LossModel]:
+                  cache: CleanRowsCache | None) -> tuple[ActsFn, LossModel]:
     """Return the LM as the shard pass sees it: activations on CPU, and its LM-loss sums (sae/lm/losses.py), what
-    they compute of the clean LM kept in cache."""
+    they compute of the clean LM kept in cache (None: nothing kept)."""
     from sae import lm
 
     def acts_fn(batch: torch.Tensor) -> torch.Tensor:  # [B, T] -> [B, T, d_mlp] on CPU
         return lm.mlp_activations(model, batch.to(dev)).float().cpu()
 
     return acts_fn, loss_model(model, dev, tokens, cfg.loss_batch_sequences, cache)
+
+
+def _loss_cache(run_dir: Path, cfg: AnalysisConfig, dev: torch.device, tidy: bool = False) -> CleanRowsCache | None:
+    """Return where this analysis keeps the clean LM's loss rows; None without loss metrics (nothing is removed)."""
+    return None if cfg.loss_tokens == 0 else clean_rows_cache(run_dir, cfg, dev, tidy)
 
 
 @dataclass(frozen=True)
@@ -157,7 +162,7 @@ def run_shard(job: ShardJob) -> list[ShardState]:
     model = lm.load_lm(job.run_dir, dev)
     tokens = load_heldout(job.run_dir, job.cfg.n_tokens)
     bases = [item.basis for item in _load_bases(job.plans, int(model.cfg.d_mlp))]
-    acts_fn, losses = _lm_functions(model, dev, tokens, job.cfg, clean_rows_cache(job.run_dir, job.cfg, dev))
+    acts_fn, losses = _lm_functions(model, dev, tokens, job.cfg, _loss_cache(job.run_dir, job.cfg, dev))
     return analyze_shard(acts_fn, losses, tokens, job.seq_range, bases, job.cfg, job.spill_dir, mean=job.mean,
                          proxy_scores=job.proxy_scores, proxy_from=job.seq_range[0])
 
@@ -169,7 +174,7 @@ def _passes(run_dir: Path, model, dev: torch.device, tokens: np.ndarray, loaded:
     spills live and die in between."""
     from tqdm import tqdm
 
-    cache = clean_rows_cache(run_dir, cfg, dev, tidy=True)
+    cache = _loss_cache(run_dir, cfg, dev, tidy=True)
     acts_fn, losses = _lm_functions(model, dev, tokens, cfg, cache)
     bases = [item.basis for item in loaded]
     (run_dir / "analysis").mkdir(parents=True, exist_ok=True)
@@ -177,7 +182,8 @@ def _passes(run_dir: Path, model, dev: torch.device, tokens: np.ndarray, loaded:
         shutil.rmtree(stale, ignore_errors=True)
     started = time.perf_counter()
     ranges = shard_ranges(len(tokens), cfg.batch_sequences, executor.n_shards())
-    mean = cache.mean(lambda: loss_mean(acts_fn, tokens, cfg))  # one vector for every shard
+    # mean ablation's vector, one for every shard
+    mean = loss_mean(acts_fn, tokens, cfg) if cache is None else cache.mean(lambda: loss_mean(acts_fn, tokens, cfg))
     give_back_freed_memory()  # the mean's forwards, before pass 1
     scores = None
     if proxies:

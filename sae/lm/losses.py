@@ -130,7 +130,7 @@ class CleanRows:
     logp: torch.Tensor  # [D, n] the log-probability of the next token under each
     kl: torch.Tensor  # [D, n] KL(clean || each) (row 0: zeros)
     u: torch.Tensor  # [n, d_model] W_U p: the clean distribution's expected unembedding (in the norm's frame)
-    kappa: torch.Tensor  # [n] Σ_v p_v·(logit_v − bias_v) − logsumexp(logits) of the clean logits
+    kappa: torch.Tensor  # [n] float64: Σ_v p_v·(logit_v − bias_v) − logsumexp(logits), as (c·w / s)·u − lse
 
     def to(self, device: torch.device) -> "CleanRows":
         return CleanRows(self.names, *(t.to(device) for t in (self.logp, self.kl, self.u, self.kappa)))
@@ -157,7 +157,11 @@ def clean_rows(head: MLPHead, resid_mid: torch.Tensor, post: torch.Tensor, token
     + bias: one unembedding of resid_mid and one of the clean MLP output serve clean, zero and mean ablation (these add
     a constant row). The log-softmaxes and KLs of a chunk of positions are sae.softmax_kernels.replaced_logprobs's (one
     pass over the vocabulary per distribution, the clean one exponentiated once; torch ops off CPU); u costs one more
-    [rows, d_vocab] x [d_vocab, d_model] product.
+    [rows, d_vocab] x [d_vocab, d_model] product. kappa's first term is the clean residual's normalised direction
+    c·w / s dotted with the u kept, not the kernel's own sum: a splice's KL is then
+    u·(c·w / s − c(r)·w / s(r)) + lse(r) − lse, so u's float32 rounding is scaled by how far the splice moved the
+    residual, small where the KL is small (summed over 50,257 tokens it would otherwise bias the KL by ~1e-5 nats a
+    position).
     """
     b, n_ctx, d_mlp = post.shape
     mid, clean_post = _predicted(resid_mid), _predicted(post)
@@ -167,7 +171,8 @@ def clean_rows(head: MLPHead, resid_mid: torch.Tensor, post: torch.Tensor, token
     names = ("clean", *outs)
     compiled = kernels("sae.softmax_kernels", post.device)
     logp, kl = torch.empty(len(names), n, device=post.device), torch.empty(len(names), n, device=post.device)
-    u, kappa = torch.empty(n, mid.shape[-1], device=post.device), torch.empty(n, device=post.device)
+    u, lse = torch.empty(n, mid.shape[-1], device=post.device), torch.empty(n, device=post.device)
+    direction = torch.empty(n, mid.shape[-1], dtype=torch.float64, device=post.device)  # c·w / s of the clean residual
     W_U, bias = head.readout.W_U, head.readout.bias
     for r0 in range(0, n, HEAD_ROWS):
         rows = slice(r0, min(r0 + HEAD_ROWS, n))
@@ -179,13 +184,13 @@ def clean_rows(head: MLPHead, resid_mid: torch.Tensor, post: torch.Tensor, token
         add_of = torch.stack([local + m] + [torch.full_like(local, 2 * m + j) for j in range(len(outs))])  # [D, m]
         scale = head.readout.scale(centred[:m][None] + centred[add_of])[..., 0]  # [D, m] the norm's divisors
         if compiled is None:
-            logp[:, rows], kl[:, rows], probs, kappa[rows] = _replaced_logprobs(projected, local, add_of, scale, bias,
-                                                                                targets[rows])
+            logp[:, rows], kl[:, rows], probs, lse[rows] = _replaced_logprobs(projected, local, add_of, scale, bias,
+                                                                              targets[rows])
         else:
             sums, probs = torch.empty(len(names), m), torch.empty(m, projected.shape[1])
             compiled.replaced_logprobs(projected.numpy(), add_of.numpy(), (1.0 / scale).numpy(), bias.numpy(),
                                        targets[rows].numpy(), logp[:, rows].numpy(), kl[:, rows].numpy(),
-                                       sums.numpy(), probs.numpy(), kappa[rows].numpy(), 4 * torch.get_num_threads())
+                                       sums.numpy(), probs.numpy(), lse[rows].numpy(), 4 * torch.get_num_threads())
             bad = torch.nonzero(compiled.out_of_range(sums))  # (distribution, row) whose sums left the range
             if len(bad):  # never the clean row, whose sum lies in [1, d_vocab]
                 d, i = bad[:, 0], bad[:, 1]
@@ -194,10 +199,11 @@ def clean_rows(head: MLPHead, resid_mid: torch.Tensor, post: torch.Tensor, token
                                                               targets[rows][i])
                 logp[d, r0 + i], kl[d, r0 + i] = redo_logp[1], redo_kl[1]
         torch.mm(probs, W_U.T, out=u[rows])
+        direction[rows] = ((centred[:m] + centred[m: 2 * m]) * head.readout.w).double() / scale[0, :, None].double()
     bos = _bos_rows(b, n_ctx, post.device)
     logp[1:, bos] = logp[0, bos]  # BOS keeps its activations: its ablated distributions are the clean one
     kl[1:, bos] = 0.0
-    return CleanRows(names, logp, kl, u, kappa)
+    return CleanRows(names, logp, kl, u, torch.linalg.vecdot(direction, u.double()) - lse.double())
 
 
 @torch.no_grad()
@@ -208,7 +214,7 @@ def spliced_rows(head: MLPHead, resid_mid: torch.Tensor, reconstruction: torch.T
 
     One unembedding of resid_mid + the spliced MLP output; the KL from the clean rows alone, without the clean
     logits: with x = P(r)/s + bias the spliced logits, Σ_v p_v·x_v = (c(r)·w)·(W_U p)/s + p·bias, so
-    KL = Σ p·(clean − x) − lse_clean + lse = kappa − (c(r)·w)·u / s + lse (p·bias cancels).
+    KL = Σ p·(clean − x) − lse_clean + lse = kappa − (c(r)·w)·u / s + lse (p·bias cancels), in float64.
     """
     b, n_ctx = tokens.shape
     mid, spliced = _predicted(resid_mid), _predicted(reconstruction)
@@ -231,7 +237,7 @@ def spliced_rows(head: MLPHead, resid_mid: torch.Tensor, reconstruction: torch.T
             compiled.spliced_logprobs(projected.numpy(), (1.0 / scale).numpy(), ro.bias.numpy(),
                                       targets[rows].numpy(), logp[rows].numpy(), lse[rows].numpy(),
                                       4 * torch.get_num_threads())
-    kl = (clean.kappa.double() - dot + lse.double()).float()
+    kl = (clean.kappa - dot + lse.double()).float()
     bos = _bos_rows(b, n_ctx, mid.device)
     logp[bos], kl[bos] = clean.logp[0, bos], 0.0  # BOS keeps its activations: the clean distribution
     return logp, kl
@@ -265,7 +271,7 @@ def _replaced_logprobs(projected: torch.Tensor, base_of: torch.Tensor, add_of: t
     """sae.softmax_kernels.replaced_logprobs in torch ops (off CPU, without numba, and for the rows whose sums left
     the kernel's range): position i's logits under distribution d are (projected[base_of[i]] +
     projected[add_of[d, i]]) / scale[d, i] + bias, d = 0 the clean ones. Returns (logp, kl) [D, m]: the
-    log-probability of target [m] and KL(clean || d); the clean probabilities [m, V] and kappa [m]."""
+    log-probability of target [m] and KL(clean || d); the clean probabilities [m, V] and logits' log-sum-exp [m]."""
     base = projected[base_of]  # [m, V]
     logp, kl = torch.empty(add_of.shape, device=base.device), torch.zeros(add_of.shape, device=base.device)
     for d in range(add_of.shape[0]):
@@ -273,11 +279,10 @@ def _replaced_logprobs(projected: torch.Tensor, base_of: torch.Tensor, add_of: t
         x = logits.log_softmax(-1)
         logp[d] = x.gather(-1, target[:, None])[:, 0]
         if d == 0:
-            clean, p = x, x.exp()
-            kappa = torch.linalg.vecdot(p, logits - bias) - logits.logsumexp(-1)
+            clean, p, lse = x, x.exp(), logits[:, 0] - x[:, 0]
         else:
             kl[d] = torch.linalg.vecdot(p, clean - x)
-    return logp, kl, p, kappa
+    return logp, kl, p, lse
 
 
 @torch.no_grad()
@@ -309,8 +314,10 @@ class LossModel(Protocol):
 
 
 class CleanRowsStore(Protocol):
-    def rows(self, first_sequence: int, compute: Callable[[], CleanRows]) -> CleanRows:
-        """Return the CleanRows of the batch starting at first_sequence: kept ones, or compute() (then kept)."""
+    def rows(self, first_sequence: int, n_rows: int, mean: torch.Tensor | None,
+             compute: Callable[[], CleanRows]) -> CleanRows:
+        """Return the CleanRows of the batch from first_sequence with n_rows predicted positions and this
+        mean-ablation vector: kept ones, or compute() (then kept)."""
 
 
 class HeadLosses:
@@ -332,7 +339,8 @@ class HeadLosses:
         mean = None if mean is None else mean.to(self.device)
         clean = None
         if self.store is not None and first_sequence is not None:
-            clean = self.store.rows(first_sequence, lambda: clean_rows(self.head, mid, post_here, batch, mean))
+            clean = self.store.rows(first_sequence, batch.shape[0] * (batch.shape[1] - 1), mean,
+                                    lambda: clean_rows(self.head, mid, post_here, batch, mean))
             clean = clean.to(self.device)
         return head_losses(self.head, mid, post_here, batch, mean, recon, clean)
 

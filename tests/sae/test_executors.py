@@ -177,14 +177,16 @@ def test_a_second_analysis_reads_the_clean_rows_kept_and_gives_the_same_files(on
 
     from sae.analysis.loss_cache import CACHE
 
-    (kept,) = (one_shard / CACHE).glob("*/*")  # one key, one device and thread count
-    assert kept.name == "cpu-1" and sorted(p.name for p in kept.iterdir()) == ["0.npz", "16.npz", "mean.npy"]
+    (kept,) = (one_shard / CACHE).glob("*/*")  # one key, one device, thread count and build
+    names = sorted(p.name for p in kept.iterdir())  # the two loss batches of 16 sequences, 31 predicted positions each
+    assert kept.name.startswith("cpu-1-") and [n.split("-")[:2] for n in names] == [["0", "496"], ["16", "496"],
+                                                                                   ["mean.npy"]]
     copy = tmp_path / "run"
     shutil.copytree(one_shard, copy)
     again = analysed_in_place(copy, LocalExecutor(3))
     assert_same_analysis(one_shard, again)
     before = json.loads((one_shard / "analysis" / "tiny" / "basis.json").read_text())["metrics"]
-    entry = copy / kept.relative_to(one_shard) / "0.npz"
+    (entry,) = (copy / kept.relative_to(one_shard)).glob("0-*.npz")
     with np.load(entry) as rows:
         doctored = dict(rows)
     doctored["kappa"] = doctored["kappa"] + np.float32(1.0)
@@ -196,4 +198,7 @@ def test_a_second_analysis_reads_the_clean_rows_kept_and_gives_the_same_files(on
                                                                                 rel=1e-4)
     for unchanged in ("loss_clean", "loss_reconstructed", "kl_div_with_ablation"):  # kappa is the splice's KL's alone
         assert after[unchanged] == before[unchanged], unchanged
+    no_loss = AnalysisConfig(n_tokens=N_TOKENS, batch_sequences=BATCH, loss_tokens=0)
+    run_analysis(copy, cfg=no_loss, device="cpu", progress=False, log=lambda m: None, force=True)
+    assert entry.is_file()  # an analysis without loss metrics leaves the kept rows alone
 
