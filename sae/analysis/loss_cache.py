@@ -31,7 +31,7 @@ from sae.analysis.config import AnalysisConfig
 from sae.lm.losses import CleanRows
 
 CACHE = Path(".cache") / "lm-losses"  # under the run, beside the proxy scores
-VERSION = 1  # of CleanRows's definition: a change makes the cache miss
+VERSION = 2  # of CleanRows's definition (2: kappa from the u kept): a change makes the cache miss
 
 
 @dataclass(frozen=True)
