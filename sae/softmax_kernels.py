@@ -68,14 +68,14 @@ def exp_sums(rows, row_of, deltas, delta_of, coef, scale, log2_weights, out):
 
 @numba.njit(parallel=True, nogil=True, cache=True, fastmath={"reassoc", "contract"})
 def replaced_logprobs(proj, add_of, inv_scale, bias, target, logp, kl, sums, probs, lse_clean, n_chunks):
-    """The LM-loss metrics' log-softmaxes of one chunk of positions (sae.lm.losses.clean_rows), without forming a
+    """The LM-loss metrics' log-softmaxes of one chunk of positions (sae.lm.head_losses.clean_rows), without forming a
     log-probability row. Position i's logits under distribution d are (proj[i] + proj[add_of[d, i]])·inv_scale[d, i]
     + bias: the projection of the residual before the MLP plus that of an MLP output (d = 0: the clean one), over the
     norm's divisor. Writes logp[d, i], the log-probability of target[i]; kl[d, i] = KL(clean || d) at i (0 for
     d = 0); sums[d, i], the sum of exponentials shifted by the clean row's maximum: outside SUM_RANGE the caller
     redoes (d, i) the plain way (2^100 above: a term may have been clamped; 2^-60 below: imprecise). And of the clean
     distribution: probs[i], its probabilities, and lse_clean[i], its logits' log-sum-exp, what a later splice's KL
-    needs of it (sae.lm.losses.clean_rows)."""
+    needs of it (sae.lm.head_losses.clean_rows)."""
     n_dist, n_rows = add_of.shape
     n_vocab = proj.shape[1]
     per = (n_rows + n_chunks - 1) // n_chunks
@@ -112,8 +112,8 @@ def replaced_logprobs(proj, add_of, inv_scale, bias, target, logp, kl, sums, pro
 
 @numba.njit(parallel=True, nogil=True, cache=True, fastmath={"reassoc", "contract"})
 def spliced_logprobs(proj, inv_scale, bias, target, logp, lse, n_chunks):
-    """The log-softmax of one chunk of spliced positions (sae.lm.losses.spliced_rows) without forming its row: row i's
-    logits are proj[i]·inv_scale[i] + bias. Writes logp[i], the log-probability of target[i], and lse[i], the
+    """The log-softmax of one chunk of spliced positions (sae.lm.head_losses.spliced_rows) without forming its row:
+    row i's logits are proj[i]·inv_scale[i] + bias. Writes logp[i], the log-probability of target[i], and lse[i], the
     logits' log-sum-exp. Shifted by the row's own maximum, the sum lies in [1, d_vocab]: no term that matters is
     clamped, and nothing needs redoing."""
     n_rows, n_vocab = proj.shape

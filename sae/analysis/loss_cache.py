@@ -1,7 +1,7 @@
 """What the LM-loss metrics computed of the clean LM, kept in the run's .cache/lm-losses/ for the next analysis.
 
 The clean loss, the ablations' losses and KLs, and what a splice's KL needs of the clean distribution
-(sae.lm.losses.CleanRows) depend on the LM and the analysed tokens, never on the SAE; the next SAE analysed on the
+(sae.lm.head_losses.CleanRows) depend on the LM and the analysed tokens, never on the SAE; the next SAE analysed on the
 same run pays one unembedding a position where it paid three, and no mean-ablation pass. Kept per loss batch (named
 by its first sequence, its length and its mean-ablation vector, so that any sharding finds them) and for mean
 ablation's vector, in .cache/lm-losses/<key>/<device>-<threads>-<build>/: the key hashes what they are a function of
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from sae.analysis.config import AnalysisConfig
-from sae.lm.losses import CleanRows
+from sae.lm.head_losses import CleanRows
 
 CACHE = Path(".cache") / "lm-losses"  # under the run, beside the proxy scores
 VERSION = 2  # of CleanRows's definition (2: kappa from the u kept): a change makes the cache miss
@@ -90,11 +90,14 @@ class CleanRowsCache:
                 Path(tmp).unlink(missing_ok=True)
 
 
-def clean_rows_cache(run_dir: Path, cfg: AnalysisConfig, device: torch.device, tidy: bool = False) -> CleanRowsCache:
+def clean_rows_cache(run_dir: Path, cfg: AnalysisConfig, device: torch.device,
+                     tidy: bool = False) -> CleanRowsCache | None:
     """Return this analysis's CleanRowsCache in run_dir/.cache/lm-losses/; tidy (the driver): other keys' folders
-    removed."""
+    removed. None for an analysis without loss metrics (it keeps and removes nothing)."""
     from sae import rundir
 
+    if cfg.loss_tokens == 0:
+        return None
     run_dir = Path(run_dir)
     key = hashlib.sha256(json.dumps([
         VERSION, rundir.fingerprint(run_dir / "lm", "lm"), rundir.fingerprint(run_dir / "corpus", "corpus"),

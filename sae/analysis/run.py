@@ -39,7 +39,8 @@ from sae.analysis.shard import ActsFn, AnalysisConfig, Basis, ShardState, analyz
 from sae.conventions import NEURON_BASIS
 from sae.corpus.build import load_heldout
 from sae.errors import MonoscopeError
-from sae.lm.losses import LossModel, loss_model
+from sae.lm.head_losses import loss_model
+from sae.lm.losses import LossModel
 from sae.memory import give_back_freed_memory
 
 
@@ -131,11 +132,6 @@ def _lm_functions(model, dev: torch.device, tokens: np.ndarray, cfg: AnalysisCon
     return acts_fn, loss_model(model, dev, tokens, cfg.loss_batch_sequences, cache)
 
 
-def _loss_cache(run_dir: Path, cfg: AnalysisConfig, dev: torch.device, tidy: bool = False) -> CleanRowsCache | None:
-    """Return where this analysis keeps the clean LM's loss rows; None without loss metrics (nothing is removed)."""
-    return None if cfg.loss_tokens == 0 else clean_rows_cache(run_dir, cfg, dev, tidy)
-
-
 @dataclass(frozen=True)
 class ShardJob:
     """One shard as a Ray task sees it: everything `run_shard` needs to rebuild it from the run folder (picklable)."""
@@ -162,7 +158,7 @@ def run_shard(job: ShardJob) -> list[ShardState]:
     model = lm.load_lm(job.run_dir, dev)
     tokens = load_heldout(job.run_dir, job.cfg.n_tokens)
     bases = [item.basis for item in _load_bases(job.plans, int(model.cfg.d_mlp))]
-    acts_fn, losses = _lm_functions(model, dev, tokens, job.cfg, _loss_cache(job.run_dir, job.cfg, dev))
+    acts_fn, losses = _lm_functions(model, dev, tokens, job.cfg, clean_rows_cache(job.run_dir, job.cfg, dev))
     return analyze_shard(acts_fn, losses, tokens, job.seq_range, bases, job.cfg, job.spill_dir, mean=job.mean,
                          proxy_scores=job.proxy_scores, proxy_from=job.seq_range[0])
 
@@ -174,7 +170,7 @@ def _passes(run_dir: Path, model, dev: torch.device, tokens: np.ndarray, loaded:
     spills live and die in between."""
     from tqdm import tqdm
 
-    cache = _loss_cache(run_dir, cfg, dev, tidy=True)
+    cache = clean_rows_cache(run_dir, cfg, dev, tidy=True)
     acts_fn, losses = _lm_functions(model, dev, tokens, cfg, cache)
     bases = [item.basis for item in loaded]
     (run_dir / "analysis").mkdir(parents=True, exist_ok=True)

@@ -190,8 +190,9 @@ def reconstruction_metrics(sae: SparseAutoencoder, x: torch.Tensor, chunk: int =
 @torch.no_grad()
 def loss_recovered(model, tokens: torch.Tensor, sae: SparseAutoencoder, batch_rows: int = 32) -> dict:
     """Return the LM-loss metrics of `sae` spliced in on tokens [B, T] (LossSums.metrics), mean ablation by the mean
-    activation over these tokens; by the same LossModel the analysis uses (sae.lm.losses.loss_model)."""
-    from sae.lm.losses import LossSums, loss_model, mean_activation
+    activation over these tokens; by the same LossModel the analysis uses (sae.lm.head_losses.loss_model)."""
+    from sae.lm.head_losses import loss_model
+    from sae.lm.losses import LossSums, mean_activation
     from sae.lm.model import mlp_activations
 
     device = sae.W_enc.device

@@ -63,7 +63,7 @@ class MLPHead:
 
     The LM-loss metrics replace the hook's activations by zeros, their mean or a reconstruction; with the head, each
     replacement costs one MLP output and one unembedding, and the attention before it runs once, not once per
-    replacement (sae.lm.losses.head_losses)."""
+    replacement (sae.lm.head_losses.head_losses)."""
 
     W_out: torch.Tensor  # [d_mlp, d_model]
     b_out: torch.Tensor  # [d_model]

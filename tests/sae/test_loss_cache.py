@@ -9,7 +9,7 @@ import torch
 from sae import lm
 from sae.analysis.config import AnalysisConfig
 from sae.analysis.loss_cache import CACHE, clean_rows_cache
-from sae.lm.losses import clean_rows
+from sae.lm.head_losses import clean_rows
 
 CFG = AnalysisConfig(n_tokens=2000, batch_sequences=16, loss_tokens=700)
 

@@ -17,7 +17,8 @@ from sae.dictionary.metrics import ReconstructionSums, loss_recovered, reconstru
 from sae.dictionary.model import SAEConfig, SparseAutoencoder
 from sae.dictionary.saelens_format import load_sae, save_sae
 from sae.lm.heads import MLPHead, Readout
-from sae.lm.losses import LossSums, add_losses, clean_rows, head_losses, keep_bos, mean_activation, spliced_rows
+from sae.lm.head_losses import clean_rows, head_losses, spliced_rows
+from sae.lm.losses import LossSums, add_losses, keep_bos, mean_activation
 
 QUIET = dict(progress=False, log=lambda m: None)
 
@@ -140,7 +141,7 @@ def test_head_losses_equal_the_spliced_forwards_on_the_tiny_lm(tiny_run, compile
     running the model once per replacement, by the compiled log-softmaxes and by their torch fallback (as without
     numba), and the tiny LM takes it (so the sae_lens comparison above checks it)."""
     if not compiled:
-        monkeypatch.setattr("sae.lm.losses.kernels", lambda *args: None)  # what numba's absence gives
+        monkeypatch.setattr("sae.lm.head_losses.kernels", lambda *args: None)  # what numba's absence gives
     model = lm.load_lm(tiny_run)
     tokens = torch.from_numpy(np.load(tiny_run / "corpus" / "heldout.npy")[:12].astype(np.int64))
     head = lm.mlp_head(model, tokens[:2])
@@ -173,7 +174,7 @@ def test_the_spliced_kl_from_the_clean_rows_equals_the_kl_of_both_distributions_
     never from the clean logits: at every predicted position it equals Σ p·(log p − log q) of the two whole
     distributions in float64, BOS (which keeps its activations) included, and so does its next-token loss."""
     if not compiled:
-        monkeypatch.setattr("sae.lm.losses.kernels", lambda *args: None)
+        monkeypatch.setattr("sae.lm.head_losses.kernels", lambda *args: None)
     model = lm.load_lm(tiny_run)
     tokens = torch.from_numpy(np.load(tiny_run / "corpus" / "heldout.npy")[:10].astype(np.int64))
     head = lm.mlp_head(model, tokens[:2])
@@ -296,7 +297,8 @@ def test_saelens_named_metrics_match_sae_lens_on_the_same_reconstructions():
 def test_analysis_with_the_head_equals_the_analysis_with_a_forward_per_replacement(tiny_run, tmp_path):
     """The whole analysis of the tiny run, its LM-loss metrics from the head (today's path) and from the forwards
     that ran before it (kept for LMs without a head): every array the same to the bit, the metrics to 1e-6."""
-    from sae.lm.losses import HeadLosses, SplicedLosses, loss_model
+    from sae.lm.head_losses import HeadLosses, loss_model
+    from sae.lm.losses import SplicedLosses
     from sae.analysis.reduce import finish
     from sae.analysis.shard import Basis, analyze_shard
     from sae.corpus.build import load_heldout
@@ -345,7 +347,7 @@ def test_head_losses_redo_the_positions_whose_sums_leave_the_kernels_range(tiny_
                              .reshape(-1, mid.shape[-1]))
         assert (logits.amax(-1) - clean.amax(-1)).abs().max() > 100  # out of the kernel's range somewhere
         fast = head_losses(steep, mid, post, tokens, mean, {"s": post * 0.5})
-        monkeypatch.setattr("sae.lm.losses.kernels", lambda *args: None)
+        monkeypatch.setattr("sae.lm.head_losses.kernels", lambda *args: None)
         plain = head_losses(steep, mid, post, tokens, mean, {"s": post * 0.5})
     for got, want in ((fast[0], plain[0]), (fast[1]["s"], plain[1]["s"])):
         for key in want.ce:
