@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sae.compiled import kernels
+
 SPAN = 1 << 40  # (unit, global token) packs into unit * SPAN + token
 POOL = 4  # candidates kept per review window asked for
 
@@ -40,11 +42,24 @@ class OpenWindows:
         self.keys = np.sort(units * SPAN + centers)
         self.tokens_flat, self.n_ctx, self.before, self.after = tokens_flat, n_ctx, before, after
         self.reach = before + after
-        self.texts = np.unique(self.text_keys(units, centers))
+        self.compiled = kernels("sae.analysis.review_kernels")
+        texts = self.text_keys(units, centers)
+        self.texts = np.unique(texts)
+        if self.compiled is not None:  # per unit: its open centres and text hashes, sorted (CSR by unit)
+            bounds = np.arange(int(units.max(initial=-1)) + 2)
+            self.unit_start = np.searchsorted(self.keys // SPAN, bounds)
+            self.centers = self.keys % SPAN
+            order = np.lexsort((texts, units))
+            self.unit_texts, self.text_start = texts[order], np.searchsorted(units[order], bounds)
 
     def text_keys(self, units: np.ndarray, centers: np.ndarray) -> np.ndarray:
         """Return a 64-bit hash [n] of (unit, the token ids the window around each centre shows): its tokens inside
         its sequence, as a page shows them, wherever the centre sits among them."""
+        if self.compiled is not None:
+            out = np.empty(len(units), np.uint64)
+            self.compiled.text_keys(np.ascontiguousarray(units, np.int64), np.ascontiguousarray(centers, np.int64),
+                                    self.tokens_flat, self.n_ctx, self.before, self.after, out)
+            return out
         h = units.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
         start = centers // self.n_ctx * self.n_ctx
         with np.errstate(over="ignore"):
@@ -60,6 +75,11 @@ class OpenWindows:
         """Return [n] bool: whether the window at each (unit, global token) shares a token with one of the unit's
         open windows, or shows the same text as one of them."""
         units, tokens = units.astype(np.int64), tokens.astype(np.int64)
+        if self.compiled is not None:
+            out = np.empty(len(units), bool)
+            self.compiled.clash(self.unit_start, self.centers, self.text_start, self.unit_texts, self.tokens_flat,
+                                self.n_ctx, self.before, self.after, units, tokens, out)
+            return out
         clash = self.near(units, tokens)
         rest = np.nonzero(~clash)[0]
         clash[rest] = np.isin(self.text_keys(units[rest], tokens[rest]), self.texts)

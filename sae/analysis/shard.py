@@ -1,7 +1,7 @@
 """Per-unit analysis of every basis (MLP neurons and each SAE) over held-out tokens, as mergeable shards.
 
 `analyze_shard` is pass 1 over one shard of sequences: ONE LM forward per batch (stopped at the hook) feeds every
-basis; each basis encodes (identity for neurons), takes its non-zeros once (torch.nonzero), updates its `UnitStats`,
+basis; each basis encodes (identity for neurons), takes its non-zeros once (a compiled pass), updates its `UnitStats`,
 keeps the batch's `BasisSums` and spills the non-zeros to disk. `sae.analysis.reduce.finish` is the reduce: it
 merges pass-1 states, then streams each shard's spill for pass 2 (histograms, intervals, reservoirs; no second
 encode) and the windows, and returns the arrays of units.npz. Shards are independent (their states pickle), so they
@@ -28,6 +28,7 @@ from sae.analysis.spill import Spill
 from sae.analysis.state import UnitStats
 from sae.conventions import BOS_POSITION
 from sae.dictionary.architectures import Activation
+from sae.compiled import kernels as compiled_kernels
 from sae.dictionary.fast.select import kernels
 from sae.dictionary.metrics import ReconstructionSums
 from sae.dictionary.model import sparse_decode
@@ -214,6 +215,13 @@ def _firing_rows(basis: Basis, x: torch.Tensor, buffers: dict) -> tuple[np.ndarr
         firing = ~(values <= 0)  # the ReLU's non-zeros (NaN stays, as torch.nonzero keeps it)
         rows = np.repeat(np.arange(len(x), dtype=np.int64), k).reshape(len(x), k)[firing]
         return rows, cols[firing], values[firing]
+    if sae is None or sae.cfg.arch.activation is Activation.RELU:
+        firing = compiled_kernels("sae.analysis.firing_kernels", x.device)
+        if firing is not None:  # one compiled pass for the bias, the ReLU, the non-zeros and their values
+            pre = x if sae is None else _pre_activations(basis, x, buffers, bias=False)
+            bias = np.zeros(basis.n_units, np.float32) if sae is None else sae.b_enc.detach().numpy()
+            # Neurons may be negative (GELU) and fire where positive; an SAE's ReLU keeps NaN, which nonzero counts.
+            return firing.firing_entries(np.ascontiguousarray(pre.numpy()), bias, sae is not None)
     f = _encode(basis, x, buffers)  # [N, U]
     # Neurons may be negative (GELU); SAE outputs are >= 0, so for them non-zero means firing.
     firing = f if sae is not None else torch.gt(f, 0, out=_buffer(buffers, "mask", f.shape, torch.bool))
@@ -233,11 +241,12 @@ def _encode(basis: Basis, x: torch.Tensor, buffers: dict) -> torch.Tensor:
     return sae.activate(pre)
 
 
-def _pre_activations(basis: Basis, x: torch.Tensor, buffers: dict) -> torch.Tensor:
-    """Return an SAE basis's pre-activations [N, U] of x [N, d_in], written into the basis's reused buffer."""
+def _pre_activations(basis: Basis, x: torch.Tensor, buffers: dict, bias: bool = True) -> torch.Tensor:
+    """Return an SAE basis's pre-activations [N, U] of x [N, d_in] (without b_enc unless bias), written into the
+    basis's reused buffer."""
     sae = basis.sae
     pre = torch.matmul(x - sae.b_dec, sae.W_enc, out=_buffer(buffers, basis.name, (x.shape[0], basis.n_units), x.dtype))
-    return pre.add_(sae.b_enc)
+    return pre.add_(sae.b_enc) if bias else pre
 
 
 def _decode_sparse(sae, row_counts: np.ndarray, units: np.ndarray, values: np.ndarray) -> torch.Tensor:

@@ -9,6 +9,8 @@ from typing import Iterator
 
 import numpy as np
 
+from sae.compiled import kernels
+
 
 @dataclass(frozen=True)
 class SpillExtent:
@@ -57,14 +59,19 @@ class Spill:
 
     def __iter__(self) -> Iterator[SpillBatch]:
         """Yield the appended batches in order, one at a time from disk."""
+        for token0, counts, units, values in self.stored():
+            rows = np.repeat(np.arange(token0, token0 + len(counts), dtype=np.int64), counts)
+            yield SpillBatch(token0, len(counts), rows, units.astype(np.int64), values)
+
+    def stored(self) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """Yield each appended batch as stored: (first token, counts [n_tokens] int32, units int32, values float32)."""
         token0 = nnz0 = 0
         for extent in self.batches:
             n_tokens, nnz = extent.n_tokens, extent.nnz
             counts = np.fromfile(self.folder / "counts", np.int32, n_tokens, offset=4 * token0)
-            rows = np.repeat(np.arange(token0, token0 + n_tokens, dtype=np.int64), counts)
-            units = np.fromfile(self.folder / "units", np.int32, nnz, offset=4 * nnz0).astype(np.int64)
+            units = np.fromfile(self.folder / "units", np.int32, nnz, offset=4 * nnz0)
             values = np.fromfile(self.folder / "values", np.float32, nnz, offset=4 * nnz0)
-            yield SpillBatch(token0, n_tokens, rows, units, values)
+            yield token0, counts, units, values
             token0, nnz0 = token0 + n_tokens, nnz0 + nnz
 
 
@@ -83,6 +90,15 @@ def gather_windows(spill: Spill, n_ctx: int, shard_start: int, units: np.ndarray
     e = np.nonzero(filled)[0]
     e = e[np.argsort(centers[e], kind="stable")]  # entries sorted by center token
     local = centers[e] - shard_start  # [E'] sorted; shards start at a sequence boundary, so local % T = position
+    compiled = kernels("sae.analysis.window_kernels")
+    if compiled is not None:
+        entry_units = units[e].astype(np.int64)
+        for token0, counts, u, v in spill.stored():
+            lo, hi = np.searchsorted(local, [token0 - after, token0 + len(counts) + before])
+            if hi > lo:
+                compiled.fill_windows(acts, e[lo:hi], local[lo:hi], entry_units[lo:hi], token0, counts, u, v, n_ctx,
+                                      before)
+        return
     offsets = np.arange(-before, after + 1)
     n = spill.n_units
     for batch in spill:

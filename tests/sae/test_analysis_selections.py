@@ -1,5 +1,6 @@
-"""The analysis's selections, compiled, against sorting everything: GroupSelect's k first entries per group by
-(key, token) (sae/analysis/state.py, also in numpy) and a TopK SAE's firing units (sae/analysis/shard.py)."""
+"""The analysis's compiled kernels against their numpy and torch paths: GroupSelect's k first entries per group
+by (key, token) (sae/analysis/state.py), an SAE's and the neurons' firing units (sae/analysis/shard.py), the review
+sample's clash test (sae/analysis/review_sample.py) and the windows' lookup in a spill (sae/analysis/spill.py)."""
 
 import numpy as np
 import pytest
@@ -59,3 +60,80 @@ def test_an_saes_firing_units_equal_the_dense_encodes(architecture, shift):
     assert rows.max() >= 2 * ENCODE_ROWS  # the last block's rows were there
     if architecture == "topk":
         assert (per_row == 8).any() and (per_row < 8).any() == (shift < 0)  # the rows this case is about were there
+
+
+@pytest.mark.parametrize("neurons", [True, False], ids=["neurons", "relu-sae"])
+def test_the_compiled_firing_units_equal_torchs_to_the_bit(neurons, monkeypatch):
+    """A ReLU SAE's and the neurons' firing units come from one compiled pass (sae/analysis/firing_kernels.py); they
+    are torch's add, ReLU and non-zeros to the bit, with zeros, -0.0, infinities and NaN among the values (an SAE's
+    ReLU keeps NaN, which its non-zeros count; a neuron fires where positive only)."""
+    import torch
+
+    from sae.analysis.shard import Basis, _firing
+    from sae.dictionary.model import SAEConfig, SparseAutoencoder
+
+    gen = torch.Generator().manual_seed(2)
+    if neurons:
+        basis, x = Basis("neurons", 64), torch.randn(300, 64, generator=gen)
+        x[:, :8] = 0.0
+    else:
+        sae = SparseAutoencoder(SAEConfig(d_in=16, d_sae=256)).init_weights(gen).requires_grad_(False)
+        sae.b_enc.fill_(-0.5)
+        basis, x = Basis("relu", 256, sae), torch.randn(300, 16, generator=gen)
+    x[1, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0])
+    x[2, 5] = float("inf")
+    got = _firing(basis, x, {})
+    monkeypatch.setattr("sae.analysis.shard.compiled_kernels", lambda *args: None)  # the torch path
+    want = _firing(basis, x, {})
+    assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
+    assert got[2].view(np.int32).tolist() == want[2].view(np.int32).tolist()
+    assert got[0].dtype == want[0].dtype and got[1].dtype == want[1].dtype and got[2].dtype == want[2].dtype
+    assert np.isnan(got[2]).any() != neurons and np.isinf(got[2]).any() and 0 < len(got[0]) < x.shape[0] * basis.n_units
+
+
+def test_the_compiled_clash_test_equals_numpys(monkeypatch):
+    """The review sample's clash test (sae/analysis/review_kernels.py: each query against its own unit's open windows)
+    gives numpy's answers and text hashes: windows near an open one, windows that show the same text (a two-token
+    vocabulary repeats texts often; windows cut by their sequence's ends), units with no open window, empty slots."""
+    from sae.analysis.review_sample import OpenWindows
+
+    gen = np.random.default_rng(3)
+    n_ctx, before, after, n_units = 16, 4, 2, 30
+    tokens = gen.integers(0, 2, 40 * n_ctx).astype(np.int32)
+    open_units, open_centers = gen.integers(0, n_units - 5, 200), gen.integers(0, len(tokens), 200)
+    open_centers[:10] = -1  # empty slots
+    units, centers = gen.integers(0, n_units, 5000), gen.integers(0, len(tokens), 5000)
+    compiled = OpenWindows(open_units, open_centers, tokens, n_ctx, before, after)
+    assert compiled.compiled is not None
+    got, got_keys = compiled.clash(units, centers), compiled.text_keys(units, centers)
+    monkeypatch.setattr("sae.analysis.review_sample.kernels", lambda *args: None)  # what numba's absence gives
+    plain = OpenWindows(open_units, open_centers, tokens, n_ctx, before, after)
+    assert got.tolist() == plain.clash(units, centers).tolist()
+    assert got_keys.tolist() == plain.text_keys(units, centers).tolist()
+    near = plain.near(units, centers)
+    assert near.any() and (got & ~near).any() and (~got).any()  # both kinds of clash, and none, were there
+    assert not got[units >= n_units - 5].any()
+
+
+def test_the_compiled_window_lookup_equals_numpys(tmp_path, monkeypatch):
+    """The windows' activations looked up in a spill (sae/analysis/window_kernels.py) are numpy's to the bit: windows
+    across batch boundaries and cut by their sequence's ends, silent units, empty slots, a shard that starts late."""
+    from sae.analysis.spill import Spill, gather_windows
+
+    gen = np.random.default_rng(4)
+    n_ctx, before, after, n_units, n_seq, shard_start = 8, 5, 2, 12, 6, 3 * 8
+    spill = Spill.create(tmp_path / "spill", n_units)
+    for n_tokens in (16, 8, 24):  # batches of whole sequences
+        firing = gen.random((n_tokens, n_units)) < 0.3
+        rows, units = np.nonzero(firing)
+        spill.append(firing.sum(1), units, gen.random(len(units)).astype(np.float32) + 0.5)
+    units = gen.integers(-1, n_units, 300)  # -1: an empty slot
+    centers = gen.integers(0, shard_start + n_seq * n_ctx, 300)  # some before this shard
+    got = np.full((300, before + 1 + after), -7.0, np.float32)  # entries outside the shard keep their rows
+    gather_windows(spill, n_ctx, shard_start, units, centers, before, after, got)
+    monkeypatch.setattr("sae.analysis.spill.kernels", lambda *args: None)  # what numba's absence gives
+    want = np.full_like(got, -7.0)
+    gather_windows(spill, n_ctx, shard_start, units, centers, before, after, want)
+    assert got.view(np.int32).tolist() == want.view(np.int32).tolist()
+    mine = (units >= 0) & (centers >= shard_start)
+    assert (got[mine] > 0).any() and (got[mine] == 0).any() and (got[~mine] == -7).all()
