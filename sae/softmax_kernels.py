@@ -74,8 +74,9 @@ def replaced_logprobs(proj, add_of, inv_scale, bias, target, logp, kl, sums, pro
     norm's divisor. Writes logp[d, i], the log-probability of target[i]; kl[d, i] = KL(clean || d) at i (0 for
     d = 0); sums[d, i], the sum of exponentials shifted by the clean row's maximum: outside SUM_RANGE the caller
     redoes (d, i) the plain way (2^100 above: a term may have been clamped; 2^-60 below: imprecise). And of the clean
-    distribution: probs[i], its probabilities, and lse_clean[i], its logits' log-sum-exp, what a later splice's KL
-    needs of it (sae.lm.head_losses.clean_rows)."""
+    distribution: probs[i], its probabilities, and lse_clean[i] (float64), its logits' log-sum-exp, what a later
+    splice's KL needs of it (sae.lm.head_losses.clean_rows). Sums are float64: a splice's KL is a difference of two
+    log-sum-exps of ~10 nats, and float32 sums put ~1e-6 nats of error in each."""
     n_dist, n_rows = add_of.shape
     n_vocab = proj.shape[1]
     per = (n_rows + n_chunks - 1) // n_chunks
@@ -86,7 +87,7 @@ def replaced_logprobs(proj, add_of, inv_scale, bias, target, logp, kl, sums, pro
             top = np.float32(-np.inf)
             for v in range(n_vocab):
                 top = max(top, (proj[i, v] + proj[a0, v]) * s0 + bias[v])
-            total = np.float32(0.0)
+            total = 0.0  # float64: summed in float32, 50,257 terms put ~1e-6 nats of error in a log-sum-exp
             for v in range(n_vocab):
                 x = exp2f(((proj[i, v] + proj[a0, v]) * s0 + bias[v] - top) * LOG2E)
                 e[v] = x
@@ -96,7 +97,7 @@ def replaced_logprobs(proj, add_of, inv_scale, bias, target, logp, kl, sums, pro
             kl[0, i], sums[0, i], lse_clean[i] = 0.0, total, lse
             for d in range(1, n_dist):
                 ad, sd = add_of[d, i], inv_scale[d, i]
-                other, cross = np.float32(0.0), np.float32(0.0)
+                other, cross = 0.0, 0.0
                 for v in range(n_vocab):
                     clean = (proj[i, v] + proj[a0, v]) * s0 + bias[v]
                     x = (proj[i, v] + proj[ad, v]) * sd + bias[v]
@@ -105,7 +106,7 @@ def replaced_logprobs(proj, add_of, inv_scale, bias, target, logp, kl, sums, pro
                 lse_d = top + np.log(other)
                 logp[d, i] = (proj[i, t] + proj[ad, t]) * sd + bias[t] - lse_d
                 kl[d, i], sums[d, i] = cross / total - lse + lse_d, other
-            inv_total = np.float32(1.0) / total
+            inv_total = np.float32(1.0 / total)
             for v in range(n_vocab):
                 e[v] *= inv_total
 
@@ -113,8 +114,8 @@ def replaced_logprobs(proj, add_of, inv_scale, bias, target, logp, kl, sums, pro
 @numba.njit(parallel=True, nogil=True, cache=True, fastmath={"reassoc", "contract"})
 def spliced_logprobs(proj, inv_scale, bias, target, logp, lse, n_chunks):
     """The log-softmax of one chunk of spliced positions (sae.lm.head_losses.spliced_rows) without forming its row:
-    row i's logits are proj[i]·inv_scale[i] + bias. Writes logp[i], the log-probability of target[i], and lse[i], the
-    logits' log-sum-exp. Shifted by the row's own maximum, the sum lies in [1, d_vocab]: no term that matters is
+    row i's logits are proj[i]·inv_scale[i] + bias. Writes logp[i], the log-probability of target[i], and lse[i]
+    (float64, summed as in replaced_logprobs), the logits' log-sum-exp. Shifted by the row's own maximum, the sum lies in [1, d_vocab]: no term that matters is
     clamped, and nothing needs redoing."""
     n_rows, n_vocab = proj.shape
     per = (n_rows + n_chunks - 1) // n_chunks
@@ -124,7 +125,7 @@ def spliced_logprobs(proj, inv_scale, bias, target, logp, lse, n_chunks):
             top = np.float32(-np.inf)
             for v in range(n_vocab):
                 top = max(top, proj[i, v] * s + bias[v])
-            total = np.float32(0.0)
+            total = 0.0  # float64, as in replaced_logprobs
             for v in range(n_vocab):
                 total += exp2f((proj[i, v] * s + bias[v] - top) * LOG2E)
             lse[i] = top + np.log(total)

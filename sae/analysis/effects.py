@@ -8,7 +8,7 @@ means the unit was helping to predict the next token.
 In a one-layer model the MLP output at position t reaches the logits at t only (attention reads the residual stream
 before the MLP), so ablating u at every position of a window at once (the visualiser's one forward with and one
 without) gives each position's own effect, and the ablated logits need only the final residual r_t: they are
-readout(r_t − a·v_u). One forward per batch of sequences gives every r_t. Through the final norm that is
+readout(r_t − a·v_u). Pass 1 keeps every r_t (sae/analysis/residuals.py). Through the final norm that is
 (P_t − a·E_u) / scale + bias with P_t = c(r_t)·w @ W_U per distinct token and E_u = c(v_u)·w @ W_U per unit
 (sae.lm.heads.Readout), so each distinct (token, unit) pair, shared by every window and basis that holds it, costs
 O(d_vocab) instead of a d_model × d_vocab product (exact, not an approximation; for the demo's 1.38M pairs
@@ -34,7 +34,8 @@ from sae.memory import give_back_freed_memory
 if TYPE_CHECKING:  # sae.lm imports transformer_lens: not needed to define this module
     from sae.lm.heads import Readout
 
-ResidFn = Callable[[torch.Tensor], torch.Tensor]  # tokens [B, T] -> final residual [B, T, d_model] float32
+ResidFn = Callable[[int, int], torch.Tensor]  # sequences s0..s1 -> their final residual [(s1 - s0)·T, d_model]
+# float32 (kept by pass 1: sae/analysis/residuals.py, or a forward)
 TOKENS_PER_CHUNK = 512  # distinct tokens projected at once ([chunk, d_vocab] float32: 8 MB at d_vocab 4,096)
 PAIRS_PER_CHUNK = 4096  # pairs per call: bounds the [pairs, d_vocab] rows of E made when E is not kept whole
 TORCH_ROWS = 128  # rows of the torch fallback's sums at a time
@@ -86,7 +87,7 @@ def ablation_effects(resid_fn: ResidFn, readout: Readout, tokens: np.ndarray, ba
         if hi == lo:
             continue
         s1 = min(s0 + batch_sequences, n_seq)
-        resid = resid_fn(torch.from_numpy(np.asarray(tokens[s0:s1], dtype=np.int64))).reshape(-1, directions.shape[1])
+        resid = resid_fn(s0, s1).reshape(-1, directions.shape[1])
         # Pairs are token-sorted: each distinct token owns a run of them, and a chunk of tokens is projected once
         # for all the pairs that read it.
         token, first_pair = np.unique(pair_token[lo:hi], return_index=True)

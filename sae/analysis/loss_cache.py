@@ -31,7 +31,8 @@ from sae.analysis.config import AnalysisConfig
 from sae.lm.head_losses import CleanRows
 
 CACHE = Path(".cache") / "lm-losses"  # under the run, beside the proxy scores
-VERSION = 2  # of CleanRows's definition (2: kappa from the u kept): a change makes the cache miss
+VERSION = 3  # of CleanRows's definition (2: kappa from the u kept; 3: lse summed in float64): a change makes
+# the cache miss
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from sae.analysis.proxies import Proxy
 from sae.analysis.proxy_run import analysis_proxies, heldout_scores
 from sae.analysis.proxy_scores import buckets
 from sae.analysis.reduce import BasisResult, finish
+from sae.analysis.residuals import Residuals, keeps
 from sae.analysis.shard import ActsFn, AnalysisConfig, Basis, ShardState, analyze_shard, loss_mean
 from sae.conventions import NEURON_BASIS
 from sae.corpus.build import load_heldout
@@ -144,6 +145,7 @@ class ShardJob:
     device: str
     mean: torch.Tensor | None  # [d_in] mean ablation's vector, computed once by the driver
     proxy_scores: np.ndarray | None = None  # [seq_end - seq_start, T, K] this shard's token proxy scores
+    residuals: bool = False  # keep the final residual rows in spill_dir for the ablation effects
 
 
 def run_shard(job: ShardJob) -> list[ShardState]:
@@ -160,22 +162,21 @@ def run_shard(job: ShardJob) -> list[ShardState]:
     bases = [item.basis for item in _load_bases(job.plans, int(model.cfg.d_mlp))]
     acts_fn, losses = _lm_functions(model, dev, tokens, job.cfg, clean_rows_cache(job.run_dir, job.cfg, dev))
     return analyze_shard(acts_fn, losses, tokens, job.seq_range, bases, job.cfg, job.spill_dir, mean=job.mean,
-                         proxy_scores=job.proxy_scores, proxy_from=job.seq_range[0])
+                         proxy_scores=job.proxy_scores, proxy_from=job.seq_range[0],
+                         residuals=job.spill_dir if job.residuals else None)
 
 
 def _passes(run_dir: Path, model, dev: torch.device, tokens: np.ndarray, loaded: list[LoadedBasis],
             cfg: AnalysisConfig, executor, device: str, progress: bool, log: Callable[[str], None],
-            proxies: list[Proxy]) -> list[BasisResult]:
-    """Run pass 1 over all tokens for every basis at once, as shards on the executor, then the reduce here; the
-    spills live and die in between."""
+            proxies: list[Proxy], spill: Path, residuals: bool) -> tuple[list[BasisResult], list[tuple[int, int]]]:
+    """Run pass 1 over all tokens for every basis at once, as shards on the executor, then the reduce here; return
+    the results and the shards' sequence ranges. The spills live in `spill` (and with residuals, the final residual
+    rows that the ablation effects read: sae/analysis/residuals.py)."""
     from tqdm import tqdm
 
     cache = clean_rows_cache(run_dir, cfg, dev, tidy=True)
     acts_fn, losses = _lm_functions(model, dev, tokens, cfg, cache)
     bases = [item.basis for item in loaded]
-    (run_dir / "analysis").mkdir(parents=True, exist_ok=True)
-    for stale in (run_dir / "analysis").glob(".spill-*"):  # left by a killed analysis
-        shutil.rmtree(stale, ignore_errors=True)
     started = time.perf_counter()
     ranges = shard_ranges(len(tokens), cfg.batch_sequences, executor.n_shards())
     # mean ablation's vector, one for every shard
@@ -189,22 +190,21 @@ def _passes(run_dir: Path, model, dev: torch.device, tokens: np.ndarray, loaded:
     if len(ranges) > 1:
         log(f"pass 1 in {len(ranges)} shards of about {len(tokens) // len(ranges):,} sequences"
             + (" on Ray" if executor.remote else ""))
-    with tempfile.TemporaryDirectory(dir=run_dir / "analysis", prefix=".spill-") as spill_dir:
-        spill = Path(spill_dir).resolve()
-        with tqdm(total=int(tokens.size), unit="tok", unit_scale=True, disable=not progress, desc="analyze") as bar:
-            if executor.remote:
-                jobs = [ShardJob(run_dir.resolve(), [item.plan for item in loaded], cfg, r, spill, device, mean,
-                                 None if scores is None else scores[r[0]: r[1]]) for r in ranges]
-                n_tokens = [(end - start) * tokens.shape[1] for start, end in ranges]
-                states = executor.map(run_shard, jobs, lambda i: bar.update(n_tokens[i]))
-            else:
-                states = executor.map(lambda r: analyze_shard(acts_fn, losses, tokens, r, bases, cfg, spill,
-                                                              bar.update, mean, scores), ranges)
-        give_back_freed_memory()  # pass 1's heap, before pass 2's windows
-        log("pass 2 over the spilled activations: histograms, intervals, context windows")
-        results = finish(states, bases, tokens, cfg, None if scores is None else buckets(scores))
+    with tqdm(total=int(tokens.size), unit="tok", unit_scale=True, disable=not progress, desc="analyze") as bar:
+        if executor.remote:
+            jobs = [ShardJob(run_dir.resolve(), [item.plan for item in loaded], cfg, r, spill, device, mean,
+                             None if scores is None else scores[r[0]: r[1]], residuals) for r in ranges]
+            n_tokens = [(end - start) * tokens.shape[1] for start, end in ranges]
+            states = executor.map(run_shard, jobs, lambda i: bar.update(n_tokens[i]))
+        else:
+            states = executor.map(lambda r: analyze_shard(acts_fn, losses, tokens, r, bases, cfg, spill, bar.update,
+                                                          mean, scores, residuals=spill if residuals else None),
+                                  ranges)
+    give_back_freed_memory()  # pass 1's heap, before pass 2's windows
+    log("pass 2 over the spilled activations: histograms, intervals, context windows")
+    results = finish(states, bases, tokens, cfg, None if scores is None else buckets(scores))
     log(f"passes 1 and 2: {time.perf_counter() - started:.1f} s")
-    return results
+    return results, ranges
 
 
 def _residual_directions(basis: Basis, W_out: torch.Tensor) -> torch.Tensor:
@@ -214,8 +214,9 @@ def _residual_directions(basis: Basis, W_out: torch.Tensor) -> torch.Tensor:
 
 def _add_ablation_effects(model, dev: torch.device, tokens: np.ndarray, results: list[BasisResult],
                           directions: list[torch.Tensor], cfg: AnalysisConfig, progress: bool,
-                          log: Callable[[str], None]) -> None:
-    """Add top_effects and interval_effects (sae/analysis/effects.py) to every basis's arrays."""
+                          log: Callable[[str], None], residuals: Residuals | None) -> None:
+    """Add top_effects and interval_effects (sae/analysis/effects.py) to every basis's arrays; the final residual
+    from `residuals` (kept by pass 1) or, where None, from a forward."""
     from tqdm import tqdm
 
     from sae import lm
@@ -228,9 +229,10 @@ def _add_ablation_effects(model, dev: torch.device, tokens: np.ndarray, results:
                for r, d in zip(results, directions)]
     started, pairs = time.perf_counter(), []
     with tqdm(unit="pair", unit_scale=True, disable=not progress, desc="ablation effects") as bar:
-        effects = ablation_effects(lambda batch: lm.final_residual(model, batch.to(dev)).cpu(), lm.readout(model),
-                                   tokens, windows, cfg.batch_sequences, progress=lambda n: (bar.update(n),
-                                                                                            pairs.append(n)))
+        resid_fn = residuals or (lambda s0, s1: lm.final_residual(
+            model, torch.from_numpy(np.asarray(tokens[s0:s1], dtype=np.int64)).to(dev)).cpu())
+        effects = ablation_effects(resid_fn, lm.readout(model), tokens, windows, cfg.batch_sequences,
+                                   progress=lambda n: (bar.update(n), pairs.append(n)))
     log(f"ablation effects: {sum(pairs):,} (token, unit) pairs in {time.perf_counter() - started:.1f} s")
     for result, effect in zip(results, effects):
         arrays = result.arrays
@@ -291,11 +293,19 @@ def run_analysis(run_dir: Path, *, sae_names: list[str] | None = None, cfg: Anal
     bases = [item.basis for item in loaded]
     log(f"analysing {', '.join(b.name for b in bases)} over {tokens.size:,} held-out tokens")
     proxies = analysis_proxies(run_dir, cfg.proxies, cfg.extra_proxies)
-    results = _passes(run_dir, model, dev, tokens, loaded, cfg, executor or LocalExecutor(), device, progress, log,
-                      proxies)
-    give_back_freed_memory()  # pass 2's heap, before the effects
-    directions = [_residual_directions(b, W_out) for b in bases]
-    _add_ablation_effects(model, dev, tokens, results, directions, cfg, progress, log)
+    (run_dir / "analysis").mkdir(parents=True, exist_ok=True)
+    for stale in (run_dir / "analysis").glob(".spill-*"):  # left by a killed analysis
+        shutil.rmtree(stale, ignore_errors=True)
+    d_model = int(model.cfg.d_model)
+    keep = model.cfg.n_layers == 1 and keeps(int(tokens.size), d_model)  # what the effects read
+    with tempfile.TemporaryDirectory(dir=run_dir / "analysis", prefix=".spill-") as spill_dir:
+        spill = Path(spill_dir).resolve()
+        results, ranges = _passes(run_dir, model, dev, tokens, loaded, cfg, executor or LocalExecutor(), device,
+                                  progress, log, proxies, spill, keep)
+        give_back_freed_memory()  # pass 2's heap, before the effects
+        directions = [_residual_directions(b, W_out) for b in bases]
+        kept = Residuals(spill, ranges, tokens.shape[1], d_model) if keep else None
+        _add_ablation_effects(model, dev, tokens, results, directions, cfg, progress, log, kept)
     give_back_freed_memory()  # the effects' heap, before the windows' token ids
     for item, result, d in zip(loaded, results, directions):
         _write_basis(item, result, d, W_U, tokens, cfg, proxies)

@@ -24,6 +24,7 @@ import torch
 
 from sae.analysis.config import AnalysisConfig
 from sae.analysis.proxy_stats import ProxyStats
+from sae.analysis.residuals import append, shard_file
 from sae.analysis.spill import Spill
 from sae.analysis.state import UnitStats
 from sae.conventions import BOS_POSITION
@@ -84,12 +85,15 @@ class ShardState:
 def analyze_shard(acts_fn: ActsFn, losses: LossModel | None, tokens: np.ndarray, seq_range: tuple[int, int],
                   bases: list[Basis], cfg: AnalysisConfig, spill_dir: Path,
                   progress: Callable[[int], None] | None = None, mean: torch.Tensor | None = None,
-                  proxy_scores: np.ndarray | None = None, proxy_from: int = 0) -> list[ShardState]:
+                  proxy_scores: np.ndarray | None = None, proxy_from: int = 0,
+                  residuals: Path | None = None) -> list[ShardState]:
     """Return pass-1 states (one per basis) of sequences seq_range of tokens [n_seq, T]; spills go to spill_dir.
 
     mean [d_in]: `loss_mean(acts_fn, tokens, cfg)`, computed here when not given (a driver computes it once for all
     shards). Batches start at multiples of batch_sequences from sequence 0 when seq_range starts on one.
     proxy_scores [m, T, K]: the token scores of sequences proxy_from.. (sae/analysis/proxy_run.py), or None.
+    residuals: a folder where the shard's final residual rows are kept for the ablation effects
+    (sae/analysis/residuals.py; needs losses, whose forward gives them), or None.
     """
     seq_start, seq_end = seq_range
     n_ctx = tokens.shape[1]
@@ -102,14 +106,21 @@ def analyze_shard(acts_fn: ActsFn, losses: LossModel | None, tokens: np.ndarray,
     loss_limit = math.inf if cfg.loss_tokens is None else cfg.loss_tokens
     if losses is not None and mean is None:
         mean = loss_mean(acts_fn, tokens, cfg)
+    if residuals is not None:
+        if losses is None:
+            raise ValueError("keeping the final residual needs the LM's loss model: its forward gives it")
+        kept_residuals = shard_file(residuals, seq_start)
+        kept_residuals.write_bytes(b"")  # a task run again starts its file again
     for s0 in range(seq_start, seq_end, cfg.batch_sequences):
         s1 = min(s0 + cfg.batch_sequences, seq_end)
         batch = torch.from_numpy(np.asarray(tokens[s0:s1], dtype=np.int64))  # [B, T]
         token_offset = s0 * n_ctx
         # The loss region is the whole batches that start before loss_tokens, counted from the array's start.
         with_loss = losses is not None and token_offset < loss_limit
-        if with_loss:  # the loss's forward also yields the activations: no separate forward for this batch
-            post, kept = losses.forward(batch)
+        if with_loss or residuals is not None:  # the loss's forward also yields the activations (and the residual)
+            post, kept, final = losses.forward(batch, final=residuals is not None)
+            if final is not None:
+                append(kept_residuals, final)
         else:
             post = acts_fn(batch)
         x = post.reshape(-1, post.shape[-1]).float()  # [N, d_in]

@@ -201,7 +201,7 @@ def loss_recovered(model, tokens: torch.Tensor, sae: SparseAutoencoder, batch_ro
     lm, sums = loss_model(model, device, tokens, batch_rows), LossSums()
     for start in range(0, len(tokens), batch_rows):
         rows = tokens[start: start + batch_rows]
-        post, kept = lm.forward(rows)  # [b, T, d_mlp] float32 on CPU
+        post, kept, _ = lm.forward(rows)  # [b, T, d_mlp] float32 on CPU
         shared, own = lm.sums(kept, rows, post, mean, {"sae": sae(post.to(device)).cpu()})
         sums = sums.merge(shared).merge(own["sae"])
     return sums.metrics()

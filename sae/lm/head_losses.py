@@ -73,7 +73,7 @@ def clean_rows(head: MLPHead, resid_mid: torch.Tensor, post: torch.Tensor, token
     names = ("clean", *outs)
     compiled = kernels("sae.softmax_kernels", post.device)
     logp, kl = torch.empty(len(names), n, device=post.device), torch.empty(len(names), n, device=post.device)
-    u, lse = torch.empty(n, mid.shape[-1], device=post.device), torch.empty(n, device=post.device)
+    u, lse = torch.empty(n, mid.shape[-1], device=post.device), torch.empty(n, dtype=torch.float64, device=post.device)
     direction = torch.empty(n, mid.shape[-1], dtype=torch.float64, device=post.device)  # c·w / s of the clean residual
     W_U, bias = head.readout.W_U, head.readout.bias
     for r0 in range(0, n, HEAD_ROWS):
@@ -84,28 +84,29 @@ def clean_rows(head: MLPHead, resid_mid: torch.Tensor, post: torch.Tensor, token
                                                              *outs.values()]))
         local = torch.arange(m, device=post.device)
         add_of = torch.stack([local + m] + [torch.full_like(local, 2 * m + j) for j in range(len(outs))])  # [D, m]
-        scale = head.readout.scale(centred[:m][None] + centred[add_of])[..., 0]  # [D, m] the norm's divisors
+        # [D, m] the norm's divisors, as the float32 inverses every logit is multiplied by (direction below too)
+        inv_scale = 1.0 / head.readout.scale(centred[:m][None] + centred[add_of])[..., 0]
         if compiled is None:
-            logp[:, rows], kl[:, rows], probs, lse[rows] = _replaced_logprobs(projected, local, add_of, scale, bias,
-                                                                              targets[rows])
+            logp[:, rows], kl[:, rows], probs, lse[rows] = _replaced_logprobs(projected, local, add_of, inv_scale,
+                                                                              bias, targets[rows])
         else:
             sums, probs = torch.empty(len(names), m), torch.empty(m, projected.shape[1])
-            compiled.replaced_logprobs(projected.numpy(), add_of.numpy(), (1.0 / scale).numpy(), bias.numpy(),
+            compiled.replaced_logprobs(projected.numpy(), add_of.numpy(), inv_scale.numpy(), bias.numpy(),
                                        targets[rows].numpy(), logp[:, rows].numpy(), kl[:, rows].numpy(),
                                        sums.numpy(), probs.numpy(), lse[rows].numpy(), 4 * torch.get_num_threads())
             bad = torch.nonzero(compiled.out_of_range(sums))  # (distribution, row) whose sums left the range
             if len(bad):  # never the clean row, whose sum lies in [1, d_vocab]
                 d, i = bad[:, 0], bad[:, 1]
                 redo_logp, redo_kl, _, _ = _replaced_logprobs(projected, i, torch.stack([add_of[0, i], add_of[d, i]]),
-                                                              torch.stack([scale[0, i], scale[d, i]]), bias,
+                                                              torch.stack([inv_scale[0, i], inv_scale[d, i]]), bias,
                                                               targets[rows][i])
                 logp[d, r0 + i], kl[d, r0 + i] = redo_logp[1], redo_kl[1]
         torch.mm(probs, W_U.T, out=u[rows])
-        direction[rows] = ((centred[:m] + centred[m: 2 * m]) * head.readout.w).double() / scale[0, :, None].double()
+        direction[rows] = ((centred[:m] + centred[m: 2 * m]) * head.readout.w).double() * inv_scale[0, :, None].double()
     bos = _bos_rows(b, n_ctx, post.device)
     logp[1:, bos] = logp[0, bos]  # BOS keeps its activations: its ablated distributions are the clean one
     kl[1:, bos] = 0.0
-    return CleanRows(names, logp, kl, u, torch.linalg.vecdot(direction, u.double()) - lse.double())
+    return CleanRows(names, logp, kl, u, torch.linalg.vecdot(direction, u.double()) - lse)
 
 
 @torch.no_grad()
@@ -123,23 +124,25 @@ def spliced_rows(head: MLPHead, resid_mid: torch.Tensor, reconstruction: torch.T
     n = len(mid)
     targets = tokens[:, 1:].reshape(n).to(mid.device)
     compiled = kernels("sae.softmax_kernels", mid.device)
-    logp, lse = torch.empty(n, device=mid.device), torch.empty(n, device=mid.device)
+    logp, lse = torch.empty(n, device=mid.device), torch.empty(n, dtype=torch.float64, device=mid.device)
     dot = torch.empty(n, dtype=torch.float64, device=mid.device)  # (c(r)·w)·u / s
     ro = head.readout
     for r0 in range(0, n, HEAD_ROWS):
         rows = slice(r0, min(r0 + HEAD_ROWS, n))
         centred, projected = ro.project(mid[rows] + head.mlp_out(spliced[rows]))
-        scale = ro.scale(centred)[:, 0]
-        dot[rows] = torch.linalg.vecdot((centred * ro.w).double(), clean.u[rows].double()) / scale.double()
+        # The norm's divisor as the float32 inverse the logits are multiplied by, in dot too: a splice's KL is then a
+        # difference of terms that carry the same rounding of it (~1e-6 nats a position over 50,257 tokens otherwise)
+        inv_scale = 1.0 / ro.scale(centred)[:, 0]
+        dot[rows] = torch.linalg.vecdot((centred * ro.w).double(), clean.u[rows].double()) * inv_scale.double()
         if compiled is None:
-            x = projected.div_(scale[:, None]).add_(ro.bias)
-            lse[rows] = x.logsumexp(-1)
+            x = projected.mul_(inv_scale[:, None]).add_(ro.bias)
+            lse[rows] = x.double().logsumexp(-1)  # float64, as the kernel's
             logp[rows] = x.gather(-1, targets[rows][:, None])[:, 0] - lse[rows]
         else:
-            compiled.spliced_logprobs(projected.numpy(), (1.0 / scale).numpy(), ro.bias.numpy(),
+            compiled.spliced_logprobs(projected.numpy(), inv_scale.numpy(), ro.bias.numpy(),
                                       targets[rows].numpy(), logp[rows].numpy(), lse[rows].numpy(),
                                       4 * torch.get_num_threads())
-    kl = (clean.kappa - dot + lse.double()).float()
+    kl = (clean.kappa - dot + lse).float()
     bos = _bos_rows(b, n_ctx, mid.device)
     logp[bos], kl[bos] = clean.logp[0, bos], 0.0  # BOS keeps its activations: the clean distribution
     return logp, kl
@@ -167,21 +170,22 @@ def head_losses(head: MLPHead, resid_mid: torch.Tensor, post: torch.Tensor, toke
     return shared, own
 
 
-def _replaced_logprobs(projected: torch.Tensor, base_of: torch.Tensor, add_of: torch.Tensor, scale: torch.Tensor,
+def _replaced_logprobs(projected: torch.Tensor, base_of: torch.Tensor, add_of: torch.Tensor, inv_scale: torch.Tensor,
                        bias: torch.Tensor, target: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """sae.softmax_kernels.replaced_logprobs in torch ops (off CPU, without numba, and for the rows whose sums left
     the kernel's range): position i's logits under distribution d are (projected[base_of[i]] +
-    projected[add_of[d, i]]) / scale[d, i] + bias, d = 0 the clean ones. Returns (logp, kl) [D, m]: the
-    log-probability of target [m] and KL(clean || d); the clean probabilities [m, V] and logits' log-sum-exp [m]."""
+    projected[add_of[d, i]])·inv_scale[d, i] + bias, d = 0 the clean ones. Returns (logp, kl) [D, m]: the
+    log-probability of target [m] and KL(clean || d); the clean probabilities [m, V] and logits' log-sum-exp [m]
+    (float64)."""
     base = projected[base_of]  # [m, V]
     logp, kl = torch.empty(add_of.shape, device=base.device), torch.zeros(add_of.shape, device=base.device)
     for d in range(add_of.shape[0]):
-        logits = (base + projected[add_of[d]]).div_(scale[d][:, None]).add_(bias)  # [m, V]
+        logits = (base + projected[add_of[d]]).mul_(inv_scale[d][:, None]).add_(bias)  # [m, V]
         x = logits.log_softmax(-1)
         logp[d] = x.gather(-1, target[:, None])[:, 0]
         if d == 0:
-            clean, p, lse = x, x.exp(), logits[:, 0] - x[:, 0]
+            clean, p, lse = x, x.exp(), logits.double().logsumexp(-1)  # float64, as the kernel's
         else:
             kl[d] = torch.linalg.vecdot(p, clean - x)
     return logp, kl, p, lse
@@ -201,11 +205,13 @@ class HeadLosses:
     def __init__(self, model, head, device: torch.device, store: CleanRowsStore | None = None) -> None:
         self.model, self.head, self.device, self.store = model, head, device, store
 
-    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, object]:
-        from sae.lm.model import mid_and_post
+    def forward(self, batch: torch.Tensor, final: bool = False) -> tuple[torch.Tensor, object, torch.Tensor | None]:
+        from sae.lm.model import HOOK_POST, RESID_MID, activations_at, final_hook
 
-        mid, post = mid_and_post(self.model, batch.to(self.device))
-        return post.float().cpu(), (mid, post)
+        hooks = [RESID_MID, HOOK_POST, final_hook(self.model)] if final else [RESID_MID, HOOK_POST]
+        acts = activations_at(self.model, batch.to(self.device), hooks)
+        mid, post = acts[:2]
+        return post.float().cpu(), (mid, post), acts[2].cpu() if final else None
 
     def sums(self, kept, batch, post, mean, reconstructions, first_sequence=None):
         mid, post_here = kept

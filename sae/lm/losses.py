@@ -129,8 +129,9 @@ def mean_activation(posts: Iterable[torch.Tensor]) -> torch.Tensor:
 
 
 class LossModel(Protocol):
-    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, object]:
-        """Return (the hook's activations [B, T, d_in] float32 on CPU, what `sums` needs of this forward)."""
+    def forward(self, batch: torch.Tensor, final: bool = False) -> tuple[torch.Tensor, object, torch.Tensor | None]:
+        """Return (the hook's activations [B, T, d_in] float32 on CPU, what `sums` needs of this forward, and when
+        final the residual stream after the last block [B, T, d_model] float32 on CPU from the same forward)."""
 
     def sums(self, kept: object, batch: torch.Tensor, post: torch.Tensor, mean: torch.Tensor | None,
              reconstructions: dict[str, torch.Tensor], first_sequence: int | None = None
@@ -147,10 +148,12 @@ class SplicedLosses:
     def __init__(self, model, device: torch.device, rows_per_forward: int) -> None:
         self.model, self.device, self.rows = model, device, rows_per_forward
 
-    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, object]:
-        from sae.lm.model import mlp_activations
+    def forward(self, batch: torch.Tensor, final: bool = False) -> tuple[torch.Tensor, object, torch.Tensor | None]:
+        from sae.lm.model import HOOK_POST, activations_at, final_hook
 
-        return mlp_activations(self.model, batch.to(self.device)).float().cpu(), None
+        hooks = [HOOK_POST, final_hook(self.model)] if final else [HOOK_POST]
+        acts = activations_at(self.model, batch.to(self.device), hooks)
+        return acts[0].float().cpu(), None, acts[1].cpu() if final else None
 
     def sums(self, kept, batch, post, mean, reconstructions, first_sequence=None):
         from sae.lm.model import lm_logits

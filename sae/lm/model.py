@@ -147,9 +147,14 @@ def mlp_activations(model, tokens: torch.Tensor) -> torch.Tensor:
     return activation_at(model, tokens, HOOK_POST)
 
 
+def final_hook(model) -> str:
+    """Return the hook of the residual stream after the last block (what ln_final reads)."""
+    return f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+
+
 def final_residual(model, tokens: torch.Tensor) -> torch.Tensor:
     """Return the residual stream after the last block [B, T, d_model] float32 (what ln_final reads)."""
-    return activation_at(model, tokens, f"blocks.{model.cfg.n_layers - 1}.hook_resid_post")
+    return activation_at(model, tokens, final_hook(model))
 
 
 RESID_MID = "blocks.0.hook_resid_mid"

@@ -202,3 +202,20 @@ def test_a_second_analysis_reads_the_clean_rows_kept_and_gives_the_same_files(on
     run_analysis(copy, cfg=no_loss, device="cpu", progress=False, log=lambda m: None, force=True)
     assert entry.is_file()  # an analysis without loss metrics leaves the kept rows alone
 
+
+
+def test_the_effects_read_the_final_residual_pass_1_kept_and_equal_a_forwards(run_with_sae, one_shard, tmp_path,
+                                                                              monkeypatch):
+    """Pass 1 keeps every token's final residual for the ablation effects (sae/analysis/residuals.py), read back
+    across 3 shards here; the effects then run no forward of their own (one would fail now), and equal those of the
+    analysis whose effects ran their own forward (the residual kept over MAX_BYTES), to the bit."""
+    from sae import lm
+
+    def no_forward(*args):
+        raise AssertionError("the effects ran a forward of their own")
+
+    monkeypatch.setattr(lm, "final_residual", no_forward)
+    assert_same_analysis(one_shard, analysed_copy(run_with_sae, tmp_path / "kept", LocalExecutor(3)))
+    monkeypatch.undo()
+    monkeypatch.setattr("sae.analysis.run.keeps", lambda *args: False)
+    assert_same_analysis(one_shard, analysed_copy(run_with_sae, tmp_path / "forward", LocalExecutor()))

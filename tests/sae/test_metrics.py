@@ -202,12 +202,15 @@ def test_the_spliced_kl_from_the_clean_rows_equals_the_kl_of_both_distributions_
 
 def test_a_good_splices_kl_is_exact_to_a_part_in_ten_thousand_over_a_large_vocabulary():
     """Over 50,257 tokens the clean distribution's u = W_U p carries float32 rounding a splice's KL must not inherit
-    at full size (the KL is a difference of ~20-nat terms): for a splice that moves the LM by ~1e-3 nats, the mean KL
-    is within 1e-4 of itself computed from both whole distributions in float64."""
+    at full size (the KL is a difference of ~10-nat terms), nor the log-sum-exps float32 sums (each off by ~1e-6
+    nats at this size: the kernels sum in float64, and the logits and u share one rounding of the norm's divisor): for
+    a splice that moves the LM by ~1e-3 nats, the mean KL is within 1e-4 of itself computed from both whole
+    distributions in float64 (-3e-4 with float32 sums). Logits ~2.3 nats apart: where they are much steeper the
+    float32 unembedding's own rounding (unbiased, ~2e-6 nats a position) dominates a mean over 126 positions."""
     g = torch.Generator().manual_seed(0)
     d_model, d_mlp, vocab, b, n_ctx = 512, 64, 50257, 2, 64
     readout = Readout(centre=True, normalised=True, w=1 + 0.1 * torch.randn(d_model, generator=g), eps=1e-5,
-                      W_U=0.2 * torch.randn(d_model, vocab, generator=g), bias=0.5 * torch.randn(vocab, generator=g))
+                      W_U=0.1 * torch.randn(d_model, vocab, generator=g), bias=0.5 * torch.randn(vocab, generator=g))
     head = MLPHead(torch.randn(d_mlp, d_model, generator=g) / 8, 0.1 * torch.randn(d_model, generator=g), readout)
     mid = torch.randn(b, n_ctx, d_model, generator=g)
     post = torch.randn(b, n_ctx, d_mlp, generator=g).relu()
