@@ -203,13 +203,22 @@ class IntervalStats:
         """Add non-zeros of the spill: rows local to token_offset, units [nnz] int64, values [nnz] float32; return
         each one's group [nnz] (unit * n_intervals + its interval)."""
         h = self.hist_bins
-        hb = np.clip(np.log(values) * self.hist_scale[units] + self.hist_shift[units], 0, h - 1).astype(np.int64)
-        self.hist_counts += np.bincount(units * h + hb, minlength=self.n_units * h)
-        self.act_sum += np.bincount(units, weights=values, minlength=self.n_units)
-        group = units * self.n_intervals + self.intervals_of(units, values)
-        self.interval_counts += np.bincount(group, minlength=self.n_units * self.n_intervals)
         tokens = rows + token_offset
-        self.reservoir.update(group, reservoir_keys(tokens, units, self.seed), tokens, values)
+        compiled = kernels("sae.analysis.interval_kernels")
+        if compiled is not None:
+            group, key, batch_sum = np.empty_like(units), np.empty_like(units), np.zeros(self.n_units)
+            compiled.interval_update(units, values, np.log(values), tokens, self.seed, self.hist_scale,
+                                     self.hist_shift, h, self.interval_scale, self._flat_edges, self.n_intervals,
+                                     self.hist_counts, batch_sum, self.interval_counts, group, key)
+            self.act_sum += batch_sum
+        else:
+            hb = np.clip(np.log(values) * self.hist_scale[units] + self.hist_shift[units], 0, h - 1).astype(np.int64)
+            self.hist_counts += np.bincount(units * h + hb, minlength=self.n_units * h)
+            self.act_sum += np.bincount(units, weights=values, minlength=self.n_units)
+            group = units * self.n_intervals + self.intervals_of(units, values)
+            self.interval_counts += np.bincount(group, minlength=self.n_units * self.n_intervals)
+            key = reservoir_keys(tokens, units, self.seed)
+        self.reservoir.update(group, key, tokens, values)
         if self.review_top is not None:
             top = self.review_top  # a strict filter: a later token loses a tie with the kth entry (as in UnitStats)
             kth = np.where(top.token[:, -1] >= 0, top.value[:, -1], 0.0)

@@ -137,3 +137,46 @@ def test_the_compiled_window_lookup_equals_numpys(tmp_path, monkeypatch):
     assert got.view(np.int32).tolist() == want.view(np.int32).tolist()
     mine = (units >= 0) & (centers >= shard_start)
     assert (got[mine] > 0).any() and (got[mine] == 0).any() and (got[~mine] == -7).all()
+
+
+def test_the_compiled_interval_bookkeeping_equals_numpys(monkeypatch):
+    """Pass 2's per-entry bookkeeping (sae/analysis/interval_kernels.py) gives numpy's histogram and interval counts,
+    activation sums, groups and reservoir to the bit, values on interval edges, at the max and the min included;
+    a non-finite value is refused rather than binned out of bounds."""
+    from sae.analysis.state import IntervalStats
+
+    gen = np.random.default_rng(5)
+    n_units, n = 40, 20_000
+    max_act = (gen.random(n_units) * 5 + 0.1).astype(np.float32)
+    min_act = (max_act * gen.random(n_units) * 0.01).astype(np.float32)
+    max_act[3] = min_act[3] = 0.0  # a dead unit gets nothing
+    units = gen.integers(0, n_units, n)
+    units = units[units != 3]
+    values = (gen.random(len(units)) * max_act[units]).astype(np.float32)
+    values = np.maximum(values, min_act[units])
+    edges = (max_act[:, None] * (np.arange(12, dtype=np.float32) / np.float32(11))).astype(np.float32)
+    on_edge = edges[units[:6000], gen.integers(1, 12, 6000)]  # on an interval's edge (the max among them) or an ulp off
+    values[:6000] = np.nextafter(on_edge, np.float32(gen.choice([0, np.inf], 6000)) * on_edge)
+    values[:2000] = on_edge[:2000]
+    values[6000:6100] = min_act[units[6000:6100]]
+
+    rows = np.arange(len(units), dtype=np.int64)
+
+    def run():
+        stats = IntervalStats(max_act, min_act, 11, 5, 50, seed=7)
+        return stats, stats.update(rows, units, values, 1000)
+
+    compiled, got_group = run()
+    monkeypatch.setattr("sae.analysis.state.kernels", lambda *args: None)  # what numba's absence gives
+    plain, want_group = run()
+    assert got_group.tolist() == want_group.tolist()
+    for name in ("hist_counts", "interval_counts"):
+        assert getattr(compiled, name).tolist() == getattr(plain, name).tolist(), name
+    assert compiled.act_sum.view(np.int64).tolist() == plain.act_sum.view(np.int64).tolist()
+    assert compiled.reservoir.token.tolist() == plain.reservoir.token.tolist()
+    assert compiled.reservoir.key.tolist() == plain.reservoir.key.tolist()
+    assert (compiled.hist_counts.reshape(n_units, 50)[:, [0, 49]] > 0).all(axis=1).sum() > 30  # both end bins used
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="not finite"):
+        IntervalStats(max_act, min_act, 11, 5, 50, seed=7).update(rows[:2], units[:2],
+                                                                  np.array([1.0, np.inf], np.float32), 0)
