@@ -1,6 +1,7 @@
 """Per-unit analysis of every basis (MLP neurons and each SAE) over held-out tokens, as mergeable shards.
 
-`analyze_shard` is pass 1 over one shard of sequences: ONE LM forward per batch (stopped at the hook) feeds every
+`analyze_shard` is pass 1 over one shard of sequences: ONE LM forward per batch (stopped at the hook, or run
+through the block when the final residual is kept for the ablation effects: sae/analysis/residuals.py) feeds every
 basis; each basis encodes (identity for neurons), takes its non-zeros once (a compiled pass), updates its `UnitStats`,
 keeps the batch's `BasisSums` and spills the non-zeros to disk. `sae.analysis.reduce.finish` is the reduce: it
 merges pass-1 states, then streams each shard's spill for pass 2 (histograms, intervals, reservoirs; no second
