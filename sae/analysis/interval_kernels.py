@@ -22,7 +22,8 @@ def interval_update(units, values, log_values, tokens, seed, hist_scale, hist_sh
     """For entries [n] (units, values > 0 and finite, np.log of the values, global tokens): add each to its
     histogram bin (hist_counts [U·H]) and interval (interval_counts [U·I]), its value to batch_sum [U] (float64, in
     entry order, as np.bincount sums), and write its group (unit·I + interval) and reservoir key
-    (sae.analysis.state.reservoir_keys). A value that is not finite and positive raises ValueError."""
+    (sae.analysis.state.reservoir_keys). A value that is not finite and positive, or whose bin or interval is not
+    defined, raises ValueError before any write (numba does not check bounds; numpy's path fails there too)."""
     top_bin, last = np.float32(hist_bins - 1), n_intervals - 1
     salt = np.uint64(seed) * HASH_SEED
     for n in range(units.shape[0]):
@@ -30,12 +31,16 @@ def interval_update(units, values, log_values, tokens, seed, hist_scale, hist_sh
         if not (v > 0 and v < np.inf):
             raise ValueError("an activation to bin is not finite and positive")
         x = log_values[n] * hist_scale[u] + hist_shift[u]
+        if x != x:  # numba does not check bounds: NaN (a live unit whose smallest activation read as 0) is refused
+            raise ValueError("an activation's histogram bin is not defined: its unit's smallest activation is 0")
         hist_counts[u * hist_bins + np.int64(min(max(x, np.float32(0.0)), top_bin))] += 1
         batch_sum[u] += np.float64(v)
         b = min(np.int64(v * interval_scale[u]), last)
-        if v < flat_edges[u * (n_intervals + 1) + b] and b > 0:  # float rounding may put a value one interval off
+        if b < 0:  # v * scale was not finite (IntervalStats keeps the scales finite)
+            raise ValueError("an activation's interval is not defined")
+        while v < flat_edges[u * (n_intervals + 1) + b] and b > 0:  # float rounding may put a value an interval off
             b -= 1
-        if v >= flat_edges[u * (n_intervals + 1) + b + 1] and b < last:
+        while v >= flat_edges[u * (n_intervals + 1) + b + 1] and b < last:  # (more where max_act is subnormal)
             b += 1
         g = u * n_intervals + b
         interval_counts[g] += 1

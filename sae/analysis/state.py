@@ -179,7 +179,11 @@ class IntervalStats:
         # float32 per-unit affine map log(v) -> bin: bins = log(v) * hist_scale + hist_shift
         self.hist_scale = (hist_bins / np.where(span > 0, span, 1.0)).astype(np.float32)
         self.hist_shift = (-lo * self.hist_scale).astype(np.float32)
-        self.interval_scale = np.float32(n_intervals) / np.where(live, max_act, 1.0).astype(np.float32)
+        # float32 like the edges; finite where max_act is subnormal (its quotient would overflow: FLT_MAX still puts
+        # every value in [0, max_act] in range, and the edge tests below place it)
+        with np.errstate(over="ignore"):
+            scale = np.float32(n_intervals) / np.where(live, max_act, 1.0).astype(np.float32)
+        self.interval_scale = np.minimum(scale, np.finfo(np.float32).max)
         self._flat_edges = self.interval_edges.reshape(-1)
         self.hist_edges = np.where(live[:, None], edges, 0.0).astype(np.float32)  # [U, H+1]
         self.hist_counts = np.zeros(self.n_units * hist_bins, dtype=np.int64)
@@ -193,10 +197,11 @@ class IntervalStats:
         """Return the interval index [nnz] of each (unit, value), consistent with the stored float32 edges."""
         n = self.n_intervals
         b = np.minimum((values * self.interval_scale[units]).astype(np.int64), n - 1)  # values > 0: no floor needed
-        at = units * (n + 1) + b  # flat index of the interval's lower edge
-        b -= (values < self._flat_edges[at]) & (b > 0)  # float rounding may put a value one interval off
-        at = units * (n + 1) + b
-        b += (values >= self._flat_edges[at + 1]) & (b < n - 1)
+        # Float rounding may put a value an interval off (several where max_act is subnormal): step to the edges.
+        for step, off in ((-1, lambda b: (values < self._flat_edges[units * (n + 1) + b]) & (b > 0)),
+                          (1, lambda b: (values >= self._flat_edges[units * (n + 1) + b + 1]) & (b < n - 1))):
+            while (move := off(b)).any():
+                b += step * move
         return b
 
     def update(self, rows: np.ndarray, units: np.ndarray, values: np.ndarray, token_offset: int) -> np.ndarray:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sae.analysis.state import GroupSelect
+from sae.compiled import kernels
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["numba", "numpy"])
@@ -82,6 +83,7 @@ def test_the_compiled_firing_units_equal_torchs_to_the_bit(neurons, monkeypatch)
         basis, x = Basis("relu", 256, sae), torch.randn(300, 16, generator=gen)
     x[1, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0])
     x[2, 5] = float("inf")
+    assert kernels("sae.analysis.firing_kernels") is not None
     got = _firing(basis, x, {})
     monkeypatch.setattr("sae.analysis.shard.compiled_kernels", lambda *args: None)  # the torch path
     want = _firing(basis, x, {})
@@ -129,6 +131,7 @@ def test_the_compiled_window_lookup_equals_numpys(tmp_path, monkeypatch):
         spill.append(firing.sum(1), units, gen.random(len(units)).astype(np.float32) + 0.5)
     units = gen.integers(-1, n_units, 300)  # -1: an empty slot
     centers = gen.integers(0, shard_start + n_seq * n_ctx, 300)  # some before this shard
+    assert kernels("sae.analysis.window_kernels") is not None
     got = np.full((300, before + 1 + after), -7.0, np.float32)  # entries outside the shard keep their rows
     gather_windows(spill, n_ctx, shard_start, units, centers, before, after, got)
     monkeypatch.setattr("sae.analysis.spill.kernels", lambda *args: None)  # what numba's absence gives
@@ -150,6 +153,7 @@ def test_the_compiled_interval_bookkeeping_equals_numpys(monkeypatch):
     max_act = (gen.random(n_units) * 5 + 0.1).astype(np.float32)
     min_act = (max_act * gen.random(n_units) * 0.01).astype(np.float32)
     max_act[3] = min_act[3] = 0.0  # a dead unit gets nothing
+    max_act[5], min_act[5] = 2e-38, 1e-41  # subnormal: 11 / max overflows float32, its values span the intervals
     units = gen.integers(0, n_units, n)
     units = units[units != 3]
     values = (gen.random(len(units)) * max_act[units]).astype(np.float32)
@@ -166,6 +170,7 @@ def test_the_compiled_interval_bookkeeping_equals_numpys(monkeypatch):
         stats = IntervalStats(max_act, min_act, 11, 5, 50, seed=7)
         return stats, stats.update(rows, units, values, 1000)
 
+    assert kernels("sae.analysis.interval_kernels") is not None
     compiled, got_group = run()
     monkeypatch.setattr("sae.analysis.state.kernels", lambda *args: None)  # what numba's absence gives
     plain, want_group = run()
@@ -176,7 +181,11 @@ def test_the_compiled_interval_bookkeeping_equals_numpys(monkeypatch):
     assert compiled.reservoir.token.tolist() == plain.reservoir.token.tolist()
     assert compiled.reservoir.key.tolist() == plain.reservoir.key.tolist()
     assert (compiled.hist_counts.reshape(n_units, 50)[:, [0, 49]] > 0).all(axis=1).sum() > 30  # both end bins used
+    assert (compiled.interval_counts.reshape(n_units, 11)[5] > 0).all()  # the subnormal unit's values in every one
     monkeypatch.undo()
     with pytest.raises(ValueError, match="not finite"):
         IntervalStats(max_act, min_act, 11, 5, 50, seed=7).update(rows[:2], units[:2],
                                                                   np.array([1.0, np.inf], np.float32), 0)
+    with pytest.raises(ValueError, match="not defined"):  # a live unit whose smallest activation read as 0 (NaN)
+        IntervalStats(np.float32([1.0]), np.float32([0.0]), 11, 5, 50, seed=7).update(
+            rows[:2], np.zeros(2, np.int64), np.float32([0.5, 1.0]), 0)
