@@ -115,8 +115,8 @@ def replaced_logprobs(proj, add_of, inv_scale, bias, target, logp, kl, sums, pro
 def spliced_logprobs(proj, inv_scale, bias, target, logp, lse, n_chunks):
     """The log-softmax of one chunk of spliced positions (sae.lm.head_losses.spliced_rows) without forming its row:
     row i's logits are proj[i]·inv_scale[i] + bias. Writes logp[i], the log-probability of target[i], and lse[i]
-    (float64, summed as in replaced_logprobs), the logits' log-sum-exp. Shifted by the row's own maximum, the sum lies in [1, d_vocab]: no term that matters is
-    clamped, and nothing needs redoing."""
+    (float64, summed as in replaced_logprobs), the logits' log-sum-exp. Shifted by the row's own maximum, the sum
+    lies in [1, d_vocab]: no term that matters is clamped, and nothing needs redoing."""
     n_rows, n_vocab = proj.shape
     per = (n_rows + n_chunks - 1) // n_chunks
     for chunk in numba.prange(n_chunks):

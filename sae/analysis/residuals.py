@@ -49,5 +49,6 @@ class Residuals:
         row = self.n_ctx * self.d_model
         rows = np.fromfile(shard_file(self.folder, start), np.float32, (s1 - s0) * row, offset=4 * (s0 - start) * row)
         if len(rows) != (s1 - s0) * row:
-            raise ValueError(f"the residual file of the shard {start}..{end} is short: {len(rows)} of {(s1 - s0) * row}")
+            raise ValueError(f"the residual file of the shard {start}..{end} is short: {len(rows)} floats of "
+                             f"{(s1 - s0) * row}")
         return torch.from_numpy(rows).reshape(-1, self.d_model)
