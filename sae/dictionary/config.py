@@ -94,7 +94,7 @@ class SAETrainConfig:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """Return fp32 or bf16; "auto" takes bf16 where bf16 matmuls are fast (AVX-512/AMX CPUs, CUDA)."""
+    """Return fp32 or bf16; "auto" takes bf16 where bf16 matmuls are fast (CPUs with AVX512_BF16/AMX, CUDA)."""
     from sae.device import bf16_is_fast
 
     if precision != "auto":

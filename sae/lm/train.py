@@ -1,6 +1,6 @@
 """Language-model stage: train the one-layer model on the corpus rows, report held-out loss vs a unigram baseline.
 
-AdamW with linear warm-up then cosine decay; bf16 autocast on CPUs whose bf16 matmul is fast (AVX-512/AMX:
+AdamW with linear warm-up then cosine decay; bf16 autocast on CPUs with bf16 instructions (AVX512_BF16/AMX:
 measured 24k vs 13.5k tokens/s here). A checkpoint (model, optimiser, step) goes to the stage's work folder
 every `checkpoint_every_s` seconds, and a re-run with the same config resumes from it; batch order depends
 only on (seed, step), so a resumed run sees the same batches it would have seen.
@@ -33,8 +33,8 @@ CHECKPOINT = "checkpoint.pt"
 def use_bf16(device: torch.device, autocast: str, d_model: int = 128) -> bool:
     """Return whether to train under bf16 autocast: asked for, or "auto" where it is faster.
 
-    On CPU, bf16 pays off only with fast bf16 matmuls (AVX-512/AMX) and matrices big enough to amortise the
-    casts: at d_model 32 it was slower than fp32 here.
+    On CPU, bf16 pays off only with bf16 matmul instructions (AVX512_BF16/AMX; AVX-512 alone emulates them, 4x
+    slower than fp32) and matrices big enough to amortise the casts: at d_model 32 it was slower than fp32 here.
     """
     if autocast not in AUTOCASTS:
         raise MonoscopeError(f"autocast must be auto, bf16 or fp32, got {autocast!r}")
